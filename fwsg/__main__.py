@@ -1,0 +1,5 @@
+import sys
+
+from fwsg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,111 @@
+"""Pure-Python twin of the compiled hot path (csrc/_fast.pyx): same names, signatures, results.
+
+NftContext calls libnftables in-process through ctypes.
+"""
+
+import ctypes
+import ctypes.util
+
+from fwsg.errors import KernelError
+
+COMPILED = False
+
+_NFT_CTX_OUTPUT_JSON = 1 << 4
+_lib = None
+
+
+def _libnftables():
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            raise KernelError(f"libnftables not found ({e}); install libnftables1") from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_get_flags.restype = ctypes.c_uint
+        lib.nft_ctx_output_get_flags.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
+            getattr(lib, fn).argtypes = [ctypes.c_void_p]
+        for fn in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
+            getattr(lib, fn).restype = ctypes.c_char_p
+            getattr(lib, fn).argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        _lib = lib
+    return _lib
+
+
+class NftContext:
+    """A libnftables context bound to the network namespace current at construction."""
+
+    def __init__(self):
+        lib = _libnftables()
+        self._lib = lib
+        self.ctx = lib.nft_ctx_new(0)
+        if not self.ctx:
+            raise KernelError("libnftables: nft_ctx_new failed")
+        lib.nft_ctx_buffer_output(self.ctx)
+        lib.nft_ctx_buffer_error(self.ctx)
+        self.base_flags = lib.nft_ctx_output_get_flags(self.ctx)
+
+    def __del__(self):
+        self.close()
+
+    def close(self):
+        """Free the context (idempotent)."""
+        if getattr(self, "ctx", None):
+            self._lib.nft_ctx_free(self.ctx)
+            self.ctx = None
+
+    def run(self, text, json_output=False):
+        """Run ``text`` (nft syntax, one atomic transaction) and return the library's output.
+
+        Raises KernelError carrying the library's error text when the batch is refused; the
+        kernel is then unchanged.
+        """
+        if not self.ctx:
+            raise KernelError("libnftables context is closed")
+        data = text.encode() if isinstance(text, str) else bytes(text)
+        flags = self.base_flags | (_NFT_CTX_OUTPUT_JSON if json_output else 0)
+        self._lib.nft_ctx_output_set_flags(self.ctx, flags)
+        rc = self._lib.nft_run_cmd_from_buffer(self.ctx, data)
+        out = (self._lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode("utf-8", "replace")
+        err = (self._lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode("utf-8", "replace")
+        if rc != 0:
+            raise KernelError("nftables refused the batch: " + (err.strip() or f"error {rc}"))
+        return out
+
+
+def diff_keys(desired, current):
+    """Return (added, removed): sorted lists of the keys in ``desired`` not in ``current`` and
+    the reverse. Both arguments are sets (or iterables) of str. Pure: no I/O."""
+    d = desired if type(desired) is set else set(desired)
+    c = current if type(current) is set else set(current)
+    return sorted(d - c), sorted(c - d)
+
+
+def diff_map(desired, current):
+    """Return (added, changed, removed) for two maps key -> value (str -> str).
+
+    ``added`` and ``changed`` are sorted lists of (key, new value); ``removed`` a sorted list of
+    keys. Pure: no I/O."""
+    added, changed = [], []
+    for k, v in desired.items():
+        old = current.get(k)
+        if old is None:
+            added.append((k, v))
+        elif old != v:
+            changed.append((k, v))
+    removed = [k for k in current if k not in desired]
+    added.sort()
+    changed.sort()
+    removed.sort()
+    return added, changed, removed
+
+
+def render_elements(keys):
+    """Render element keys (or (key, value) pairs) as the inside of an nft ``{ ... }`` list."""
+    return ", ".join(f"{k[0]} : {k[1]}" if type(k) is tuple else k for k in keys)

@@ -1,0 +1,62 @@
+"""The ``fwsg`` command: argument parsing and the mapping of errors to exit codes.
+
+Exit codes: 0 success, 2 bad input or usage, 1 the kernel (or environment) refused.
+User errors print one line on stderr, never a traceback.
+"""
+
+import argparse
+import importlib
+import sys
+
+from fwsg import __version__
+from fwsg.commands import COMMANDS
+from fwsg.errors import FwsgError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"fwsg: error: {message}\n")
+
+
+def build_parser():
+    """Return the full argument parser (all sub-commands registered)."""
+    parser = _Parser(
+        prog="fwsg",
+        description="Security groups (OpenStack Neutron semantics) to nftables, "
+        "applied atomically in-process; resource probe and HA placement.",
+        epilog="Run 'fwsg COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"fwsg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"fwsg.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"fwsg.commands.{name}":
+                continue  # command not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FwsgError as e:
+        print(f"fwsg: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fwsg: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
