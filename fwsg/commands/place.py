@@ -1,0 +1,154 @@
+"""``fwsg place``: print the recovery plan for the guests of failed nodes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fwsg.errors import UserError, ValidationError
+
+EXAMPLE = """\
+examples:
+  fwsg place examples/cluster.json --failed pve2
+  fwsg place examples/cluster.json --failed pve2 --failed pve3 --strategy bestfit --json
+  fwsg place cluster.json --failed pve2 --stats pve1.json --stats pve3.json --explain
+
+Guests are placed largest first (max memory, then cpu). A node is a candidate only if it passes
+every hard constraint (online, HA group, affinity/anti-affinity, cores, storages, networks,
+memory headroom >= max memory, projected cpu/memory <= --threshold, conntrack headroom); the
+strategy ranks the candidates; ties go to the node name. Exit status: 0 every guest placed,
+3 some guest could not be placed, 2 bad input. Schema: docs/placement.md.
+
+strategies:
+"""
+
+
+def register(subparsers):
+    """Add the ``place`` sub-command."""
+    from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES
+
+    epilog = EXAMPLE + "\n".join(f"  {name:<16} {s.summary}" for name, s in STRATEGIES.items())
+    p = subparsers.add_parser(
+        "place",
+        help="plan where the guests of failed nodes restart (HA placement)",
+        description="Print the recovery plan for the guests of one or more failed nodes: each "
+        "guest's target node or why it cannot be placed, and every node's projected load.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("cluster", metavar="CLUSTER.json", help="the cluster document (see docs/placement.md)")
+    p.add_argument("--failed", metavar="NODE", action="append", required=True,
+                   help="a failed node whose guests must be placed (repeat for several)")
+    p.add_argument("--strategy", metavar="NAME", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
+                   help=f"how candidates are ranked (default {DEFAULT_STRATEGY}; see below)")
+    p.add_argument("--use", choices=("peak", "mean", "latest"), default="peak",
+                   help="usage statistic checked against the threshold (default: peak = the percentile)")
+    p.add_argument("--percentile", metavar="N", type=int, default=95,
+                   help="which percentile of the usage metrics is the peak (default 95: key p95)")
+    p.add_argument("--threshold", metavar="PCT", type=float, default=95.0,
+                   help="hard limit on projected cpu and memory usage, percent (default 95)")
+    p.add_argument("--conntrack-threshold", metavar="PCT", type=float, default=95.0,
+                   help="hard limit on projected conntrack entries, percent of max (default 95)")
+    p.add_argument("--stats", metavar="FILE", action="append", default=[],
+                   help="a node's probe document (fwsg probe --output); overrides its usage")
+    p.add_argument("--explain", action="store_true",
+                   help="also list why the other nodes were not chosen for placed guests")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=run)
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValidationError(path, f"not valid JSON: {e}") from None
+
+
+def run(args):
+    """Plan and print; 0 when every guest is placed, 3 when some is not."""
+    from fwsg.placement import Limits, parse_cluster, plan_recovery
+    from fwsg.placement.stats import apply_probe_stats
+
+    if not 50 <= args.percentile <= 99:
+        raise ValidationError("--percentile", f"{args.percentile} must be between 50 and 99")
+    for name, value in (("--threshold", args.threshold), ("--conntrack-threshold", args.conntrack_threshold)):
+        if not 0 < value <= 100:
+            raise ValidationError(name, f"{value:g} must be in (0, 100]")
+    doc = _read_json(args.cluster)
+    for path in args.stats:
+        doc = apply_probe_stats(doc, _read_json(path), where=path)
+    cluster = parse_cluster(doc, peak_key=f"p{args.percentile}")
+    limits = Limits(threshold=args.threshold / 100.0, conntrack_threshold=args.conntrack_threshold / 100.0)
+    plan = plan_recovery(cluster, args.failed, args.strategy, use=args.use, limits=limits)
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(plan, cluster, explain=args.explain))
+    return 3 if plan.unplaced else 0
+
+
+def _gib(n):
+    from fwsg.placement.filters import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def render_text(plan, cluster, *, explain=False):
+    """The plan for humans: decisions, unplaced guests with every node's reason, node loads."""
+    stat = plan.peak_key if plan.use == "peak" else plan.use
+    lines = [
+        f"Recovery plan for {', '.join(plan.failed)}: strategy {plan.strategy}, usage {stat}, "
+        f"threshold {plan.limits.threshold:.0%} - {len(plan.placed)} of {len(plan.placements)} "
+        f"guests placed, {len(plan.unplaced)} unplaced ({plan.seconds * 1000:.1f} ms)",
+        "",
+    ]
+    if plan.placements:
+        rows = [("GUEST", "FROM", "TO", "CORES", "MAX MEM", "NOTE")]
+        for p in plan.placements:
+            g = cluster.guests[p.guest]
+            note = ""
+            if len(p.unit) > 1:
+                note = "with " + ", ".join(u for u in p.unit if u != p.guest)
+            rows.append((p.guest, p.source, p.target or "-", str(g.cores), _gib(g.memory),
+                         note if p.placed else "UNPLACED " + note))
+        lines += _table(rows, right={3, 4})
+    for p in plan.placements:
+        if p.placed and not (explain and p.rejected):
+            continue
+        head = "cannot be placed" if not p.placed else f"-> {p.target}; not chosen"
+        lines += ["", f"{p.guest} {head}:"]
+        lines += [f"  {node}: {why}" for node, why in p.rejected.items()]
+    lines += ["", f"Projected load ({stat}):"]
+    rows = [("NODE", "STATUS", "CPU BEFORE", "CPU AFTER", "MEM BEFORE", "MEM AFTER", "GUESTS")]
+    for n in plan.nodes:
+        if n.status == "failed":
+            rows.append((n.name, "failed", _cores(n.cpu_before, n.cores), "-",
+                         _mem(n.mem_before, n.memory), "-", f"{n.guests_before} -> 0"))
+            continue
+        rows.append((n.name, n.status, _cores(n.cpu_before, n.cores), _cores(n.cpu_after, n.cores),
+                     _mem(n.mem_before, n.memory), _mem(n.mem_after, n.memory),
+                     f"{n.guests_before} -> {n.guests_after}"))
+    lines += _table(rows, right={2, 3, 4, 5})
+    return "\n".join(lines) + "\n"
+
+
+def _cores(used, cores):
+    return f"{used:.1f}/{cores} ({used / cores:.0%})"
+
+
+def _mem(used, total):
+    return f"{_gib(used)} ({used / total:.0%})"
+
+
+def _table(rows, right=frozenset()):
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  ".join(cells).rstrip())
+    return out

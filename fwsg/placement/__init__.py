@@ -1,0 +1,40 @@
+"""HA placement: where the guests of failed nodes restart.
+
+Filters (hard constraints, each rejection explained), then a pluggable scorer, then a
+deterministic tie-break by node name; every decision updates the projected node usage before
+the next. Everything here is pure (no I/O) except :func:`load_cluster`, which reads a file.
+
+    >>> from fwsg.placement import load_cluster, plan_recovery
+    >>> plan = plan_recovery(load_cluster("examples/cluster.json"), failed=["pve2"])
+"""
+
+from fwsg.placement.filters import FILTERS, Limits
+from fwsg.placement.model import Cluster, Guest, Group, Node, Rule, Stat, parse_cluster
+from fwsg.placement.planner import NodeLoad, Placement, Plan, plan_recovery
+from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES
+from fwsg.placement.verify import violations
+
+__all__ = [
+    "Cluster", "DEFAULT_STRATEGY", "FILTERS", "Group", "Guest", "Limits", "Node", "NodeLoad",
+    "Placement", "Plan", "Rule", "STRATEGIES", "Stat", "load_cluster", "parse_cluster",
+    "plan_recovery", "violations",
+]
+
+
+def load_cluster(path, *, peak_key="p95"):
+    """Read and validate the cluster document at ``path`` (JSON).
+
+    Raises UserError when the file cannot be read or is not JSON, ValidationError for bad fields.
+    """
+    import json
+
+    from fwsg.errors import UserError, ValidationError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValidationError(str(path), f"not valid JSON: {e}") from None
+    return parse_cluster(doc, peak_key=peak_key)

@@ -1,0 +1,128 @@
+"""Hard constraints: the filters a node must pass before any scorer sees it.
+
+Pure: no I/O here. Each filter is ``f(node_state, demand, limits) -> None | str``: ``None`` when
+the node may take the demand, else one line saying why not (without the node name, which the
+caller prefixes: ``node2: 3.1 GiB free < 8 GiB max memory``). :data:`FILTERS` lists them in the
+order they are tried; a node's reported reason is the first that fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The thresholds of the hard constraints (fractions of capacity)."""
+
+    threshold: float = 0.95  # projected cpu and memory usage after placement
+    conntrack_threshold: float = 0.95  # projected conntrack entries vs nf_conntrack_max
+
+
+def fmt_bytes(n):
+    """A byte count for humans: ``3.1 GiB``, ``512 MiB``, ``0 B``."""
+    n = float(n)
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            v = n / scale
+            return f"{v:.1f} {unit}".replace(".0 ", " ")
+    return f"{n:.0f} B"
+
+
+def online(ns, d, limits):
+    """The node is online (failed and offline nodes never get a state; kept for completeness)."""
+    return None if ns.node.online else "offline"
+
+
+def group(ns, d, limits):
+    """Every restricted HA group of the unit lists the node."""
+    for gr in d.groups:
+        if gr.restricted and ns.name not in gr.nodes:
+            return f"not in restricted group '{gr.name}'"
+    return None
+
+
+def affinity(ns, d, limits):
+    """Affinity: a unit pinned to a node (a rule partner stays there) goes nowhere else.
+    Anti-affinity: no guest the unit must avoid is on the node (staying or placed)."""
+    if d.pinned is not None and d.pinned != ns.name:
+        return f"{d.pinned_by.label} (affinity) keeps {d.names[0]} with its peers on {d.pinned}"
+    if d.avoid:
+        hit = ns.guests.intersection(d.avoid)
+        if hit:
+            other = min(hit)
+            return f"{d.avoid[other].label} (anti-affinity): {other} is already there"
+    return None
+
+
+def cores(ns, d, limits):
+    """The node has at least as many cores as the unit's largest guest."""
+    return None if ns.cores >= d.cores else f"{ns.cores} cores < {d.cores} guest cores"
+
+
+def storages(ns, d, limits):
+    """Every storage the unit uses is present on the node."""
+    missing = d.storages - ns.node.storages
+    return f"missing storage {', '.join(sorted(missing))}" if missing else None
+
+
+def networks(ns, d, limits):
+    """Every network/bridge the unit uses is present on the node."""
+    missing = d.networks - ns.node.networks
+    return f"missing network {', '.join(sorted(missing))}" if missing else None
+
+
+def memory(ns, d, limits):
+    """Memory headroom (total - used - max memory already committed by the plan) >= the unit's
+    max memory: a restarted guest must be able to grow to its configured maximum."""
+    free = ns.memory - ns.mem - ns.committed
+    if free >= d.max_memory:
+        return None
+    return f"{fmt_bytes(max(free, 0))} free < {fmt_bytes(d.max_memory)} max memory"
+
+
+def load(ns, d, limits):
+    """Projected cpu and memory usage after placement stay at or under the hard threshold."""
+    t = limits.threshold
+    cpu = (ns.cpu + d.cpu) / ns.cores
+    if cpu > t:
+        return f"cpu would reach {cpu:.0%} of {ns.cores} cores > {t:.0%}"
+    mem = (ns.mem + d.mem) / ns.memory
+    if mem > t:
+        return f"memory would reach {mem:.0%} of {fmt_bytes(ns.memory)} > {t:.0%}"
+    return None
+
+
+def conntrack(ns, d, limits):
+    """Conntrack headroom: entries after placement stay under the threshold of the node's max
+    (not checked when the node reported no max)."""
+    if not ns.conntrack_max:
+        return None
+    after = ns.conntrack + d.conntrack
+    limit = limits.conntrack_threshold * ns.conntrack_max
+    if after > limit:
+        return f"conntrack {after}/{ns.conntrack_max} entries > {limits.conntrack_threshold:.0%}"
+    return None
+
+
+FILTERS = (
+    ("online", online),
+    ("group", group),
+    ("affinity", affinity),
+    ("cores", cores),
+    ("storage", storages),
+    ("network", networks),
+    ("memory", memory),
+    ("load", load),
+    ("conntrack", conntrack),
+)
+"""(name, filter) in the order they are tried."""
+
+
+def reject_reason(ns, d, limits):
+    """The first failing filter's reason for node state ``ns`` and demand ``d``, or None."""
+    for _, f in FILTERS:
+        why = f(ns, d, limits)
+        if why is not None:
+            return why
+    return None
