@@ -1,0 +1,74 @@
+"""Address canonicalisation: one textual form per address, prefix and link-local.
+
+Canonical forms are what nft prints back: IPv4 dotted quad, IPv6 compressed lower-case
+(``inet_ntop``), prefixes as ``network/len`` with host bits cleared. Bulk member lists go
+through ``socket.inet_pton`` (fast); prefixes and anything unusual through netaddr.
+No I/O here.
+"""
+
+import socket
+
+import netaddr
+
+from fwsg.errors import ValidationError
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def canonical_ip(path, value):
+    """Return the canonical text of a host address; raise ValidationError naming ``path``."""
+    if isinstance(value, str):
+        fam = socket.AF_INET6 if ":" in value else socket.AF_INET
+        try:
+            return socket.inet_ntop(fam, socket.inet_pton(fam, value))
+        except (OSError, ValueError):
+            pass
+    raise ValidationError(path, f"{value!r} is not an IP address")
+
+
+def canonical_network(path, value):
+    """Return ``net/len`` (host bits cleared) for a prefix or a bare address (as /32, /128)."""
+    if isinstance(value, str) and value.count("/") <= 1:
+        addr, _, plen = value.partition("/")
+        try:
+            ip = canonical_ip(path, addr)
+            net = netaddr.IPNetwork(f"{ip}/{plen}" if plen else ip)
+        except (ValidationError, netaddr.AddrFormatError, ValueError, TypeError):
+            pass
+        else:
+            if not plen or plen.isdigit():
+                return f"{net.network}/{net.prefixlen}"
+    raise ValidationError(path, f"{value!r} is not an IP prefix")
+
+
+def canonical_member(path, value):
+    """A member address: a host address (canonical, no length) or a prefix shorter than a host
+    (``net/len``); ``/32`` and ``/128`` become host addresses."""
+    if isinstance(value, str) and "/" not in value:
+        return canonical_ip(path, value)
+    net = canonical_network(path, value)
+    addr, plen = net.split("/")
+    if int(plen) == (128 if ":" in addr else 32):
+        return addr
+    return net
+
+
+def is_prefix(member):
+    """True when a canonical member is a prefix rather than a host address."""
+    return "/" in member
+
+
+def family_of(member):
+    """4 or 6 for a canonical address or prefix."""
+    return 6 if ":" in member else 4
+
+
+def eui64_link_local(mac):
+    """The IPv6 link-local address (fe80::/64, modified EUI-64) of a MAC, canonical."""
+    eui = netaddr.EUI(mac)
+    return str(eui.ipv6_link_local())
+
+
+def pack(member):
+    """Packed bytes of a canonical host address (4 or 16 bytes)."""
+    return socket.inet_pton(_AF[family_of(member)], member)

@@ -1,0 +1,22 @@
+"""Kernel backends behind one interface: ``read() -> Ruleset``, ``commit(plan)``, ``flush()``.
+
+``nft`` (libnftables in-process) is the default; ``fake`` keeps the state in memory with the
+same atomic semantics, for unit tests.
+"""
+
+from fwsg.errors import UserError
+
+BACKENDS = ("nft", "fake")
+
+
+def make_backend(name, netns=None):
+    """A backend instance by name."""
+    if name == "nft":
+        from fwsg.backends.nft import NftBackend
+
+        return NftBackend(netns)
+    if name == "fake":
+        from fwsg.backends.fake import FakeBackend
+
+        return FakeBackend()
+    raise UserError(f"backend: {name!r} is not one of {', '.join(BACKENDS)}")

@@ -1,0 +1,25 @@
+"""fwsg flush: remove fwsg's own tables, nothing else."""
+
+from fwsg.commands.common import add_netns
+
+
+def register(sub):
+    p = sub.add_parser("flush", help="remove fwsg's tables (bridge fwsg, inet fwsg) only",
+                       description="Delete the tables fwsg owns (bridge fwsg and inet fwsg) in "
+                       "the namespace. No other table is listed or touched.")
+    add_netns(p)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from fwsg import statefile
+    from fwsg.firewall import Firewall
+
+    removed = Firewall(netns=args.netns).flush()
+    statefile.remove(args.netns)
+    where = f"netns {args.netns}" if args.netns else "this namespace"
+    if removed:
+        print(f"removed {', '.join(f'table {f} fwsg' for f in removed)} from {where}")
+    else:
+        print(f"fwsg has no tables in {where}")
+    return 0

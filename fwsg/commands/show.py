@@ -1,0 +1,68 @@
+"""fwsg show: what fwsg has in the kernel (ports, groups, sets and their sizes)."""
+
+from fwsg.commands.common import add_netns, print_json
+
+
+def register(sub):
+    p = sub.add_parser("show", help="show fwsg's ports, groups and sets in the kernel",
+                       description="Read fwsg's own tables back from the kernel and summarise "
+                       "them: ports (tap, number), groups, sets/maps with element counts. User "
+                       "ids come from the record written by the last 'fwsg apply'.")
+    add_netns(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=run)
+
+
+def gather(netns):
+    """A summary dict of fwsg's kernel state in ``netns``."""
+    from fwsg import statefile
+    from fwsg.backends.nft import NftBackend
+
+    rs = NftBackend(netns).read()
+    names = statefile.load(netns)
+    by_name = {v.get("name"): k for k, v in names.get("ports", {}).items() if v.get("name")}
+    groups_by_name = {v.get("name"): k for k, v in names.get("groups", {}).items()}
+    ports = []
+    dst = rs.elements.get(("bridge", "port-dst"), {})
+    for dev, val in sorted(rs.elements.get(("bridge", "port-src"), {}).items()):
+        chain = dst.get(dev, "").replace("jump ", "")[:-2]
+        ports.append({"device": dev.strip('"'), "number": int(val, 16) >> 16,
+                      "name": chain, "id": by_name.get(chain)})
+    groups = sorted({c[1][:-2] for c in rs.chains if c[0] == "inet" and c[1].startswith("g")
+                     and c[1][-2:] in ("-i", "-e")})
+    sets = [{"family": k[0], "name": k[1], "kind": "map" if sd.is_map else "set",
+             "type": sd.key_type + (f" : {sd.value_type}" if sd.value_type else ""),
+             "interval": sd.interval, "elements": len(rs.elements.get(k, ()))}
+            for k, sd in sorted(rs.sets.items())]
+    return {
+        "netns": netns, "tables": sorted(rs.tables), "ports": ports,
+        "groups": [{"name": g, "id": groups_by_name.get(g)} for g in groups],
+        "sets": sets, "chains": len(rs.chains),
+        "rules": sum(len(c.rules) for c in rs.chains.values()),
+        "elements": sum(s["elements"] for s in sets),
+    }
+
+
+def run(args):
+    info = gather(args.netns)
+    if args.json:
+        print_json(info)
+        return 0
+    where = f"netns {args.netns}" if args.netns else "this namespace"
+    if not info["tables"]:
+        print(f"fwsg has no tables in {where}")
+        return 0
+    print(f"fwsg in {where}: tables {', '.join(info['tables'])}; {len(info['ports'])} ports, "
+          f"{len(info['groups'])} groups, {info['chains']} chains, {info['rules']} rules, "
+          f"{info['elements']} elements")
+    print("ports:")
+    for p in info["ports"]:
+        print(f"  {p['device']:<16} #{p['number']:<5} {p['name']:<14} {p['id'] or ''}")
+    print("groups:")
+    for g in info["groups"]:
+        print(f"  {g['name']:<14} {g['id'] or ''}")
+    print("sets and maps:")
+    for s in info["sets"]:
+        print(f"  {s['family']:<6} {s['kind']:<3} {s['name']:<18} {s['elements']:>8} elements"
+              f"  ({s['type']}{', interval' if s['interval'] else ''})")
+    return 0

@@ -1,0 +1,428 @@
+"""The security-group model: groups, rules, ports and members, parsed from Neutron's grouped
+wire format (``security_group_info_for_devices``) and validated.
+
+Everything here is frozen and canonical: addresses and prefixes in one textual form, MACs
+lower-case with colons, protocols as numbers. Parsing does no I/O. Bad input raises
+:class:`fwsg.errors.ValidationError` naming the path and the value.
+"""
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional, Tuple
+
+import netaddr
+
+from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local
+from fwsg.errors import ValidationError
+
+INGRESS, EGRESS = "ingress", "egress"
+IPV4, IPV6 = "IPv4", "IPv6"
+FAMILY = {IPV4: 4, IPV6: 6}
+
+PROTOCOLS = {
+    "icmp": 1, "igmp": 2, "ipip": 4, "tcp": 6, "egp": 8, "udp": 17, "ipv6-encap": 41,
+    "ipv6-route": 43, "ipv6-frag": 44, "rsvp": 46, "gre": 47, "esp": 50, "ah": 51,
+    "icmpv6": 58, "ipv6-icmp": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "dccp": 33,
+    "ospf": 89, "pgm": 113, "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136,
+}
+PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})  # tcp udp dccp sctp udplite
+ICMP4, ICMP6 = 1, 58
+
+# Linux accepts more, but these are what hypervisors use, and they are safe inside nft quotes.
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
+
+
+def _fail(path, msg):
+    raise ValidationError(path, msg)
+
+
+def validate_ifname(path, name):
+    """Return ``name`` if it is a valid Linux interface name (<= 15 safe chars)."""
+    if not isinstance(name, str) or not _IFNAME.match(name) or name in (".", ".."):
+        _fail(path, f"{name!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . @ + = -)")
+    return name
+
+
+def canonical_mac(path, value):
+    """Return the MAC as ``aa:bb:cc:dd:ee:ff``; raise ValidationError otherwise."""
+    if not isinstance(value, str):
+        _fail(path, f"{value!r} is not a MAC address")
+    try:
+        eui = netaddr.EUI(value, version=48)
+    except (netaddr.AddrFormatError, TypeError, ValueError):
+        _fail(path, f"{value!r} is not a MAC address")
+    eui.dialect = netaddr.mac_unix_expanded
+    return str(eui)
+
+
+def _int(path, value, lo, hi):
+    if isinstance(value, bool) or value is None:
+        _fail(path, f"{value!r} is not an integer")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        _fail(path, f"{value!r} is not an integer")
+    if not lo <= value <= hi:
+        _fail(path, f"{value} is out of range {lo}..{hi}")
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """One allow rule, canonical. ``src``/``dst`` are prefixes matched on the packet's source and
+    destination; ``remote_group`` matches the remote side (source on ingress, destination on
+    egress) against that group's members."""
+
+    direction: str
+    ethertype: str
+    protocol: Optional[int] = None
+    port_min: Optional[int] = None
+    port_max: Optional[int] = None
+    sport_min: Optional[int] = None
+    sport_max: Optional[int] = None
+    icmp_type: Optional[int] = None
+    icmp_code: Optional[int] = None
+    src: Optional[str] = None
+    dst: Optional[str] = None
+    remote_group: Optional[str] = None
+    stateful: bool = True
+
+    @property
+    def family(self):
+        return FAMILY[self.ethertype]
+
+
+def parse_rule(path, raw, known_groups=None):
+    """Parse one wire-format rule dict into a :class:`Rule` (see DESIGN.md for the variants)."""
+    if not isinstance(raw, Mapping):
+        _fail(path, f"{_short(raw)} is not an object")
+    direction = raw.get("direction")
+    if direction not in (INGRESS, EGRESS):
+        _fail(f"{path}.direction", f"{direction!r} is not 'ingress' or 'egress'")
+    ethertype = raw.get("ethertype", IPV4)
+    if ethertype not in FAMILY:
+        _fail(f"{path}.ethertype", f"{ethertype!r} is not 'IPv4' or 'IPv6'")
+    fam = FAMILY[ethertype]
+
+    proto = raw.get("protocol")
+    if proto in (None, "", "any", "ANY"):
+        proto = None
+    elif isinstance(proto, str) and proto.lower() in PROTOCOLS:
+        proto = PROTOCOLS[proto.lower()]
+    elif isinstance(proto, (int, str)) and not isinstance(proto, bool):
+        try:
+            proto = _int(f"{path}.protocol", proto, 0, 255)
+        except ValidationError:
+            _fail(f"{path}.protocol", f"{raw.get('protocol')!r} is not a known protocol")
+    else:
+        _fail(f"{path}.protocol", f"{proto!r} is not a known protocol")
+    if proto == ICMP4 and fam == 6:
+        proto = ICMP6  # Neutron: 'icmp' on an IPv6 rule means ICMPv6
+    if proto == ICMP6 and fam == 4:
+        _fail(f"{path}.protocol", f"{raw.get('protocol')!r} (ICMPv6) does not fit ethertype IPv4")
+
+    def opt_int(key, lo, hi):
+        v = raw.get(key)
+        return None if v is None else _int(f"{path}.{key}", v, lo, hi)
+
+    pmin, pmax = opt_int("port_range_min", 0, 65535), opt_int("port_range_max", 0, 65535)
+    smin, smax = opt_int("source_port_range_min", 0, 65535), opt_int("source_port_range_max", 0, 65535)
+    icmp_type = icmp_code = None
+    if proto in (ICMP4, ICMP6):
+        # For ICMP, port_range_min/max are type/code (Neutron puts them in source_port_* too).
+        t, c = (pmin, pmax) if pmin is not None or pmax is not None else (smin, smax)
+        if c is not None and t is None:
+            _fail(f"{path}.port_range_max", f"ICMP code {c} given without an ICMP type")
+        if t is not None and t > 255:
+            _fail(f"{path}.port_range_min", f"ICMP type {t} is out of range 0..255")
+        if c is not None and c > 255:
+            _fail(f"{path}.port_range_max", f"ICMP code {c} is out of range 0..255")
+        icmp_type, icmp_code = t, c
+        pmin = pmax = smin = smax = None
+    else:
+        for lo_key, hi_key, lo, hi in (("port_range_min", "port_range_max", pmin, pmax),
+                                       ("source_port_range_min", "source_port_range_max", smin, smax)):
+            if lo is None and hi is None:
+                continue
+            if proto not in PORT_PROTOCOLS:
+                _fail(f"{path}.{lo_key}", f"ports need protocol tcp, udp, sctp, dccp or udplite, "
+                      f"not {raw.get('protocol')!r}")
+            if lo is None:
+                _fail(f"{path}.{hi_key}", f"{hi} given without {lo_key}")
+            if hi is not None and lo > hi:
+                _fail(f"{path}.{lo_key}", f"port range min {lo} > max {hi}")
+        if pmin is not None and pmax is None:
+            pmax = pmin
+        if smin is not None and smax is None:
+            smax = smin
+
+    def prefix(key):
+        v = raw.get(key)
+        if v is None:
+            return None
+        net = canonical_network(f"{path}.{key}", v)
+        if netaddr.IPNetwork(net).version != fam:
+            _fail(f"{path}.{key}", f"{v!r} is not an {ethertype} prefix (ethertype is {ethertype})")
+        return net
+
+    remote = prefix("remote_ip_prefix")
+    src, dst = prefix("source_ip_prefix"), prefix("dest_ip_prefix")
+    if remote is not None:
+        if direction == INGRESS:
+            src = src or remote
+        else:
+            dst = dst or remote
+    rgroup = raw.get("remote_group_id")
+    if rgroup is not None:
+        if not isinstance(rgroup, str) or not rgroup:
+            _fail(f"{path}.remote_group_id", f"{rgroup!r} is not a group id")
+        if (src if direction == INGRESS else dst) is not None:
+            _fail(f"{path}.remote_group_id", "remote_group_id and a remote prefix are exclusive")
+        if known_groups is not None and rgroup not in known_groups:
+            _fail(f"{path}.remote_group_id", f"{rgroup!r} is not in security_groups")
+    stateful = raw.get("stateful", True)
+    if not isinstance(stateful, bool):
+        _fail(f"{path}.stateful", f"{stateful!r} is not true or false")
+
+    def drop_any(net):  # 0.0.0.0/0 and ::/0 match everything of the family
+        return None if net is not None and net.endswith("/0") else net
+
+    return Rule(direction, ethertype, proto, pmin, pmax, smin, smax, icmp_type, icmp_code,
+                drop_any(src), drop_any(dst), rgroup, stateful)
+
+
+@dataclass(frozen=True)
+class AddressPair:
+    """An allowed address pair: a host address or prefix, and the MAC it may use."""
+
+    ip: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Port:
+    """One VM port (a tap on the hypervisor)."""
+
+    id: str
+    device: str
+    mac: str
+    fixed_ips: Tuple[str, ...] = ()
+    allowed_address_pairs: Tuple[AddressPair, ...] = ()
+    security_groups: Tuple[str, ...] = ()
+    port_security: bool = True
+    rules: Tuple[Rule, ...] = ()
+    network_id: Optional[str] = None
+
+    def addresses(self, family):
+        """Host addresses and prefixes (with their MAC) this port may send from, for 4 or 6:
+        fixed IPs, allowed address pairs and, for IPv6, the EUI-64 link-local of each MAC."""
+        out = []
+        for ip in self.fixed_ips:
+            if (":" in ip) == (family == 6):
+                out.append((ip, self.mac))
+        for pair in self.allowed_address_pairs:
+            if (":" in pair.ip) == (family == 6):
+                out.append((pair.ip, pair.mac))
+        if family == 6:
+            for mac in sorted({self.mac} | {p.mac for p in self.allowed_address_pairs}):
+                out.append((eui64_link_local(mac), mac))
+        return out
+
+
+def parse_port(path, port_id, raw, groups):
+    """Parse one ``devices`` entry into a :class:`Port`."""
+    if not isinstance(raw, Mapping):
+        _fail(path, f"{_short(raw)} is not an object")
+    if "device" not in raw:
+        _fail(f"{path}.device", "missing (the tap interface name)")
+    device = validate_ifname(f"{path}.device", raw["device"])
+    if "mac_address" not in raw:
+        _fail(f"{path}.mac_address", "missing")
+    mac = canonical_mac(f"{path}.mac_address", raw["mac_address"])
+    fixed = []
+    for i, ip in enumerate(_list(f"{path}.fixed_ips", raw.get("fixed_ips", []))):
+        if isinstance(ip, Mapping):  # Neutron's port form {"ip_address": ..., "subnet_id": ...}
+            ip = ip.get("ip_address")
+        fixed.append(canonical_ip(f"{path}.fixed_ips[{i}]", ip))
+    pairs = []
+    for i, p in enumerate(_list(f"{path}.allowed_address_pairs", raw.get("allowed_address_pairs", []))):
+        ppath = f"{path}.allowed_address_pairs[{i}]"
+        if not isinstance(p, Mapping) or "ip_address" not in p:
+            _fail(ppath, f"{_short(p)} needs an ip_address")
+        ip = canonical_member(f"{ppath}.ip_address", p["ip_address"])
+        pmac = canonical_mac(f"{ppath}.mac_address", p["mac_address"]) if p.get("mac_address") else mac
+        pairs.append(AddressPair(ip, pmac))
+    sgs = []
+    for i, sg in enumerate(_list(f"{path}.security_groups", raw.get("security_groups", []))):
+        if sg not in groups:
+            _fail(f"{path}.security_groups[{i}]", f"{sg!r} is not in security_groups")
+        if sg not in sgs:
+            sgs.append(sg)
+    psec = raw.get("port_security_enabled", True)
+    if not isinstance(psec, bool):
+        _fail(f"{path}.port_security_enabled", f"{psec!r} is not true or false")
+    rules = tuple(parse_rule(f"{path}.security_group_rules[{i}]", r, groups)
+                  for i, r in enumerate(_list(f"{path}.security_group_rules",
+                                              raw.get("security_group_rules", []))))
+    net = raw.get("network_id")
+    return Port(port_id, device, mac, tuple(fixed), tuple(pairs), tuple(sgs), psec, rules,
+                net if isinstance(net, str) else None)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A validated model: groups (id -> rules), members (id -> {4: (...), 6: (...)}), ports."""
+
+    groups: Mapping[str, Tuple[Rule, ...]] = field(default_factory=dict)
+    members: Mapping[str, Mapping[int, Tuple[str, ...]]] = field(default_factory=dict)
+    ports: Mapping[str, Port] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("groups", "members", "ports"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        self._check()
+
+    def _check(self):
+        devices = {}
+        for pid, port in self.ports.items():
+            other = devices.setdefault(port.device, pid)
+            if other != pid:
+                _fail(f"devices.{pid}.device", f"{port.device!r} is also the device of port {other!r}")
+            if port.port_security:
+                kinds = {self.group_stateful(sg) for sg in port.security_groups}
+                if len(kinds) > 1:
+                    _fail(f"devices.{pid}.security_groups",
+                          "mixes stateful and stateless groups (Neutron forbids this)")
+
+    def group_stateful(self, sg):
+        """A group is stateless when its rules say ``stateful: false``; empty groups are stateful."""
+        rules = self.groups.get(sg, ())
+        return all(r.stateful for r in rules) if rules else True
+
+    def port_stateful(self, port):
+        return all(self.group_stateful(sg) for sg in port.security_groups)
+
+    def members_of(self, sg, family):
+        return self.members.get(sg, {}).get(family, ())
+
+    @classmethod
+    def from_wire(cls, doc):
+        """Parse Neutron's grouped reply (a dict) into a Model; raise ValidationError if bad."""
+        if isinstance(doc, Model):
+            return doc
+        if not isinstance(doc, Mapping):
+            _fail("", f"the model must be a JSON object, not {type(doc).__name__}")
+        raw_groups = doc.get("security_groups", {})
+        if not isinstance(raw_groups, Mapping):
+            _fail("security_groups", "must be an object: group id -> list of rules")
+        groups = {}
+        for sg, rules in raw_groups.items():
+            _group_id("security_groups", sg)
+            groups[sg] = tuple(parse_rule(f"security_groups.{sg}[{i}]", r, raw_groups)
+                               for i, r in enumerate(_list(f"security_groups.{sg}", rules)))
+        members = {}
+        raw_members = doc.get("sg_member_ips", {})
+        if not isinstance(raw_members, Mapping):
+            _fail("sg_member_ips", "must be an object: group id -> {IPv4: [...], IPv6: [...]}")
+        for sg, fams in raw_members.items():
+            _group_id("sg_member_ips", sg)
+            members[sg] = parse_members(f"sg_member_ips.{sg}", fams)
+        raw_devices = doc.get("devices", {})
+        if not isinstance(raw_devices, Mapping):
+            _fail("devices", "must be an object: port id -> port")
+        ports = {}
+        for pid, raw in raw_devices.items():
+            _group_id("devices", pid)
+            ports[pid] = parse_port(f"devices.{pid}", pid, raw, raw_groups)
+        return cls(groups, members, ports)
+
+    def to_wire(self):
+        """The model in the wire format (canonical), such that from_wire(to_wire()) == self."""
+        return {
+            "security_groups": {sg: [rule_to_wire(r) for r in rules]
+                                for sg, rules in self.groups.items()},
+            "sg_member_ips": {sg: {f"IPv{f}": list(ips) for f, ips in fams.items()}
+                              for sg, fams in self.members.items()},
+            "devices": {pid: port_to_wire(p) for pid, p in self.ports.items()},
+        }
+
+    def replace(self, groups=None, members=None, ports=None):
+        """A new Model with some parts replaced (the others shared)."""
+        return Model(self.groups if groups is None else groups,
+                     self.members if members is None else members,
+                     self.ports if ports is None else ports)
+
+
+def parse_members(path, fams):
+    """Parse ``{"IPv4": [...], "IPv6": [...]}`` (bare IPs, prefixes or [ip, mac] pairs) into
+    ``{4: tuple, 6: tuple}`` of canonical, de-duplicated, sorted addresses/prefixes."""
+    if not isinstance(fams, Mapping):
+        _fail(path, f"{_short(fams)} is not an object with IPv4/IPv6 lists")
+    out = {4: (), 6: ()}
+    for key, ips in fams.items():
+        if key not in FAMILY:
+            continue  # unknown keys are ignored
+        fam = FAMILY[key]
+        vals = set()
+        for i, m in enumerate(_list(f"{path}.{key}", ips)):
+            if isinstance(m, (list, tuple)):
+                if not m:
+                    _fail(f"{path}.{key}[{i}]", "empty member entry")
+                m = m[0]
+            ip = canonical_member(f"{path}.{key}[{i}]", m)
+            if (":" in ip) != (fam == 6):
+                _fail(f"{path}.{key}[{i}]", f"{m!r} is not an {key} address")
+            vals.add(ip)
+        out[fam] = tuple(sorted(vals))
+    return out
+
+
+def rule_to_wire(r):
+    d = {"direction": r.direction, "ethertype": r.ethertype}
+    if r.protocol is not None:
+        d["protocol"] = r.protocol
+    if r.icmp_type is not None:
+        d["port_range_min"] = r.icmp_type
+        if r.icmp_code is not None:
+            d["port_range_max"] = r.icmp_code
+    if r.port_min is not None:
+        d["port_range_min"], d["port_range_max"] = r.port_min, r.port_max
+    if r.sport_min is not None:
+        d["source_port_range_min"], d["source_port_range_max"] = r.sport_min, r.sport_max
+    if r.src is not None:
+        d["source_ip_prefix"] = r.src
+    if r.dst is not None:
+        d["dest_ip_prefix"] = r.dst
+    if r.remote_group is not None:
+        d["remote_group_id"] = r.remote_group
+    if not r.stateful:
+        d["stateful"] = False
+    return d
+
+
+def port_to_wire(p):
+    return {
+        "device": p.device, "mac_address": p.mac, "fixed_ips": list(p.fixed_ips),
+        "allowed_address_pairs": [{"ip_address": a.ip, "mac_address": a.mac}
+                                  for a in p.allowed_address_pairs],
+        "security_groups": list(p.security_groups), "port_security_enabled": p.port_security,
+        "security_group_rules": [rule_to_wire(r) for r in p.rules],
+        **({"network_id": p.network_id} if p.network_id else {}),
+    }
+
+
+def _group_id(path, key):
+    if not isinstance(key, str) or not key or len(key) > 255:
+        _fail(path, f"{key!r} is not a valid id (1-255 characters)")
+
+
+def _list(path, value):
+    if not isinstance(value, (list, tuple)):
+        _fail(path, f"{_short(value)} is not a list")
+    return value
+
+
+def _short(v):
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
