@@ -38,8 +38,8 @@ def run(args):
     from fwsg.firewall import Firewall
     from fwsg.model import Model
 
-    model = Model.from_wire(read_json(args.model))
     fw = Firewall(netns=args.netns, mode=args.mode, backend=args.backend)
+    model = Model.from_wire(read_json(args.model))
     if args.dry_run:
         plan = fw.plan(model)
         if args.json:

@@ -21,7 +21,7 @@ def read_json(path, what="model"):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
     except OSError as e:
-        raise UserError(f"{name}: cannot read {what}: {e.strerror}") from None
+        raise UserError(f"{name}: cannot read {what}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
