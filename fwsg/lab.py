@@ -14,8 +14,8 @@ Usage::
         assert lab.tcp_connect("vm1", "vm2", port=80)
 
 Every namespace the lab creates is removed on exit, on error, on KeyboardInterrupt, at
-interpreter exit, on SIGTERM (when no other handler is installed), and, after a crash, by the
-next ``up()`` of a lab with the same name. The lab touches nothing outside its namespaces.
+interpreter exit, on SIGTERM (when no other handler is installed), and, after a crash (SIGKILL),
+by the next ``up()`` of any lab (the crashed process is gone) or of a lab with the same name. The lab touches nothing outside its namespaces.
 Probes run in-process (see :mod:`fwsg.traffic`) and return bool within their timeout.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import hashlib
+import inspect
 import ipaddress
 import json
 import os
@@ -40,7 +41,7 @@ from fwsg.errors import UserError
 from fwsg.traffic import LabError, Unsupported, link_local_of, ra_body  # noqa: F401 (re-export)
 
 __all__ = ["Lab", "Node", "LabError", "Unsupported", "link_local_of", "ra_body",
-           "netns_available", "lab_namespaces", "cleanup_stale"]
+           "netns_available", "lab_namespaces", "cleanup_stale", "sweep_dead_labs"]
 
 _LAB_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?$")
 _NODE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?$")
@@ -138,6 +139,44 @@ def cleanup_stale(lab_name: str, extra=()) -> list:
     if os.path.exists(with_state):
         os.unlink(with_state)
     return sorted(names)
+
+
+def _proc_start(pid: int):
+    """Start time (clock ticks since boot) of process ``pid``, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def sweep_dead_labs() -> list:
+    """Remove the namespaces of every lab whose owning process is gone (killed before it
+    could clean up); returns the lab names swept. Only namespaces recorded in the labs' own
+    state files are touched."""
+    swept = []
+    try:
+        files = os.listdir(_STATE_DIR)
+    except FileNotFoundError:
+        return swept
+    for fn in files:
+        name = fn[:-5] if fn.endswith(".json") else None
+        if not name or not _LAB_NAME.match(name):
+            continue
+        try:
+            with open(os.path.join(_STATE_DIR, fn)) as f:
+                st = json.load(f)
+            pid, start = int(st["pid"]), st.get("start")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid == os.getpid() or (_proc_start(pid) is not None and _proc_start(pid) == start):
+            continue
+        try:
+            cleanup_stale(name)
+            swept.append(name)
+        except LabError:
+            pass
+    return swept
 
 
 def _atexit_cleanup():
@@ -326,6 +365,7 @@ class Lab:
         ok, why = netns_available()
         if not ok:
             raise LabError(f"cannot build lab: {why}")
+        sweep_dead_labs()
         cleanup_stale(self.name, extra=self.namespaces)
         with _live_lock:
             _live_labs.add(self)
@@ -342,7 +382,8 @@ class Lab:
         os.makedirs(_STATE_DIR, exist_ok=True)
         path = os.path.join(_STATE_DIR, self.name + ".json")
         with open(path + ".tmp", "w") as f:
-            json.dump({"namespaces": self.namespaces, "pid": os.getpid()}, f)
+            json.dump({"namespaces": self.namespaces, "pid": os.getpid(),
+                       "start": _proc_start(os.getpid())}, f)
         os.replace(path + ".tmp", path)
 
     def _build(self):
@@ -452,6 +493,12 @@ class Lab:
         return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True,
                               text=True, timeout=timeout, check=check, input=input)
 
+    def netns(self, node):
+        """Context manager: the calling thread runs inside the node's namespace for the body
+        (sockets and libnftables/netlink handles opened there stay in it)."""
+        self._need_up()
+        return traffic.in_netns(self.ns(node))
+
     def ip(self, node, *args) -> str:
         """Run ``ip -n <ns> args...`` for a node; returns stdout, raises :class:`LabError`."""
         self._need_up()
@@ -557,12 +604,19 @@ class Lab:
         """True if one datagram from ``src`` (source port ``sport``) to ``dst_ip:port`` is
         seen by a wildcard listener on ``port`` in ``dst`` within ``timeout``. For DHCP:
         ``dst_ip="255.255.255.255", broadcast=True``; DHCPv6: ``dst_ip="ff02::1:2"`` (the
-        listener joins the group)."""
+        listener joins the group). ``src_ip="0.0.0.0"`` sends a raw frame with that source (a
+        DHCP discover from a VM without an address)."""
         self._need_up()
-        return traffic.udp_reaches(self.ns(src), self.ns(dst), self._dst(dst, family, dst_ip),
+        ip = self._dst(dst, family, dst_ip)
+        dst_mac = "ff:ff:ff:ff:ff:ff"
+        if not broadcast and not ip.startswith(("255.", "ff")):
+            dst_mac = self.node(dst).mac
+        return traffic.udp_reaches(self.ns(src), self.ns(dst), ip,
                                    port, sport=sport, src_ip=src_ip, broadcast=broadcast,
                                    timeout=timeout, src_if=self._src_if(src),
-                                   dst_if=self._src_if(dst), join=join, registry=self._registry)
+                                   dst_if=self._src_if(dst), join=join,
+                                   src_mac=self.node(src).mac, dst_mac=dst_mac,
+                                   registry=self._registry)
 
     def udp_unreachable(self, src, dst, port: int = 9, family: int = 4, dst_ip=None,
                         src_ip=None, sport: int = 0, timeout: float = 1.0) -> bool:
@@ -676,10 +730,14 @@ class Lab:
             if kind not in self._PROBES:
                 raise UserError(f"unknown probe {kind!r}")
             key = None
-            if kind in self._LISTENING:
-                port = kw.get("port", args[2] if len(args) > 2 else None)
-                key = (self.ns(args[1]), self._LISTENING[kind], port)
             fn = getattr(self, kind)
+            if kind in self._LISTENING:
+                try:
+                    b = inspect.signature(fn).bind(*args, **kw)
+                except TypeError as e:
+                    raise UserError(f"matrix: bad arguments for {kind}: {e}") from None
+                b.apply_defaults()
+                key = (self.ns(b.arguments["dst"]), self._LISTENING[kind], b.arguments["port"])
             specs.append(((lambda fn=fn, a=tuple(args), k=dict(kw): fn(*a, **k)), key))
         groups: dict = {}
         for i, (fn, key) in enumerate(specs):

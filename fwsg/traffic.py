@@ -28,7 +28,7 @@ from fwsg.errors import FwsgError
 __all__ = [
     "LabError", "Unsupported", "in_netns", "ns_socket", "sysctl_write", "sysctl_read",
     "tcp_connect", "udp_exchange", "udp_reaches", "udp_unreachable", "ping", "sctp_connect",
-    "sctp_supported", "TcpConn", "open_stream", "Frame", "Sniffer", "send_frame",
+    "sctp_supported", "udp4_frame", "TcpConn", "open_stream", "Frame", "Sniffer", "send_frame",
     "send_icmpv6", "arp_request_frame", "arp_probe", "ra_body", "link_local_of",
 ]
 
@@ -200,6 +200,13 @@ def _sockaddr(ns: str, ip: str, port: int, default_if: str | None):
 
 
 def _bind(s, ns, family, ip, port, default_if, freebind=True):
+    try:
+        _bind_raw(s, ns, family, ip, port, default_if, freebind)
+    except OSError as e:
+        raise LabError(f"cannot bind [{ip or 'any'}]:{port} in {ns!r}: {e.strerror}") from None
+
+
+def _bind_raw(s, ns, family, ip, port, default_if, freebind):
     if family == socket.AF_INET:
         if freebind:
             s.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
@@ -517,15 +524,41 @@ def udp_exchange(src_ns, dst_ns, dst_ip, port, *, src_ip=None, sport=0, timeout=
                 reg.close(s)
 
 
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def udp4_frame(src_mac, dst_mac, src_ip, dst_ip, sport, dport, payload: bytes,
+               ttl: int = 64) -> bytes:
+    """An Ethernet frame with an IPv4/UDP datagram (checksums filled), any source address
+    (e.g. ``0.0.0.0`` for a DHCP discover)."""
+    sip, dip = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
+    udp_len = 8 + len(payload)
+    pseudo = sip + dip + struct.pack("!BBH", 0, 17, udp_len)
+    udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
+    c = _csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 0, 0x4000, ttl, 17, 0, sip, dip)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x08\x00" + ip + udp
+
+
 def udp_reaches(src_ns, dst_ns, dst_ip, port, *, sport=0, src_ip=None, broadcast=False,
-                timeout=1.0, src_if="eth0", dst_if="eth0", join=None, registry=None) -> bool:
+                timeout=1.0, src_if="eth0", dst_if="eth0", join=None, src_mac=None,
+                dst_mac="ff:ff:ff:ff:ff:ff", registry=None) -> bool:
     """True if a datagram sent from ``src_ns`` to ``dst_ip:port`` is seen by a listener bound to
     the wildcard address on ``port`` in ``dst_ns`` before ``timeout`` (one way, no reply).
 
     ``broadcast``: allow a broadcast destination (the client is bound to ``src_if``).
     ``join``: an IPv6 multicast group (e.g. ``ff02::1:2``) the listener joins on ``dst_if``;
     by default the group of ``dst_ip`` if that is IPv6 multicast.
-    ``src_ip`` may be ``0.0.0.0`` or ``::`` (a DHCP client without an address).
+    ``src_ip="0.0.0.0"`` (a DHCP client without an address) sends a raw frame from
+    ``src_mac`` to ``dst_mac`` (default broadcast) with that source, as DHCP clients do.
     """
     reg = registry or _default_registry
     fam, addr = _sockaddr(src_ns, dst_ip, port, src_if)
@@ -542,6 +575,14 @@ def udp_reaches(src_ns, dst_ns, dst_ip, port, *, sport=0, src_ip=None, broadcast
                 idx = ifindex(dst_ns, dst_if)
                 mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", idx)
                 srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        msg = _nonce()
+        if fam == socket.AF_INET and src_ip == "0.0.0.0":
+            if not src_mac:
+                raise LabError("udp_reaches from 0.0.0.0 needs src_mac")
+            deadline = time.monotonic() + timeout
+            send_frame(src_ns, udp4_frame(src_mac, dst_mac, "0.0.0.0", addr[0], sport or 68,
+                                          port, msg), src_if, registry=reg)
+            return _recv_msg(srv, msg, deadline)
         cli = ns_socket(src_ns, fam, socket.SOCK_DGRAM, 0, reg)
         cli.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if broadcast:
@@ -553,24 +594,29 @@ def udp_reaches(src_ns, dst_ns, dst_ip, port, *, sport=0, src_ip=None, broadcast
         if src_ip or sport:
             _bind(cli, src_ns, fam, src_ip, sport, src_if)
         deadline = time.monotonic() + timeout
-        msg = _nonce()
         try:
             cli.sendto(msg, addr)
         except OSError:
             return False
-        while True:
-            if not _wait(srv, deadline):
-                return False
-            try:
-                data = srv.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                continue
-            if data == msg:
-                return True
+        return _recv_msg(srv, msg, deadline)
     finally:
         for s in (srv, cli):
             if s is not None:
                 reg.close(s)
+
+
+def _recv_msg(sock, msg, deadline) -> bool:
+    while True:
+        if not _wait(sock, deadline):
+            return False
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return False
+        if data == msg:
+            return True
 
 
 def udp_unreachable(src_ns, dst_ip, port, *, src_ip=None, sport=0, timeout=1.0, src_if="eth0",

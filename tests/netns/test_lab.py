@@ -97,6 +97,17 @@ def test_link_local(lab):
     assert lab.ping("out", lab.node("vm1").link_local)  # scope defaults to the node's iface
     assert lab.tcp_connect("vm1", "vm2", port=80, dst_ip=lab.node("vm2").link_local)
     assert lab.udp_exchange("vm2", "vm1", port=53, dst_ip=lab.node("vm1").link_local)
+    host_ll = lab.node("host").link_local
+    assert host_ll in lab.ip("host", "-6", "addr", "show", "dev", "br0")
+    assert lab.ping("vm1", host_ll) and lab.ping("host", lab.node("vm1").link_local)
+
+
+def test_netns_context(lab):
+    import socket
+    with lab.netns("vm1"):
+        assert socket.if_nametoindex("eth0") > 0
+    with pytest.raises(OSError):
+        socket.if_nametoindex("tap-vm1")  # back in our own namespace
 
 
 def test_ping_tool_agrees(lab):
@@ -112,6 +123,11 @@ def test_udp_reaches_dhcp_style(lab):
     # DHCPv6 client -> All_DHCP_Relay_Agents_and_Servers, from the link-local address
     assert lab.udp_reaches("vm1", "out", port=547, sport=546, dst_ip="ff02::1:2", family=6,
                            src_ip=lab.node("vm1").link_local)
+    # a client without an address: source 0.0.0.0 (raw frame), as a real DHCP discover
+    with lab.sniff("out") as s:
+        assert lab.udp_reaches("vm1", "out", port=67, sport=68, src_ip="0.0.0.0",
+                               dst_ip="255.255.255.255", broadcast=True)
+        assert s.seen(lambda f: f.src_ip == "0.0.0.0" and f.dport == 67 and f.sport == 68)
     # server reply direction (unicast), as a spoofing VM would send it
     assert lab.udp_reaches("vm2", "vm1", port=68, sport=67)
     # nobody on that address: not seen
@@ -347,6 +363,17 @@ def test_stale_lab_is_replaced(lab_factory, add_std_nodes, tmp_path):
         assert f"fwsg-{name}-gone" not in netns_list()  # removed, though not declared now
         assert lab.ping("vm1", "host")
     assert not {f"fwsg-{name}-host", f"fwsg-{name}-vm1"} & netns_list()
+
+
+def test_dead_labs_are_swept(lab_factory, add_std_nodes):
+    other = lab_factory()  # a different name: swept because its process died
+    code = (f"import os; from fwsg.lab import Lab; lab=Lab({other.name!r}); "
+            f"lab.add_vm('vm1'); lab.up(); os._exit(0)")
+    subprocess.run([os.sys.executable, "-c", code], check=True, timeout=30)
+    assert f"fwsg-{other.name}-vm1" in netns_list()
+    with add_std_nodes(lab_factory(), names=("vm1",)):
+        assert f"fwsg-{other.name}-vm1" not in netns_list()
+        assert f"fwsg-{other.name}-host" not in netns_list()
 
 
 def test_two_labs_coexist(lab_factory, add_std_nodes):
