@@ -15,8 +15,8 @@ Usage::
 
 Every namespace the lab creates is removed on exit, on error, on KeyboardInterrupt, at
 interpreter exit, on SIGTERM (when no other handler is installed), and, after a crash (SIGKILL),
-by the next ``up()`` of any lab (the crashed process is gone) or of a lab with the same name. The lab touches nothing outside its namespaces.
-Probes run in-process (see :mod:`fwsg.traffic`) and return bool within their timeout.
+by the next ``up()`` of any lab (the crashed process is gone) or of a lab with the same name.
+The lab touches nothing outside its namespaces. Probes run in-process (see :mod:`fwsg.traffic`) and return bool within their timeout.
 """
 
 from __future__ import annotations

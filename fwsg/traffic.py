@@ -68,24 +68,28 @@ def in_netns(ns: str):
     Raises :class:`LabError` if the namespace does not exist or the switch cannot be verified.
     Sockets created in the body belong to ``ns`` for their whole life.
     """
+    if not isinstance(ns, str) or not ns or "/" in ns or ns in (".", ".."):
+        raise LabError(f"not a namespace name: {ns!r}")
     try:
         target = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise LabError(f"network namespace {ns!r} does not exist") from None
     try:
+        want = os.fstat(target)
         orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            want = os.fstat(target)
+            # Switching back is harmless if the switch never happened, so the body and the
+            # switch itself are inside the same try (no window for a KeyboardInterrupt).
             _setns(target)
-            try:
-                now = os.stat("/proc/thread-self/ns/net")
-                if (now.st_dev, now.st_ino) != (want.st_dev, want.st_ino):
-                    raise LabError(f"setns into {ns!r} did not take effect")
-                yield
-            finally:
-                _setns(orig)
+            now = os.stat("/proc/thread-self/ns/net")
+            if (now.st_dev, now.st_ino) != (want.st_dev, want.st_ino):
+                raise LabError(f"setns into {ns!r} did not take effect")
+            yield
         finally:
-            os.close(orig)
+            try:
+                _setns(orig)
+            finally:
+                os.close(orig)
     finally:
         os.close(target)
 

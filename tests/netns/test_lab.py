@@ -257,7 +257,8 @@ def test_send_frame_and_sniff(lab):
 
 def test_router_advertisement_is_seen(lab):
     with lab.sniff("out") as s:
-        lab.send_icmpv6("vm1", "ff02::1", icmp_type=134, payload=ra_body(src_mac="fa:16:3e:00:00:11"))
+        lab.send_icmpv6("vm1", "ff02::1", icmp_type=134,
+                        payload=ra_body(src_mac="fa:16:3e:00:00:11"))
         assert s.seen(lambda f: f.icmp_type == 134 and f.hop_limit == 255
                       and f.src_ip == "fe80::f816:3eff:fe00:11" and f.dst_ip == "ff02::1", 1.0)
     # accept_ra is off in the lab: the RA changed nothing in out's routes
