@@ -122,7 +122,7 @@ def render_text(plan, cluster, *, explain=False):
             continue
         head = "cannot be placed" if not p.placed else f"-> {p.target}; not chosen"
         lines += ["", f"{p.guest} {head}:"]
-        lines += [f"  {node}: {why}" for node, why in p.rejected.items()]
+        lines += [f"  {n.name}: {p.rejected[n.name]}" for n in plan.nodes if n.name in p.rejected]
     lines += ["", f"Projected load ({stat}):"]
     rows = [("NODE", "STATUS", "CPU BEFORE", "CPU AFTER", "MEM BEFORE", "MEM AFTER", "GUESTS")]
     for n in plan.nodes:

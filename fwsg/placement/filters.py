@@ -42,16 +42,10 @@ def group(ns, d, limits):
     return None
 
 
-def affinity(ns, d, limits):
-    """Affinity: a unit pinned to a node (a rule partner stays there) goes nowhere else.
-    Anti-affinity: no guest the unit must avoid is on the node (staying or placed)."""
+def pinned(ns, d, limits):
+    """Affinity: a unit pinned to a node (a rule partner stays there) goes nowhere else."""
     if d.pinned is not None and d.pinned != ns.name:
         return f"{d.pinned_by.label} (affinity) keeps {d.names[0]} with its peers on {d.pinned}"
-    if d.avoid:
-        hit = ns.guests.intersection(d.avoid)
-        if hit:
-            other = min(hit)
-            return f"{d.avoid[other].label} (anti-affinity): {other} is already there"
     return None
 
 
@@ -72,17 +66,28 @@ def networks(ns, d, limits):
     return f"missing network {', '.join(sorted(missing))}" if missing else None
 
 
-def memory(ns, d, limits):
-    """Memory headroom (total - used - max memory already committed by the plan) >= the unit's
-    max memory: a restarted guest must be able to grow to its configured maximum."""
+def anti_affinity(ns, d, limits):
+    """Anti-affinity: no guest the unit must avoid is on the node (staying or placed by the plan)."""
+    if d.avoid:
+        hit = ns.guests.intersection(d.avoid)
+        if hit:
+            other = min(hit)
+            return f"{d.avoid[other].label} (anti-affinity): {other} is already there"
+    return None
+
+
+def capacity(ns, d, limits):
+    """Capacity, checked in this order:
+
+    - memory headroom (total - used - max memory already committed by the plan) >= the unit's
+      max memory: a restarted guest must be able to grow to its configured maximum;
+    - projected cpu, then memory, usage after placement <= the hard threshold;
+    - conntrack entries after placement <= the conntrack threshold of the node's max (not checked
+      when the node reported no max).
+    """
     free = ns.memory - ns.mem - ns.committed
-    if free >= d.max_memory:
-        return None
-    return f"{fmt_bytes(max(free, 0))} free < {fmt_bytes(d.max_memory)} max memory"
-
-
-def load(ns, d, limits):
-    """Projected cpu and memory usage after placement stay at or under the hard threshold."""
+    if free < d.max_memory:
+        return f"{fmt_bytes(max(free, 0))} free < {fmt_bytes(d.max_memory)} max memory"
     t = limits.threshold
     cpu = (ns.cpu + d.cpu) / ns.cores
     if cpu > t:
@@ -90,32 +95,30 @@ def load(ns, d, limits):
     mem = (ns.mem + d.mem) / ns.memory
     if mem > t:
         return f"memory would reach {mem:.0%} of {fmt_bytes(ns.memory)} > {t:.0%}"
+    if ns.conntrack_max:
+        after = ns.conntrack + d.conntrack
+        if after > limits.conntrack_threshold * ns.conntrack_max:
+            return f"conntrack {after}/{ns.conntrack_max} entries > {limits.conntrack_threshold:.0%}"
     return None
 
 
-def conntrack(ns, d, limits):
-    """Conntrack headroom: entries after placement stay under the threshold of the node's max
-    (not checked when the node reported no max)."""
-    if not ns.conntrack_max:
-        return None
-    after = ns.conntrack + d.conntrack
-    limit = limits.conntrack_threshold * ns.conntrack_max
-    if after > limit:
-        return f"conntrack {after}/{ns.conntrack_max} entries > {limits.conntrack_threshold:.0%}"
-    return None
-
-
-FILTERS = (
+STATIC_FILTERS = (
     ("online", online),
     ("group", group),
-    ("affinity", affinity),
+    ("affinity", pinned),
     ("cores", cores),
     ("storage", storages),
     ("network", networks),
-    ("memory", memory),
-    ("load", load),
-    ("conntrack", conntrack),
 )
+"""Filters whose answer does not change while the plan grows: evaluated once per kind of unit."""
+
+DYNAMIC_FILTERS = (
+    ("anti-affinity", anti_affinity),
+    ("capacity", capacity),
+)
+"""Filters that depend on what the plan already placed: evaluated for every unit."""
+
+FILTERS = STATIC_FILTERS + DYNAMIC_FILTERS
 """(name, filter) in the order they are tried."""
 
 

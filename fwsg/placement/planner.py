@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from fwsg.errors import ValidationError
-from fwsg.placement.filters import FILTERS, Limits
+from fwsg.placement.filters import DYNAMIC_FILTERS, STATIC_FILTERS, Limits
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES, Context
 from fwsg.placement.state import USES, Demand, NodeState, z_for
 
@@ -21,7 +21,8 @@ from fwsg.placement.state import USES, Demand, NodeState, z_for
 class Placement:
     """The decision for one guest: ``target`` is None when it cannot be placed.
 
-    ``rejected`` maps every node that was not chosen for a reason to that reason (one line);
+    ``rejected`` maps every node that was not chosen for a reason to that reason (one line; in no
+    particular order, :meth:`Plan.to_dict` orders it like the nodes);
     ``unit`` lists the guests placed together with it (affinity), itself included.
     """
 
@@ -76,6 +77,8 @@ class Plan:
     placements: list
     nodes: list
     seconds: float = 0.0
+    fallback: str | None = None  # the strategy whose pass was kept because it placed more
+
 
     @property
     def placed(self):
@@ -94,6 +97,7 @@ class Plan:
         return {
             "schema": "fwsg.plan/1",
             "strategy": self.strategy,
+            **({"fallback": self.fallback} if self.fallback else {}),
             "failed": list(self.failed),
             "use": self.use if self.use != "peak" else self.peak_key,
             "threshold": self.limits.threshold,
@@ -104,7 +108,7 @@ class Plan:
                 {"guest": p.guest, "from": p.source, "to": p.target,
                  **({"score": round(p.score, 6)} if p.score is not None else {}),
                  **({"with": [u for u in p.unit if u != p.guest]} if len(p.unit) > 1 else {}),
-                 "rejected": dict(p.rejected)}
+                 "rejected": {n.name: p.rejected[n.name] for n in self.nodes if n.name in p.rejected}}
                 for p in self.placements
             ],
             "nodes": [
@@ -171,7 +175,9 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
     """Plan where every guest of the ``failed`` nodes restarts.
 
     Guests are placed largest first (max memory, then cpu, then name); each decision updates the
-    projected usage of its target before the next. Every node not chosen for a guest carries a
+    projected usage of its target before the next. A strategy with ``fallback`` strategies (``fwsg``)
+    that leaves guests unplaced is re-run with each; the pass placing the most guests wins
+    (ties: the earlier pass). Every node not chosen for a guest carries a
     reason. ``use`` picks the usage statistic checked against the hard threshold and used by the
     usage-based scorers (``peak`` = the document's percentile, ``mean`` or ``latest``).
     Raises ValidationError for an unknown failed node or strategy; never modifies ``cluster``.
@@ -192,6 +198,21 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
             raise ValidationError(name, f"{value} must be in (0, 1]")
     started = time.perf_counter()
     scorer = STRATEGIES[strategy]
+    placements, states = _run(cluster, failed, scorer, use, limits)
+    fallback = None
+    for alt_name in scorer.fallback if any(not p.placed for p in placements) else ():
+        alt, alt_states = _run(cluster, failed, STRATEGIES[alt_name], use, limits)
+        if sum(not p.placed for p in alt) < sum(not p.placed for p in placements):
+            placements, states, fallback = alt, alt_states, alt_name
+    seconds = time.perf_counter() - started
+    z = z_for(cluster.peak_key)
+    return Plan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
+                placements=placements, nodes=_node_loads(cluster, states, set(failed), use, z),
+                seconds=seconds, fallback=fallback)
+
+
+def _run(cluster, failed, scorer, use, limits):
+    """One greedy pass with ``scorer``: (placements in decision order, surviving node states)."""
     z = z_for(cluster.peak_key)
     failed_set = set(failed)
 
@@ -220,7 +241,9 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
         units.append((d, conflict))
     units.sort(key=lambda u: (-u[0].max_memory, -u[0].cpu, u[0].names[0]))
 
-    filters = [f for _, f in FILTERS]
+    static = [f for _, f in STATIC_FILTERS]
+    anti, cap = (f for _, f in DYNAMIC_FILTERS)
+    static_cache = {}  # unit signature -> (nodes passing the static filters, their rejections)
     placements = []
     for d, conflict in units:
         rejected = dict(fixed_reasons)
@@ -229,29 +252,51 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
             for ns in states:
                 rejected[ns.name] = conflict
         else:
-            for ns in states:
-                for f in filters:
-                    why = f(ns, d, limits)
-                    if why is not None:
-                        rejected[ns.name] = why
-                        break
-                else:
+            key = (tuple(gr.name for gr in d.groups), d.pinned, d.cores, d.storages, d.networks)
+            entry = static_cache.get(key)
+            if entry is None:
+                entry = static_cache[key] = _static_pass(states, d, limits, static)
+            ok, static_rejected = entry
+            rejected.update(static_rejected)
+            avoid = d.avoid
+            for ns in ok:
+                why = anti(ns, d, limits) if avoid else None
+                if why is None:
+                    why = cap(ns, d, limits)
+                if why is None:
                     passed.append(ns)
+                else:
+                    rejected[ns.name] = why
         passed = _priority_tier(passed, d, rejected)
         target = score = None
         if passed:
             scores = scorer.score(passed, d, ctx)
-            best = min(range(len(passed)), key=lambda i: (-scores[i], passed[i].name))
+            best = 0
+            for i in range(1, len(passed)):  # highest score; ties: smallest node name
+                if scores[i] > scores[best] or (scores[i] == scores[best] and passed[i].name < passed[best].name):
+                    best = i
             chosen = passed[best]
             target, score = chosen.name, scores[best]
             chosen.add(d)
         for g in d.guests:
             placements.append(Placement(guest=g.name, source=g.node, target=target, unit=d.names,
                                         score=score, rejected=rejected))
-    seconds = time.perf_counter() - started
-    return Plan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
-                placements=placements, nodes=_node_loads(cluster, states, failed_set, use, z),
-                seconds=seconds)
+    return placements, states
+
+
+def _static_pass(states, d, limits, static):
+    """(states passing every static filter, {node: first failing static filter's reason})."""
+    ok = []
+    rejected = {}
+    for ns in states:
+        for f in static:
+            why = f(ns, d, limits)
+            if why is not None:
+                rejected[ns.name] = why
+                break
+        else:
+            ok.append(ns)
+    return ok, rejected
 
 
 def _priority_tier(passed, d, rejected):

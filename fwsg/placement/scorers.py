@@ -29,6 +29,7 @@ class Scorer:
 
     name = ""
     summary = ""
+    fallback = ()  # strategies re-run by the planner when this one leaves guests unplaced
 
     def score(self, cands, d, ctx):
         """One score per candidate (higher is better)."""
@@ -145,6 +146,10 @@ def topsis_scores(matrix, weights):
 class Fwsg(Scorer):
     """fwsg's default (``fwsg``): minimise the candidate's projected peak on its dominant resource.
 
+    When that greedy pass leaves guests unplaced, the planner re-runs the other strategies
+    (``pack`` first) and keeps the pass that places the most guests: placing a guest beats
+    balancing the others, and greedy passes fail on different instances.
+
     The peak of a sum of loads is estimated from means and variances (statistical multiplexing:
     mean + z * sqrt(variance), variance from (pNN - mean) / z), not by adding percentiles, so a
     node of steady guests is not mistaken for a bursty one. Cost = max(peak cpu, peak memory
@@ -153,17 +158,40 @@ class Fwsg(Scorer):
     """
 
     name = "fwsg"
-    summary = "fwsg: minimise projected peak (mean + z*sigma, multiplexed) of the dominant resource"
+    summary = ("fwsg: minimise projected peak (mean + z*sigma, multiplexed) of the dominant resource;"
+               " if guests stay unplaced, keeps the pass of another strategy that places more")
+    fallback = ("pack", "least-allocated", "balanced", "basic", "bestfit", "topsis")
+
+    def score(self, cands, d, ctx):
+        z, sqrt = ctx.z, math.sqrt
+        cm, cv, mm, mv, gmax = d.cpu_mean, d.cpu_var, d.mem_mean, d.mem_var, d.max_memory
+        out = []
+        for ns in cands:
+            pc = (ns.cpu_mean + cm + z * sqrt(ns.cpu_var + cv)) / ns.cores
+            pm = (ns.mem_mean + mm + z * sqrt(ns.mem_var + mv)) / ns.memory
+            committed = (ns.mem + ns.committed + gmax) / ns.memory
+            out.append(-((pc if pc > pm else pm) + 0.125 * (pc + pm) + 0.25 * committed))
+        return out
 
     def score_one(self, ns, d, ctx):
-        z = ctx.z
-        pc = (ns.cpu_mean + d.cpu_mean + z * math.sqrt(ns.cpu_var + d.cpu_var)) / ns.cores
-        pm = (ns.mem_mean + d.mem_mean + z * math.sqrt(ns.mem_var + d.mem_var)) / ns.memory
-        committed = (ns.mem + ns.committed + d.max_memory) / ns.memory
-        return -(max(pc, pm) + 0.25 * (pc + pm) / 2.0 + 0.25 * committed)
+        return self.score([ns], d, ctx)[0]
 
 
-STRATEGIES = {s.name: s for s in (Fwsg(), Basic(), Topsis(), BestFit(), LeastAllocated(), Balanced())}
+class Pack(Scorer):
+    """Tightest memory fit: the node left with the least memory headroom (total - used - committed
+    max memory) after placement, then the lower projected cpu fraction. Packs guests so that big
+    ones still find room when memory is the binding constraint."""
+
+    name = "pack"
+    summary = "tightest memory headroom after placement (bin packing), then lower cpu"
+
+    def score(self, cands, d, ctx):
+        scale = ctx.max_memory
+        return [-(ns.memory - ns.mem - ns.committed - d.max_memory) / scale
+                - 1e-3 * (ns.cpu + d.cpu) / ns.cores for ns in cands]
+
+
+STRATEGIES = {s.name: s for s in (Fwsg(), Basic(), Topsis(), BestFit(), LeastAllocated(), Balanced(), Pack())}
 """Every strategy by name; ``fwsg`` is the default."""
 
 DEFAULT_STRATEGY = "fwsg"
