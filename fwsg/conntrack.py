@@ -6,6 +6,7 @@ Speaks conntrack netlink through pyroute2 inside the managed namespace.
 import socket
 
 from fwsg.netns import entered
+
 from fwsg.policy import Packet, PortIndex
 
 _FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
@@ -26,8 +27,15 @@ def sweep(netns, model, gone_addresses=()):
     index = PortIndex(model)
     gone = set(gone_addresses)
     killed = 0
-    with entered(netns):
-        ct = Conntrack()
+    with entered(netns):  # pyroute2 opens its socket lazily: stay inside while using it
+        for nfgen_family in (socket.AF_INET, socket.AF_INET6):
+            killed += _sweep_family(Conntrack(nfgen_family=nfgen_family), index, gone)
+    return killed
+
+
+def _sweep_family(ct, index, gone):
+    """Sweep one address family's table with socket ``ct`` (closed afterwards)."""
+    killed = 0
     try:
         for entry in list(ct.dump_entries()):
             t = entry.tuple_orig
@@ -35,9 +43,9 @@ def sweep(netns, model, gone_addresses=()):
                 continue
             if t.saddr in gone or t.daddr in gone:
                 drop = True
+            elif index.port_of(t.saddr) is None and index.port_of(t.daddr) is None:
+                continue
             else:
-                if index.port_of(t.saddr) is None and index.port_of(t.daddr) is None:
-                    continue
                 drop = not index.flow_allowed(_packet(t))
             if drop:
                 try:

@@ -1,0 +1,349 @@
+"""Every behaviour of DESIGN.md's semantics list, shown with real packets in namespaces:
+a flow that must pass and one that must not, for each."""
+
+import os
+
+import pytest
+
+from fwsg.firewall import Firewall
+from fwsg.lab import Lab, netns_available, ra_body
+from tests.netns.fwlab import ALL_EGRESS, build_lab, flush_conntrack, model, nft_handles, rule
+
+
+@pytest.fixture(scope="module")
+def fwlab():
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    lab = build_lab(Lab(f"sem{os.getpid() % 100000}"))
+    lab.up()
+    try:
+        yield lab, Firewall(netns=lab.host_ns)
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def env(fwlab):
+    lab, fw = fwlab
+    flush_conntrack(lab)
+    return lab, fw
+
+
+def apply(lab, fw, groups, ports, **kw):
+    doc = model(lab, groups, ports, **kw)
+    fw.apply(doc)
+    return doc
+
+
+WEB = {"web": [rule("ingress", protocol="tcp", ports=80),
+               rule("ingress", "IPv6", protocol="tcp", ports=80)] + ALL_EGRESS,
+       "open": ALL_EGRESS}
+
+
+def test_tcp_port_single_and_v6(env):
+    lab, fw = env
+    apply(lab, fw, WEB, {"vm1": ["open"], "vm2": ["web"]})
+    r = lab.matrix([
+        ("tcp_connect", "vm1", "vm2", {"port": 80}),
+        ("tcp_connect", "vm1", "vm2", {"port": 81}),
+        ("tcp_connect", "vm1", "vm2", {"port": 80, "family": 6}),
+        ("tcp_connect", "out", "vm2", {"port": 80}),
+        ("tcp_connect", "out", "vm2", {"port": 22}),
+        ("udp_exchange", "vm1", "vm2", {"port": 80}),
+    ])
+    assert r == [True, False, True, True, False, False]
+
+
+def test_port_ranges_udp_and_any_protocol(env):
+    lab, fw = env
+    groups = {"g": [rule("ingress", protocol="tcp", ports=(1000, 1010)),
+                    rule("ingress", protocol="udp", ports=53),
+                    rule("ingress", "IPv6")] + ALL_EGRESS, "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["g"]})
+    r = lab.matrix([
+        ("tcp_connect", "vm1", "vm2", {"port": 1000}),
+        ("tcp_connect", "vm1", "vm2", {"port": 1010}),
+        ("tcp_connect", "vm1", "vm2", {"port": 1011}),
+        ("udp_exchange", "vm1", "vm2", {"port": 53}),
+        ("udp_exchange", "vm1", "vm2", {"port": 54}),
+        ("udp_exchange", "vm1", "vm2", {"port": 54, "family": 6}),   # any protocol over IPv6
+        ("tcp_connect", "vm1", "vm2", {"port": 4444, "family": 6}),
+        ("ping", "vm1", "vm2", {"family": 4}),
+    ])
+    assert r == [True, True, False, True, False, True, True, False]
+
+
+def test_icmp_type_and_code(env):
+    lab, fw = env
+    groups = {"ping": [rule("ingress", protocol="icmp", port_range_min=8, port_range_max=0),
+                       rule("ingress", "IPv6", protocol="ipv6-icmp", port_range_min=128)]
+              + ALL_EGRESS,
+              "ts": [rule("ingress", protocol="icmp", port_range_min=13)] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["ping"], "vm3": ["ts"]})
+    r = lab.matrix([("ping", "vm1", "vm2", {"family": 4}), ("ping", "vm1", "vm2", {"family": 6}),
+                    ("ping", "vm1", "vm3", {"family": 4}), ("ping", "vm1", "vm3", {"family": 6})])
+    assert r == [True, True, False, False]
+
+
+def test_sctp(env):
+    lab, fw = env
+    ok, why = lab.sctp_supported()
+    if not ok:
+        pytest.skip(f"no SCTP here: {why}")
+    groups = {"s": [rule("ingress", protocol="sctp", ports=5000)] + ALL_EGRESS, "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["s"]})
+    assert lab.sctp_connect("vm1", "vm2", port=5000)
+    assert not lab.sctp_connect("vm1", "vm2", port=5001)
+
+
+def test_remote_prefix(env):
+    lab, fw = env
+    groups = {"ssh": [rule("ingress", protocol="tcp", ports=22, remote_ip_prefix="192.0.2.96/27"),
+                      rule("ingress", "IPv6", protocol="tcp", ports=22,
+                           remote_ip_prefix="2001:db8::99/128")] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["ssh"]})
+    r = lab.matrix([("tcp_connect", "out", "vm2", {"port": 22}),
+                    ("tcp_connect", "vm1", "vm2", {"port": 22}),
+                    ("tcp_connect", "out", "vm2", {"port": 22, "family": 6}),
+                    ("tcp_connect", "vm1", "vm2", {"port": 22, "family": 6})])
+    assert r == [True, False, True, False]
+
+
+def test_remote_group_and_membership_changes_only_elements(env):
+    lab, fw = env
+    groups = {"web": ALL_EGRESS,
+              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web"),
+                     rule("ingress", "IPv6", protocol="tcp", ports=5432, remote_group_id="web")]
+              + ALL_EGRESS,
+              "empty": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["web"], "vm2": ["db"], "vm3": ["empty"]})
+    assert lab.tcp_connect("vm1", "vm2", port=5432)
+    assert lab.tcp_connect("vm1", "vm2", port=5432, family=6)
+    assert not lab.tcp_connect("vm3", "vm2", port=5432)
+    assert not lab.tcp_connect("out", "vm2", port=5432)
+    handles = nft_handles(lab)
+    # out (not a port here) joins group web: only set elements change
+    doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"], "vm3": ["empty"]},
+                members={"web": ["192.0.2.99"]})
+    plan = fw.plan(doc)
+    assert plan.commands and all(c.startswith("add element inet fwsg g") for c in plan.commands)
+    fw.apply(doc)
+    assert lab.tcp_connect("out", "vm2", port=5432)
+    assert _rule_handles(nft_handles(lab)) == _rule_handles(handles)
+
+
+def _rule_handles(text):
+    return [line.strip() for line in text.splitlines() if "# handle" in line and (
+        "accept" in line or "drop" in line or "jump" in line or "vmap" in line or "mark" in line)]
+
+
+def test_remote_group_without_members_matches_nothing(env):
+    lab, fw = env
+    groups = {"nobody": [], "db": [rule("ingress", protocol="tcp", ports=5432,
+                                        remote_group_id="nobody")] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["db"]})
+    assert not lab.tcp_connect("vm1", "vm2", port=5432)
+    assert not lab.tcp_connect("out", "vm2", port=5432)
+
+
+def test_stateful_replies_pass_new_reverse_does_not(env):
+    lab, fw = env
+    groups = {"in80": [rule("ingress", protocol="tcp", ports=80)],  # no egress rule at all
+              "open": ALL_EGRESS + [rule("ingress", protocol="tcp", ports=81)]}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["in80"]})
+    assert lab.tcp_connect("vm1", "vm2", port=80)        # replies from vm2 pass (established)
+    assert not lab.tcp_connect("vm2", "vm1", port=81)    # vm2 may not open connections
+    assert lab.udp_exchange("out", "vm2", port=80) is False
+
+
+def test_stateless_group(env):
+    lab, fw = env
+    sl = [rule("ingress", protocol="tcp", ports=80, stateful=False)]
+    groups = {"sl": sl, "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["sl"]})
+    assert not lab.tcp_connect("vm1", "vm2", port=80)   # replies are not allowed by themselves
+    groups["sl"] = sl + [rule("egress", protocol="tcp", source_port_range_min=80,
+                              source_port_range_max=80, stateful=False)]
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["sl"]})
+    assert lab.tcp_connect("vm1", "vm2", port=80)
+    assert not lab.tcp_connect("vm1", "vm2", port=81)
+
+
+def test_related_icmp_errors_pass(env):
+    lab, fw = env
+    groups = {"udp": [rule("ingress", protocol="udp", ports=(9, 10))] + ALL_EGRESS,
+              "client": ALL_EGRESS}  # no ingress rule: only related/established can come in
+    apply(lab, fw, groups, {"vm1": ["client"], "vm2": ["udp"]})
+    assert lab.udp_unreachable("vm1", "vm2", port=9)            # port unreachable comes back
+    assert not lab.udp_unreachable("vm2", "vm1", port=9)        # vm1 takes no new udp
+
+
+def test_anti_spoofing_ip_mac_arp_and_address_pairs(env):
+    lab, fw = env
+    groups = {"open": ALL_EGRESS + [rule("ingress", protocol="tcp", ports=80)]}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["open"]})
+    lab.add_address("vm1", "192.0.2.50/24")
+    try:
+        assert lab.tcp_connect("vm1", "vm2", port=80)
+        assert not lab.tcp_connect("vm1", "vm2", port=80, src_ip="192.0.2.50")
+        assert lab.arp_probe("vm1", "192.0.2.12")
+        assert not lab.arp_probe("vm1", "192.0.2.12", sender_ip="192.0.2.50")
+        assert not lab.arp_probe("vm1", "192.0.2.12", eth_src="fa:16:3e:00:00:77")
+        # the address pair makes 192.0.2.50 (with the port's MAC) legitimate
+        apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["open"]},
+              vm1={"allowed_address_pairs": [{"ip_address": "192.0.2.48/29"}]})
+        assert lab.tcp_connect("vm1", "vm2", port=80, src_ip="192.0.2.50")
+        assert lab.arp_probe("vm1", "192.0.2.12", sender_ip="192.0.2.50")
+    finally:
+        lab.del_address("vm1", "192.0.2.50/24")
+    # a changed MAC is dropped whatever the IP
+    lab.set_mac("vm1", "fa:16:3e:00:00:77")
+    try:
+        lab.flush_neigh()
+        assert not lab.tcp_connect("vm1", "vm2", port=80)
+    finally:
+        lab.set_mac("vm1", "fa:16:3e:00:00:11")
+        lab.flush_neigh()
+    assert lab.tcp_connect("vm1", "vm2", port=80)
+
+
+def test_dhcp_client_allowed_server_dropped(env):
+    lab, fw = env
+    apply(lab, fw, {"none": []}, {"vm1": ["none"]})
+    # a DHCP discover from 0.0.0.0 leaves the VM; a DHCP server reply from the VM does not
+    assert lab.udp_reaches("vm1", "out", port=67, sport=68, dst_ip="255.255.255.255",
+                           broadcast=True, src_ip="0.0.0.0")
+    assert lab.udp_reaches("vm1", "out", port=67, sport=68, dst_ip="255.255.255.255",
+                           broadcast=True)
+    assert not lab.udp_reaches("vm1", "out", port=68, sport=67, dst_ip="255.255.255.255",
+                               broadcast=True)
+    assert lab.udp_reaches("vm1", "out", port=547, sport=546, dst_ip="ff02::1:2", family=6)
+    assert not lab.udp_reaches("vm1", "out", port=546, sport=547, dst_ip="ff02::1:2", family=6)
+
+
+def test_router_advertisement_from_vm_dropped_nd_works(env):
+    lab, fw = env
+    groups = {"v6": [rule("ingress", "IPv6", protocol="ipv6-icmp", port_range_min=128)]
+              + ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["v6"], "vm2": ["v6"]})
+    lab.flush_neigh()
+    assert lab.ping("vm1", "2001:db8::12")                  # needs neighbour discovery
+    assert lab.ping("vm1", lab.node("vm2").link_local + "%eth0")
+    with lab.sniff("out") as s:
+        lab.send_icmpv6("vm1", "ff02::1", icmp_type=134, payload=ra_body())
+        lab.send_icmpv6("vm1", "ff02::1", icmp_type=128, payload=b"\x00\x01\x00\x01probe")
+        assert s.seen(lambda f: _icmp6(f, 128), timeout=1.0)
+        assert not s.seen(lambda f: _icmp6(f, 134), timeout=0.3)
+
+
+def _icmp6(frame, icmp_type):
+    return frame.proto == 58 and frame.icmp_type == icmp_type and frame.src_mac == "fa:16:3e:00:00:11"
+
+
+def test_port_security_disabled_is_unfiltered(env):
+    lab, fw = env
+    groups = {"none": []}
+    apply(lab, fw, groups, {"vm1": ["none"], "vm3": {"security_groups": [],
+                                                     "port_security_enabled": False}})
+    assert lab.tcp_connect("out", "vm3", port=4321)
+    assert lab.tcp_connect("vm3", "out", port=4321)
+    assert not lab.tcp_connect("out", "vm1", port=4321)
+    lab.add_address("vm3", "192.0.2.66/24")  # no anti-spoofing on an unfiltered port
+    try:
+        assert lab.tcp_connect("vm3", "out", port=4321, src_ip="192.0.2.66")
+    finally:
+        lab.del_address("vm3", "192.0.2.66/24")
+
+
+def test_same_host_checked_on_both_sides(env):
+    lab, fw = env
+    groups = {"eg80": [rule("egress", protocol="tcp", ports=80)],
+              "in8081": [rule("ingress", protocol="tcp", ports=(80, 81))] + ALL_EGRESS,
+              "in80": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["eg80"], "vm2": ["in8081"], "vm3": ["open"]})
+    r = lab.matrix([("tcp_connect", "vm1", "vm2", {"port": 80}),
+                    ("tcp_connect", "vm1", "vm2", {"port": 81}),   # vm1's egress refuses
+                    ("tcp_connect", "vm3", "vm2", {"port": 81})])
+    assert r == [True, False, True]
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["in80"], "vm3": ["open"]})
+    r = lab.matrix([("tcp_connect", "vm1", "vm2", {"port": 80}),
+                    ("tcp_connect", "vm1", "vm2", {"port": 81})])   # vm2's ingress refuses
+    assert r == [True, False]
+
+
+def test_vm_to_hypervisor_takes_egress_rules(env):
+    lab, fw = env
+    groups = {"eg80": [rule("egress", protocol="tcp", ports=80)]}
+    apply(lab, fw, groups, {"vm1": ["eg80"]})
+    assert lab.tcp_connect("vm1", "host", port=80)
+    assert not lab.tcp_connect("vm1", "host", port=22)
+    lab.add_address("vm1", "192.0.2.51/24")
+    try:
+        assert not lab.tcp_connect("vm1", "host", port=80, src_ip="192.0.2.51")
+    finally:
+        lab.del_address("vm1", "192.0.2.51/24")
+
+
+def test_hypervisor_to_vm_takes_ingress_rules(env):
+    lab, fw = env
+    groups = {"in80": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["in80"]})
+    assert lab.tcp_connect("host", "vm1", port=80)
+    assert not lab.tcp_connect("host", "vm1", port=22)
+
+
+def test_removing_a_rule_cuts_established_connection(env):
+    lab, fw = env
+    groups = {"ssh": [rule("ingress", protocol="tcp", ports=2222)] + ALL_EGRESS,
+              "other": [rule("ingress", protocol="tcp", ports=2223)] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["ssh", "other"]})
+    conn = lab.open_tcp("vm1", "vm2", port=2222)
+    keep = lab.open_tcp("vm1", "vm2", port=2223)
+    try:
+        assert conn.alive() and keep.alive()
+        groups["ssh"] = ALL_EGRESS
+        result = fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["ssh", "other"]}))
+        assert result.conntrack_killed >= 1
+        assert not conn.alive()
+        assert keep.alive()          # a flow that still has its rule survives
+    finally:
+        conn.close()
+        keep.close()
+
+
+def test_removing_a_member_or_port_cuts_its_connections(env):
+    lab, fw = env
+    groups = {"web": ALL_EGRESS,
+              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
+              + ALL_EGRESS}
+    ports = {"vm1": ["web"], "vm2": ["db"]}
+    apply(lab, fw, groups, ports, members={"web": ["192.0.2.99"]})
+    from_out = lab.open_tcp("out", "vm2", port=5432)
+    from_vm1 = lab.open_tcp("vm1", "vm2", port=5432)
+    try:
+        assert from_out.alive() and from_vm1.alive()
+        apply(lab, fw, groups, ports)               # 192.0.2.99 leaves group web
+        assert not from_out.alive()
+        assert from_vm1.alive()
+        apply(lab, fw, groups, {"vm2": ["db"]})     # vm1's port goes away
+        assert not from_vm1.alive()
+    finally:
+        from_out.close()
+        from_vm1.close()
+
+
+def test_second_apply_changes_nothing_in_kernel(env):
+    lab, fw = env
+    doc = apply(lab, fw, WEB, {"vm1": ["open"], "vm2": ["web"]})
+    before = nft_handles(lab)
+    assert not fw.apply(doc).changed
+    fresh = Firewall(netns=lab.host_ns)           # cold: reads the kernel back
+    assert not fresh.plan(doc)
+    assert not fresh.apply(doc).changed
+    assert nft_handles(lab) == before
