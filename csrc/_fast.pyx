@@ -114,3 +114,35 @@ def render_elements(keys):
         else:
             parts.append(k)
     return ", ".join(parts)
+
+
+def diff_delta(pending_added, pending_removed, set current):
+    """(added, removed) for a recorded delta against ``current`` (a set): the pending additions
+    not yet in it and the pending removals still in it, each sorted. O(delta), no I/O."""
+    cdef list added = [e for e in pending_added if e not in current]
+    cdef list removed = [e for e in pending_removed if e in current]
+    added.sort()
+    removed.sort()
+    return added, removed
+
+
+def diff_map_keys(dict desired, dict current, keys):
+    """diff_map restricted to ``keys``: (added, changed, removed) for those keys only."""
+    cdef list added = []
+    cdef list changed = []
+    cdef list removed = []
+    cdef object k, v, old
+    for k in keys:
+        v = desired.get(k)
+        old = current.get(k)
+        if v is None:
+            if old is not None:
+                removed.append(k)
+        elif old is None:
+            added.append((k, v))
+        elif old != v:
+            changed.append((k, v))
+    added.sort()
+    changed.sort()
+    removed.sort()
+    return added, changed, removed

@@ -109,3 +109,28 @@ def diff_map(desired, current):
 def render_elements(keys):
     """Render element keys (or (key, value) pairs) as the inside of an nft ``{ ... }`` list."""
     return ", ".join(f"{k[0]} : {k[1]}" if type(k) is tuple else k for k in keys)
+
+
+def diff_delta(pending_added, pending_removed, current):
+    """(added, removed) for a recorded delta against ``current`` (a set): the pending additions
+    not yet in it and the pending removals still in it, each sorted. O(delta), no I/O."""
+    return (sorted(e for e in pending_added if e not in current),
+            sorted(e for e in pending_removed if e in current))
+
+
+def diff_map_keys(desired, current, keys):
+    """diff_map restricted to ``keys``: (added, changed, removed) for those keys only."""
+    added, changed, removed = [], [], []
+    for k in keys:
+        v, old = desired.get(k), current.get(k)
+        if v is None:
+            if old is not None:
+                removed.append(k)
+        elif old is None:
+            added.append((k, v))
+        elif old != v:
+            changed.append((k, v))
+    added.sort()
+    changed.sort()
+    removed.sort()
+    return added, changed, removed

@@ -92,8 +92,8 @@ def allocate_ids(model, previous=None):
 def render_rule(rule, members_of, verdict="accept"):
     """nft text for one Rule (a list: a remote group with prefixes needs two rules).
 
-    ``members_of(sg, family)`` returns (hosts, prefixes) of a group, used to know whether its
-    prefix set exists."""
+    ``members_of(sg, family)`` returns (hosts, has_prefixes) of a group: whether its prefix
+    set exists."""
     fam = rule.family
     ipk = "ip" if fam == 4 else "ip6"
     remote_key = "saddr" if rule.direction == INGRESS else "daddr"
@@ -125,8 +125,8 @@ def render_rule(rule, members_of, verdict="accept"):
     if rule.remote_group is None:
         return [" ".join(parts + [tail])]
     out = [" ".join(parts + [f"{ipk} {remote_key} @{Names.member_set(rule.remote_group, fam)}", tail])]
-    _, prefixes = members_of(rule.remote_group, fam)
-    if prefixes:
+    _, has_prefixes = members_of(rule.remote_group, fam)
+    if has_prefixes:
         out.append(" ".join(parts + [f"{ipk} {remote_key} "
                                      f"@{Names.member_set(rule.remote_group, fam, True)}", tail]))
     return out
@@ -175,144 +175,459 @@ def port_fixed_rules(direction, stateful):
     return out
 
 
+class Pending:
+    """What changed in the desired state since the last commit: chain and set keys touched,
+    net element deltas of sets, keys of maps whose entries changed."""
+
+    def __init__(self):
+        self.chains = set()
+        self.sets = set()
+        self.elems = {}   # key -> (added set, removed set), net since the last commit
+        self.maps = {}    # key -> set of map keys touched
+
+    def __bool__(self):
+        return bool(self.chains or self.sets or self.elems or self.maps)
+
+    def add(self, key, e):
+        added, removed = self.elems.setdefault(key, (set(), set()))
+        if e in removed:
+            removed.discard(e)
+        else:
+            added.add(e)
+
+    def remove(self, key, e):
+        added, removed = self.elems.setdefault(key, (set(), set()))
+        if e in added:
+            added.discard(e)
+        else:
+            removed.add(e)
+
+    def touch_map(self, key, k):
+        self.maps.setdefault(key, set()).add(k)
+
+
+SPOOF_SETS = {(4, False): "spoof4", (4, True): "spoof4n", (6, False): "spoof6", (6, True): "spoof6n"}
+
+
+class Desired:
+    """The desired Ruleset for a model, kept current change by change.
+
+    Every mutator updates ``rs`` and records in ``pending`` exactly what it touched, so a commit
+    can be computed from the change alone (O(change), not O(model)). ``load(model)`` from empty
+    gives the same Ruleset as any sequence of changes that ends in that model. No I/O here.
+    """
+
+    def __init__(self, port_ids=None):
+        self.rs = Ruleset()
+        self.pending = Pending()
+        self.groups = {}        # sg -> tuple of Rule
+        self.members = {}       # (sg, family) -> set of canonical hosts and prefixes
+        self.ports = {}         # pid -> Port
+        self.ids = {}           # device -> port number
+        self.reserved = dict(port_ids or {})  # numbers the kernel already uses, by device
+        self.refs = {}          # (sg, family) -> set of owners ("g", sg) / ("p", pid)
+        self.prefixed = set()   # (sg, family) whose prefix set exists
+        self.addr_owners = {}   # ip -> set of port chain names (ingress4/6 dispatch)
+        self._fixed()
+
+    # -- fixed objects ------------------------------------------------------------------
+    def _fixed(self):
+        rs = self.rs
+        for sd in (SetDef("inet", "egress", "mark", "verdict"),
+                   SetDef("inet", "ingress", "mark", "verdict"),
+                   SetDef("inet", "ingress4", "ipv4_addr", "verdict"),
+                   SetDef("inet", "ingress6", "ipv6_addr", "verdict"),
+                   SetDef("bridge", "port-src", "ifname", "mark"),
+                   SetDef("bridge", "port-dst", "ifname", "verdict"),
+                   SetDef("bridge", "secured", "ifname"),
+                   SetDef("bridge", "macs", "ifname . ether_addr"),
+                   SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"),
+                   SetDef("bridge", "spoof6", "ifname . ether_addr . ipv6_addr")):
+            self._declare(sd)
+        for c in (
+            ChainDef("inet", "egress-fwd", ("meta mark & 0xffff0000 vmap @egress",), INET_FWD_EGRESS),
+            ChainDef("inet", "egress-in", ("meta mark & 0xffff0000 vmap @egress",), INET_IN_EGRESS),
+            ChainDef("inet", "ingress-fwd", ("meta mark & 0x0000ffff vmap @ingress",),
+                     INET_FWD_INGRESS),
+            ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
+                     INET_OUT_INGRESS),
+            ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
+                                              "iifname @secured jump antispoof"), BRIDGE_PRE),
+            ChainDef("bridge", "forward", ("oifname vmap @port-dst",), BRIDGE_FWD),
+        ):
+            self._chain(c.key, c)
+        self._antispoof()
+
+    def _antispoof(self):
+        rules = ["iifname . ether saddr != @macs drop"]
+        for fam in (4, 6):
+            ipk = "ip" if fam == 4 else "ip6"
+            for pfx in (False, True):
+                name = SPOOF_SETS[(fam, pfx)]
+                if ("bridge", name) not in self.rs.sets:
+                    continue
+                rules.append(f"ether type {ipk} iifname . ether saddr . {ipk} saddr @{name} return")
+                if fam == 4:
+                    rules.append(f"ether type arp arp htype 1 arp ptype ip "
+                                 f"iifname . arp saddr ether . arp saddr ip @{name} return")
+        rules += [
+            # DHCP discover/request before the VM has an address
+            "ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
+            # ARP probe (RFC 5227): sender IP 0.0.0.0, sender MAC must be the port's
+            "ether type arp arp htype 1 arp ptype ip arp saddr ip 0.0.0.0 "
+            "iifname . arp saddr ether @macs return",
+            # DAD and MLD from the unspecified address
+            "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, "
+            "mld2-listener-report } return",
+            "drop",
+        ]
+        self._chain(("bridge", "antispoof"), ChainDef("bridge", "antispoof", tuple(rules)))
+
+    # -- primitives that record what they touch ------------------------------------------
+    def _declare(self, sd):
+        if self.rs.sets.get(sd.key) != sd:
+            self.rs.add_set(sd)
+            self.pending.sets.add(sd.key)
+            self.pending.elems.pop(sd.key, None)
+            self.pending.maps.pop(sd.key, None)
+
+    def _undeclare(self, key):
+        if key in self.rs.sets:
+            del self.rs.sets[key]
+            del self.rs.elements[key]
+            self.pending.sets.add(key)
+            self.pending.elems.pop(key, None)
+            self.pending.maps.pop(key, None)
+
+    def _chain(self, key, cdef):
+        if self.rs.chains.get(key) != cdef:
+            if cdef is None:
+                self.rs.chains.pop(key, None)
+            else:
+                self.rs.chains[key] = cdef
+            self.pending.chains.add(key)
+
+    def _elem_add(self, key, e):
+        s = self.rs.elements[key]
+        if e not in s:
+            s.add(e)
+            self.pending.add(key, e)
+
+    def _elem_del(self, key, e):
+        s = self.rs.elements[key]
+        if e in s:
+            s.discard(e)
+            self.pending.remove(key, e)
+
+    def _map_set(self, key, k, v):
+        m = self.rs.elements[key]
+        if m.get(k) != v:
+            if v is None:
+                m.pop(k, None)
+            else:
+                m[k] = v
+            self.pending.touch_map(key, k)
+
+    # -- groups and members -------------------------------------------------------------
+    def members_of(self, sg, fam):
+        """The canonical members (hosts and prefixes) of a group, one family (a set)."""
+        return self.members.get((sg, fam), set())
+
+    def split_members(self, sg, fam):
+        """(hosts, merged prefixes) of a group's members of one family."""
+        mem = self.members.get((sg, fam), ())
+        hosts = [m for m in mem if not is_prefix(m)]
+        prefixes = [m for m in mem if is_prefix(m)]
+        return hosts, ([str(n) for n in netaddr.cidr_merge(prefixes)] if prefixes else [])
+
+    def _has_prefixes(self, sg, fam):
+        return (sg, fam) in self.prefixed
+
+    def _render(self, rules):
+        out = []
+        for r in rules:
+            out.extend(render_rule(r, lambda sg, fam: ((), self._has_prefixes(sg, fam))))
+        return out
+
+    def _set_refs(self, owner, rules):
+        """Record which member sets ``owner``'s rules reference; create/remove sets."""
+        wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
+        for ref, owners in list(self.refs.items()):
+            if owner in owners and ref not in wanted:
+                owners.discard(owner)
+                if not owners:
+                    del self.refs[ref]
+                    self._member_sets(*ref)
+        for ref in wanted:
+            if ref not in self.refs:
+                self.refs[ref] = {owner}
+                self._member_sets(*ref)
+            else:
+                self.refs[ref].add(owner)
+
+    def _member_sets(self, sg, fam):
+        """Make the member sets of (sg, fam) exist iff referenced, with the right elements."""
+        host_key = ("inet", Names.member_set(sg, fam))
+        pfx_key = ("inet", Names.member_set(sg, fam, True))
+        atype = "ipv4_addr" if fam == 4 else "ipv6_addr"
+        if (sg, fam) not in self.refs:
+            self._undeclare(host_key)
+            self._undeclare(pfx_key)
+            self.prefixed.discard((sg, fam))
+            return
+        hosts, prefixes = self.split_members(sg, fam)
+        if host_key not in self.rs.sets:
+            self._declare(SetDef("inet", host_key[1], atype))
+        self._sync_elements(host_key, hosts)
+        had = (sg, fam) in self.prefixed
+        if prefixes:
+            if pfx_key not in self.rs.sets:
+                self._declare(SetDef("inet", pfx_key[1], atype, interval=True))
+            self._sync_elements(pfx_key, prefixes)
+            self.prefixed.add((sg, fam))
+        else:
+            self._undeclare(pfx_key)
+            self.prefixed.discard((sg, fam))
+        if had != bool(prefixes):  # rules referencing the group gain/lose their prefix twin
+            for kind, owner in list(self.refs.get((sg, fam), ())):
+                if kind == "g":
+                    self._group_chains(owner)
+                else:
+                    self._port_chains(owner)
+
+    def _sync_elements(self, key, wanted):
+        have = self.rs.elements[key]
+        wanted = set(wanted)
+        for e in [e for e in have if e not in wanted]:
+            self._elem_del(key, e)
+        for e in wanted:
+            self._elem_add(key, e)
+
+    def _group_chains(self, sg):
+        g = Names.group(sg)
+        rules = self.groups.get(sg)
+        for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
+            key = ("inet", f"{g}-{suffix}")
+            if rules is None:
+                self._chain(key, None)
+            else:
+                body = _dedupe(self._render(r for r in rules if r.direction == direction))
+                self._chain(key, ChainDef("inet", key[1], body))
+
+    def set_group(self, sg, rules):
+        """Set (or, with None, remove) a group's rules."""
+        old = self.groups.get(sg)
+        if rules is None:
+            self.groups.pop(sg, None)
+            self._set_refs(("g", sg), ())
+        else:
+            self.groups[sg] = tuple(rules)
+            self._set_refs(("g", sg), rules)
+        self._group_chains(sg)
+        if _stateless(old or ()) != _stateless(rules or ()):
+            self.refresh_ports_of_group(sg)
+
+    def set_members(self, sg, fam, members):
+        """Replace the members (canonical hosts/prefixes) of one group and family."""
+        self.members[(sg, fam)] = set(members)
+        if (sg, fam) in self.refs:
+            self._member_sets(sg, fam)
+
+    def add_members(self, sg, fam, members):
+        """Add canonical members; touches only set elements unless the first prefix arrives."""
+        cur = self.members.setdefault((sg, fam), set())
+        new = [m for m in members if m not in cur]
+        cur.update(new)
+        if (sg, fam) not in self.refs or not new:
+            return
+        if any(is_prefix(m) for m in new):
+            self._member_sets(sg, fam)
+            return
+        key = ("inet", Names.member_set(sg, fam))
+        for m in new:
+            self._elem_add(key, m)
+
+    def remove_members(self, sg, fam, members):
+        cur = self.members.get((sg, fam))
+        if not cur:
+            return
+        gone = [m for m in members if m in cur]
+        cur.difference_update(gone)
+        if (sg, fam) not in self.refs or not gone:
+            return
+        if any(is_prefix(m) for m in gone):
+            self._member_sets(sg, fam)
+            return
+        key = ("inet", Names.member_set(sg, fam))
+        for m in gone:
+            self._elem_del(key, m)
+
+    # -- ports --------------------------------------------------------------------------
+    def _allocate(self, device):
+        if device in self.ids:
+            return self.ids[device]
+        used = set(self.ids.values())
+        n = self.reserved.get(device)
+        if n is None or n in used:
+            reserved_other = {v for d, v in self.reserved.items() if d != device}
+            n = 1
+            while n in used or n in reserved_other:
+                n += 1
+            if n > MAX_PORT_ID:
+                raise ValueError(f"more than {MAX_PORT_ID} filtered ports")
+        self.ids[device] = n
+        return n
+
+    def _port_chains(self, pid):
+        port = self.ports.get(pid)
+        pn = Names.port(pid)
+        for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
+            key = ("inet", f"{pn}-{suffix}")
+            if port is None or not port.port_security:
+                self._chain(key, None)
+                continue
+            rules = port_fixed_rules(direction, self._stateful(port))
+            rules += [f"jump {Names.group(sg)}-{suffix}" for sg in port.security_groups]
+            rules += self._render(r for r in port.rules if r.direction == direction)
+            rules.append("drop")
+            self._chain(key, ChainDef("inet", key[1], _dedupe(rules)))
+
+    def _stateful(self, port):
+        for sg in port.security_groups:
+            rules = self.groups.get(sg, ())
+            if rules and not all(r.stateful for r in rules):
+                return False
+        return True
+
+    def _port_elements(self, port, n):
+        """(set key, element) pairs and (map key, key, value) triples a filtered port adds."""
+        pn = Names.port(port.id)
+        dev = quote_ifname(port.device)
+        elems = [(("bridge", "secured"), dev), (("bridge", "macs"), f"{dev} . {port.mac}")]
+        for fam in (4, 6):
+            for ip, mac in port.addresses(fam):
+                elems.append((("bridge", "macs"), f"{dev} . {mac}"))
+                elems.append((("bridge", SPOOF_SETS[(fam, is_prefix(ip))]), f"{dev} . {mac} . {ip}"))
+        maps = [(("inet", "egress"), mark(n << 16), f"jump {pn}-e"),
+                (("inet", "ingress"), mark(n), f"jump {pn}-i"),
+                (("bridge", "port-src"), dev, mark(n << 16)),
+                (("bridge", "port-dst"), dev, f"jump {pn}-t")]
+        return elems, maps
+
+    def set_port(self, port):
+        """Add or replace a port (a model.Port)."""
+        if port.id in self.ports:
+            self.remove_port(port.id, _keep_number=self.ports[port.id].device == port.device)
+        self.ports[port.id] = port
+        pn = Names.port(port.id)
+        if not port.port_security:
+            return
+        n = self._allocate(port.device)
+        self._set_refs(("p", port.id), port.rules)
+        self._port_chains(port.id)
+        self._chain(("bridge", f"{pn}-t"), ChainDef("bridge", f"{pn}-t",
+                                                    (f"meta mark set meta mark | {mark(n)}",)))
+        elems, maps = self._port_elements(port, n)
+        for key, e in elems:
+            if key not in self.rs.sets:  # first prefix address pair: its interval set
+                self._declare(SetDef("bridge", key[1], _spoof_type(key[1]), interval=True))
+                self._antispoof()
+            self._elem_add(key, e)
+        for key, k, v in maps:
+            self._map_set(key, k, v)
+        for ip in port.fixed_ips:
+            self.addr_owners.setdefault(ip, set()).add(pn)
+            self._dispatch_addr(ip)
+
+    def remove_port(self, pid, _keep_number=False):
+        """Remove a port and everything it owns."""
+        port = self.ports.pop(pid, None)
+        if port is None or not port.port_security:
+            return
+        pn = Names.port(pid)
+        n = self.ids[port.device]
+        elems, maps = self._port_elements(port, n)
+        for key, e in elems:
+            self._elem_del(key, e)
+        for key, k, _ in maps:
+            self._map_set(key, k, None)
+        for ip in port.fixed_ips:
+            self.addr_owners.get(ip, set()).discard(pn)
+            self._dispatch_addr(ip)
+        self._set_refs(("p", pid), ())
+        self._port_chains(pid)
+        self._chain(("bridge", f"{pn}-t"), None)
+        if not _keep_number:
+            del self.ids[port.device]
+            self.reserved.pop(port.device, None)
+        for fam in (4, 6):  # the last prefix address pair gone: its interval set goes too
+            key = ("bridge", SPOOF_SETS[(fam, True)])
+            if key in self.rs.sets and not self.rs.elements[key]:
+                self._undeclare(key)
+                self._antispoof()
+
+    def _dispatch_addr(self, ip):
+        key = ("inet", "ingress6" if ":" in ip else "ingress4")
+        owners = self.addr_owners.get(ip) or set()
+        if not owners:
+            self.addr_owners.pop(ip, None)
+        # an address on two ports cannot select one port: left to the bridge path
+        self._map_set(key, ip, f"jump {next(iter(owners))}-i" if len(owners) == 1 else None)
+
+    def refresh_ports_of_group(self, sg):
+        """Re-render port chains whose statefulness depends on ``sg``."""
+        for pid, port in self.ports.items():
+            if sg in port.security_groups:
+                self._port_chains(pid)
+
+    # -- whole models -------------------------------------------------------------------
+    def load(self, model):
+        """Make the desired state equal to ``model`` (a Model), touching only what differs."""
+        model = Model.from_wire(model)
+        devices = {p.device for p in model.ports.values()}
+        self.reserved = {d: n for d, n in self.reserved.items() if d in devices}
+        for pid in [p for p in self.ports if p not in model.ports]:
+            self.remove_port(pid)
+        for sg, fams in model.members.items():
+            for fam, ips in fams.items():
+                if set(ips) != self.members.get((sg, fam), set()):
+                    self.set_members(sg, fam, ips)
+        for (sg, fam) in [k for k in self.members if k[0] not in model.members]:
+            self.set_members(sg, fam, ())
+        for sg, rules in model.groups.items():
+            if self.groups.get(sg) != rules:
+                self.set_group(sg, rules)
+        for sg in [g for g in self.groups if g not in model.groups]:
+            self.set_group(sg, None)
+        for pid in sorted(model.ports, key=lambda k: model.ports[k].device):
+            if self.ports.get(pid) != model.ports[pid]:
+                self.set_port(model.ports[pid])
+        return self
+
+    def meta(self):
+        """Names record for display: derived names -> user ids."""
+        ports = {}
+        for pid, p in self.ports.items():
+            if p.port_security:
+                ports[pid] = {"device": p.device, "filtered": True, "number": self.ids[p.device],
+                              "name": Names.port(pid), "groups": list(p.security_groups)}
+            else:
+                ports[pid] = {"device": p.device, "filtered": False}
+        groups = {sg: {"name": Names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
+        return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
+
+
+def _stateless(rules):
+    return bool(rules) and not all(r.stateful for r in rules)
+
+
+def _spoof_type(name):
+    return "ifname . ether_addr . " + ("ipv4_addr" if name.startswith("spoof4") else "ipv6_addr")
+
+
 def compile_model(model, port_ids=None):
     """Compile a Model into the desired Ruleset. ``port_ids`` (device -> number) keeps the
     numbers of ports already in the kernel stable. Pure: no I/O."""
-    model = Model.from_wire(model)
-    ids = allocate_ids(model, port_ids)
-    rs = Ruleset()
-    split = {}
-
-    def members_of(sg, fam):
-        key = (sg, fam)
-        if key not in split:
-            split[key] = split_members(model.members_of(sg, fam))
-        return split[key]
-
-    # Which groups' member sets are referenced, by family.
-    referenced = set()
-    for rules in list(model.groups.values()) + [p.rules for p in model.ports.values()]:
-        for r in rules:
-            if r.remote_group is not None:
-                referenced.add((r.remote_group, r.family))
-
-    # --- inet: member sets, group chains -------------------------------------------------
-    for sg, fam in sorted(referenced):
-        hosts, prefixes = members_of(sg, fam)
-        atype = "ipv4_addr" if fam == 4 else "ipv6_addr"
-        rs.add_set(SetDef("inet", Names.member_set(sg, fam), atype), hosts)
-        if prefixes:
-            rs.add_set(SetDef("inet", Names.member_set(sg, fam, True), atype, interval=True),
-                       prefixes)
-
-    used_groups = sorted({sg for p in model.ports.values() if p.port_security
-                          for sg in p.security_groups})
-    groups_meta = {}
-    for sg in used_groups:
-        g = Names.group(sg)
-        for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
-            rules = []
-            for r in model.groups[sg]:
-                if r.direction == direction:
-                    rules.extend(render_rule(r, members_of))
-            rs.add_chain(ChainDef("inet", f"{g}-{suffix}", _dedupe(rules)))
-        groups_meta[sg] = {"name": g, "rules": len(model.groups[sg]),
-                           "members": {f"IPv{f}": len(model.members_of(sg, f)) for f in (4, 6)}}
-
-    # --- per-port chains and dispatch ----------------------------------------------------
-    egress_map, ingress_map, ingress4, ingress6 = {}, {}, {}, {}
-    src_map, dst_map = {}, {}
-    secured, macs = set(), set()
-    spoof = {(4, False): set(), (4, True): set(), (6, False): set(), (6, True): set()}
-    ports_meta = {}
-    dup_addr = set()
-    for pid in sorted(model.ports, key=lambda k: model.ports[k].device):
-        port = model.ports[pid]
-        if not port.port_security:
-            ports_meta[pid] = {"device": port.device, "filtered": False}
-            continue
-        n = ids[port.device]
-        pn = Names.port(pid)
-        stateful = model.port_stateful(port)
-        for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
-            rules = port_fixed_rules(direction, stateful)
-            rules += [f"jump {Names.group(sg)}-{suffix}" for sg in port.security_groups]
-            for r in port.rules:
-                if r.direction == direction:
-                    rules.extend(render_rule(r, members_of))
-            rules.append("drop")
-            rs.add_chain(ChainDef("inet", f"{pn}-{suffix}", _dedupe(rules)))
-        rs.add_chain(ChainDef("bridge", f"{pn}-t", (f"meta mark set meta mark | {mark(n)}",)))
-        dev = quote_ifname(port.device)
-        egress_map[mark(n << 16)] = f"jump {pn}-e"
-        ingress_map[mark(n)] = f"jump {pn}-i"
-        src_map[dev] = mark(n << 16)
-        dst_map[dev] = f"jump {pn}-t"
-        for ip in port.fixed_ips:
-            target = ingress6 if ":" in ip else ingress4
-            if ip in target:
-                dup_addr.add(ip)
-            target[ip] = f"jump {pn}-i"
-        secured.add(dev)
-        for fam in (4, 6):
-            for ip, mac in port.addresses(fam):
-                macs.add(f"{dev} . {mac}")
-                spoof[(fam, is_prefix(ip))].add(f"{dev} . {mac} . {ip}")
-        macs.add(f"{dev} . {port.mac}")
-        ports_meta[pid] = {"device": port.device, "filtered": True, "number": n, "name": pn,
-                           "stateful": stateful, "groups": list(port.security_groups)}
-    for ip in dup_addr:  # an address on two ports cannot select one: leave it to the bridge path
-        ingress4.pop(ip, None)
-        ingress6.pop(ip, None)
-
-    rs.add_set(SetDef("inet", "egress", "mark", "verdict"), egress_map)
-    rs.add_set(SetDef("inet", "ingress", "mark", "verdict"), ingress_map)
-    rs.add_set(SetDef("inet", "ingress4", "ipv4_addr", "verdict"), ingress4)
-    rs.add_set(SetDef("inet", "ingress6", "ipv6_addr", "verdict"), ingress6)
-    rs.add_chain(ChainDef("inet", "egress-fwd", ("meta mark & 0xffff0000 vmap @egress",),
-                          INET_FWD_EGRESS))
-    rs.add_chain(ChainDef("inet", "egress-in", ("meta mark & 0xffff0000 vmap @egress",),
-                          INET_IN_EGRESS))
-    rs.add_chain(ChainDef("inet", "ingress-fwd", ("meta mark & 0x0000ffff vmap @ingress",),
-                          INET_FWD_INGRESS))
-    rs.add_chain(ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4",
-                                                  "ip6 daddr vmap @ingress6"), INET_OUT_INGRESS))
-
-    # --- bridge: tagging and anti-spoofing -----------------------------------------------
-    rs.add_set(SetDef("bridge", "port-src", "ifname", "mark"), src_map)
-    rs.add_set(SetDef("bridge", "port-dst", "ifname", "verdict"), dst_map)
-    rs.add_set(SetDef("bridge", "secured", "ifname"), secured)
-    rs.add_set(SetDef("bridge", "macs", "ifname . ether_addr"), macs)
-    spoof_rules = ["iifname . ether saddr != @macs drop"]
-    for fam in (4, 6):
-        ipk, atype = ("ip", "ipv4_addr") if fam == 4 else ("ip6", "ipv6_addr")
-        etype = "ip" if fam == 4 else "ip6"
-        for pfx in (False, True):
-            name = f"spoof{fam}{'n' if pfx else ''}"
-            if pfx and not spoof[(fam, True)]:
-                continue  # interval sets only when some port has a prefix address pair
-            rs.add_set(SetDef("bridge", name, f"ifname . ether_addr . {atype}", interval=pfx),
-                       spoof[(fam, pfx)])
-            spoof_rules.append(f"ether type {etype} iifname . ether saddr . {ipk} saddr @{name} return")
-            if fam == 4:
-                spoof_rules.append(f"ether type arp arp htype 1 arp ptype ip "
-                                   f"iifname . arp saddr ether . arp saddr ip @{name} return")
-    spoof_rules += [
-        # DHCP discover/request before the VM has an address
-        "ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
-        # ARP probe (RFC 5227): sender IP 0.0.0.0, sender MAC must be the frame's
-        "ether type arp arp htype 1 arp ptype ip arp saddr ip 0.0.0.0 "
-        "iifname . arp saddr ether @macs return",
-        # DAD and MLD from the unspecified address
-        "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, "
-        "mld2-listener-report } return",
-        "drop",
-    ]
-    rs.add_chain(ChainDef("bridge", "antispoof", tuple(spoof_rules)))
-    rs.add_chain(ChainDef("bridge", "prerouting", (
-        "meta mark set iifname map @port-src",
-        "iifname @secured jump antispoof",
-    ), BRIDGE_PRE))
-    rs.add_chain(ChainDef("bridge", "forward", ("oifname vmap @port-dst",), BRIDGE_FWD))
-    rs.meta = {"ports": ports_meta, "groups": groups_meta, "port_ids": ids}
-    return rs
+    d = Desired(port_ids).load(Model.from_wire(model))
+    d.rs.meta = d.meta()
+    return d.rs

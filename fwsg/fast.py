@@ -2,18 +2,22 @@
 
 ``FWSG_NO_EXTENSIONS=1`` forces the twin. ``FWSG_REQUIRE_EXTENSIONS=1`` makes a missing compiled
 module an import error (used by the compiled test run). ``COMPILED`` says which one loaded.
+Both modules define exactly the names in ``__all__``.
 """
 
 import os
 
+__all__ = ["COMPILED", "NftContext", "diff_delta", "diff_keys", "diff_map", "diff_map_keys",
+           "render_elements"]
+
 if os.environ.get("FWSG_NO_EXTENSIONS"):
-    from fwsg._fast_py import COMPILED, NftContext, diff_keys, diff_map, render_elements
+    from fwsg import _fast_py as impl
 else:
     try:
-        from fwsg._fast import COMPILED, NftContext, diff_keys, diff_map, render_elements
+        from fwsg import _fast as impl
     except ImportError:
         if os.environ.get("FWSG_REQUIRE_EXTENSIONS"):
             raise
-        from fwsg._fast_py import COMPILED, NftContext, diff_keys, diff_map, render_elements
+        from fwsg import _fast_py as impl
 
-__all__ = ["COMPILED", "NftContext", "diff_keys", "diff_map", "render_elements"]
+globals().update({name: getattr(impl, name) for name in __all__})

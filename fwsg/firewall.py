@@ -1,20 +1,29 @@
-"""The library entry point: ``Firewall(netns, mode, backend)`` with ``plan``, ``apply``, ``flush``.
+"""The library entry point: ``Firewall(netns, mode, backend)``.
 
-Desired state is computed first (compile), then diffed against the current state (the last
-committed one, or the kernel's when unknown) and committed as one atomic transaction; conntrack
-entries that lost their rule are removed afterwards.
+Whole models: ``plan``, ``apply``, ``flush``, ``reconcile``. Incremental calls, named as in
+Neutron's FirewallDriver: ``prepare_port_filter``, ``update_port_filter``,
+``remove_port_filter``, ``update_security_group_rules``, ``update_security_group_members``,
+``add_security_group_members``, ``remove_security_group_members``, and ``defer_apply()``.
+
+Desired state is kept in memory and updated change by change; each change is committed as one
+atomic transaction holding only what it touched (nothing changed: no kernel call at all). The
+in-memory mirror of the kernel is updated only after the kernel accepted a transaction; a
+refused one is undone in memory and the mirror re-read, so memory never diverges from the
+kernel. Conntrack entries that lost their rule are removed after the commit.
 """
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 
+from fwsg.addr import canonical_member
 from fwsg.backends import make_backend
-from fwsg.compile import compile_model
-from fwsg.errors import EnvironmentProblem, KernelError, UserError
-from fwsg.model import Model
+from fwsg.compile import Desired, Pending, compile_model
+from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
+from fwsg.model import Model, parse_members, parse_port, parse_rule
 from fwsg.netns import check, entered
-from fwsg.plan import diff
+from fwsg.plan import Plan, diff
 
 MODES = ("bridge",)
 _BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
@@ -22,7 +31,7 @@ _BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 
 @dataclass
 class ApplyResult:
-    """What one apply did: the plan's summary, sizes, timings (ms) and notices."""
+    """What one transaction did: the plan's summary, sizes, timings (ms) and notices."""
 
     changed: bool
     summary: dict
@@ -31,11 +40,13 @@ class ApplyResult:
     timings_ms: dict
     conntrack_killed: int = 0
     notices: list = field(default_factory=list)
+    repaired: list = field(default_factory=list)
 
     def as_dict(self):
         return {"changed": self.changed, "summary": self.summary, "counts": self.counts,
                 "batch_bytes": self.batch_bytes, "timings_ms": self.timings_ms,
-                "conntrack_killed": self.conntrack_killed, "notices": self.notices}
+                "conntrack_killed": self.conntrack_killed, "notices": self.notices,
+                "repaired": self.repaired}
 
 
 class Firewall:
@@ -43,7 +54,7 @@ class Firewall:
 
     ``netns``: a named namespace (``ip netns``) or None for the caller's. ``mode``: ``bridge``
     (VM taps on a Linux bridge). ``backend``: ``nft`` or ``fake``. ``conntrack``: remove entries
-    that lost their rule after each apply.
+    that lost their rule after each change (default: on with the nft backend).
     """
 
     def __init__(self, netns=None, mode="bridge", backend="nft", conntrack=None):
@@ -53,14 +64,21 @@ class Firewall:
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
         self.conntrack = (backend == "nft") if conntrack is None else conntrack
-        self._current = None   # Ruleset last committed (None: read from the kernel first)
-        self.model = None      # Model last committed
         self.notices = []
+        self._current = None     # Ruleset mirroring the kernel (None: read it first)
+        self._desired = None     # Desired (None: nothing loaded yet)
+        self._model = None       # the Model last applied whole, while nothing changed since
+        self._full = True        # next commit compares everything (cold start, after failure)
+        self._defer = 0
+        self._undo = []          # how to take back the changes not yet committed
+        self._sweep = False      # the pending changes may have removed allowances
+        self._gone = set()       # addresses of ports removed since the last commit
         self._sysctl_checked = False
+        self.last_result = None
 
     # -- state ------------------------------------------------------------------------------
     def current(self):
-        """The current state: the last committed one, or the kernel's."""
+        """The kernel's state as last committed or read (a Ruleset)."""
         if self._current is None:
             self._current = self.backend.read()
         return self._current
@@ -74,59 +92,305 @@ class Firewall:
                 continue
         return ids
 
-    def desired(self, model):
-        """The compiled Ruleset for ``model``, keeping the port numbers already in use."""
-        return compile_model(model, self._port_ids(self.current()))
+    def _ensure_desired(self):
+        if self._desired is None:
+            self._desired = Desired(self._port_ids(self.current()))
+            self._full = True
+        return self._desired
 
+    @property
+    def model(self):
+        """The desired state as a Model (built on demand; O(model))."""
+        if self._model is None and self._desired is not None:
+            d = self._desired
+            members = {}
+            for (sg, fam), ips in d.members.items():
+                members.setdefault(sg, {4: (), 6: ()})[fam] = tuple(sorted(ips))
+            self._model = Model(dict(d.groups), members, dict(d.ports))
+        return self._model
+
+    def names(self):
+        """Derived names -> user ids of the desired state (ports, groups), for display."""
+        return self._desired.meta() if self._desired is not None else {}
+
+    # -- whole models -----------------------------------------------------------------------
     def plan(self, model):
-        """The Plan that ``apply(model)`` would commit (``str(plan)`` is the nft batch)."""
+        """The Plan that ``apply(model)`` would commit (``str(plan)`` is the nft batch).
+        Changes nothing."""
         model = Model.from_wire(model)
-        return diff(self.desired(model), self.current())
+        current = self.current()
+        return diff(compile_model(model, self._port_ids(current)), current)
 
-    # -- changes ----------------------------------------------------------------------------
     def apply(self, model):
-        """Make the kernel equal to ``model`` in one atomic transaction; an ApplyResult.
-
-        On refusal (KernelError) the kernel is unchanged and so is this object's state."""
+        """Make the kernel equal to ``model`` (a Model or a wire-format dict) in one atomic
+        transaction; returns an ApplyResult. Nothing to change: no kernel call."""
         t0 = time.perf_counter()
         model = Model.from_wire(model)
+        if model is self._model and not self._full and not self._undo:
+            return self._result(Plan(), {"parse": _ms(t0, time.perf_counter())}, t0)
         t1 = time.perf_counter()
-        current = self.current()
-        desired = compile_model(model, self._port_ids(current))
-        t2 = time.perf_counter()
-        plan = diff(desired, current)
-        t3 = time.perf_counter()
-        notices = self._ensure_sysctls() if self.mode == "bridge" else []
-        try:
-            self.backend.commit(plan)
-        except KernelError:
-            self._current = None  # re-read: the kernel is the truth after a refusal
-            raise
-        t4 = time.perf_counter()
-        gone = _gone_addresses(current, desired)
-        self._current = desired
-        self.model = model
-        killed = 0
-        s = plan.summary
-        if self.conntrack and plan and (s["elements_removed"] or s["chains_changed"]
-                                        or s["chains_removed"]):
-            from fwsg.conntrack import sweep
-
-            killed = sweep(self.netns, model, gone)
-        t5 = time.perf_counter()
-        return ApplyResult(
-            changed=bool(plan), summary=plan.summary, counts=desired.counts(),
-            batch_bytes=plan.size,
-            timings_ms={"parse": _ms(t0, t1), "compile": _ms(t1, t2), "diff": _ms(t2, t3),
-                        "commit": _ms(t3, t4), "conntrack": _ms(t4, t5), "total": _ms(t0, t5)},
-            conntrack_killed=killed, notices=notices)
+        d = self._ensure_desired()
+        previous = self.model if not self._full else None
+        old_ports = dict(d.ports)
+        d.load(model)
+        if previous is not None:
+            self._undo.append(lambda: d.load(previous))
+        else:  # a cold start that fails leaves nothing loaded
+            self._undo.append(lambda: setattr(self, "_desired", None))
+        self._sweep = True
+        for pid, port in old_ports.items():
+            if pid not in model.ports:
+                self._gone.update(port.fixed_ips)
+        self._model = model
+        return self._changed({"parse": _ms(t0, t1), "compile": _ms(t1, time.perf_counter())}, t0)
 
     def flush(self):
         """Remove fwsg's tables (and nothing else); the families removed."""
         removed = self.backend.flush()
         self._current = None
-        self.model = None
+        self._desired = None
+        self._model = None
+        self._undo.clear()
+        self._full = True
         return removed
+
+    def reconcile(self):
+        """Read fwsg's own tables back, repair whatever differs from the desired state
+        (elements deleted, chains flushed or changed, tables deleted) in one transaction, and
+        report what was repaired (ApplyResult.repaired)."""
+        if self._desired is None:
+            raise UserError("nothing to reconcile: no model has been applied by this Firewall")
+        t0 = time.perf_counter()
+        self._current = self.backend.read()
+        self._full = True
+        result = self._changed({}, t0, repair=True)
+        return result
+
+    # -- incremental calls (Neutron FirewallDriver names) ------------------------------------
+    def prepare_port_filter(self, port):
+        """Start filtering a port (a wire-format device dict with an ``id``, or a model.Port)."""
+        self._set_port(port)
+
+    def update_port_filter(self, port):
+        """Replace a port's filter (its groups, addresses, rules, port security)."""
+        self._set_port(port)
+
+    def remove_port_filter(self, port_id):
+        """Stop filtering a port and remove everything it owned; kill its connections."""
+        d = self._ensure_desired()
+        old = d.ports.get(port_id)
+        if old is None:
+            return self._maybe_commit()
+        d.remove_port(port_id)
+        self._gone.update(old.fixed_ips)
+        self._sweep = True
+        self._note(lambda: d.set_port(old))
+        return self._maybe_commit()
+
+    def update_security_group_rules(self, sg_id, rules):
+        """Replace the rules of a group (a list of wire-format rule dicts)."""
+        _check_id("security_group_id", sg_id)
+        parsed = tuple(parse_rule(f"security_groups.{sg_id}[{i}]", r)
+                       for i, r in enumerate(_as_list(f"security_groups.{sg_id}", rules)))
+        d = self._ensure_desired()
+        old = d.groups.get(sg_id)
+        if old == parsed:
+            return self._maybe_commit()
+        self._check_statefulness(sg_id, parsed)
+        d.set_group(sg_id, parsed)
+        self._sweep = True
+        self._note(lambda: d.set_group(sg_id, old))
+        return self._maybe_commit()
+
+    def remove_security_group(self, sg_id):
+        """Forget a group no port uses any more."""
+        d = self._ensure_desired()
+        users = [pid for pid, p in d.ports.items() if sg_id in p.security_groups]
+        if users:
+            raise ValidationError(f"security_groups.{sg_id}", f"still used by port {users[0]!r}")
+        old = d.groups.get(sg_id)
+        if old is None:
+            return self._maybe_commit()
+        d.set_group(sg_id, None)
+        self._note(lambda: d.set_group(sg_id, old))
+        return self._maybe_commit()
+
+    def update_security_group_members(self, sg_id, members):
+        """Set the full member list of a group: ``{"IPv4": [...], "IPv6": [...]}`` (Neutron's
+        form; bare IPs or [ip, mac] pairs). Only the difference reaches the kernel."""
+        _check_id("security_group_id", sg_id)
+        parsed = parse_members(f"sg_member_ips.{sg_id}", members)
+        d = self._ensure_desired()
+        for fam in (4, 6):
+            if _family_key(fam) not in members:
+                continue
+            cur = d.members.get((sg_id, fam), set())
+            new = parsed[fam]
+            new_set = set(new)
+            added = [m for m in new if m not in cur]
+            removed = [m for m in cur if m not in new_set]
+            self._change_members(sg_id, fam, added, removed)
+        return self._maybe_commit()
+
+    def add_security_group_members(self, sg_id, ips):
+        """Add addresses (a list, either family) to a group's members."""
+        _check_id("security_group_id", sg_id)
+        for fam, vals in _by_family(f"sg_member_ips.{sg_id}", ips).items():
+            cur = self._ensure_desired().members.get((sg_id, fam), ())
+            self._change_members(sg_id, fam, [m for m in vals if m not in cur], [])
+        return self._maybe_commit()
+
+    def remove_security_group_members(self, sg_id, ips):
+        """Remove addresses (a list, either family) from a group's members; connections that
+        depended on them are cut."""
+        _check_id("security_group_id", sg_id)
+        for fam, vals in _by_family(f"sg_member_ips.{sg_id}", ips).items():
+            cur = self._ensure_desired().members.get((sg_id, fam), ())
+            self._change_members(sg_id, fam, [], [m for m in vals if m in cur])
+        return self._maybe_commit()
+
+    @contextlib.contextmanager
+    def defer_apply(self):
+        """Coalesce every change inside the block into one transaction, committed at its end.
+        If the block raises, nothing is committed and the changes are taken back."""
+        self._defer += 1
+        try:
+            yield self
+        except BaseException:
+            self._defer -= 1
+            if not self._defer:
+                self._rollback()
+            raise
+        self._defer -= 1
+        if not self._defer:
+            self._commit_pending()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _set_port(self, raw):
+        d = self._ensure_desired()
+        if isinstance(raw, dict):
+            pid = raw.get("id")
+            _check_id("port.id", pid)
+            port = parse_port(f"devices.{pid}", pid, raw, d.groups)
+        else:
+            port = raw
+        other = next((p for p in d.ports.values() if p.device == port.device and p.id != port.id),
+                     None)
+        if other is not None:
+            raise ValidationError(f"devices.{port.id}.device",
+                                  f"{port.device!r} is also the device of port {other.id!r}")
+        old = d.ports.get(port.id)
+        if old == port:
+            return self._maybe_commit()
+        if old is not None:
+            self._gone.update(set(old.fixed_ips) - set(port.fixed_ips))
+        d.set_port(port)
+        self._sweep = True
+        self._note(lambda: d.set_port(old) if old is not None else d.remove_port(port.id))
+        return self._maybe_commit()
+
+    def _change_members(self, sg, fam, added, removed):
+        if not added and not removed:
+            return
+        d = self._desired
+        if added:
+            d.add_members(sg, fam, added)
+        if removed:
+            d.remove_members(sg, fam, removed)
+            self._sweep = True
+
+        def undo():
+            if added:
+                d.remove_members(sg, fam, added)
+            if removed:
+                d.add_members(sg, fam, removed)
+        self._note(undo)
+
+    def _check_statefulness(self, sg, rules):
+        stateless = bool(rules) and not all(r.stateful for r in rules)
+        d = self._desired
+        for pid, port in d.ports.items():
+            if sg not in port.security_groups or not port.port_security:
+                continue
+            for other in port.security_groups:
+                if other == sg:
+                    continue
+                o = d.groups.get(other, ())
+                if o and (not all(r.stateful for r in o)) != stateless:
+                    raise ValidationError(f"security_groups.{sg}", f"port {pid!r} would mix "
+                                          "stateful and stateless groups (Neutron forbids this)")
+
+    def _note(self, undo):
+        self._undo.append(undo)
+        if self._model is not None:
+            self._model = None
+
+    def _maybe_commit(self):
+        if self._defer:
+            return None
+        return self._commit_pending()
+
+    def _commit_pending(self):
+        return self._changed({}, time.perf_counter())
+
+    def _changed(self, timings, t0, repair=False):
+        """Commit what the desired state recorded as pending (everything after a cold start or
+        a failure); undo it in memory if the kernel refuses."""
+        d = self._ensure_desired()
+        t2 = time.perf_counter()
+        current = self.current()
+        if self._full:
+            plan = diff(d.rs, current)
+        else:
+            plan = diff(d.rs, current, d.pending)
+        t3 = time.perf_counter()
+        notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
+        try:
+            self.backend.commit(plan)
+        except KernelError:
+            self._rollback()
+            raise
+        t4 = time.perf_counter()
+        plan.update(current)
+        d.pending = Pending()
+        self._full = False
+        self._undo.clear()
+        killed = 0
+        if self.conntrack and plan and self._sweep:
+            from fwsg.conntrack import sweep
+
+            killed = sweep(self.netns, d, self._gone)
+        self._sweep = False
+        self._gone = set()
+        t5 = time.perf_counter()
+        timings.update({"diff": _ms(t2, t3), "commit": _ms(t3, t4), "conntrack": _ms(t4, t5),
+                        "total": _ms(t0, t5)})
+        result = self._result(plan, timings, t0, killed, notices)
+        if repair:
+            result.repaired = _describe(plan)
+        self.last_result = result
+        return result
+
+    def _rollback(self):
+        """Take back the uncommitted changes in memory and re-read the kernel."""
+        d = self._desired
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        if d is not None:
+            d.pending = Pending()
+        self._model = None
+        self._current = None
+        self._full = True
+        self._sweep = False
+        self._gone = set()
+
+    def _result(self, plan, timings, t0, killed=0, notices=()):
+        timings.setdefault("total", _ms(t0, time.perf_counter()))
+        counts = self._desired.rs.counts() if self._desired is not None else {}
+        return ApplyResult(changed=bool(plan), summary=plan.summary, counts=counts,
+                           batch_bytes=plan.size, timings_ms=timings,
+                           conntrack_killed=killed, notices=list(notices))
 
     def _ensure_sysctls(self):
         """Bridged frames must reach the inet hooks: turn bridge-nf-call-ip{,6}tables on in the
@@ -155,14 +419,53 @@ class Firewall:
         return notices
 
 
-def _gone_addresses(current, desired):
-    gone = set()
-    for name in ("ingress4", "ingress6"):
-        old = current.elements.get(("inet", name), {})
-        new = desired.elements.get(("inet", name), {})
-        gone.update(k for k in old if k not in new)
-    return gone
+def _describe(plan):
+    """Human lines for what a repairing plan did."""
+    out = []
+    for op in plan.ops:
+        kind, key = op[0], op[1]
+        where = f"{key} fwsg" if kind == "table" else f"{key[0]} fwsg {key[1]}"
+        if kind == "table":
+            out.append(f"table {where} re-created" if op[2] else f"table {where} removed")
+        elif kind == "decl":
+            out.append(f"set {where} re-created" if op[2] else f"stray set {where} removed")
+        elif kind == "elems":
+            if op[2]:
+                out.append(f"{len(op[2])} element(s) restored in {where}")
+            if op[3]:
+                out.append(f"{len(op[3])} stray element(s) removed from {where}")
+        elif kind == "map":
+            out.append(f"{len(op[2]) + len(op[3])} map entr(ies) repaired in {where}")
+        elif kind == "chain":
+            out.append(f"chain {where} restored" if op[2] else f"stray chain {where} removed")
+    return out
+
+
+def _family_key(fam):
+    return {4: "IPv4", 6: "IPv6"}[fam]
+
+
+def _by_family(path, ips):
+    out = {4: [], 6: []}
+    for i, ip in enumerate(_as_list(path, ips)):
+        if isinstance(ip, (list, tuple)) and ip:
+            ip = ip[0]
+        m = canonical_member(f"{path}[{i}]", ip)
+        out[6 if ":" in m else 4].append(m)
+    return {f: v for f, v in out.items() if v}
+
+
+def _as_list(path, v):
+    if not isinstance(v, (list, tuple)):
+        raise ValidationError(path, f"{v!r} is not a list")
+    return v
+
+
+def _check_id(path, v):
+    if not isinstance(v, str) or not v or len(v) > 255:
+        raise ValidationError(path, f"{v!r} is not a valid id")
 
 
 def _ms(a, b):
     return round((b - a) * 1000, 3)
+

@@ -93,7 +93,7 @@ class Rule:
         return FAMILY[self.ethertype]
 
 
-def parse_rule(path, raw, known_groups=None):
+def parse_rule(path, raw):
     """Parse one wire-format rule dict into a :class:`Rule` (see DESIGN.md for the variants)."""
     if not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
@@ -179,8 +179,6 @@ def parse_rule(path, raw, known_groups=None):
             _fail(f"{path}.remote_group_id", f"{rgroup!r} is not a group id")
         if (src if direction == INGRESS else dst) is not None:
             _fail(f"{path}.remote_group_id", "remote_group_id and a remote prefix are exclusive")
-        if known_groups is not None and rgroup not in known_groups:
-            _fail(f"{path}.remote_group_id", f"{rgroup!r} is not in security_groups")
     stateful = raw.get("stateful", True)
     if not isinstance(stateful, bool):
         _fail(f"{path}.stateful", f"{stateful!r} is not true or false")
@@ -262,7 +260,7 @@ def parse_port(path, port_id, raw, groups):
     psec = raw.get("port_security_enabled", True)
     if not isinstance(psec, bool):
         _fail(f"{path}.port_security_enabled", f"{psec!r} is not true or false")
-    rules = tuple(parse_rule(f"{path}.security_group_rules[{i}]", r, groups)
+    rules = tuple(parse_rule(f"{path}.security_group_rules[{i}]", r)
                   for i, r in enumerate(_list(f"{path}.security_group_rules",
                                               raw.get("security_group_rules", []))))
     net = raw.get("network_id")
@@ -319,7 +317,7 @@ class Model:
         groups = {}
         for sg, rules in raw_groups.items():
             _group_id("security_groups", sg)
-            groups[sg] = tuple(parse_rule(f"security_groups.{sg}[{i}]", r, raw_groups)
+            groups[sg] = tuple(parse_rule(f"security_groups.{sg}[{i}]", r)
                                for i, r in enumerate(_list(f"security_groups.{sg}", rules)))
         members = {}
         raw_members = doc.get("sg_member_ips", {})

@@ -5,6 +5,10 @@ Order inside the transaction: tables, new sets/maps, added set elements, new cha
 before any is filled, so jumps resolve), changed chains flushed and refilled, dispatch-map
 updates, stale elements deleted, stale chains deleted, stale sets deleted. A chain is never
 empty for a moment. Pure: no I/O.
+
+``diff(desired, current)`` compares everything (cold start, drift repair); with ``pending``
+(what the desired state recorded as touched since the last commit) it looks only there, so an
+incremental change costs O(change), not O(ruleset).
 """
 
 from dataclasses import dataclass, field
@@ -18,11 +22,13 @@ _CHUNK = 4096  # elements per "add element" statement
 
 @dataclass
 class Plan:
-    """One transaction: ``commands`` in nft syntax (``str(plan)`` is the batch text) and a
-    summary of what changes."""
+    """One transaction: ``commands`` in nft syntax (``str(plan)`` is the batch text), a
+    ``summary`` of what changes, and ``ops`` to bring an in-memory copy of the current state
+    along once the kernel has accepted it (see :meth:`update`)."""
 
     commands: List[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    ops: list = field(default_factory=list)
 
     def __str__(self):
         return "".join(c + "\n" for c in self.commands)
@@ -35,6 +41,35 @@ class Plan:
         """Size of the batch text in bytes."""
         return sum(len(c) + 1 for c in self.commands)
 
+    def update(self, current):
+        """Apply this plan's effect to ``current`` (a Ruleset mirroring the kernel)."""
+        for op in self.ops:
+            kind, key = op[0], op[1]
+            if kind == "table":
+                current.tables = current.tables | {key} if op[2] else current.tables - {key}
+            elif kind == "decl":
+                if op[2] is None:
+                    current.sets.pop(key, None)
+                    current.elements.pop(key, None)
+                else:
+                    current.sets[key] = op[2]
+                    current.elements[key] = {} if op[2].is_map else set()
+            elif kind == "elems":
+                s = current.elements[key]
+                s.update(op[2])
+                s.difference_update(op[3])
+            elif kind == "map":
+                m = current.elements[key]
+                for k, v in op[2]:
+                    m[k] = v
+                for k in op[3]:
+                    m.pop(k, None)
+            elif kind == "chain":
+                if op[2] is None:
+                    current.chains.pop(key, None)
+                else:
+                    current.chains[key] = op[2]
+
 
 def _elements(cmd, family, name, items):
     out = []
@@ -44,54 +79,97 @@ def _elements(cmd, family, name, items):
     return out
 
 
-def diff(desired, current):
-    """The Plan that makes ``current`` equal to ``desired`` (both Rulesets). An empty Plan when
-    they are already equal."""
-    current = current or Ruleset(tables=frozenset())
-    cmds = []
+def _empty(sd):
+    return {} if sd.is_map else set()
+
+
+def diff(desired, current, pending=None):
+    """The Plan that makes ``current`` equal to ``desired`` (both Rulesets); empty when they are
+    equal. With ``pending`` (a compile.Pending) only the keys it names are compared."""
+    if current is None:
+        current = Ruleset(tables=frozenset())
+    cmds, ops = [], []
     s = {"tables_added": [], "sets_added": 0, "sets_removed": 0, "elements_added": 0,
          "elements_removed": 0, "chains_added": 0, "chains_changed": 0, "chains_removed": 0}
 
     for fam in sorted(desired.tables - current.tables):
         cmds.append(f"add table {fam} {TABLE}")
+        ops.append(("table", fam, True))
         s["tables_added"].append(fam)
 
-    # Sets and maps whose declaration changed are replaced: removed first, re-added.
-    replaced = {k for k, sd in desired.sets.items() if k in current.sets and current.sets[k] != sd}
-    new_sets = sorted(k for k in desired.sets if k not in current.sets or k in replaced)
+    if pending is None:
+        set_keys = set(desired.sets) | set(current.sets)
+        chain_keys = set(desired.chains) | set(current.chains)
+    else:
+        set_keys = pending.sets | set(pending.elems) | set(pending.maps)
+        chain_keys = pending.chains
+
+    # Sets and maps: new or replaced declarations, then their elements.
+    new_sets, stale_sets = [], []
+    for k in sorted(set_keys):
+        want, have = desired.sets.get(k), current.sets.get(k)
+        if want is not None and want != have:
+            new_sets.append(k)
+        if have is not None and want != have:
+            stale_sets.append(k)
+    replaced = [k for k in stale_sets if k in desired.sets]
+    for k in replaced:  # declaration changed (someone else's doing): drop and re-create
+        kind = "map" if current.sets[k].is_map else "set"
+        cmds.append(f"delete {kind} {k[0]} {TABLE} {k[1]}")
     for k in new_sets:
         cmds.append(desired.sets[k].declare())
-        s["sets_added"] += 1
+        ops.append(("decl", k, desired.sets[k]))
+    s["sets_added"] = len(new_sets)
 
-    # Set elements first (new chains may reference them); map elements after the chains.
-    adds_maps, dels_sets, dels_maps, dels_changed = [], [], [], []
-    for k in sorted(desired.sets):
-        sd = desired.sets[k]
-        want = desired.elements.get(k) or ({} if sd.is_map else set())
-        have = {} if k in new_sets else (current.elements.get(k) or ({} if sd.is_map else set()))
+    map_adds, map_dels, map_changed_dels, set_dels = [], [], [], []
+    for k in sorted(set_keys):
+        sd = desired.sets.get(k)
+        if sd is None:
+            continue
+        want = desired.elements.get(k) or _empty(sd)
+        have = _empty(sd) if k in new_sets else (current.elements.get(k) or _empty(sd))
         if sd.is_map:
-            added, changed, removed = fast.diff_map(want, have)
+            if pending is None or k in new_sets or k in pending.sets or k not in pending.maps:
+                added, changed, removed = fast.diff_map(want, have)
+            else:
+                added, changed, removed = fast.diff_map_keys(want, have, pending.maps[k])
             if changed:
-                dels_changed.extend(_elements("delete", sd.family, sd.name, [c[0] for c in changed]))
+                map_changed_dels.extend(_elements("delete", sd.family, sd.name,
+                                                  [c[0] for c in changed]))
             if added or changed:
-                adds_maps.extend(_elements("add", sd.family, sd.name, sorted(added + changed)))
+                map_adds.extend(_elements("add", sd.family, sd.name, sorted(added + changed)))
             if removed:
-                dels_maps.extend(_elements("delete", sd.family, sd.name, removed))
+                map_dels.extend(_elements("delete", sd.family, sd.name, removed))
+            if added or changed or removed:
+                ops.append(("map", k, added + changed, removed))
             s["elements_added"] += len(added) + len(changed)
             s["elements_removed"] += len(removed) + len(changed)
         else:
-            added, removed = fast.diff_keys(want, have)
+            if pending is None or k in new_sets or k in pending.sets or k not in pending.elems:
+                added, removed = fast.diff_keys(want, have)
+            else:
+                pa, pr = pending.elems[k]
+                added, removed = fast.diff_delta(pa, pr, have)
             if added:
                 cmds.extend(_elements("add", sd.family, sd.name, added))
             if removed:
-                dels_sets.extend(_elements("delete", sd.family, sd.name, removed))
+                set_dels.extend(_elements("delete", sd.family, sd.name, removed))
+            if added or removed:
+                ops.append(("elems", k, added, removed))
             s["elements_added"] += len(added)
             s["elements_removed"] += len(removed)
 
-    new_chains = sorted(k for k in desired.chains if k not in current.chains
-                        or current.chains[k].hook != desired.chains[k].hook)
-    changed_chains = sorted(k for k in desired.chains if k in current.chains and k not in new_chains
-                            and current.chains[k].digest != desired.chains[k].digest)
+    # Chains: compared by digest (their content's hash, kept in the kernel as a comment).
+    new_chains, changed_chains, stale_chains = [], [], []
+    for k in sorted(chain_keys):
+        want, have = desired.chains.get(k), current.chains.get(k)
+        if want is None:
+            if have is not None:
+                stale_chains.append(k)
+        elif have is None or have.hook != want.hook:
+            new_chains.append(k)
+        elif have.digest != want.digest:
+            changed_chains.append(k)
     for k in new_chains:
         if k in current.chains:  # hook changed: a base chain must be re-created
             cmds.append(f"delete chain {k[0]} {TABLE} {k[1]}")
@@ -101,34 +179,33 @@ def diff(desired, current):
     for k in changed_chains:
         cmds.append(f"flush chain {k[0]} {TABLE} {k[1]}")
         cmds.extend(_rules(desired.chains[k]))
+    for k in new_chains + changed_chains:
+        ops.append(("chain", k, desired.chains[k]))
     s["chains_added"], s["chains_changed"] = len(new_chains), len(changed_chains)
 
-    # Map updates: changed keys are deleted before being added again.
-    cmds.extend(dels_changed)
-    cmds.extend(adds_maps)
-    cmds.extend(dels_maps)
-    cmds.extend(dels_sets)
+    # Dispatch maps after the chains they jump to exist; a changed key is deleted, then added.
+    cmds.extend(map_changed_dels)
+    cmds.extend(map_adds)
+    cmds.extend(map_dels)
+    cmds.extend(set_dels)
 
-    stale_chains = sorted(k for k in current.chains if k not in desired.chains)
     # Stale chains may jump to each other: flush them all before deleting any.
     for k in stale_chains:
         cmds.append(f"flush chain {k[0]} {TABLE} {k[1]}")
     for k in stale_chains:
         cmds.append(f"delete chain {k[0]} {TABLE} {k[1]}")
+        ops.append(("chain", k, None))
     s["chains_removed"] = len(stale_chains)
-    stale_sets = sorted(k for k in current.sets if k not in desired.sets or k in replaced)
-    if replaced:  # a replaced set must go before its new declaration
-        pre = [f"delete {'map' if current.sets[k].is_map else 'set'} {k[0]} {TABLE} {k[1]}"
-               for k in sorted(replaced)]
-        cmds = pre + cmds
     for k in stale_sets:
-        if k not in replaced:
+        if k not in desired.sets:
             kind = "map" if current.sets[k].is_map else "set"
             cmds.append(f"delete {kind} {k[0]} {TABLE} {k[1]}")
-    s["sets_removed"] = len(stale_sets)
+            ops.append(("decl", k, None))
+    s["sets_removed"] = len([k for k in stale_sets if k not in desired.sets])
     for fam in sorted(current.tables - desired.tables):
         cmds.append(f"delete table {fam} {TABLE}")
-    return Plan(cmds, s)
+        ops.append(("table", fam, False))
+    return Plan(cmds, s, ops)
 
 
 def _rules(chain):

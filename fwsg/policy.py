@@ -55,10 +55,10 @@ def _in(addr, prefix):
 
 
 def _member(addr, members):
-    for m in members:
-        if (_in(addr, m) if is_prefix(m) else netaddr.IPAddress(addr) == netaddr.IPAddress(m)):
-            return True
-    return False
+    """``addr`` (canonical) is one of the members or inside one of their prefixes."""
+    if addr in members:
+        return True
+    return any(_in(addr, m) for m in members if is_prefix(m))
 
 
 def rule_matches(model, rule, pkt):

@@ -50,7 +50,7 @@ def run(args):
         return 0
     result = fw.apply(model)
     if args.backend == "nft":
-        statefile.save(args.netns, fw.current().meta)
+        statefile.save(args.netns, fw.names())
     if args.json:
         print_json(result.as_dict())
         return 0

@@ -68,7 +68,7 @@ def test_port_removal_deletes_its_objects_in_a_valid_order(demo_model):
     del doc["devices"]["port-client"]
     fw.apply(doc)  # the fake refuses deleting chains still referenced
     chains = {k[1] for k in fw.backend.chains}
-    name = fw.current().meta["ports"]  # port-client gone from meta
+    name = fw.names()["ports"]  # port-client gone from meta
     assert "port-client" not in name
     assert not any(c.endswith("-t") and c not in {
         v["name"] + "-t" for v in name.values() if v.get("filtered")} for c in chains)
