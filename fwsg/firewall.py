@@ -154,17 +154,23 @@ class Firewall:
         self._full = True
         return removed
 
-    def reconcile(self):
+    def reconcile(self, model=None):
         """Read fwsg's own tables back, repair whatever differs from the desired state
         (elements deleted, chains flushed or changed, tables deleted) in one transaction, and
-        report what was repaired (ApplyResult.repaired)."""
+        report what was repaired (``ApplyResult.repaired``). ``model`` sets the desired state
+        first (for a process that has not applied one yet)."""
+        t0 = time.perf_counter()
+        if model is not None:
+            model = Model.from_wire(model)
+            self._ensure_desired().load(model)
+            self._model = model
+            self._undo.append(lambda: setattr(self, "_desired", None))
         if self._desired is None:
             raise UserError("nothing to reconcile: no model has been applied by this Firewall")
-        t0 = time.perf_counter()
         self._current = self.backend.read()
         self._full = True
-        result = self._changed({}, t0, repair=True)
-        return result
+        self._sweep = True
+        return self._changed({}, t0, repair=True)
 
     # -- incremental calls (Neutron FirewallDriver names) ------------------------------------
     def prepare_port_filter(self, port):

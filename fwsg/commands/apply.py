@@ -29,6 +29,8 @@ def register(sub):
                    help=argparse_suppress())
     p.add_argument("--dry-run", action="store_true", help="print the batch that would be "
                    "committed and change nothing")
+    p.add_argument("--reconcile", action="store_true", help="read fwsg's tables back, repair "
+                   "whatever differs from the model (drift) and list what was repaired")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -48,7 +50,7 @@ def run(args):
         else:
             sys.stdout.write(str(plan) if plan else "# nothing to change\n")
         return 0
-    result = fw.apply(model)
+    result = fw.reconcile(model) if args.reconcile else fw.apply(model)
     if args.backend == "nft":
         statefile.save(args.netns, fw.names())
     if args.json:
@@ -56,6 +58,11 @@ def run(args):
         return 0
     for n in result.notices:
         print(f"notice: {n}", file=sys.stderr)
+    if args.reconcile:
+        for line in result.repaired:
+            print(f"repaired: {line}")
+        if not result.repaired:
+            print("repaired: nothing (the kernel matched the model)")
     c, s = result.counts, result.summary
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if result.changed:
