@@ -146,3 +146,168 @@ def diff_map_keys(dict desired, dict current, keys):
     changed.sort()
     removed.sort()
     return added, changed, removed
+
+
+# ---- packed address lists: bulk member updates at C speed ----------------------------------
+
+from libc.stdint cimport uint32_t
+from libc.stdlib cimport malloc, qsort
+from libc.string cimport memcmp, memcpy, strlen
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+
+cdef extern from "arpa/inet.h" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+    const char *inet_ntop(int af, const void *src, char *dst, unsigned int size)
+    uint32_t ntohl(uint32_t)
+    uint32_t htonl(uint32_t)
+
+cdef extern from "sys/socket.h":
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
+
+
+cdef int _cmp16(const void *a, const void *b) noexcept nogil:
+    return memcmp(a, b, 16)
+
+
+cdef void _radix32(uint32_t *a, uint32_t *tmp, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef size_t count[256]
+    cdef size_t pos, c
+    cdef int shift, b
+    cdef uint32_t *src = a
+    cdef uint32_t *dst = tmp
+    cdef uint32_t *sw
+    for shift in range(0, 32, 8):
+        for b in range(256):
+            count[b] = 0
+        for i in range(n):
+            count[(src[i] >> shift) & 255] += 1
+        pos = 0
+        for b in range(256):
+            c = count[b]
+            count[b] = pos
+            pos += c
+        for i in range(n):
+            b = (src[i] >> shift) & 255
+            dst[count[b]] = src[i]
+            count[b] += 1
+        sw = src
+        src = dst
+        dst = sw
+    # four passes: the sorted data is back in ``a``
+
+
+def pack_addrs(seq, int family):
+    """(packed, rejects): the host addresses of ``seq`` (str, or [ip, mac] pairs) of one family
+    as sorted, de-duplicated big-endian records (4 or 16 bytes each), and the (index, item)
+    pairs that are not plain host addresses of that family (prefixes, bad values) for the
+    caller's slow path. No I/O."""
+    cdef int af = AF_INET if family == 4 else AF_INET6
+    cdef Py_ssize_t width = 4 if family == 4 else 16
+    cdef Py_ssize_t n = len(seq)
+    cdef Py_ssize_t i, k = 0, m, ln
+    cdef const char *s
+    cdef list rejects = []
+    cdef bytes out
+    cdef unsigned char *buf
+    cdef uint32_t *v
+    cdef uint32_t *tmp
+    cdef object item
+    cdef bytearray work = bytearray(max(1, n) * width * (2 if family == 4 else 1))
+    buf = <unsigned char *>(<char *>work)
+    for i in range(n):
+        item = seq[i]
+        if type(item) is list or type(item) is tuple:
+            item = item[0] if len(item) else None
+        if type(item) is not str:
+            rejects.append((i, seq[i]))
+            continue
+        s = PyUnicode_AsUTF8AndSize(item, &ln)
+        if <Py_ssize_t>strlen(s) != ln or inet_pton(af, s, buf + k * width) != 1:
+            rejects.append((i, seq[i]))
+            continue
+        k += 1
+    if family == 4:
+        v = <uint32_t *>buf
+        tmp = <uint32_t *>(buf + n * 4)
+        for i in range(k):
+            v[i] = ntohl(v[i])
+        m = 1
+        for i in range(1, k):  # already sorted (a list sent again in order)? skip the sort
+            if v[i] < v[i - 1]:
+                m = 0
+                break
+        if not m:
+            _radix32(v, tmp, k)
+        m = 0
+        for i in range(k):
+            if m == 0 or v[i] != v[m - 1]:
+                v[m] = v[i]
+                m += 1
+        for i in range(m):
+            v[i] = htonl(v[i])
+    else:
+        qsort(buf, k, 16, _cmp16)
+        m = 0
+        for i in range(k):
+            if m == 0 or memcmp(buf + i * 16, buf + (m - 1) * 16, 16) != 0:
+                if m != i:
+                    memcpy(buf + m * 16, buf + i * 16, 16)
+                m += 1
+    out = PyBytes_FromStringAndSize(<char *>buf, m * width)
+    return out, rejects
+
+
+def diff_packed(bytes new, bytes old, int width):
+    """(added, removed) between two sorted de-duplicated packed lists (records of ``width``
+    bytes): records only in ``new``, records only in ``old``; both packed and sorted. No I/O."""
+    cdef Py_ssize_t na = len(new) // width, nb = len(old) // width
+    cdef Py_ssize_t i = 0, j = 0, ka = 0, kr = 0
+    cdef const unsigned char *a = <const unsigned char *>PyBytes_AS_STRING(new)
+    cdef const unsigned char *b = <const unsigned char *>PyBytes_AS_STRING(old)
+    cdef bytearray add = bytearray(na * width)
+    cdef bytearray rem = bytearray(nb * width)
+    cdef unsigned char *pa = <unsigned char *>(<char *>add) if na else NULL
+    cdef unsigned char *pr = <unsigned char *>(<char *>rem) if nb else NULL
+    cdef int c
+    with nogil:
+        while i < na and j < nb:
+            c = memcmp(a + i * width, b + j * width, width)
+            if c == 0:
+                i += 1
+                j += 1
+            elif c < 0:
+                memcpy(pa + ka * width, a + i * width, width)
+                ka += 1
+                i += 1
+            else:
+                memcpy(pr + kr * width, b + j * width, width)
+                kr += 1
+                j += 1
+        while i < na:
+            memcpy(pa + ka * width, a + i * width, width)
+            ka += 1
+            i += 1
+        while j < nb:
+            memcpy(pr + kr * width, b + j * width, width)
+            kr += 1
+            j += 1
+    return bytes(add[:ka * width]), bytes(rem[:kr * width])
+
+
+def unpack_addrs(bytes packed, int family):
+    """The canonical text of every record of a packed list (inet_ntop), in order. No I/O."""
+    cdef int af = AF_INET if family == 4 else AF_INET6
+    cdef Py_ssize_t width = 4 if family == 4 else 16
+    cdef Py_ssize_t n = len(packed) // width, i
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(packed)
+    cdef char text[64]
+    cdef list out = [None] * n
+    for i in range(n):
+        inet_ntop(af, p + i * width, text, 64)
+        out[i] = text.decode("ascii")
+    return out

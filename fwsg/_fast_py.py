@@ -5,6 +5,7 @@ NftContext calls libnftables in-process through ctypes.
 
 import ctypes
 import ctypes.util
+import socket
 
 from fwsg.errors import KernelError
 
@@ -134,3 +135,41 @@ def diff_map_keys(desired, current, keys):
     changed.sort()
     removed.sort()
     return added, changed, removed
+
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def pack_addrs(seq, family):
+    """(packed, rejects): the host addresses of ``seq`` (str, or [ip, mac] pairs) of one family
+    as sorted, de-duplicated big-endian records (4 or 16 bytes each), and the (index, item)
+    pairs that are not plain host addresses of that family (prefixes, bad values) for the
+    caller's slow path. No I/O."""
+    af = _AF[family]
+    out, rejects = set(), []
+    for i, raw in enumerate(seq):
+        item = raw
+        if type(item) is list or type(item) is tuple:
+            item = item[0] if len(item) else None
+        if type(item) is not str:
+            rejects.append((i, raw))
+            continue
+        try:
+            out.add(socket.inet_pton(af, item))
+        except (OSError, ValueError, UnicodeEncodeError):
+            rejects.append((i, raw))
+    return b"".join(sorted(out)), rejects
+
+
+def diff_packed(new, old, width):
+    """(added, removed) between two sorted de-duplicated packed lists (records of ``width``
+    bytes): records only in ``new``, records only in ``old``; both packed and sorted. No I/O."""
+    a = {new[i:i + width] for i in range(0, len(new), width)}
+    b = {old[i:i + width] for i in range(0, len(old), width)}
+    return b"".join(sorted(a - b)), b"".join(sorted(b - a))
+
+
+def unpack_addrs(packed, family):
+    """The canonical text of every record of a packed list (inet_ntop), in order. No I/O."""
+    af, width = _AF[family], (4 if family == 4 else 16)
+    return [socket.inet_ntop(af, packed[i:i + width]) for i in range(0, len(packed), width)]

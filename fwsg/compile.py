@@ -222,6 +222,7 @@ class Desired:
         self.pending = Pending()
         self.groups = {}        # sg -> tuple of Rule
         self.members = {}       # (sg, family) -> set of canonical hosts and prefixes
+        self.prefix_members = {}  # (sg, family) -> the prefixes among them
         self.ports = {}         # pid -> Port
         self.ids = {}           # device -> port number
         self.reserved = dict(port_ids or {})  # numbers the kernel already uses, by device
@@ -336,8 +337,8 @@ class Desired:
     def split_members(self, sg, fam):
         """(hosts, merged prefixes) of a group's members of one family."""
         mem = self.members.get((sg, fam), ())
-        hosts = [m for m in mem if not is_prefix(m)]
-        prefixes = [m for m in mem if is_prefix(m)]
+        prefixes = self.prefix_members.get((sg, fam), ())
+        hosts = [m for m in mem if m not in prefixes] if prefixes else mem
         return hosts, ([str(n) for n in netaddr.cidr_merge(prefixes)] if prefixes else [])
 
     def _has_prefixes(self, sg, fam):
@@ -430,6 +431,7 @@ class Desired:
     def set_members(self, sg, fam, members):
         """Replace the members (canonical hosts/prefixes) of one group and family."""
         self.members[(sg, fam)] = set(members)
+        self.prefix_members[(sg, fam)] = {m for m in self.members[(sg, fam)] if is_prefix(m)}
         if (sg, fam) in self.refs:
             self._member_sets(sg, fam)
 
@@ -438,9 +440,12 @@ class Desired:
         cur = self.members.setdefault((sg, fam), set())
         new = [m for m in members if m not in cur]
         cur.update(new)
+        pfx = [m for m in new if is_prefix(m)]
+        if pfx:
+            self.prefix_members.setdefault((sg, fam), set()).update(pfx)
         if (sg, fam) not in self.refs or not new:
             return
-        if any(is_prefix(m) for m in new):
+        if pfx:
             self._member_sets(sg, fam)
             return
         key = ("inet", Names.member_set(sg, fam))
@@ -453,9 +458,12 @@ class Desired:
             return
         gone = [m for m in members if m in cur]
         cur.difference_update(gone)
+        pfx = [m for m in gone if is_prefix(m)]
+        if pfx:
+            self.prefix_members.get((sg, fam), set()).difference_update(pfx)
         if (sg, fam) not in self.refs or not gone:
             return
-        if any(is_prefix(m) for m in gone):
+        if pfx:
             self._member_sets(sg, fam)
             return
         key = ("inet", Names.member_set(sg, fam))

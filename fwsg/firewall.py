@@ -17,11 +17,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from fwsg.addr import canonical_member
+from fwsg import fast
+from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
 from fwsg.compile import Desired, Pending, compile_model
 from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
-from fwsg.model import Model, parse_members, parse_port, parse_rule
+from fwsg.model import Model, parse_port, parse_rule
 from fwsg.netns import check, entered
 from fwsg.plan import Plan, diff
 
@@ -74,6 +75,7 @@ class Firewall:
         self._sweep = False      # the pending changes may have removed allowances
         self._gone = set()       # addresses of ports removed since the last commit
         self._sysctl_checked = False
+        self._packed = {}        # (sg, family) -> packed host members of the last full list
         self.last_result = None
 
     # -- state ------------------------------------------------------------------------------
@@ -133,6 +135,7 @@ class Firewall:
         previous = self.model if not self._full else None
         old_ports = dict(d.ports)
         d.load(model)
+        self._packed.clear()
         if previous is not None:
             self._undo.append(lambda: d.load(previous))
         else:  # a cold start that fails leaves nothing loaded
@@ -147,6 +150,7 @@ class Firewall:
     def flush(self):
         """Remove fwsg's tables (and nothing else); the families removed."""
         removed = self.backend.flush()
+        self._packed.clear()
         self._current = None
         self._desired = None
         self._model = None
@@ -223,19 +227,40 @@ class Firewall:
 
     def update_security_group_members(self, sg_id, members):
         """Set the full member list of a group: ``{"IPv4": [...], "IPv6": [...]}`` (Neutron's
-        form; bare IPs or [ip, mac] pairs). Only the difference reaches the kernel."""
+        form; bare IPs, prefixes or [ip, mac] pairs). Only the difference reaches the kernel;
+        the list is parsed and compared packed, at C speed with the compiled hot path."""
         _check_id("security_group_id", sg_id)
-        parsed = parse_members(f"sg_member_ips.{sg_id}", members)
+        if not isinstance(members, dict):
+            raise ValidationError(f"sg_member_ips.{sg_id}", f"{members!r} is not an object "
+                                  "with IPv4/IPv6 lists")
         d = self._ensure_desired()
-        for fam in (4, 6):
-            if _family_key(fam) not in members:
+        for key, fam in (("IPv4", 4), ("IPv6", 6)):
+            if key not in members:
                 continue
-            cur = d.members.get((sg_id, fam), set())
-            new = parsed[fam]
-            new_set = set(new)
-            added = [m for m in new if m not in cur]
-            removed = [m for m in cur if m not in new_set]
+            path = f"sg_member_ips.{sg_id}.{key}"
+            packed, rejects = fast.pack_addrs(_as_list(path, members[key]), fam)
+            prefixes, extra = set(), []
+            for i, item in rejects:  # the slow path: prefixes, unusual forms, errors
+                m = item[0] if isinstance(item, (list, tuple)) and item else item
+                c = canonical_member(f"{path}[{i}]", m)
+                if (":" in c) != (fam == 6):
+                    raise ValidationError(f"{path}[{i}]", f"{m!r} is not an {key} address")
+                (prefixes.add if is_prefix(c) else extra.append)(c)
+            if extra:
+                packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
+            old = self._packed.get((sg_id, fam))
+            if old is None:
+                cur_pfx = d.prefix_members.get((sg_id, fam), set())
+                old, _ = fast.pack_addrs([m for m in d.members.get((sg_id, fam), ())
+                                          if m not in cur_pfx], fam)
+            add_p, rem_p = fast.diff_packed(packed, old, 4 if fam == 4 else 16)
+            added = fast.unpack_addrs(add_p, fam)
+            removed = fast.unpack_addrs(rem_p, fam)
+            cur_pfx = d.prefix_members.get((sg_id, fam), set())
+            added += [p for p in prefixes if p not in cur_pfx]
+            removed += [p for p in cur_pfx if p not in prefixes]
             self._change_members(sg_id, fam, added, removed)
+            self._packed[(sg_id, fam)] = packed
         return self._maybe_commit()
 
     def add_security_group_members(self, sg_id, ips):
@@ -298,6 +323,7 @@ class Firewall:
     def _change_members(self, sg, fam, added, removed):
         if not added and not removed:
             return
+        self._packed.pop((sg, fam), None)
         d = self._desired
         if added:
             d.add_members(sg, fam, added)
@@ -383,6 +409,7 @@ class Firewall:
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
+        self._packed.clear()
         if d is not None:
             d.pending = Pending()
         self._model = None
