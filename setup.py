@@ -12,12 +12,12 @@ from setuptools import Extension, setup
 
 def _pkgconfig(lib):
     if not shutil.which("pkg-config"):
-        return {"libraries": ["nftables"]}
+        return {"libraries": ["nftables", "nftnl", "mnl"]}
     try:
-        out = subprocess.run(["pkg-config", "--cflags", "--libs", lib], check=True,
+        out = subprocess.run(["pkg-config", "--cflags", "--libs"] + lib.split(), check=True,
                              capture_output=True, text=True).stdout.split()
     except subprocess.CalledProcessError:
-        return {"libraries": ["nftables"]}
+        return {"libraries": ["nftables", "nftnl", "mnl"]}
     cfg = {"include_dirs": [], "library_dirs": [], "libraries": []}
     for tok in out:
         key = {"-I": "include_dirs", "-L": "library_dirs", "-l": "libraries"}.get(tok[:2])
@@ -31,7 +31,8 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    ext = Extension("fwsg._fast", ["csrc/_fast.pyx"], **_pkgconfig("libnftables"))
+    ext = Extension("fwsg._fast", ["csrc/_fast.pyx"],
+                    **_pkgconfig("libnftables libnftnl libmnl"))
     return cythonize([ext], language_level=3, compiler_directives={"boundscheck": False,
                                                                       "wraparound": False})
 

@@ -150,7 +150,7 @@ def diff_map_keys(dict desired, dict current, keys):
 
 # ---- packed address lists: bulk member updates at C speed ----------------------------------
 
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport malloc, qsort
 from libc.string cimport memcmp, memcpy, strlen
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -311,3 +311,163 @@ def unpack_addrs(bytes packed, int family):
         inet_ntop(af, p + i * width, text, 64)
         out[i] = text.decode("ascii")
     return out
+
+
+# ---- direct element batches: set elements without libnftables' cache refill ------------------
+
+cimport netlink as N
+from posix.time cimport timespec
+from libc.errno cimport errno
+from libc.string cimport strerror
+
+cdef extern from "poll.h" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum:
+        POLLIN
+
+cdef extern from "sys/socket.h" nogil:
+    int setsockopt(int sockfd, int level, int optname, const void *optval, unsigned int optlen)
+    enum:
+        SOL_SOCKET
+        SO_SNDBUFFORCE
+        SO_RCVBUFFORCE
+
+cdef enum:
+    _PAGE = 4 * 1024 * 1024
+    _PER_MSG = 1024
+    _NFPROTO_INET = 1
+    _NFPROTO_BRIDGE = 7
+
+_FAMILIES = {"inet": _NFPROTO_INET, "bridge": _NFPROTO_BRIDGE}
+
+
+cdef class ElementWriter:
+    """Adds and deletes elements of fwsg's address sets (``ipv4_addr``/``ipv6_addr`` keys) in
+    one netlink batch built with libnftnl: atomic like any nft transaction, but without
+    libnftables' cache refill (which grows with the number of chains in the ruleset). Bound to
+    the network namespace current at construction."""
+
+    cdef N.mnl_socket *nl
+    cdef unsigned int portid
+    cdef unsigned int seq
+
+    def __cinit__(self):
+        cdef int size = 16 * 1024 * 1024
+        self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
+        if self.nl == NULL:
+            raise KernelError("netlink: cannot open a netfilter socket")
+        if N.mnl_socket_bind(self.nl, 0, N.MNL_SOCKET_AUTOPID) < 0:
+            N.mnl_socket_close(self.nl)
+            self.nl = NULL
+            raise KernelError("netlink: cannot bind the netfilter socket")
+        self.portid = N.mnl_socket_get_portid(self.nl)
+        setsockopt(N.mnl_socket_get_fd(self.nl), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(int))
+        setsockopt(N.mnl_socket_get_fd(self.nl), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(int))
+        self.seq = 1
+
+    def __dealloc__(self):
+        if self.nl != NULL:
+            N.mnl_socket_close(self.nl)
+            self.nl = NULL
+
+    def close(self):
+        """Close the socket (idempotent)."""
+        if self.nl != NULL:
+            N.mnl_socket_close(self.nl)
+            self.nl = NULL
+
+    def commit(self, ops):
+        """Commit ``ops`` as one atomic batch: a list of (add, family, set name, packed, width)
+        with ``family`` "inet" or "bridge", ``packed`` sorted big-endian records of ``width``
+        bytes. Raises KernelError (nothing changed) when the kernel refuses."""
+        if self.nl == NULL:
+            raise KernelError("netlink socket is closed")
+        cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, 0)
+        if b == NULL:
+            raise MemoryError()
+        cdef int nmsgs = 0
+        cdef N.nftnl_set *s
+        cdef N.nftnl_set_elem *e
+        cdef N.nlmsghdr *nlh
+        cdef const unsigned char *p
+        cdef Py_ssize_t width, n, i, j, end
+        cdef bytes name_b
+        cdef int fam
+        cdef uint16_t flags
+        cdef N.iovec iov
+        try:
+            N.nftnl_batch_begin(<char *>N.nftnl_batch_buffer(b), self.seq)
+            self.seq += 1
+            N.nftnl_batch_update(b)
+            for add, family, name, packed, width in ops:
+                fam = _FAMILIES[family]
+                name_b = name.encode()
+                p = <const unsigned char *>PyBytes_AS_STRING(packed)
+                n = len(packed) // width
+                flags = N.NLM_F_ACK | (N.NLM_F_CREATE if add else 0)
+                i = 0
+                while i < n:
+                    end = min(n, i + _PER_MSG)
+                    s = N.nftnl_set_alloc()
+                    N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
+                    N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name_b)
+                    for j in range(i, end):
+                        e = N.nftnl_set_elem_alloc()
+                        N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * width, width)
+                        N.nftnl_set_elem_add(s, e)
+                    nlh = N.nftnl_nlmsg_build_hdr(<char *>N.nftnl_batch_buffer(b),
+                                                  N.NFT_MSG_NEWSETELEM if add else N.NFT_MSG_DELSETELEM,
+                                                  fam, flags, self.seq)
+                    self.seq += 1
+                    N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
+                    N.nftnl_set_free(s)
+                    if N.nftnl_batch_update(b) < 0:
+                        raise KernelError("netlink: batch too large for one page")
+                    nmsgs += 1
+                    i = end
+            N.nftnl_batch_end(<char *>N.nftnl_batch_buffer(b), self.seq)
+            self.seq += 1
+            N.nftnl_batch_update(b)
+            if N.nftnl_batch_iovec_len(b) > 1:
+                raise KernelError("netlink: batch too large for one page")
+            if nmsgs:
+                N.nftnl_batch_iovec(b, &iov, 1)
+                self._talk(iov.iov_base, iov.iov_len, nmsgs)
+        finally:
+            N.nftnl_batch_free(b)
+
+    cdef _talk(self, void *data, size_t length, int expected):
+        cdef ssize_t ret
+        cdef char buf[65536]
+        cdef int acks = 0, first_error = 0, left, rc
+        cdef N.nlmsghdr *nlh
+        cdef N.nlmsgerr *err
+        cdef pollfd pfd
+        pfd.fd = N.mnl_socket_get_fd(self.nl)
+        pfd.events = POLLIN
+        with nogil:
+            ret = N.mnl_socket_sendto(self.nl, data, length)
+        if ret < 0:
+            raise KernelError("netlink: send failed: " + strerror(errno).decode())
+        while acks < expected:
+            with nogil:
+                rc = poll(&pfd, 1, 5000)
+                ret = N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) if rc > 0 else -1
+            if ret <= 0:
+                raise KernelError("netlink: no answer from the kernel to an element batch")
+            left = <int>ret
+            nlh = <N.nlmsghdr *>buf
+            while N.mnl_nlmsg_ok(nlh, left):
+                if nlh.nlmsg_type == N.NLMSG_ERROR:
+                    err = <N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)
+                    acks += 1
+                    if err.error != 0 and first_error == 0:
+                        first_error = -err.error
+                nlh = N.mnl_nlmsg_next(nlh, &left)
+        if first_error:
+            raise KernelError("nftables refused the element batch: " +
+                              strerror(first_error).decode())

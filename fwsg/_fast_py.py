@@ -173,3 +173,31 @@ def unpack_addrs(packed, family):
     """The canonical text of every record of a packed list (inet_ntop), in order. No I/O."""
     af, width = _AF[family], (4 if family == 4 else 16)
     return [socket.inet_ntop(af, packed[i:i + width]) for i in range(0, len(packed), width)]
+
+
+class ElementWriter:
+    """Adds and deletes elements of fwsg's address sets in one atomic transaction (the twin of
+    the compiled netlink batch writer: here through libnftables, same effect). Bound to the
+    network namespace current at construction."""
+
+    def __init__(self):
+        self._ctx = NftContext()
+
+    def close(self):
+        """Close (idempotent)."""
+        self._ctx.close()
+
+    def commit(self, ops):
+        """Commit ``ops`` as one atomic batch: a list of (add, family, set name, packed, width)
+        with ``family`` "inet" or "bridge", ``packed`` sorted big-endian records of ``width``
+        bytes. Raises KernelError (nothing changed) when the kernel refuses."""
+        cmds = []
+        for add, family, name, packed, width in ops:
+            if family not in ("inet", "bridge"):
+                raise KeyError(family)
+            items = unpack_addrs(packed, 4 if width == 4 else 6)
+            for i in range(0, len(items), 1024):
+                cmds.append(f"{'add' if add else 'delete'} element {family} fwsg {name} "
+                            f"{{ {', '.join(items[i:i + 1024])} }}")
+        if cmds:
+            self._ctx.run("\n".join(cmds) + "\n")

@@ -3,16 +3,18 @@
 Pure function, no I/O. Layout (see README "Design"):
 
 ``table bridge fwsg``
-  prerouting (-200): tag the packet with the source port id (``meta mark``, bits 16-31) from
-  ``iifname``; anti-spoofing for ports with port security (MAC, IPv4, IPv6, ARP).
-  forward (-200): OR the destination port id (bits 0-15) into the mark through a per-port
-  tag chain chosen by ``oifname vmap``.
+  prerouting (-200): tag the frame with the source port's number (``meta mark``, bits 16-31)
+  from ``iifname``; anti-spoofing for ports with port security (MAC, IPv4, IPv6, ARP).
+  forward (-200): set the mark to the destination port's number (bits 0-15) from ``oifname``.
 ``table inet fwsg``
-  egress check (forward 0, input 0): ``meta mark & 0xffff0000 vmap @egress`` -> port chain.
-  ingress check (forward 10): ``meta mark & 0xffff vmap @ingress`` -> port chain; (output 10):
-  ``ip daddr vmap @ingress4`` / ``ip6 daddr vmap @ingress6`` for traffic the host sends to a VM.
-  Port chains hold the fixed part (conntrack state, DHCP, ND) and ``jump`` to shared per-group
-  chains; remote groups are named member sets (hash for hosts, interval only for prefixes).
+  egress check (prerouting 0, after conntrack): ``meta mark & 0xffff0000 vmap @egress`` -> the
+  port's egress chain; covers VM->VM, VM->outside and VM->hypervisor alike.
+  ingress check (forward 0): ``meta mark & 0xffff vmap @ingress`` -> the port's ingress chain;
+  (output 0): ``ip daddr vmap @ingress4`` / ``ip6 daddr vmap @ingress6`` for traffic the host
+  itself sends to a VM.
+  Port chains ``jump`` to a shared chain of fixed rules (conntrack state, DHCP, ND), then to one
+  shared chain per group, then drop; remote groups are named member sets (hash sets for hosts,
+  a small interval set only while a group has prefix members).
 
 Object names are derived from a hash of the user's ids and never contain user text; interface
 names (validated) are the only user strings in the batch, always quoted.
@@ -28,16 +30,17 @@ from fwsg.ruleset import ChainDef, Ruleset, SetDef
 
 MAX_PORT_ID = 0xFFFF
 _L4 = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
-CT_STATE = "ct state vmap { invalid : drop, established : accept, related : accept }"
+# Fixed per-port rules live once in shared chains (no anonymous set per port: libnftables
+# fetches every set, anonymous ones included, before each transaction).
+STATE_RULES = ("ct state invalid drop", "ct state established,related accept")
 
 # Fixed objects. Priorities: the bridge chains run before br_netfilter hands the frame to the
 # inet hooks (bridge priority 0); the egress check runs before the ingress check.
 BRIDGE_PRE = "filter hook prerouting priority -200"
 BRIDGE_FWD = "filter hook forward priority -200"
-INET_FWD_EGRESS = "filter hook forward priority 0"
-INET_FWD_INGRESS = "filter hook forward priority 10"
-INET_IN_EGRESS = "filter hook input priority 0"
-INET_OUT_INGRESS = "filter hook output priority 10"
+INET_PRE_EGRESS = "filter hook prerouting priority 0"
+INET_FWD_INGRESS = "filter hook forward priority 0"
+INET_OUT_INGRESS = "filter hook output priority 0"
 
 
 def short_hash(text, n=10):
@@ -154,9 +157,14 @@ def split_members(members):
     return hosts, prefixes
 
 
-def port_fixed_rules(direction, stateful):
+def fixed_chain(direction, stateful):
+    """Name of the shared chain holding the rules every filtered port has in ``direction``."""
+    return f"fixed-{'e' if direction == EGRESS else 'i'}-{'sf' if stateful else 'sl'}"
+
+
+def fixed_rules(direction, stateful):
     """The rules every filtered port has, before its groups' rules."""
-    out = [CT_STATE] if stateful else []
+    out = list(STATE_RULES) if stateful else []
     if direction == EGRESS:
         out += [
             "meta nfproto ipv4 udp sport 67 udp dport 68 drop",     # DHCP server from a VM
@@ -239,24 +247,28 @@ class Desired:
                    SetDef("inet", "ingress4", "ipv4_addr", "verdict"),
                    SetDef("inet", "ingress6", "ipv6_addr", "verdict"),
                    SetDef("bridge", "port-src", "ifname", "mark"),
-                   SetDef("bridge", "port-dst", "ifname", "verdict"),
+                   SetDef("bridge", "port-dst", "ifname", "mark"),
                    SetDef("bridge", "secured", "ifname"),
                    SetDef("bridge", "macs", "ifname . ether_addr"),
                    SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"),
                    SetDef("bridge", "spoof6", "ifname . ether_addr . ipv6_addr")):
             self._declare(sd)
         for c in (
-            ChainDef("inet", "egress-fwd", ("meta mark & 0xffff0000 vmap @egress",), INET_FWD_EGRESS),
-            ChainDef("inet", "egress-in", ("meta mark & 0xffff0000 vmap @egress",), INET_IN_EGRESS),
+            ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
             ChainDef("inet", "ingress-fwd", ("meta mark & 0x0000ffff vmap @ingress",),
                      INET_FWD_INGRESS),
             ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
                      INET_OUT_INGRESS),
             ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
                                               "iifname @secured jump antispoof"), BRIDGE_PRE),
-            ChainDef("bridge", "forward", ("oifname vmap @port-dst",), BRIDGE_FWD),
+            ChainDef("bridge", "forward", ("meta mark set oifname map @port-dst",), BRIDGE_FWD),
         ):
             self._chain(c.key, c)
+        for direction in (EGRESS, INGRESS):
+            for stateful in (True, False):
+                name = fixed_chain(direction, stateful)
+                self._chain(("inet", name), ChainDef("inet", name,
+                                                     tuple(fixed_rules(direction, stateful))))
         self._antispoof()
 
     def _antispoof(self):
@@ -494,7 +506,7 @@ class Desired:
             if port is None or not port.port_security:
                 self._chain(key, None)
                 continue
-            rules = port_fixed_rules(direction, self._stateful(port))
+            rules = [f"jump {fixed_chain(direction, self._stateful(port))}"]
             rules += [f"jump {Names.group(sg)}-{suffix}" for sg in port.security_groups]
             rules += self._render(r for r in port.rules if r.direction == direction)
             rules.append("drop")
@@ -519,7 +531,7 @@ class Desired:
         maps = [(("inet", "egress"), mark(n << 16), f"jump {pn}-e"),
                 (("inet", "ingress"), mark(n), f"jump {pn}-i"),
                 (("bridge", "port-src"), dev, mark(n << 16)),
-                (("bridge", "port-dst"), dev, f"jump {pn}-t")]
+                (("bridge", "port-dst"), dev, mark(n))]
         return elems, maps
 
     def set_port(self, port):
@@ -533,8 +545,6 @@ class Desired:
         n = self._allocate(port.device)
         self._set_refs(("p", port.id), port.rules)
         self._port_chains(port.id)
-        self._chain(("bridge", f"{pn}-t"), ChainDef("bridge", f"{pn}-t",
-                                                    (f"meta mark set meta mark | {mark(n)}",)))
         elems, maps = self._port_elements(port, n)
         for key, e in elems:
             if key not in self.rs.sets:  # first prefix address pair: its interval set
@@ -564,7 +574,6 @@ class Desired:
             self._dispatch_addr(ip)
         self._set_refs(("p", pid), ())
         self._port_chains(pid)
-        self._chain(("bridge", f"{pn}-t"), None)
         if not _keep_number:
             del self.ids[port.device]
             self.reserved.pop(port.device, None)

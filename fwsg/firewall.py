@@ -32,16 +32,23 @@ _BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 
 @dataclass
 class ApplyResult:
-    """What one transaction did: the plan's summary, sizes, timings (ms) and notices."""
+    """What one transaction did: the plan's summary, sizes, timings (ms) and notices.
+    ``counts`` (sizes of the whole desired ruleset) is computed when first read."""
 
     changed: bool
     summary: dict
-    counts: dict
+    counts_of: object
     batch_bytes: int
     timings_ms: dict
     conntrack_killed: int = 0
     notices: list = field(default_factory=list)
     repaired: list = field(default_factory=list)
+
+    @property
+    def counts(self):
+        if callable(self.counts_of):
+            self.counts_of = self.counts_of()
+        return self.counts_of
 
     def as_dict(self):
         return {"changed": self.changed, "summary": self.summary, "counts": self.counts,
@@ -76,6 +83,7 @@ class Firewall:
         self._gone = set()       # addresses of ports removed since the last commit
         self._sysctl_checked = False
         self._packed = {}        # (sg, family) -> packed host members of the last full list
+        self._ct_count = None    # fd of nf_conntrack_count in the managed namespace
         self.last_result = None
 
     # -- state ------------------------------------------------------------------------------
@@ -179,11 +187,11 @@ class Firewall:
     # -- incremental calls (Neutron FirewallDriver names) ------------------------------------
     def prepare_port_filter(self, port):
         """Start filtering a port (a wire-format device dict with an ``id``, or a model.Port)."""
-        self._set_port(port)
+        return self._set_port(port)
 
     def update_port_filter(self, port):
         """Replace a port's filter (its groups, addresses, rules, port security)."""
-        self._set_port(port)
+        return self._set_port(port)
 
     def remove_port_filter(self, port_id):
         """Stop filtering a port and remove everything it owned; kill its connections."""
@@ -388,7 +396,7 @@ class Firewall:
         self._full = False
         self._undo.clear()
         killed = 0
-        if self.conntrack and plan and self._sweep:
+        if self.conntrack and plan and self._sweep and self._conntrack_in_use():
             from fwsg.conntrack import sweep
 
             killed = sweep(self.netns, d, self._gone)
@@ -420,10 +428,25 @@ class Firewall:
 
     def _result(self, plan, timings, t0, killed=0, notices=()):
         timings.setdefault("total", _ms(t0, time.perf_counter()))
-        counts = self._desired.rs.counts() if self._desired is not None else {}
-        return ApplyResult(changed=bool(plan), summary=plan.summary, counts=counts,
+        rs = self._desired.rs if self._desired is not None else None
+        return ApplyResult(changed=bool(plan), summary=plan.summary,
+                           counts_of=(rs.counts if rs is not None else dict),
                            batch_bytes=plan.size, timings_ms=timings,
                            conntrack_killed=killed, notices=list(notices))
+
+    def _conntrack_in_use(self):
+        """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
+        if self._ct_count is None:
+            with entered(self.netns):
+                try:
+                    self._ct_count = os.open("/proc/sys/net/netfilter/nf_conntrack_count",
+                                             os.O_RDONLY)
+                except OSError:
+                    return False
+        try:
+            return int(os.pread(self._ct_count, 32, 0) or b"0") > 0
+        except (OSError, ValueError):
+            return True
 
     def _ensure_sysctls(self):
         """Bridged frames must reach the inet hooks: turn bridge-nf-call-ip{,6}tables on in the

@@ -41,6 +41,24 @@ class Plan:
         """Size of the batch text in bytes."""
         return sum(len(c) + 1 for c in self.commands)
 
+    def element_ops(self):
+        """The plan as direct element operations (add, family, set, packed, width) when it only
+        adds/deletes elements of plain address sets; else None."""
+        if not self.ops or any(op[0] != "elems" for op in self.ops):
+            return None
+        out = []
+        for _, _key, added, removed, sd in self.ops:
+            if sd.interval or sd.is_map or sd.key_type not in ("ipv4_addr", "ipv6_addr"):
+                return None
+            fam, width = (4, 4) if sd.key_type == "ipv4_addr" else (6, 16)
+            for add, items in ((True, added), (False, removed)):
+                if items:
+                    packed, rejects = fast.pack_addrs(items, fam)
+                    if rejects:
+                        return None
+                    out.append((add, sd.family, sd.name, packed, width))
+        return out
+
     def update(self, current):
         """Apply this plan's effect to ``current`` (a Ruleset mirroring the kernel)."""
         for op in self.ops:
@@ -155,7 +173,7 @@ def diff(desired, current, pending=None):
             if removed:
                 set_dels.extend(_elements("delete", sd.family, sd.name, removed))
             if added or removed:
-                ops.append(("elems", k, added, removed))
+                ops.append(("elems", k, added, removed, sd))
             s["elements_added"] += len(added)
             s["elements_removed"] += len(removed)
 

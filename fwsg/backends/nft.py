@@ -24,17 +24,26 @@ class NftBackend:
         self.netns = netns
         with entered(netns):
             self._ctx = fast.NftContext()
+            self._writer = fast.ElementWriter()
 
     def close(self):
         self._ctx.close()
+        self._writer.close()
 
     def run(self, text, json_output=False):
         """Run nft text in this namespace; KernelError when refused (nothing changed then)."""
         return self._ctx.run(text, json_output)
 
     def commit(self, plan):
-        """Commit one Plan as one atomic transaction; nothing for an empty plan."""
-        if plan:
+        """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan that only
+        adds/deletes address-set elements goes straight to netlink (no libnftables cache
+        refill); anything else through libnftables."""
+        if not plan:
+            return
+        ops = plan.element_ops()
+        if ops:
+            self._writer.commit(ops)
+        else:
             self._ctx.run(str(plan))
 
     def flush(self):

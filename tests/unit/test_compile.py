@@ -45,7 +45,7 @@ def test_dispatch_is_by_verdict_map_not_jump_lists(demo_model):
                                         "fixed_ips": [f"192.0.2.{i}"], "security_groups": ["sg-web"]}
     rs2 = compile_model(more)
     base = {k: c for k, c in rs.chains.items() if c.hook}
-    assert len(base) == 6
+    assert len(base) == 5
     for k, c in base.items():
         assert rs2.chains[k].rules == c.rules
         assert not any("jump p" in r for r in c.rules)
@@ -114,6 +114,8 @@ def test_stateless_port_has_no_conntrack_rule(demo_model):
         r["stateful"] = False
     rs = compile_model(doc)
     pid = rs.meta["ports"]["port-client"]["name"]
-    assert not any(r.startswith("ct state") for r in rs.chains[("inet", pid + "-e")].rules)
+    assert rs.chains[("inet", pid + "-e")].rules[0] == "jump fixed-e-sl"
+    assert not any(r.startswith("ct state") for r in rs.chains[("inet", "fixed-e-sl")].rules)
     pweb = rs.meta["ports"]["port-web"]["name"]
-    assert rs.chains[("inet", pweb + "-e")].rules[0].startswith("ct state")
+    assert rs.chains[("inet", pweb + "-e")].rules[0] == "jump fixed-e-sf"
+    assert rs.chains[("inet", "fixed-e-sf")].rules[0] == "ct state invalid drop"

@@ -21,7 +21,7 @@ def fresh():
 def kernel_view(fw):
     rs = fw.backend.read()
     chains = {k: c.digest for k, c in rs.chains.items() if not k[1].endswith("-t")}
-    elems = {k: (len(v) if k[1] in ("egress", "ingress", "port-src") else v)
+    elems = {k: (len(v) if k[1] in ("egress", "ingress", "port-src", "port-dst") else v)
              for k, v in rs.elements.items()}
     return rs.sets, chains, elems
 
@@ -130,13 +130,13 @@ def test_reconcile_repairs_drift():
     key = next(k for k in be.sets if k[1].endswith("-m4") and be.elements[k])
     victim = next(iter(be.elements[key]))
     be.elements[key].discard(victim)                      # element deleted by someone
-    be.chains[("inet", "egress-fwd")][1].clear()          # chain flushed by someone
+    be.chains[("inet", "egress-pre")][1].clear()          # chain flushed by someone
     r = fw.reconcile()
     text = "\n".join(r.repaired)
-    assert "1 element(s) restored" in text and "egress-fwd restored" in text
+    assert "1 element(s) restored" in text and "egress-pre restored" in text
     assert victim in be.elements[key]
     assert not fw.reconcile().changed
-    del be.chains[("inet", "egress-fwd")]                 # whole table deleted
+    del be.chains[("inet", "egress-pre")]                 # whole table deleted
     be.tables.discard("inet")
     for k in [k for k in be.sets if k[0] == "inet"]:
         del be.sets[k], be.elements[k]

@@ -1,0 +1,94 @@
+# Declarations of the parts of libmnl and libnftnl that fwsg's direct element path calls.
+
+from libc.stdint cimport uint16_t, uint32_t
+
+
+cdef extern from "linux/netlink.h" nogil:
+    struct nlmsghdr:
+        uint32_t nlmsg_len
+        uint16_t nlmsg_type
+        uint16_t nlmsg_flags
+        uint32_t nlmsg_seq
+        uint32_t nlmsg_pid
+
+    struct nlmsgerr:
+        int error
+
+    enum:
+        NETLINK_NETFILTER
+        NLMSG_ERROR
+        NLMSG_DONE
+        NLM_F_ACK
+        NLM_F_CREATE
+
+
+cdef extern from "linux/netfilter/nf_tables.h" nogil:
+    enum:
+        NFT_MSG_NEWSETELEM
+        NFT_MSG_DELSETELEM
+
+
+cdef extern from "libmnl/libmnl.h" nogil:
+    struct mnl_socket:
+        pass
+
+    enum:
+        MNL_SOCKET_AUTOPID
+
+    mnl_socket *mnl_socket_open(int bus)
+    int mnl_socket_bind(mnl_socket *nl, unsigned int groups, int pid)
+    unsigned int mnl_socket_get_portid(const mnl_socket *nl)
+    int mnl_socket_get_fd(const mnl_socket *nl)
+    int mnl_socket_close(mnl_socket *nl)
+    ssize_t mnl_socket_sendto(const mnl_socket *nl, const void *req, size_t siz)
+    ssize_t mnl_socket_recvfrom(const mnl_socket *nl, void *buf, size_t siz)
+    bint mnl_nlmsg_ok(const nlmsghdr *nlh, int len)
+    nlmsghdr *mnl_nlmsg_next(const nlmsghdr *nlh, int *len)
+    void *mnl_nlmsg_get_payload(const nlmsghdr *nlh)
+
+
+cdef extern from "sys/uio.h" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+
+cdef extern from "libnftnl/batch.h" nogil:
+    struct nftnl_batch:
+        pass
+
+    nftnl_batch *nftnl_batch_alloc(uint32_t pg_size, uint32_t pg_overrun_size)
+    int nftnl_batch_update(nftnl_batch *batch)
+    void nftnl_batch_free(nftnl_batch *batch)
+    void *nftnl_batch_buffer(nftnl_batch *batch)
+    uint32_t nftnl_batch_buffer_len(nftnl_batch *batch)
+    int nftnl_batch_iovec_len(nftnl_batch *batch)
+    void nftnl_batch_iovec(nftnl_batch *batch, iovec *iov, uint32_t iovlen)
+
+
+cdef extern from "libnftnl/common.h" nogil:
+    nlmsghdr *nftnl_nlmsg_build_hdr(char *buf, uint16_t type, uint16_t family, uint16_t flags,
+                                    uint32_t seq)
+    nlmsghdr *nftnl_batch_begin(char *buf, uint32_t seq)
+    nlmsghdr *nftnl_batch_end(char *buf, uint32_t seq)
+
+
+cdef extern from "libnftnl/set.h" nogil:
+    struct nftnl_set:
+        pass
+
+    struct nftnl_set_elem:
+        pass
+
+    enum:
+        NFTNL_SET_TABLE
+        NFTNL_SET_NAME
+        NFTNL_SET_ELEM_KEY
+
+    nftnl_set *nftnl_set_alloc()
+    void nftnl_set_free(const nftnl_set *s)
+    int nftnl_set_set_str(nftnl_set *s, uint16_t attr, const char *str)
+    nftnl_set_elem *nftnl_set_elem_alloc()
+    int nftnl_set_elem_set(nftnl_set_elem *s, uint16_t attr, const void *data, uint32_t data_len)
+    void nftnl_set_elem_add(nftnl_set *s, nftnl_set_elem *elem)
+    void nftnl_set_elems_nlmsg_build_payload(nlmsghdr *nlh, nftnl_set *s)

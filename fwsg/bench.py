@@ -1,0 +1,400 @@
+"""The hot-path benchmark (``scripts/bench``): fwsg against baselines measured in the same run,
+in a network namespace of its own. Prints a table, writes JSON. Not a test: no assertion on
+time; the targets are printed next to the numbers.
+
+Scenario: N ports on the host, G groups of R rules, M members cluster-wide (IPv4 and IPv6),
+every port in the default group plus 1-3 others; group ``default`` holds most members, group
+``sg-1`` 1,000 (both referenced as remote groups).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from fwsg import _fast_py
+from fwsg.compile import Names
+from fwsg.model import Model
+from fwsg.scenario import generate, member_v4, member_v6
+
+
+def scenario(ports, groups, rules, members, seed=1):
+    """The benchmark model (wire dict) and the names of its big and small groups."""
+    doc = generate(ports=ports, groups=max(groups, 3), rules=max(rules, 2), members=0, seed=seed)
+    mem = doc["sg_member_ips"]
+    small = min(1000, members // 10)
+    others = max(0, members // 20)
+    big = members - small - others
+    mem["default"] = {"IPv4": [member_v4(i) for i in range(int(big * 0.9))],
+                      "IPv6": [member_v6(i) for i in range(big - int(big * 0.9))]}
+    mem["sg-1"] = {"IPv4": [member_v4(200000 + i) for i in range(small)], "IPv6": []}
+    rest = [g for g in doc["security_groups"] if g not in ("default", "sg-1")]
+    for i in range(others):
+        mem[rest[i % len(rest)]]["IPv4"].append(member_v4(400000 + i))
+    r = doc["security_groups"]["sg-2"]
+    r[0] = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+            "port_range_min": 22, "port_range_max": 22, "remote_group_id": "default"}
+    r[1] = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+            "port_range_min": 5432, "port_range_max": 5432, "remote_group_id": "sg-1"}
+    doc["security_groups"]["default"].append(
+        {"direction": "ingress", "ethertype": "IPv6", "remote_group_id": "default"})
+    return doc
+
+
+def naive_rule_count(model):
+    """Rules the 2014 per-port, per-member iptables expansion would need for ``model``."""
+    n = 0
+    for port in model.ports.values():
+        if not port.port_security:
+            continue
+        for sg in port.security_groups:
+            for rule in model.groups[sg]:
+                if rule.remote_group is not None:
+                    n += len(model.members_of(rule.remote_group, rule.family))
+                else:
+                    n += 1
+        n += 8  # per-port fixed rules (state, DHCP, spoofing)
+    return n
+
+
+def _median_ms(samples):
+    return statistics.median(samples) * 1000
+
+
+def _timed(fn, repeat):
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _nft(text_or_file, is_file=False):
+    args = ["nft", "-f", text_or_file] if is_file else ["nft", text_or_file]
+    subprocess.run(args, check=True, capture_output=True)
+
+
+class Bench:
+    """Runs the measurements; ``rows`` is the table, ``data`` the JSON."""
+
+    def __init__(self, args, log):
+        self.a = args
+        self.log = log
+        self.rows = []
+        self.data = {"params": vars(args)}
+
+    def row(self, key, what, fwsg_ms, base_ms=None, base_what="", target="", met=None, note=""):
+        ratio = (fwsg_ms / base_ms) if base_ms else None
+        self.rows.append((what, fwsg_ms, base_what, base_ms, ratio, target, met, note))
+        self.data[key] = {"what": what, "fwsg_ms": fwsg_ms, "baseline": base_what,
+                          "baseline_ms": base_ms, "ratio": ratio, "target": target, "met": met,
+                          "note": note}
+
+    def say(self, msg):
+        print(msg, file=self.log, flush=True)
+
+    def run(self):
+        from fwsg.backends.nft import NftBackend
+        from fwsg.firewall import Firewall
+
+        a = self.a
+        self.say(f"== scenario: {a.ports} ports, {a.groups} groups x {a.rules} rules, "
+                 f"{a.members} members")
+        doc = scenario(a.ports, a.groups, a.rules, a.members, a.seed)
+        model = Model.from_wire(doc)
+        big, small = "default", "sg-1"
+        self.data["scenario"] = {"ports": len(model.ports), "groups": len(model.groups),
+                                 "members": sum(len(v) for f in model.members.values()
+                                                for v in f.values()),
+                                 "big_group": len(model.members_of(big, 4)) + len(model.members_of(big, 6)),
+                                 "small_group": len(model.members_of(small, 4))}
+
+        # 1. full apply from empty, vs a bare nft -f of the same set elements
+        self.say("== 1. full apply from empty")
+        totals, parse_totals, sizes = [], [], []
+        for _ in range(a.repeat):
+            Firewall().flush()
+            fw = Firewall()
+            t = time.perf_counter()
+            r = fw.apply(model)
+            totals.append(time.perf_counter() - t)
+            sizes.append(r.batch_bytes)
+        for _ in range(max(1, a.repeat // 2)):
+            Firewall().flush()
+            t = time.perf_counter()
+            Firewall().apply(doc)
+            parse_totals.append(time.perf_counter() - t)
+        desired = fw._desired.rs
+        floor = ["add table inet floor"]
+        for k, sd in sorted(desired.sets.items()):
+            if sd.is_map or not desired.elements[k]:
+                continue
+            typ = sd.key_type.replace("ifname . ", "ifname . ")
+            floor.append(f"add set inet floor {k[0][0]}{sd.name} {{ type {typ};"
+                         f"{' flags interval;' if sd.interval else ''} }}")
+            els = sorted(desired.elements[k])
+            for i in range(0, len(els), 4096):
+                floor.append(f"add element inet floor {k[0][0]}{sd.name} {{ {', '.join(els[i:i + 4096])} }}")
+        with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
+            f.write("\n".join(floor) + "\n")
+            floor_file = f.name
+        be = NftBackend()
+        floor_proc, floor_lib = [], []
+        try:
+            for _ in range(a.repeat):
+                t = time.perf_counter()
+                _nft(floor_file, is_file=True)
+                floor_proc.append(time.perf_counter() - t)
+                _nft("delete table inet floor")
+                text = open(floor_file).read()
+                t = time.perf_counter()
+                be.run(text)
+                floor_lib.append(time.perf_counter() - t)
+                _nft("delete table inet floor")
+        finally:
+            os.unlink(floor_file)
+        n_el = sum(len(v) for k, v in desired.elements.items() if not desired.sets[k].is_map)
+        self.row("full_apply", f"1. full apply from empty ({n_el} set elements, Model given)",
+                 _median_ms(totals), _median_ms(floor_proc), "nft -f, same elements",
+                 "<= 1.3x floor", _median_ms(totals) <= 1.3 * _median_ms(floor_proc))
+        self.row("full_apply_parse", "1b. full apply from empty, wire dict (parse included)",
+                 _median_ms(parse_totals), _median_ms(floor_proc), "nft -f, same elements")
+        self.row("floor_inproc", "1c. the floor itself through libnftables in-process",
+                 _median_ms(floor_lib), _median_ms(floor_proc), "nft -f, same elements")
+        self.data["batch_bytes_full"] = sizes[-1]
+
+        # 2. no-op applies
+        self.say("== 2. no-op apply")
+        Firewall().flush()
+        fw = Firewall()
+        fw.apply(model)
+        same = _timed(lambda: fw.apply(model), a.ops)
+        model2 = Model.from_wire(doc)
+        fw2 = Firewall()
+        fw2.apply(model2)   # reads back, nothing to do
+        equal = _timed(lambda: fw2.apply(Model.from_wire(doc)), 3)
+        prebuilt = [Model.from_wire(doc) for _ in range(3)]
+        it = iter(prebuilt)
+        equal_nop = _timed(lambda: fw2.apply(next(it)), 3)
+        self.row("noop_same", "2. no-op apply, same Model", _median_ms(same), target="< 10 ms",
+                 met=_median_ms(same) < 10)
+        self.row("noop_equal", "2b. no-op apply, an equal new Model (compare only)",
+                 _median_ms(equal_nop), target="< 10 ms", met=_median_ms(equal_nop) < 10)
+        self.row("noop_wire", "2c. no-op apply, wire dict (parse + compare)", _median_ms(equal))
+
+        # 3. member add / remove (delta), full-list form, baselines
+        self.say("== 3. member changes")
+        res = {}
+        for label, sg in (("big", big), ("small", small)):
+            adds, dels = [], []
+            for i in range(a.ops):
+                ip = f"203.0.113.{i % 250 + 1}" if i < 250 else member_v4(900000 + i)
+                t = time.perf_counter()
+                r1 = fw.add_security_group_members(sg, [ip])
+                adds.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                fw.remove_security_group_members(sg, [ip])
+                dels.append(time.perf_counter() - t)
+            res[label] = (adds, dels, r1.batch_bytes)
+        ab, db, bytes_delta = res["big"]
+        as_, ds, _ = res["small"]
+        set_name = Names.member_set(big, 4)
+        base_proc = _timed(lambda: (_nft(f"add element inet fwsg {set_name} {{ 203.0.113.250 }}"),
+                                    _nft(f"delete element inet fwsg {set_name} {{ 203.0.113.250 }}")),
+                           max(5, a.ops // 10))
+        base_proc = [x / 2 for x in base_proc]
+        els = sorted(fw._desired.rs.elements[("inet", set_name)])
+        rewrite = [f"flush set inet fwsg {set_name}"] + [
+            f"add element inet fwsg {set_name} {{ {', '.join(els[i:i + 4096])} }}"
+            for i in range(0, len(els), 4096)]
+        rewrite_text = "\n".join(rewrite) + "\n"
+        with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
+            f.write(rewrite_text)
+            rw_file = f.name
+        try:
+            rw_proc = _timed(lambda: _nft(rw_file, is_file=True), 3)
+        finally:
+            os.unlink(rw_file)
+        rw_lib = _timed(lambda: be.run(rewrite_text), 3)
+        big_n = len(els)
+        ratio_sizes = _median_ms(ab) / _median_ms(as_)
+        self.row("member_add_big", f"3. add 1 member, {big_n}-member group (delta form)",
+                 _median_ms(ab), _median_ms(base_proc), "nft process per change", "< 0.15 ms",
+                 _median_ms(ab) < 0.15)
+        self.row("member_del_big", f"3. remove 1 member, {big_n}-member group (delta form)",
+                 _median_ms(db), _median_ms(base_proc), "nft process per change", "< 0.15 ms",
+                 _median_ms(db) < 0.15)
+        self.row("member_add_small", f"3. add 1 member, {len(model.members_of(small, 4))}-member group",
+                 _median_ms(as_), _median_ms(ab), "same, big group",
+                 "big/small <= 1.5x", ratio_sizes <= 1.5, f"big/small = {ratio_sizes:.2f}x")
+        self.row("member_del_small", "3. remove 1 member, small group", _median_ms(ds))
+        self.row("member_rewrite_proc", "3. baseline: rewrite the whole set, nft -f",
+                 _median_ms(rw_proc))
+        self.row("member_rewrite_lib", "3. baseline: rewrite the whole set, libnftables",
+                 _median_ms(rw_lib))
+        v4 = list(model.members_of(big, 4))
+        v6 = list(model.members_of(big, 6))
+        lists = [dict(IPv4=v4[1:] + ["203.0.113.251"], IPv6=v6),
+                 dict(IPv4=v4[:-1] + ["203.0.113.252"], IPv6=v6)]
+        fw.update_security_group_members(big, {"IPv4": v4, "IPv6": v6})
+        full = []
+        for i in range(max(6, a.ops // 10)):
+            payload = json.loads(json.dumps(lists[i % 2]))  # fresh strings, as from the wire
+            t = time.perf_counter()
+            r = fw.update_security_group_members(big, payload)
+            full.append(time.perf_counter() - t)
+        self.row("member_full_list", f"3. full-list form, {len(v4) + len(v6)} addresses, 1-2 changed",
+                 _median_ms(full), _median_ms(rw_lib), "rewrite whole set, libnftables",
+                 "< 5 ms", _median_ms(full) < 5, f"{r.summary['elements_added']} added, "
+                 f"{r.summary['elements_removed']} removed per call")
+
+        # 4. one rule added to the group every port uses
+        self.say("== 4. rule change")
+        base_rules = doc["security_groups"][big]
+        extra = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+                 "port_range_min": 8443, "port_range_max": 8443}
+        rule_t, rule_r = [], None
+        before = {k: c.digest for k, c in fw.current().chains.items()}
+        for i in range(max(6, a.ops // 10)):
+            rules = base_rules + [extra] if i % 2 == 0 else base_rules
+            t = time.perf_counter()
+            r = fw.update_security_group_rules(big, rules)
+            rule_t.append(time.perf_counter() - t)
+            if i == 0:
+                rule_r = r
+                after = {k: c.digest for k, c in fw.current().chains.items()}
+                changed = [k for k in after if after[k] != before.get(k)]
+        self.row("rule_add", f"4. add 1 rule to a group used by all {a.ports} ports",
+                 _median_ms(rule_t), target="< 2 ms", met=_median_ms(rule_t) < 2,
+                 note=f"chains changed: {len(changed)} ({', '.join(c[1] for c in changed)})")
+
+        # 5. port added / removed
+        self.say("== 5. port add/remove")
+        padd, pdel = [], []
+        for i in range(max(6, a.ops // 10)):
+            port = {"id": "bench-port", "device": "tapbench", "mac_address": "fa:16:3e:ff:00:01",
+                    "fixed_ips": ["198.51.100.77", "2001:db8:ff::77"],
+                    "security_groups": ["default", "sg-2"]}
+            t = time.perf_counter()
+            rp = fw.prepare_port_filter(port)
+            padd.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rd = fw.remove_port_filter("bench-port")
+            pdel.append(time.perf_counter() - t)
+        self.row("port_add", "5. port added", _median_ms(padd), target="< 1 ms",
+                 met=_median_ms(padd) < 1)
+        self.row("port_del", "5. port removed", _median_ms(pdel), target="< 1 ms",
+                 met=_median_ms(pdel) < 1)
+
+        # 6. sizes
+        rs = NftBackend().read()
+        kernel_rules = sum(len(c.rules) for c in rs.chains.values())
+        kernel_elems = sum(len(v) for v in rs.elements.values())
+        naive = naive_rule_count(model)
+        self.data["sizes"] = {"kernel_rules": kernel_rules, "kernel_elements": kernel_elems,
+                              "naive_rules": naive, "chains": len(rs.chains)}
+        self.data["batch_bytes"] = {"full_apply": sizes[-1], "member_delta": bytes_delta,
+                                    "rule_add": rule_r.batch_bytes, "port_add": rp.batch_bytes,
+                                    "port_del": rd.batch_bytes}
+
+        # 7. twins on 1M-element states
+        self.say("== 7. compiled vs pure-Python twin, 1M elements")
+        self.twins()
+        Firewall().flush()
+
+    def twins(self):
+        n = self.a.twin_elements
+        a_list = [member_v4(i) for i in range(n)]
+        b_list = [member_v4(i + n // 100) for i in range(n)]  # 1% shifted
+        try:
+            from fwsg import _fast as c
+        except ImportError:
+            self.say("   fwsg._fast not built: twin comparison skipped")
+            return
+        pa_c = _timed(lambda: c.pack_addrs(a_list, 4), 3)
+        pa_p = _timed(lambda: _fast_py.pack_addrs(a_list, 4), 1)
+        A, _ = c.pack_addrs(a_list, 4)
+        B, _ = c.pack_addrs(b_list, 4)
+        d_c = _timed(lambda: c.diff_packed(A, B, 4), 5)
+        d_p = _timed(lambda: _fast_py.diff_packed(A, B, 4), 1)
+        sa, sb = set(a_list), set(b_list)
+        d_set = _timed(lambda: (sa - sb, sb - sa), 3)
+        self.row("twin_diff", f"7. diff of two {n}-element states (packed), compiled",
+                 _median_ms(d_c), _median_ms(d_p), "pure-Python twin", ">= 5x faster",
+                 _median_ms(d_p) / _median_ms(d_c) >= 5,
+                 f"{_median_ms(d_p) / _median_ms(d_c):.0f}x; Python set difference of str: "
+                 f"{_median_ms(d_set):.1f} ms")
+        self.row("twin_pack", f"7. parse {n} address strings, compiled", _median_ms(pa_c),
+                 _median_ms(pa_p), "pure-Python twin", "",
+                 None, f"{_median_ms(pa_p) / _median_ms(pa_c):.0f}x")
+
+    def table(self, out):
+        w = max(len(r[0]) for r in self.rows)
+        out.write(f"\n{'measurement':<{w}} | {'fwsg ms':>9} | {'baseline':<30} | {'base ms':>9} | "
+                  f"{'ratio':>6} | {'target':<18} | met\n")
+        out.write("-" * (w + 100) + "\n")
+        for what, f_ms, bw, b_ms, ratio, target, met, note in self.rows:
+            out.write(f"{what:<{w}} | {f_ms:>9.3f} | {bw:<30} | "
+                      f"{(f'{b_ms:.3f}' if b_ms else ''):>9} | "
+                      f"{(f'{ratio:.2f}x' if ratio else ''):>6} | {target:<18} | "
+                      f"{'' if met is None else ('yes' if met else 'NO')}"
+                      f"{'  ' + note if note else ''}\n")
+        s = self.data.get("sizes")
+        if s:
+            out.write(f"\n6. kernel: {s['kernel_rules']} rules in {s['chains']} chains, "
+                      f"{s['kernel_elements']} set/map elements; the naive per-member expansion: "
+                      f"{s['naive_rules']} rules ({s['naive_rules'] / max(1, s['kernel_rules']):.0f}x)\n")
+        b = self.data.get("batch_bytes")
+        if b:
+            out.write("8. batch bytes: " + ", ".join(f"{k} {v}" for k, v in b.items()) + "\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ports", type=int, default=500)
+    ap.add_argument("--groups", type=int, default=50)
+    ap.add_argument("--rules", type=int, default=20)
+    ap.add_argument("--members", type=int, default=100000)
+    ap.add_argument("--repeat", type=int, default=5, help="repetitions of the big measurements")
+    ap.add_argument("--ops", type=int, default=200, help="repetitions of the small ones")
+    ap.add_argument("--twin-elements", type=int, default=1000000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--json-out", metavar="FILE", help="write the results as JSON")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.ports, args.groups, args.rules, args.members = 20, 5, 5, 2000
+        args.repeat, args.ops, args.twin_elements = 2, 20, 20000
+    if os.geteuid() != 0:
+        print("scripts/bench: run as root (it makes a network namespace)", file=sys.stderr)
+        return 1
+    from pyroute2 import netns as pr_netns
+
+    from fwsg import fast
+
+    ns = f"fwsg-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        pr_netns.setns(ns)  # this thread and the nft processes it starts live there
+        bench = Bench(args, sys.stderr)
+        bench.data["compiled"] = fast.COMPILED
+        bench.run()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "
+          f"median of repeated runs; baselines measured in the same run)")
+    bench.table(sys.stdout)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(bench.data, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
