@@ -15,7 +15,8 @@ Usage::
 
 Every namespace the lab creates is removed on exit, on error, on KeyboardInterrupt, at
 interpreter exit, on SIGTERM (when no other handler is installed), and, after a crash (SIGKILL),
-by the next ``up()`` of any lab (the crashed process is gone) or of a lab with the same name.
+by the next ``up()`` of any lab (ownership is an flock held while the lab is up, so this works
+across PID namespaces) or of a lab with the same name. ``detach()`` keeps a lab on purpose.
 The lab touches nothing outside its namespaces. Probes run in-process (see :mod:`fwsg.traffic`) and return bool within their timeout.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import fcntl
 import hashlib
 import inspect
 import ipaddress
@@ -129,8 +131,8 @@ def _delete_netns(names) -> list:
 
 
 def cleanup_stale(lab_name: str, extra=()) -> list:
-    """Remove the namespaces a previous (crashed) run of lab ``lab_name`` left behind; returns
-    the names removed."""
+    """Remove the namespaces a previous (crashed or detached) run of lab ``lab_name`` left
+    behind; returns the names removed. The caller makes sure no live process owns that lab."""
     names = set(lab_namespaces(lab_name)) | (set(extra) & _list_netns())
     left = _delete_netns(names)
     if left:
@@ -138,11 +140,13 @@ def cleanup_stale(lab_name: str, extra=()) -> list:
     with_state = os.path.join(_STATE_DIR, lab_name + ".json")
     if os.path.exists(with_state):
         os.unlink(with_state)
+    _unlock(lab_name, _try_lock(lab_name))  # drop a leftover lock file nobody holds
     return sorted(names)
 
 
 def _proc_start(pid: int):
-    """Start time (clock ticks since boot) of process ``pid``, or None if it does not exist."""
+    """Start time of process ``pid`` (clock ticks since boot; informational, and read by
+    earlier versions of this module), or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[19])
@@ -150,10 +154,57 @@ def _proc_start(pid: int):
         return None
 
 
+def _lock_path(lab_name: str) -> str:
+    return os.path.join(_STATE_DIR, lab_name + ".lock")
+
+
+def _try_lock(lab_name: str):
+    """The fd of lab ``lab_name``'s lock file, locked by us; None if another process (or
+    another Lab object here) holds it. The owner of a live lab holds this lock while the lab
+    is up; the kernel releases it when the owner dies, whatever its PID namespace."""
+    os.makedirs(_STATE_DIR, exist_ok=True)
+    path = _lock_path(lab_name)
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # unlinked by its previous owner meanwhile: lock the new file
+    raise LabError(f"cannot lock {path}")
+
+
+def _unlock(lab_name: str, fd) -> None:
+    """Release (and remove) a lock taken by :func:`_try_lock`."""
+    if fd is None:
+        return
+    try:
+        os.unlink(_lock_path(lab_name))
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
+def _read_state(lab_name: str) -> dict:
+    try:
+        with open(os.path.join(_STATE_DIR, lab_name + ".json")) as f:
+            st = json.load(f)
+        return st if isinstance(st, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def sweep_dead_labs() -> list:
     """Remove the namespaces of every lab whose owning process is gone (killed before it
-    could clean up); returns the lab names swept. Only namespaces recorded in the labs' own
-    state files are touched."""
+    could clean up) and that was not detached; returns the lab names swept. Only namespaces
+    recorded in the labs' own state files are touched."""
     swept = []
     try:
         files = os.listdir(_STATE_DIR)
@@ -161,21 +212,21 @@ def sweep_dead_labs() -> list:
         return swept
     for fn in files:
         name = fn[:-5] if fn.endswith(".json") else None
-        if not name or not _LAB_NAME.match(name):
+        if not name or not _LAB_NAME.match(name) or _read_state(name).get("detached"):
             continue
+        fd = _try_lock(name)
+        if fd is None:
+            continue  # its owner is alive
         try:
-            with open(os.path.join(_STATE_DIR, fn)) as f:
-                st = json.load(f)
-            pid, start = int(st["pid"]), st.get("start")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if pid == os.getpid() or (_proc_start(pid) is not None and _proc_start(pid) == start):
-            continue
-        try:
+            if _read_state(name).get("detached") or not os.path.exists(
+                    os.path.join(_STATE_DIR, fn)):
+                continue
             cleanup_stale(name)
             swept.append(name)
         except LabError:
             pass
+        finally:
+            _unlock(name, fd)
     return swept
 
 
@@ -282,6 +333,7 @@ class Lab:
         self._conns: list = []
         self._sniffers: list = []
         self._created: list[str] = []
+        self._lock_fd = None
         self.is_up = False
 
     # ---------------------------------------------------------------- declaration
@@ -366,11 +418,15 @@ class Lab:
         if not ok:
             raise LabError(f"cannot build lab: {why}")
         sweep_dead_labs()
-        cleanup_stale(self.name, extra=self.namespaces)
+        self._lock_fd = _try_lock(self.name)
+        if self._lock_fd is None:
+            raise LabError(f"lab {self.name!r} is up in another process "
+                           f"(pid {_read_state(self.name).get('pid', '?')}); pick another name")
         with _live_lock:
             _live_labs.add(self)
-        _install_sigterm()
         try:
+            cleanup_stale(self.name, extra=self.namespaces)
+            _install_sigterm()
             self._build()
         except BaseException:
             self.down()
@@ -378,12 +434,12 @@ class Lab:
         self.is_up = True
         return self
 
-    def _save_state(self):
+    def _save_state(self, **extra):
         os.makedirs(_STATE_DIR, exist_ok=True)
         path = os.path.join(_STATE_DIR, self.name + ".json")
         with open(path + ".tmp", "w") as f:
             json.dump({"namespaces": self.namespaces, "pid": os.getpid(),
-                       "start": _proc_start(os.getpid())}, f)
+                       "start": _proc_start(os.getpid()), **extra}, f)
         os.replace(path + ".tmp", path)
 
     def _build(self):
@@ -455,18 +511,41 @@ class Lab:
             s.stop()
         self._sniffers.clear()
         self._registry.close_all()
+        if self._lock_fd is None:  # not ours (never up, or detached): nothing to remove
+            return
         left = _delete_netns(set(self._created) | set(self.namespaces))
         self._created = []
         self.is_up = False
-        with _live_lock:
-            _live_labs.discard(self)
         if left:
             raise LabError(f"could not remove namespaces {left}")
-        path = os.path.join(_STATE_DIR, self.name + ".json")
+        with _live_lock:
+            _live_labs.discard(self)
         try:
-            os.unlink(path)
+            os.unlink(os.path.join(_STATE_DIR, self.name + ".json"))
         except FileNotFoundError:
             pass
+        _unlock(self.name, self._lock_fd)
+        self._lock_fd = None
+
+    def detach(self) -> None:
+        """Leave the lab's namespaces up after this process ends (no teardown, no sweep);
+        ``cleanup_stale(name)`` or the next ``up()`` of a lab with this name removes them.
+        Probes through this object stop working."""
+        if not self.is_up:
+            raise LabError(f"lab {self.name!r} is not up")
+        for c in list(self._conns):
+            c.close()
+        self._conns.clear()
+        for s in list(self._sniffers):
+            s.stop()
+        self._sniffers.clear()
+        self._registry.close_all()
+        self._save_state(detached=True)
+        self.is_up = False
+        with _live_lock:
+            _live_labs.discard(self)
+        fd, self._lock_fd = self._lock_fd, None
+        os.close(fd)  # releases the lock; the lock file stays (harmless)
 
     def __enter__(self):
         return self.up()

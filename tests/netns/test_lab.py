@@ -377,6 +377,33 @@ def test_dead_labs_are_swept(lab_factory, add_std_nodes):
         assert f"fwsg-{other.name}-host" not in netns_list()
 
 
+def test_same_name_in_use_is_refused(lab_factory, add_std_nodes):
+    a = add_std_nodes(lab_factory(), names=("vm1",))
+    b = add_std_nodes(lab_factory(name=a.name), names=("vm1",))
+    with a:
+        with pytest.raises(LabError, match="another process"):
+            b.up()
+        assert a.ping("vm1", "host")  # b's failure left a alone
+    assert not set(a.namespaces) & netns_list()
+
+
+def test_detach_keeps_the_lab(lab_factory, add_std_nodes):
+    from fwsg.lab import cleanup_stale, sweep_dead_labs
+    lab = add_std_nodes(lab_factory(), names=("vm1",))
+    lab.up()
+    try:
+        lab.detach()
+        assert set(lab.namespaces) <= netns_list()
+        sweep_dead_labs()
+        assert set(lab.namespaces) <= netns_list()  # kept on purpose: not swept
+        r = subprocess.run(["ip", "netns", "exec", lab.ns("vm1"), "ping", "-c1", "-W1",
+                            "192.0.2.1"], capture_output=True, timeout=5)
+        assert r.returncode == 0
+    finally:
+        cleanup_stale(lab.name)
+    assert not set(lab.namespaces) & netns_list()
+
+
 def test_two_labs_coexist(lab_factory, add_std_nodes):
     a = add_std_nodes(lab_factory())
     b = add_std_nodes(lab_factory())
