@@ -183,6 +183,25 @@ def fixed_rules(direction, stateful):
     return out
 
 
+def subsumed_by_fixed(rule):
+    """True when the fixed rules every port has already decide every packet ``rule`` matches
+    (Neutron's per-port DHCP reply rules, for instance): such a rule adds nothing."""
+    def within(lo, hi, port):
+        return lo is not None and lo == port and (hi is None or hi == port)
+
+    if rule.protocol == 17:
+        pairs = {(INGRESS, 4): (67, 68), (INGRESS, 6): (547, 546),
+                 (EGRESS, 4): (68, 67), (EGRESS, 6): (546, 547)}
+        sport, dport = pairs[(rule.direction, rule.family)]
+        return within(rule.sport_min, rule.sport_max, sport) and within(
+            rule.port_min, rule.port_max, dport)
+    if rule.protocol == ICMP6 and rule.direction == EGRESS:
+        return True  # every ICMPv6 leaves a VM but RA, which is dropped before any rule
+    if rule.protocol == ICMP6 and rule.direction == INGRESS:
+        return rule.icmp_type in (130, 135, 136)
+    return False
+
+
 class Pending:
     """What changed in the desired state since the last commit: chain and set keys touched,
     net element deltas of sets, keys of maps whose entries changed."""
@@ -236,7 +255,9 @@ class Desired:
         self.reserved = dict(port_ids or {})  # numbers the kernel already uses, by device
         self.refs = {}          # (sg, family) -> set of owners ("g", sg) / ("p", pid)
         self.prefixed = set()   # (sg, family) whose prefix set exists
-        self.addr_owners = {}   # ip -> set of port chain names (ingress4/6 dispatch)
+        self.addr_owners = {}   # ip -> set of port ids (ingress4/6 dispatch)
+        self.profile_of = {}    # port id -> profile (shared port chains) name
+        self.profile_refs = {}  # profile name -> port ids using it
         self._fixed()
 
     # -- fixed objects ------------------------------------------------------------------
@@ -406,7 +427,7 @@ class Desired:
                 if kind == "g":
                     self._group_chains(owner)
                 else:
-                    self._port_chains(owner)
+                    self._port_profile(owner)
 
     def _sync_elements(self, key, wanted):
         have = self.rs.elements[key]
@@ -498,19 +519,46 @@ class Desired:
         self.ids[device] = n
         return n
 
-    def _port_chains(self, pid):
-        port = self.ports.get(pid)
-        pn = Names.port(pid)
-        for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
-            key = ("inet", f"{pn}-{suffix}")
-            if port is None or not port.port_security:
-                self._chain(key, None)
-                continue
-            rules = [f"jump {fixed_chain(direction, self._stateful(port))}"]
+    def _profile_rules(self, port):
+        """(egress rules, ingress rules) of a filtered port's chains."""
+        stateful = self._stateful(port)
+        out = []
+        for direction, suffix in ((EGRESS, "e"), (INGRESS, "i")):
+            rules = [f"jump {fixed_chain(direction, stateful)}"]
             rules += [f"jump {Names.group(sg)}-{suffix}" for sg in port.security_groups]
-            rules += self._render(r for r in port.rules if r.direction == direction)
+            rules += self._render(r for r in port.rules
+                                  if r.direction == direction and not subsumed_by_fixed(r))
             rules.append("drop")
-            self._chain(key, ChainDef("inet", key[1], _dedupe(rules)))
+            out.append(_dedupe(rules))
+        return out
+
+    def _port_profile(self, pid):
+        """Point the port's dispatch entries at the chains of its profile (ports whose chains
+        would be identical share them); create and remove profile chains by use."""
+        port = self.ports.get(pid)
+        old = self.profile_of.pop(pid, None)
+        new = None
+        if port is not None and port.port_security:
+            egress, ingress = self._profile_rules(port)
+            new = "p" + short_hash("\n".join(egress) + "\0" + "\n".join(ingress))
+            if new not in self.profile_refs:
+                self.profile_refs[new] = set()
+                self._chain(("inet", f"{new}-e"), ChainDef("inet", f"{new}-e", egress))
+                self._chain(("inet", f"{new}-i"), ChainDef("inet", f"{new}-i", ingress))
+            self.profile_refs[new].add(pid)
+            self.profile_of[pid] = new
+            n = self.ids[port.device]
+            self._map_set(("inet", "egress"), mark(n << 16), f"jump {new}-e")
+            self._map_set(("inet", "ingress"), mark(n), f"jump {new}-i")
+            for ip in port.fixed_ips:
+                self._dispatch_addr(ip)
+        if old is not None and old != new:
+            refs = self.profile_refs.get(old, set())
+            refs.discard(pid)
+            if not refs:
+                self.profile_refs.pop(old, None)
+                self._chain(("inet", f"{old}-e"), None)
+                self._chain(("inet", f"{old}-i"), None)
 
     def _stateful(self, port):
         for sg in port.security_groups:
@@ -520,17 +568,15 @@ class Desired:
         return True
 
     def _port_elements(self, port, n):
-        """(set key, element) pairs and (map key, key, value) triples a filtered port adds."""
-        pn = Names.port(port.id)
+        """(set key, element) pairs and (map key, key, value) triples a filtered port adds
+        besides its dispatch entries."""
         dev = quote_ifname(port.device)
         elems = [(("bridge", "secured"), dev), (("bridge", "macs"), f"{dev} . {port.mac}")]
         for fam in (4, 6):
             for ip, mac in port.addresses(fam):
                 elems.append((("bridge", "macs"), f"{dev} . {mac}"))
                 elems.append((("bridge", SPOOF_SETS[(fam, is_prefix(ip))]), f"{dev} . {mac} . {ip}"))
-        maps = [(("inet", "egress"), mark(n << 16), f"jump {pn}-e"),
-                (("inet", "ingress"), mark(n), f"jump {pn}-i"),
-                (("bridge", "port-src"), dev, mark(n << 16)),
+        maps = [(("bridge", "port-src"), dev, mark(n << 16)),
                 (("bridge", "port-dst"), dev, mark(n))]
         return elems, maps
 
@@ -539,12 +585,10 @@ class Desired:
         if port.id in self.ports:
             self.remove_port(port.id, _keep_number=self.ports[port.id].device == port.device)
         self.ports[port.id] = port
-        pn = Names.port(port.id)
         if not port.port_security:
             return
         n = self._allocate(port.device)
         self._set_refs(("p", port.id), port.rules)
-        self._port_chains(port.id)
         elems, maps = self._port_elements(port, n)
         for key, e in elems:
             if key not in self.rs.sets:  # first prefix address pair: its interval set
@@ -554,26 +598,27 @@ class Desired:
         for key, k, v in maps:
             self._map_set(key, k, v)
         for ip in port.fixed_ips:
-            self.addr_owners.setdefault(ip, set()).add(pn)
-            self._dispatch_addr(ip)
+            self.addr_owners.setdefault(ip, set()).add(port.id)
+        self._port_profile(port.id)
 
     def remove_port(self, pid, _keep_number=False):
         """Remove a port and everything it owns."""
         port = self.ports.pop(pid, None)
         if port is None or not port.port_security:
             return
-        pn = Names.port(pid)
         n = self.ids[port.device]
         elems, maps = self._port_elements(port, n)
         for key, e in elems:
             self._elem_del(key, e)
         for key, k, _ in maps:
             self._map_set(key, k, None)
+        self._map_set(("inet", "egress"), mark(n << 16), None)
+        self._map_set(("inet", "ingress"), mark(n), None)
+        self._port_profile(pid)
         for ip in port.fixed_ips:
-            self.addr_owners.get(ip, set()).discard(pn)
+            self.addr_owners.get(ip, set()).discard(pid)
             self._dispatch_addr(ip)
         self._set_refs(("p", pid), ())
-        self._port_chains(pid)
         if not _keep_number:
             del self.ids[port.device]
             self.reserved.pop(port.device, None)
@@ -585,17 +630,17 @@ class Desired:
 
     def _dispatch_addr(self, ip):
         key = ("inet", "ingress6" if ":" in ip else "ingress4")
-        owners = self.addr_owners.get(ip) or set()
-        if not owners:
+        owners = [p for p in self.addr_owners.get(ip, ()) if p in self.profile_of]
+        if not self.addr_owners.get(ip):
             self.addr_owners.pop(ip, None)
         # an address on two ports cannot select one port: left to the bridge path
-        self._map_set(key, ip, f"jump {next(iter(owners))}-i" if len(owners) == 1 else None)
+        self._map_set(key, ip, f"jump {self.profile_of[owners[0]]}-i" if len(owners) == 1 else None)
 
     def refresh_ports_of_group(self, sg):
-        """Re-render port chains whose statefulness depends on ``sg``."""
+        """Re-derive the profiles of the ports whose statefulness depends on ``sg``."""
         for pid, port in self.ports.items():
             if sg in port.security_groups:
-                self._port_chains(pid)
+                self._port_profile(pid)
 
     # -- whole models -------------------------------------------------------------------
     def load(self, model):
@@ -627,7 +672,8 @@ class Desired:
         for pid, p in self.ports.items():
             if p.port_security:
                 ports[pid] = {"device": p.device, "filtered": True, "number": self.ids[p.device],
-                              "name": Names.port(pid), "groups": list(p.security_groups)}
+                              "profile": self.profile_of.get(pid),
+                              "groups": list(p.security_groups)}
             else:
                 ports[pid] = {"device": p.device, "filtered": False}
         groups = {sg: {"name": Names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}

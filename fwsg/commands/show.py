@@ -20,14 +20,16 @@ def gather(netns):
 
     rs = NftBackend(netns).read()
     names = statefile.load(netns)
-    by_name = {v.get("name"): k for k, v in names.get("ports", {}).items() if v.get("name")}
+    by_device = {v.get("device"): (k, v) for k, v in names.get("ports", {}).items()}
     groups_by_name = {v.get("name"): k for k, v in names.get("groups", {}).items()}
+    egress = rs.elements.get(("inet", "egress"), {})
     ports = []
-    dst = rs.elements.get(("bridge", "port-dst"), {})
     for dev, val in sorted(rs.elements.get(("bridge", "port-src"), {}).items()):
-        chain = dst.get(dev, "").replace("jump ", "")[:-2]
-        ports.append({"device": dev.strip('"'), "number": int(val, 16) >> 16,
-                      "name": chain, "id": by_name.get(chain)})
+        number = int(val, 16) >> 16
+        pid, rec = by_device.get(dev.strip('"'), (None, {}))
+        ports.append({"device": dev.strip('"'), "number": number, "id": pid,
+                      "profile": egress.get(f"0x{number << 16:08x}", "").replace("jump ", "")[:-2],
+                      "groups": rec.get("groups", [])})
     groups = sorted({c[1][:-2] for c in rs.chains if c[0] == "inet" and c[1].startswith("g")
                      and c[1][-2:] in ("-i", "-e")})
     sets = [{"family": k[0], "name": k[1], "kind": "map" if sd.is_map else "set",
@@ -57,7 +59,8 @@ def run(args):
           f"{info['elements']} elements")
     print("ports:")
     for p in info["ports"]:
-        print(f"  {p['device']:<16} #{p['number']:<5} {p['name']:<14} {p['id'] or ''}")
+        print(f"  {p['device']:<16} #{p['number']:<5} {p['profile']:<12} {p['id'] or ''}"
+              + (f"  groups: {', '.join(p['groups'])}" if p["groups"] else ""))
     print("groups:")
     for g in info["groups"]:
         print(f"  {g['name']:<14} {g['id'] or ''}")

@@ -99,6 +99,28 @@ def test_port_numbers_stay_stable():
     assert ids2["tap9"] == ids1["tap2"]  # the freed number is reused
 
 
+def test_ports_with_identical_chains_share_a_profile(demo_model):
+    doc = copy.deepcopy(demo_model)
+    twin = copy.deepcopy(doc["devices"]["port-db"])
+    twin.update(device="tap-vm9", mac_address="fa:16:3e:00:00:19", fixed_ips=["192.0.2.19"])
+    # Neutron's per-port DHCP reply rule is subsumed by the fixed rules: still the same profile
+    twin["security_group_rules"] = [{"direction": "ingress", "ethertype": "IPv4", "protocol": "udp",
+                                     "port_range_min": 68, "port_range_max": 68,
+                                     "source_port_range_min": 67, "source_port_range_max": 67,
+                                     "dest_ip_prefix": "192.0.2.19/32"}]
+    doc["devices"]["port-db2"] = twin
+    rs = compile_model(doc)
+    ports = rs.meta["ports"]
+    assert ports["port-db2"]["profile"] == ports["port-db"]["profile"]
+    assert ports["port-web"]["profile"] != ports["port-db"]["profile"]
+    assert len([k for k in rs.chains if k[0] == "inet" and k[1].startswith("p")]) == 2 * 3
+    # a rule that is not subsumed makes its own profile
+    twin["security_group_rules"] = [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+                                     "port_range_min": 8080}]
+    rs = compile_model(doc)
+    assert rs.meta["ports"]["port-db2"]["profile"] != rs.meta["ports"]["port-db"]["profile"]
+
+
 def test_port_security_disabled_is_unfiltered(demo_model):
     doc = copy.deepcopy(demo_model)
     doc["devices"]["port-client"]["port_security_enabled"] = False
@@ -113,9 +135,9 @@ def test_stateless_port_has_no_conntrack_rule(demo_model):
     for r in doc["security_groups"]["sg-client"]:
         r["stateful"] = False
     rs = compile_model(doc)
-    pid = rs.meta["ports"]["port-client"]["name"]
+    pid = rs.meta["ports"]["port-client"]["profile"]
     assert rs.chains[("inet", pid + "-e")].rules[0] == "jump fixed-e-sl"
     assert not any(r.startswith("ct state") for r in rs.chains[("inet", "fixed-e-sl")].rules)
-    pweb = rs.meta["ports"]["port-web"]["name"]
+    pweb = rs.meta["ports"]["port-web"]["profile"]
     assert rs.chains[("inet", pweb + "-e")].rules[0] == "jump fixed-e-sf"
     assert rs.chains[("inet", "fixed-e-sf")].rules[0] == "ct state invalid drop"

@@ -68,10 +68,10 @@ def test_port_removal_deletes_its_objects_in_a_valid_order(demo_model):
     del doc["devices"]["port-client"]
     fw.apply(doc)  # the fake refuses deleting chains still referenced
     chains = {k[1] for k in fw.backend.chains}
-    name = fw.names()["ports"]  # port-client gone from meta
-    assert "port-client" not in name
-    assert not any(c.endswith("-t") and c not in {
-        v["name"] + "-t" for v in name.values() if v.get("filtered")} for c in chains)
+    ports = fw.names()["ports"]  # port-client gone from meta
+    assert "port-client" not in ports
+    profiles = {v["profile"] for v in ports.values() if v.get("filtered")}
+    assert {c[:-2] for c in chains if c.startswith("p") and c != "prerouting"} == profiles
 
 
 def test_failed_transaction_leaves_state_unchanged(demo_model):
