@@ -381,9 +381,11 @@ cdef class ElementWriter:
             self.nl = NULL
 
     def commit(self, ops):
-        """Commit ``ops`` as one atomic batch: a list of (add, family, set name, packed, width)
-        with ``family`` "inet" or "bridge", ``packed`` sorted big-endian records of ``width``
-        bytes. Raises KernelError (nothing changed) when the kernel refuses."""
+        """Commit ``ops`` as one atomic batch. Each op is (add, family, set, texts, keys, width,
+        values): ``family`` "inet" or "bridge"; ``keys`` packed records of ``width`` bytes or a
+        list of bytes; ``values`` None or a list (bytes of a map value, or the chain name of a
+        jump); ``texts`` the elements' nft text (for messages). Raises KernelError (nothing
+        changed) when the kernel refuses."""
         if self.nl == NULL:
             raise KernelError("netlink socket is closed")
         cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, 0)
@@ -393,21 +395,27 @@ cdef class ElementWriter:
         cdef N.nftnl_set *s
         cdef N.nftnl_set_elem *e
         cdef N.nlmsghdr *nlh
-        cdef const unsigned char *p
+        cdef const unsigned char *p = NULL
         cdef Py_ssize_t width, n, i, j, end
-        cdef bytes name_b
+        cdef bytes name_b, kb, chain_b
         cdef int fam
+        cdef int jump = N.NFT_JUMP
         cdef uint16_t flags
         cdef N.iovec iov
+        cdef object v
         try:
             N.nftnl_batch_begin(<char *>N.nftnl_batch_buffer(b), self.seq)
             self.seq += 1
             N.nftnl_batch_update(b)
-            for add, family, name, packed, width in ops:
+            for add, family, name, texts, keys, width, values in ops:
                 fam = _FAMILIES[family]
                 name_b = name.encode()
-                p = <const unsigned char *>PyBytes_AS_STRING(packed)
-                n = len(packed) // width
+                packed = type(keys) is bytes
+                if packed:
+                    p = <const unsigned char *>PyBytes_AS_STRING(keys)
+                    n = len(keys) // width
+                else:
+                    n = len(keys)
                 flags = N.NLM_F_ACK | (N.NLM_F_CREATE if add else 0)
                 i = 0
                 while i < n:
@@ -417,7 +425,20 @@ cdef class ElementWriter:
                     N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name_b)
                     for j in range(i, end):
                         e = N.nftnl_set_elem_alloc()
-                        N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * width, width)
+                        if packed:
+                            N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * width, width)
+                        else:
+                            kb = keys[j]
+                            N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, <const char *>kb, len(kb))
+                        if values is not None:
+                            v = values[j]
+                            if type(v) is str:
+                                chain_b = v.encode()
+                                N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
+                                N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
+                            else:
+                                kb = v
+                                N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))
                         N.nftnl_set_elem_add(s, e)
                     nlh = N.nftnl_nlmsg_build_hdr(<char *>N.nftnl_batch_buffer(b),
                                                   N.NFT_MSG_NEWSETELEM if add else N.NFT_MSG_DELSETELEM,

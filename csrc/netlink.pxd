@@ -26,6 +26,7 @@ cdef extern from "linux/netfilter/nf_tables.h" nogil:
     enum:
         NFT_MSG_NEWSETELEM
         NFT_MSG_DELSETELEM
+        NFT_JUMP
 
 
 cdef extern from "libmnl/libmnl.h" nogil:
@@ -84,11 +85,15 @@ cdef extern from "libnftnl/set.h" nogil:
         NFTNL_SET_TABLE
         NFTNL_SET_NAME
         NFTNL_SET_ELEM_KEY
+        NFTNL_SET_ELEM_DATA
+        NFTNL_SET_ELEM_VERDICT
+        NFTNL_SET_ELEM_CHAIN
 
     nftnl_set *nftnl_set_alloc()
     void nftnl_set_free(const nftnl_set *s)
     int nftnl_set_set_str(nftnl_set *s, uint16_t attr, const char *str)
     nftnl_set_elem *nftnl_set_elem_alloc()
     int nftnl_set_elem_set(nftnl_set_elem *s, uint16_t attr, const void *data, uint32_t data_len)
+    int nftnl_set_elem_set_str(nftnl_set_elem *s, uint16_t attr, const char *str)
     void nftnl_set_elem_add(nftnl_set *s, nftnl_set_elem *elem)
     void nftnl_set_elems_nlmsg_build_payload(nlmsghdr *nlh, nftnl_set *s)

@@ -6,6 +6,7 @@ NftContext calls libnftables in-process through ctypes.
 import ctypes
 import ctypes.util
 import socket
+import sys
 
 from fwsg.errors import KernelError
 
@@ -188,16 +189,26 @@ class ElementWriter:
         self._ctx.close()
 
     def commit(self, ops):
-        """Commit ``ops`` as one atomic batch: a list of (add, family, set name, packed, width)
-        with ``family`` "inet" or "bridge", ``packed`` sorted big-endian records of ``width``
-        bytes. Raises KernelError (nothing changed) when the kernel refuses."""
+        """Commit ``ops`` as one atomic batch. Each op is (add, family, set, texts, keys, width,
+        values): ``family`` "inet" or "bridge"; ``keys`` packed records of ``width`` bytes or a
+        list of bytes; ``values`` None or a list (bytes of a map value, or the chain name of a
+        jump); ``texts`` the elements' nft text (for messages). Raises KernelError (nothing
+        changed) when the kernel refuses."""
         cmds = []
-        for add, family, name, packed, width in ops:
+        for add, family, name, texts, _keys, _width, values in ops:
             if family not in ("inet", "bridge"):
                 raise KeyError(family)
-            items = unpack_addrs(packed, 4 if width == 4 else 6)
+            items = list(texts)
+            if values is not None and add:
+                items = [f"{t} : {_value_text(v)}" for t, v in zip(texts, values)]
             for i in range(0, len(items), 1024):
                 cmds.append(f"{'add' if add else 'delete'} element {family} fwsg {name} "
                             f"{{ {', '.join(items[i:i + 1024])} }}")
         if cmds:
             self._ctx.run("\n".join(cmds) + "\n")
+
+
+def _value_text(v):
+    if isinstance(v, str):
+        return f"jump {v}"
+    return f"0x{int.from_bytes(v, sys.byteorder):08x}"

@@ -43,6 +43,7 @@ class ApplyResult:
     conntrack_killed: int = 0
     notices: list = field(default_factory=list)
     repaired: list = field(default_factory=list)
+    transport: str = None
 
     @property
     def counts(self):
@@ -54,7 +55,7 @@ class ApplyResult:
         return {"changed": self.changed, "summary": self.summary, "counts": self.counts,
                 "batch_bytes": self.batch_bytes, "timings_ms": self.timings_ms,
                 "conntrack_killed": self.conntrack_killed, "notices": self.notices,
-                "repaired": self.repaired}
+                "repaired": self.repaired, "transport": self.transport}
 
 
 class Firewall:
@@ -386,7 +387,7 @@ class Firewall:
         t3 = time.perf_counter()
         notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
         try:
-            self.backend.commit(plan)
+            transport = self.backend.commit(plan)
         except KernelError:
             self._rollback()
             raise
@@ -406,6 +407,7 @@ class Firewall:
         timings.update({"diff": _ms(t2, t3), "commit": _ms(t3, t4), "conntrack": _ms(t4, t5),
                         "total": _ms(t0, t5)})
         result = self._result(plan, timings, t0, killed, notices)
+        result.transport = transport
         if repair:
             result.repaired = _describe(plan)
         self.last_result = result

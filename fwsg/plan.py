@@ -14,7 +14,7 @@ incremental change costs O(change), not O(ruleset).
 from dataclasses import dataclass, field
 from typing import List
 
-from fwsg import fast
+from fwsg import fast, nlencode
 from fwsg.ruleset import TABLE, Ruleset
 
 _CHUNK = 4096  # elements per "add element" statement
@@ -42,22 +42,47 @@ class Plan:
         return sum(len(c) + 1 for c in self.commands)
 
     def element_ops(self):
-        """The plan as direct element operations (add, family, set, packed, width) when it only
-        adds/deletes elements of plain address sets; else None."""
-        if not self.ops or any(op[0] != "elems" for op in self.ops):
+        """The plan as direct element operations when it only adds/deletes elements of sets and
+        maps whose encodings are known (see nlencode); else None. Each op is (add, family, set,
+        texts, keys, width, values): ``keys`` packed records of ``width`` bytes or a list of
+        bytes, ``values`` None or a list (mark bytes, or the chain name of a jump). Deletions
+        come first, so a map key whose value changes is deleted, then added."""
+        if not self.ops or any(op[0] not in ("elems", "map") for op in self.ops):
             return None
-        out = []
-        for _, _key, added, removed, sd in self.ops:
-            if sd.interval or sd.is_map or sd.key_type not in ("ipv4_addr", "ipv6_addr"):
-                return None
-            fam, width = (4, 4) if sd.key_type == "ipv4_addr" else (6, 16)
-            for add, items in ((True, added), (False, removed)):
-                if items:
-                    packed, rejects = fast.pack_addrs(items, fam)
-                    if rejects:
-                        return None
-                    out.append((add, sd.family, sd.name, packed, width))
-        return out
+        dels, adds = [], []
+        try:
+            for op in self.ops:
+                sd = op[4]
+                if not nlencode.encodable(sd):
+                    return None
+                if op[0] == "elems":
+                    _, _key, added, removed, _ = op
+                    for add, items in ((True, added), (False, removed)):
+                        if not items:
+                            continue
+                        if sd.key_type in ("ipv4_addr", "ipv6_addr"):
+                            fam = 4 if sd.key_type == "ipv4_addr" else 6
+                            keys, rejects = fast.pack_addrs(items, fam)
+                            if rejects:
+                                return None
+                            width = 4 if fam == 4 else 16
+                        else:
+                            keys, width = [nlencode.encode_key(sd.key_type, t) for t in items], 0
+                        (adds if add else dels).append(
+                            (add, sd.family, sd.name, list(items), keys, width, None))
+                else:
+                    _, _key, added, removed, _, changed = op
+                    gone = list(removed) + list(changed)
+                    if gone:
+                        dels.append((False, sd.family, sd.name, gone,
+                                     [nlencode.encode_key(sd.key_type, k) for k in gone], 0, None))
+                    if added:
+                        adds.append((True, sd.family, sd.name, [k for k, _ in added],
+                                     [nlencode.encode_key(sd.key_type, k) for k, _ in added], 0,
+                                     [nlencode.encode_value(sd.value_type, v) for _, v in added]))
+        except ValueError:
+            return None
+        return dels + adds
 
     def update(self, current):
         """Apply this plan's effect to ``current`` (a Ruleset mirroring the kernel)."""
@@ -159,7 +184,7 @@ def diff(desired, current, pending=None):
             if removed:
                 map_dels.extend(_elements("delete", sd.family, sd.name, removed))
             if added or changed or removed:
-                ops.append(("map", k, added + changed, removed))
+                ops.append(("map", k, added + changed, removed, sd, [c[0] for c in changed]))
             s["elements_added"] += len(added) + len(changed)
             s["elements_removed"] += len(removed) + len(changed)
         else:

@@ -35,7 +35,7 @@ class FakeBackend:
     def commit(self, plan):
         """Apply every command of ``plan`` or none (KernelError)."""
         if not plan:
-            return
+            return None
         saved = copy.deepcopy((self.tables, self.sets, self.elements, self.chains, self._handle))
         try:
             for cmd in plan.commands:
@@ -44,6 +44,7 @@ class FakeBackend:
             self.tables, self.sets, self.elements, self.chains, self._handle = saved
             raise
         self.commits += 1
+        return "fake"
 
     def flush(self):
         present = sorted(self.tables)

@@ -37,14 +37,15 @@ class NftBackend:
     def commit(self, plan):
         """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan that only
         adds/deletes address-set elements goes straight to netlink (no libnftables cache
-        refill); anything else through libnftables."""
+        refill); anything else through libnftables. Returns which way it went."""
         if not plan:
-            return
+            return None
         ops = plan.element_ops()
         if ops:
             self._writer.commit(ops)
-        else:
-            self._ctx.run(str(plan))
+            return "netlink"
+        self._ctx.run(str(plan))
+        return "libnftables"
 
     def flush(self):
         """Delete fwsg's tables (those that exist); return the families removed."""

@@ -347,3 +347,37 @@ def test_second_apply_changes_nothing_in_kernel(env):
     assert not fresh.plan(doc)
     assert not fresh.apply(doc).changed
     assert nft_handles(lab) == before
+
+
+def test_direct_netlink_elements_match_libnftables(env):
+    """A port whose chains already exist (same groups as another) is added with elements only,
+    through the direct netlink path: packets, anti-spoofing and a cold read-back all agree."""
+    lab, fw = env
+    groups = {"web": [rule("ingress", protocol="tcp", ports=80),
+                      rule("ingress", "IPv6", protocol="tcp", ports=80)] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    doc = apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["web"]})
+    vm3 = lab.node("vm3")
+    r = fw.prepare_port_filter({"id": "port-vm3", "device": vm3.tap, "mac_address": vm3.mac,
+                                "fixed_ips": vm3.ipv4 + vm3.ipv6, "security_groups": ["web"]})
+    assert r.transport == "netlink"
+    assert r.summary["chains_added"] == 0
+    assert lab.matrix([("tcp_connect", "vm1", "vm3", {"port": 80}),
+                       ("tcp_connect", "vm1", "vm3", {"port": 80, "family": 6}),
+                       ("tcp_connect", "vm1", "vm3", {"port": 81}),
+                       ("tcp_connect", "host", "vm3", {"port": 81})]) == [True, True, False, False]
+    lab.add_address("vm3", "192.0.2.53/24")
+    try:
+        assert not lab.tcp_connect("vm3", "vm1", port=80, src_ip="192.0.2.53")
+        assert lab.tcp_connect("vm3", "out", port=80)
+    finally:
+        lab.del_address("vm3", "192.0.2.53/24")
+    doc["devices"]["port-vm3"] = {"device": vm3.tap, "mac_address": vm3.mac,
+                                  "fixed_ips": vm3.ipv4 + vm3.ipv6, "security_groups": ["web"]}
+    for fam in ("IPv4", "IPv6"):
+        doc["sg_member_ips"]["web"][fam] += getattr(vm3, "ipv4" if fam == "IPv4" else "ipv6")
+    assert not Firewall(netns=lab.host_ns).plan(doc)      # the kernel holds the same elements
+    r = fw.remove_port_filter("port-vm3")
+    assert r.transport == "netlink"
+    assert not lab.tcp_connect("vm3", "vm1", port=80)     # vm1 takes no new tcp from it
+    assert lab.tcp_connect("out", "vm3", port=81)         # vm3 itself is unfiltered now
