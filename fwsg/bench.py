@@ -336,12 +336,12 @@ class Bench:
     def table(self, out):
         w = max(len(r[0]) for r in self.rows)
         out.write(f"\n{'measurement':<{w}} | {'fwsg ms':>9} | {'baseline':<30} | {'base ms':>9} | "
-                  f"{'ratio':>6} | {'target':<18} | met\n")
+                  f"{'fwsg/base':>9} | {'target':<18} | met\n")
         out.write("-" * (w + 100) + "\n")
         for what, f_ms, bw, b_ms, ratio, target, met, note in self.rows:
             out.write(f"{what:<{w}} | {f_ms:>9.3f} | {bw:<30} | "
                       f"{(f'{b_ms:.3f}' if b_ms else ''):>9} | "
-                      f"{(f'{ratio:.2f}x' if ratio else ''):>6} | {target:<18} | "
+                      f"{(f'{ratio:.3g}x' if ratio else ''):>9} | {target:<18} | "
                       f"{'' if met is None else ('yes' if met else 'NO')}"
                       f"{'  ' + note if note else ''}\n")
         s = self.data.get("sizes")

@@ -250,6 +250,7 @@ class Desired:
         self.groups = {}        # sg -> tuple of Rule
         self.members = {}       # (sg, family) -> set of canonical hosts and prefixes
         self.prefix_members = {}  # (sg, family) -> the prefixes among them
+        self.loaded_members = {}  # (sg, family) -> the member tuple of the last model loaded
         self.ports = {}         # pid -> Port
         self.ids = {}           # device -> port number
         self.reserved = dict(port_ids or {})  # numbers the kernel already uses, by device
@@ -458,11 +459,12 @@ class Desired:
             self.groups[sg] = tuple(rules)
             self._set_refs(("g", sg), rules)
         self._group_chains(sg)
-        if _stateless(old or ()) != _stateless(rules or ()):
+        if is_stateless(old or ()) != is_stateless(rules or ()):
             self.refresh_ports_of_group(sg)
 
     def set_members(self, sg, fam, members):
         """Replace the members (canonical hosts/prefixes) of one group and family."""
+        self.loaded_members.pop((sg, fam), None)
         self.members[(sg, fam)] = set(members)
         self.prefix_members[(sg, fam)] = {m for m in self.members[(sg, fam)] if is_prefix(m)}
         if (sg, fam) in self.refs:
@@ -471,6 +473,7 @@ class Desired:
     def add_members(self, sg, fam, members):
         """Add canonical members; touches only set elements unless the first prefix arrives."""
         cur = self.members.setdefault((sg, fam), set())
+        self.loaded_members.pop((sg, fam), None)
         new = [m for m in members if m not in cur]
         cur.update(new)
         pfx = [m for m in new if is_prefix(m)]
@@ -490,6 +493,7 @@ class Desired:
         if not cur:
             return
         gone = [m for m in members if m in cur]
+        self.loaded_members.pop((sg, fam), None)
         cur.difference_update(gone)
         pfx = [m for m in gone if is_prefix(m)]
         if pfx:
@@ -652,10 +656,14 @@ class Desired:
             self.remove_port(pid)
         for sg, fams in model.members.items():
             for fam, ips in fams.items():
+                if self.loaded_members.get((sg, fam)) == ips:
+                    continue  # the same tuple as last loaded (compared without hashing)
                 if set(ips) != self.members.get((sg, fam), set()):
                     self.set_members(sg, fam, ips)
+                self.loaded_members[(sg, fam)] = ips
         for (sg, fam) in [k for k in self.members if k[0] not in model.members]:
             self.set_members(sg, fam, ())
+            self.loaded_members.pop((sg, fam), None)
         for sg, rules in model.groups.items():
             if self.groups.get(sg) != rules:
                 self.set_group(sg, rules)
@@ -680,7 +688,7 @@ class Desired:
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
 
 
-def _stateless(rules):
+def is_stateless(rules):
     return bool(rules) and not all(r.stateful for r in rules)
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from fwsg import fast
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
-from fwsg.compile import Desired, Pending, compile_model
+from fwsg.compile import Desired, Pending, is_stateless, compile_model
 from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
-from fwsg.model import Model, parse_port, parse_rule
+from fwsg.model import Model, member_order, parse_port, parse_rule
 from fwsg.netns import check, entered
 from fwsg.plan import Plan, diff
 
@@ -116,7 +116,7 @@ class Firewall:
             d = self._desired
             members = {}
             for (sg, fam), ips in d.members.items():
-                members.setdefault(sg, {4: (), 6: ()})[fam] = tuple(sorted(ips))
+                members.setdefault(sg, {4: (), 6: ()})[fam] = member_order(ips, fam)
             self._model = Model(dict(d.groups), members, dict(d.ports))
         return self._model
 
@@ -348,16 +348,17 @@ class Firewall:
         self._note(undo)
 
     def _check_statefulness(self, sg, rules):
-        stateless = bool(rules) and not all(r.stateful for r in rules)
+        """Refuse a rule change that would make a port mix stateful and stateless groups."""
+        stateless = is_stateless(rules)
         d = self._desired
+        if stateless == is_stateless(d.groups.get(sg, ())):
+            return  # statefulness unchanged: no port can start mixing
         for pid, port in d.ports.items():
             if sg not in port.security_groups or not port.port_security:
                 continue
             for other in port.security_groups:
-                if other == sg:
-                    continue
                 o = d.groups.get(other, ())
-                if o and (not all(r.stateful for r in o)) != stateless:
+                if other != sg and o and is_stateless(o) != stateless:
                     raise ValidationError(f"security_groups.{sg}", f"port {pid!r} would mix "
                                           "stateful and stateless groups (Neutron forbids this)")
 

@@ -18,6 +18,8 @@ from fwsg import fast, nlencode
 from fwsg.ruleset import TABLE, Ruleset
 
 _CHUNK = 4096  # elements per "add element" statement
+BULK_THRESHOLD = 20000  # element additions above which a plan is committed in steps
+BULK_CHUNK = 50000      # elements per step: keeps each netlink batch short
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Plan:
     commands: List[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     ops: list = field(default_factory=list)
+    adds_at: dict = field(default_factory=dict)  # set key -> indices of its "add element" commands
 
     def __str__(self):
         return "".join(c + "\n" for c in self.commands)
@@ -84,6 +87,38 @@ class Plan:
             return None
         return dels + adds
 
+    def split_bulk(self, threshold=BULK_THRESHOLD, chunk=BULK_CHUNK):
+        """For a big cold start or resync: (text, batches) where ``text`` is the plan without the
+        element additions of plain address sets and ``batches`` those additions as direct
+        element batches of at most ``chunk`` elements each. Committed in that order, every step
+        is atomic and leaves a ruleset that is correct and never more open than the target
+        (a remote group lacking members matches less). None when the plan adds fewer than
+        ``threshold`` such elements."""
+        bulk = [op for op in self.ops if op[0] == "elems" and op[2] and not op[4].interval
+                and op[4].key_type in ("ipv4_addr", "ipv6_addr") and op[1] in self.adds_at]
+        if sum(len(op[2]) for op in bulk) < threshold:
+            return None
+        skip = set()
+        batches, current, size = [], [], 0
+        for _, key, added, _, sd in bulk:
+            skip.update(self.adds_at[key])
+            fam, width = (4, 4) if sd.key_type == "ipv4_addr" else (6, 16)
+            packed, rejects = fast.pack_addrs(added, fam)
+            if rejects:
+                return None
+            for i in range(0, len(packed) // width, chunk):
+                part = packed[i * width:(i + chunk) * width]
+                texts = added[i:i + chunk]
+                if size and size + len(texts) > chunk:
+                    batches.append(current)
+                    current, size = [], 0
+                current.append((True, sd.family, sd.name, texts, part, width, None))
+                size += len(texts)
+        if current:
+            batches.append(current)
+        text = "".join(c + "\n" for i, c in enumerate(self.commands) if i not in skip)
+        return text, batches
+
     def update(self, current):
         """Apply this plan's effect to ``current`` (a Ruleset mirroring the kernel)."""
         for op in self.ops:
@@ -131,7 +166,7 @@ def diff(desired, current, pending=None):
     equal. With ``pending`` (a compile.Pending) only the keys it names are compared."""
     if current is None:
         current = Ruleset(tables=frozenset())
-    cmds, ops = [], []
+    cmds, ops, adds_at = [], [], {}
     s = {"tables_added": [], "sets_added": 0, "sets_removed": 0, "elements_added": 0,
          "elements_removed": 0, "chains_added": 0, "chains_changed": 0, "chains_removed": 0}
 
@@ -194,7 +229,9 @@ def diff(desired, current, pending=None):
                 pa, pr = pending.elems[k]
                 added, removed = fast.diff_delta(pa, pr, have)
             if added:
+                start = len(cmds)
                 cmds.extend(_elements("add", sd.family, sd.name, added))
+                adds_at[k] = range(start, len(cmds))
             if removed:
                 set_dels.extend(_elements("delete", sd.family, sd.name, removed))
             if added or removed:
@@ -248,7 +285,7 @@ def diff(desired, current, pending=None):
     for fam in sorted(current.tables - desired.tables):
         cmds.append(f"delete table {fam} {TABLE}")
         ops.append(("table", fam, False))
-    return Plan(cmds, s, ops)
+    return Plan(cmds, s, ops, adds_at)
 
 
 def _rules(chain):

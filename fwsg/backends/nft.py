@@ -37,13 +37,23 @@ class NftBackend:
     def commit(self, plan):
         """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan that only
         adds/deletes address-set elements goes straight to netlink (no libnftables cache
-        refill); anything else through libnftables. Returns which way it went."""
+        refill); anything else through libnftables. A plan adding many address elements (a
+        cold start) is committed in steps: the structure through libnftables, then the elements
+        in bounded netlink batches, each step atomic and never more open than the target.
+        Returns which way it went."""
         if not plan:
             return None
         ops = plan.element_ops()
         if ops:
             self._writer.commit(ops)
             return "netlink"
+        split = plan.split_bulk()
+        if split is not None:
+            text, batches = split
+            self._ctx.run(text)
+            for batch in batches:
+                self._writer.commit(batch)
+            return "libnftables+netlink"
         self._ctx.run(str(plan))
         return "libnftables"
 
