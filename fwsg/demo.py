@@ -126,6 +126,9 @@ def run(model_path=None, name="demo", keep=False, timeout=0.5, as_json=False, ou
         else:
             print_matrix(rows, nodes, out)
         if keep:
+            from fwsg import statefile
+
+            statefile.save(lab.host_ns, fw.names())
             lab.detach()
             print(f"== lab kept. Try: ip netns exec {lab.ns('vm1')} ping 192.0.2.12 ; "
                   f"fwsg show --netns {lab.host_ns} ; remove it with: fwsg demo --down "
