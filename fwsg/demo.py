@@ -58,13 +58,18 @@ SERVICES = (
 )
 
 
+def add_nodes(lab, names=tuple(NODES)):
+    """Declare the demo's nodes (VMs vm1-vm3, the outside host ``out``) on a Lab."""
+    for node in names:
+        (lab.add_outside if node == "out" else lab.add_vm)(node, **NODES[node])
+    return lab
+
+
 def build_lab(name):
+    """The demo's lab (not yet up)."""
     from fwsg.lab import Lab
 
-    lab = Lab(name)
-    for node, spec in NODES.items():
-        (lab.add_outside if node == "out" else lab.add_vm)(node, **spec)
-    return lab
+    return add_nodes(Lab(name))
 
 
 def expected(model, lab, service, src, dst):

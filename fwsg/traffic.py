@@ -511,17 +511,7 @@ def udp_exchange(src_ns, dst_ns, dst_ip, port, *, src_ip=None, sport=0, timeout=
             srv.sendto(msg, peer)
         except OSError:
             return False
-        while True:
-            if not _wait(cli, deadline):
-                return False
-            try:
-                data = cli.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return False
-            if data == msg:
-                return True
+        return _recv_msg(cli, msg, deadline)
     finally:
         for s in (srv, cli):
             if s is not None:

@@ -13,19 +13,13 @@ import re
 
 import pytest
 
+from fwsg.demo import NODES
 from fwsg.lab import Lab, netns_available
 
 _seq = itertools.count()
 
-# Standard addresses (documentation ranges only).
-STD_NODES = {
-    "vm1": dict(mac="fa:16:3e:00:00:11", ipv4=["192.0.2.11/24"], ipv6=["2001:db8::11/64"],
-                tap="tap-vm1"),
-    "vm2": dict(mac="fa:16:3e:00:00:12", ipv4=["192.0.2.12/24"], ipv6=["2001:db8::12/64"],
-                tap="tap-vm2"),
-    "out": dict(mac="fa:16:3e:00:00:99", ipv4=["192.0.2.99/24"], ipv6=["2001:db8::99/64"],
-                tap="up-out"),
-}
+# Standard nodes (documentation ranges only): the demo's vm1, vm2 and out.
+STD_NODES = {k: NODES[k] for k in ("vm1", "vm2", "out")}
 
 
 def pytest_collection_modifyitems(config, items):

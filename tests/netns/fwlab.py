@@ -4,25 +4,15 @@ builder for models whose ports are the lab's VMs (members computed as Neutron do
 import copy
 import subprocess
 
-NODES = {
-    "vm1": dict(mac="fa:16:3e:00:00:11", ipv4=["192.0.2.11/24"], ipv6=["2001:db8::11/64"],
-                tap="tap-vm1"),
-    "vm2": dict(mac="fa:16:3e:00:00:12", ipv4=["192.0.2.12/24"], ipv6=["2001:db8::12/64"],
-                tap="tap-vm2"),
-    "vm3": dict(mac="fa:16:3e:00:00:13", ipv4=["192.0.2.13/24"], ipv6=["2001:db8::13/64"],
-                tap="tap-vm3"),
-    "out": dict(mac="fa:16:3e:00:00:99", ipv4=["192.0.2.99/24"], ipv6=["2001:db8::99/64"],
-                tap="up-out"),
-}
+from fwsg.demo import add_nodes
 
 ALL_EGRESS = [{"direction": "egress", "ethertype": "IPv4"},
               {"direction": "egress", "ethertype": "IPv6"}]
 
 
 def build_lab(lab):
-    for name, spec in NODES.items():
-        (lab.add_outside if name == "out" else lab.add_vm)(name, **spec)
-    return lab
+    """The demo's nodes on ``lab``: vm1-vm3 (192.0.2.11-13) and the outside host out (.99)."""
+    return add_nodes(lab)
 
 
 def rule(direction, ethertype="IPv4", protocol=None, ports=None, **kw):
