@@ -381,3 +381,44 @@ def test_direct_netlink_elements_match_libnftables(env):
     assert r.transport == "netlink"
     assert not lab.tcp_connect("vm3", "vm1", port=80)     # vm1 takes no new tcp from it
     assert lab.tcp_connect("out", "vm3", port=81)         # vm3 itself is unfiltered now
+
+
+def _ns_frame(src_mac, src_ip, target):
+    """An Ethernet frame carrying a neighbour solicitation for ``target`` from ``src_ip``."""
+    import socket
+    import struct
+
+    t = socket.inet_pton(socket.AF_INET6, target)
+    dst = socket.inet_pton(socket.AF_INET6, "ff02::1:ff" + target.split(":")[-1][-2:].rjust(2, "0"))
+    src = socket.inet_pton(socket.AF_INET6, src_ip)
+    body = struct.pack("!BBHI", 135, 0, 0, 0) + t
+    pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+    data = pseudo + body
+    csum = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while csum >> 16:
+        csum = (csum & 0xFFFF) + (csum >> 16)
+    body = body[:2] + struct.pack("!H", ~csum & 0xFFFF) + body[4:]
+    ip6 = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst
+    eth = bytes.fromhex("3333" + dst[-4:].hex()) + bytes.fromhex(src_mac.replace(":", "")) + b"\x86\xdd"
+    return eth + ip6 + body
+
+
+def test_ipv6_anti_spoofing_and_dad(env):
+    lab, fw = env
+    groups = {"open": ALL_EGRESS + [rule("ingress", "IPv6", protocol="tcp", ports=80)]}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["open"]})
+    lab.add_address("vm1", "2001:db8::50/64")
+    try:
+        assert lab.tcp_connect("vm1", "vm2", port=80, family=6, src_ip="2001:db8::11")
+        assert not lab.tcp_connect("vm1", "vm2", port=80, family=6, src_ip="2001:db8::50")
+        apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["open"]},
+              vm1={"allowed_address_pairs": [{"ip_address": "2001:db8::50"}]})
+        assert lab.tcp_connect("vm1", "vm2", port=80, family=6, src_ip="2001:db8::50")
+    finally:
+        lab.del_address("vm1", "2001:db8::50/64")
+    mac = lab.node("vm1").mac
+    with lab.sniff("out") as s:
+        lab.send_frame("vm1", _ns_frame(mac, "::", "2001:db8::51"))            # DAD probe
+        lab.send_frame("vm1", _ns_frame(mac, "2001:db8::77", "2001:db8::52"))  # spoofed source
+        assert s.seen(lambda f: f.icmp_type == 135 and f.src_ip == "::", timeout=1.0)
+        assert not s.seen(lambda f: f.icmp_type == 135 and f.src_ip == "2001:db8::77", timeout=0.3)
