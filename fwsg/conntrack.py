@@ -19,40 +19,49 @@ def _packet(t):
                   getattr(t, "icmp_type", None), None)
 
 
-def sweep(netns, model, gone_addresses=()):
+def sweep(netns, model, gone_addresses=(), suspects=None):
     """Delete the entries whose original direction the model no longer allows, and those of
-    addresses that no longer belong to any port (``gone_addresses``). Returns how many."""
+    addresses that no longer belong to any port (``gone_addresses``); with ``suspects`` (a set
+    of addresses) only entries involving them are judged. Returns how many were deleted.
+
+    One dump for both families: the kernel walks its whole (global) conntrack hash table for
+    a dump, ~10 ms here whatever the filter, so fwsg dumps once and filters itself."""
     from pyroute2 import Conntrack
 
     index = PortIndex(model)
     gone = set(gone_addresses)
-    killed = 0
-    with entered(netns):  # pyroute2 opens its socket lazily: stay inside while using it
-        for nfgen_family in (socket.AF_INET, socket.AF_INET6):
-            killed += _sweep_family(Conntrack(nfgen_family=nfgen_family), index, gone)
-    return killed
-
-
-def _sweep_family(ct, index, gone):
-    """Sweep one address family's table with socket ``ct`` (closed afterwards)."""
-    killed = 0
-    try:
-        for entry in list(ct.dump_entries()):
-            t = entry.tuple_orig
-            if t is None or t.saddr is None:
+    look = None if suspects is None else set(suspects) | gone
+    doomed = []
+    with entered(netns):  # pyroute2 opens its sockets lazily: stay inside while using them
+        ct = Conntrack(nfgen_family=socket.AF_UNSPEC)
+        try:
+            for entry in ct.dump_entries():
+                t = entry.tuple_orig
+                if t is None or t.saddr is None:
+                    continue
+                if look is not None and t.saddr not in look and t.daddr not in look:
+                    continue
+                if t.saddr in gone or t.daddr in gone:
+                    doomed.append(entry)
+                elif index.port_of(t.saddr) is None and index.port_of(t.daddr) is None:
+                    continue
+                elif not index.flow_allowed(_packet(t)):
+                    doomed.append(entry)
+        finally:
+            ct.close()
+        killed = 0
+        for family in (socket.AF_INET, socket.AF_INET6):
+            mine = [e for e in doomed if e.tuple_orig.family == family]
+            if not mine:
                 continue
-            if t.saddr in gone or t.daddr in gone:
-                drop = True
-            elif index.port_of(t.saddr) is None and index.port_of(t.daddr) is None:
-                continue
-            else:
-                drop = not index.flow_allowed(_packet(t))
-            if drop:
-                try:
-                    ct.delete(entry)
-                    killed += 1
-                except Exception:  # already gone (timed out or deleted concurrently)
-                    pass
-    finally:
-        ct.close()
+            ct = Conntrack(nfgen_family=family)
+            try:
+                for entry in mine:
+                    try:
+                        ct.delete(entry)
+                        killed += 1
+                    except Exception:  # already gone (timed out or deleted concurrently)
+                        pass
+            finally:
+                ct.close()
     return killed

@@ -27,6 +27,7 @@ from fwsg.netns import check, entered
 from fwsg.plan import Plan, diff
 
 MODES = ("bridge",)
+FULL = "full"  # sweep every flow
 _BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 
 
@@ -80,7 +81,7 @@ class Firewall:
         self._full = True        # next commit compares everything (cold start, after failure)
         self._defer = 0
         self._undo = []          # how to take back the changes not yet committed
-        self._sweep = False      # the pending changes may have removed allowances
+        self._sweep = None       # flows to judge after the commit: None, FULL or a set of addresses
         self._gone = set()       # addresses of ports removed since the last commit
         self._sysctl_checked = False
         self._packed = {}        # (sg, family) -> packed host members of the last full list
@@ -149,7 +150,7 @@ class Firewall:
             self._undo.append(lambda: d.load(previous))
         else:  # a cold start that fails leaves nothing loaded
             self._undo.append(lambda: setattr(self, "_desired", None))
-        self._sweep = True
+        self._want_sweep()
         for pid, port in old_ports.items():
             if pid not in model.ports:
                 self._gone.update(port.fixed_ips)
@@ -182,7 +183,7 @@ class Firewall:
             raise UserError("nothing to reconcile: no model has been applied by this Firewall")
         self._current = self.backend.read()
         self._full = True
-        self._sweep = True
+        self._want_sweep()
         return self._changed({}, t0, repair=True)
 
     # -- incremental calls (Neutron FirewallDriver names) ------------------------------------
@@ -202,7 +203,7 @@ class Firewall:
             return self._maybe_commit()
         d.remove_port(port_id)
         self._gone.update(old.fixed_ips)
-        self._sweep = True
+        self._want_sweep(set())
         self._note(lambda: d.set_port(old))
         return self._maybe_commit()
 
@@ -217,7 +218,7 @@ class Firewall:
             return self._maybe_commit()
         self._check_statefulness(sg_id, parsed)
         d.set_group(sg_id, parsed)
-        self._sweep = True
+        self._want_sweep()
         self._note(lambda: d.set_group(sg_id, old))
         return self._maybe_commit()
 
@@ -325,7 +326,7 @@ class Firewall:
         if old is not None:
             self._gone.update(set(old.fixed_ips) - set(port.fixed_ips))
         d.set_port(port)
-        self._sweep = True
+        self._want_sweep(_host_addresses(port) | (_host_addresses(old) if old else set()))
         self._note(lambda: d.set_port(old) if old is not None else d.remove_port(port.id))
         return self._maybe_commit()
 
@@ -338,7 +339,7 @@ class Firewall:
             d.add_members(sg, fam, added)
         if removed:
             d.remove_members(sg, fam, removed)
-            self._sweep = True
+            self._want_sweep(None if any(is_prefix(m) for m in removed) else removed)
 
         def undo():
             if added:
@@ -398,11 +399,12 @@ class Firewall:
         self._full = False
         self._undo.clear()
         killed = 0
-        if self.conntrack and plan and self._sweep and self._conntrack_in_use():
+        if self.conntrack and plan and self._sweep is not None and self._conntrack_in_use():
             from fwsg.conntrack import sweep
 
-            killed = sweep(self.netns, d, self._gone)
-        self._sweep = False
+            killed = sweep(self.netns, d, self._gone,
+                           None if self._sweep is FULL else self._sweep)
+        self._sweep = None
         self._gone = set()
         t5 = time.perf_counter()
         timings.update({"diff": _ms(t2, t3), "commit": _ms(t3, t4), "conntrack": _ms(t4, t5),
@@ -426,8 +428,15 @@ class Firewall:
         self._model = None
         self._current = None
         self._full = True
-        self._sweep = False
+        self._sweep = None
         self._gone = set()
+
+    def _want_sweep(self, addresses=None):
+        """After the next commit, judge the flows of ``addresses`` (None: every flow)."""
+        if addresses is None or self._sweep is FULL:
+            self._sweep = FULL
+        else:
+            self._sweep = (self._sweep or set()) | set(addresses)
 
     def _result(self, plan, timings, t0, killed=0, notices=()):
         timings.setdefault("total", _ms(t0, time.perf_counter()))
@@ -476,6 +485,11 @@ class Firewall:
         self._sysctl_checked = True
         self.notices.extend(notices)
         return notices
+
+
+def _host_addresses(port):
+    """Every host address a port may use (fixed IPs, host address pairs, link-locals)."""
+    return {ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)}
 
 
 def _describe(plan):

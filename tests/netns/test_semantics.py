@@ -475,3 +475,28 @@ def test_bridge_netfilter_is_switched_on_and_reported(lab_factory):
         assert out == ["1", "1"]
         assert lab.tcp_connect("vm1", "vm2", port=80)
         assert not lab.tcp_connect("vm1", "vm2", port=81)
+
+
+def test_incremental_removals_cut_flows_and_spare_the_others(env):
+    """The delta calls judge only the flows of what they removed (one dump, filtered here)."""
+    lab, fw = env
+    groups = {"web": ALL_EGRESS,
+              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
+              + ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["web"], "vm2": ["db"], "vm3": ["web"]},
+          members={"web": ["192.0.2.99"]})
+    from_out = lab.open_tcp("out", "vm2", port=5432)
+    from_vm1 = lab.open_tcp("vm1", "vm2", port=5432)
+    from_vm3 = lab.open_tcp("vm3", "vm2", port=5432)
+    try:
+        r = fw.remove_security_group_members("web", ["192.0.2.99"])
+        assert r.conntrack_killed == 1
+        assert not from_out.alive() and from_vm1.alive() and from_vm3.alive()
+        with fw.defer_apply():      # Neutron: the port goes, and so does its membership
+            fw.remove_port_filter("port-vm1")
+            fw.remove_security_group_members("web", lab.node("vm1").ipv4 + lab.node("vm1").ipv6)
+        assert fw.last_result.conntrack_killed >= 1
+        assert not from_vm1.alive() and from_vm3.alive()
+    finally:
+        for c in (from_out, from_vm1, from_vm3):
+            c.close()
