@@ -374,17 +374,18 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("scripts/bench: run as root (it makes a network namespace)", file=sys.stderr)
         return 1
-    from pyroute2 import netns as pr_netns
-
     from fwsg import fast
+    from fwsg.netns import entered
 
     ns = f"fwsg-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        pr_netns.setns(ns)  # this thread and the nft processes it starts live there
-        bench = Bench(args, sys.stderr)
-        bench.data["compiled"] = fast.COMPILED
-        bench.run()
+        # this thread and the nft processes it starts live there until the bench ends; then the
+        # thread returns to its own namespace (main() may be called in-process)
+        with entered(ns):
+            bench = Bench(args, sys.stderr)
+            bench.data["compiled"] = fast.COMPILED
+            bench.run()
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

@@ -40,6 +40,21 @@ def build_parser():
     return parser
 
 
+def one_line(message):
+    """``message`` as one line. libnftables reports each refused command as "Error: reason"
+    followed by the command and a caret line; libnftables 1.0.6 quotes the batch's first line
+    there whatever command failed, so only the reasons (in order, repeats dropped) are kept."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    if "Error: " not in lines[0]:
+        return "; ".join(lines)
+    head, _, first = lines[0].partition("Error: ")
+    reasons = [first] + [ln.partition("Error: ")[2] for ln in lines[1:] if "Error: " in ln]
+    reasons = list(dict.fromkeys(r for r in reasons if r))
+    return head + "; ".join(reasons)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,7 +64,7 @@ def main(argv=None):
     try:
         return int(args.func(args) or 0)
     except FwsgError as e:
-        print(f"fwsg: {e}", file=sys.stderr)
+        print(f"fwsg: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("fwsg: interrupted", file=sys.stderr)

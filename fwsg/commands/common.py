@@ -28,6 +28,8 @@ def read_json(path, what="model"):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise UserError(f"{name}: invalid JSON: nested too deeply") from None
 
 
 def print_json(obj):

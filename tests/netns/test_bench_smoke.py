@@ -1,0 +1,63 @@
+"""The hot-path benchmark runs (a quick smoke run, root): exit 0, the JSON has every
+measurement, no namespace is left behind and the caller's thread is back in its own
+namespace. No assertion on time: performance is never a timed assertion here."""
+
+import json
+import os
+
+import pytest
+
+from fwsg import bench
+from fwsg.lab import netns_available
+
+KEYS = ("full_apply", "noop_same", "member_add_big", "member_full_list", "rule_add",
+        "port_add", "port_del", "sizes", "batch_bytes", "twin_diff")
+ROW_KEYS = {"what", "fwsg_ms", "baseline", "baseline_ms", "ratio", "target", "met", "note"}
+
+
+def _bench_namespaces():
+    try:
+        return {n for n in os.listdir("/run/netns") if n.startswith("fwsg-bench-")}
+    except FileNotFoundError:
+        return set()
+
+
+def test_bench_quick(tmp_path, capsys):
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    before_ns = _bench_namespaces()
+    own = os.stat("/proc/thread-self/ns/net")
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--json-out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    now = os.stat("/proc/thread-self/ns/net")
+    assert (now.st_dev, now.st_ino) == (own.st_dev, own.st_ino), \
+        "bench.main() left this thread in another network namespace"
+    assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
+    assert _bench_namespaces() <= before_ns
+
+    data = json.loads(out.read_text())
+    for key in KEYS:
+        assert key in data, key
+    for key in ("full_apply", "noop_same", "member_add_big", "member_full_list", "rule_add",
+                "port_add", "port_del"):
+        row = data[key]
+        assert ROW_KEYS <= set(row), (key, row)
+        assert isinstance(row["fwsg_ms"], (int, float)) and row["fwsg_ms"] >= 0, (key, row)
+        assert row["what"], key
+    sizes = data["sizes"]
+    assert {"kernel_rules", "kernel_elements", "naive_rules", "chains"} <= set(sizes)
+    assert sizes["kernel_rules"] > 0 and sizes["chains"] > 0 and sizes["kernel_elements"] > 0
+    assert sizes["naive_rules"] > sizes["kernel_rules"]
+    bb = data["batch_bytes"]
+    assert {"full_apply", "member_delta", "rule_add", "port_add", "port_del"} <= set(bb)
+    assert all(isinstance(v, int) and v > 0 for v in bb.values()), bb
+    # a member change is a small fraction of the full batch (what members-in-sets is for)
+    assert bb["member_delta"] < bb["full_apply"]
+    assert data["params"]["quick"] is True
+    assert data["scenario"]["ports"] == data["params"]["ports"]
+    # the printed table carries the same rows
+    assert "fwsg benchmark" in printed
+    assert data["full_apply"]["what"] in printed
