@@ -12,12 +12,12 @@ from setuptools import Extension, setup
 
 def _pkgconfig(lib):
     if not shutil.which("pkg-config"):
-        return {"libraries": ["nftables", "nftnl", "mnl"]}
+        return {"libraries": ["nftables", "nftnl", "mnl", "netfilter_conntrack", "nfnetlink"]}
     try:
         out = subprocess.run(["pkg-config", "--cflags", "--libs"] + lib.split(), check=True,
                              capture_output=True, text=True).stdout.split()
     except subprocess.CalledProcessError:
-        return {"libraries": ["nftables", "nftnl", "mnl"]}
+        return {"libraries": ["nftables", "nftnl", "mnl", "netfilter_conntrack", "nfnetlink"]}
     cfg = {"include_dirs": [], "library_dirs": [], "libraries": []}
     for tok in out:
         key = {"-I": "include_dirs", "-L": "library_dirs", "-l": "libraries"}.get(tok[:2])
@@ -32,7 +32,7 @@ def _extensions():
     from Cython.Build import cythonize
 
     ext = Extension("fwsg._fast", ["csrc/_fast.pyx"],
-                    **_pkgconfig("libnftables libnftnl libmnl"))
+                    **_pkgconfig("libnftables libnftnl libmnl libnetfilter_conntrack"))
     return cythonize([ext], language_level=3, compiler_directives={"boundscheck": False,
                                                                       "wraparound": False})
 

@@ -212,3 +212,65 @@ def _value_text(v):
     if isinstance(v, str):
         return f"jump {v}"
     return f"0x{int.from_bytes(v, sys.byteorder):08x}"
+
+
+_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))
+
+
+class ConntrackTable:
+    """The conntrack table of the network namespace current when used (the twin speaks
+    conntrack netlink through pyroute2: keep calls inside the namespace): ``dump()`` lists every
+    flow's original tuple, ``delete(flows)`` removes flows. A flow is (family, l4 proto, src,
+    dst, sport, dport, icmp type, icmp code, icmp id, zone), None where not applicable."""
+
+    def close(self):
+        """Close (nothing to do)."""
+
+    def dump(self):
+        """Every flow of both families (a list of flow tuples)."""
+        from pyroute2 import Conntrack
+
+        out = []
+        ct = Conntrack(nfgen_family=socket.AF_UNSPEC)
+        try:
+            for e in ct.dump_entries():
+                t = e.tuple_orig
+                fam = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(t.family)
+                if fam is None or t.saddr is None:
+                    continue
+                ports = t.proto in _PORT_PROTOS
+                icmp = t.proto in (1, 58)
+                out.append((fam, t.proto, t.saddr, t.daddr,
+                            t.sport if ports else None, t.dport if ports else None,
+                            t.icmp_type if icmp else None,
+                            (getattr(t, "icmp_code", None) or 0) if icmp else None,
+                            t.icmp_id if icmp else None, e.zone or 0))
+        finally:
+            ct.close()
+        return out
+
+    def delete(self, flows):
+        """Delete flows (tuples as dump() gives); returns how many the kernel removed (a flow
+        already gone is not an error)."""
+        from pyroute2 import Conntrack
+        from pyroute2.conntrack import NFCTAttrTuple
+
+        n = 0
+        for fam in (4, 6):
+            mine = [f for f in flows if f[0] == fam]
+            if not mine:
+                continue
+            af = socket.AF_INET if fam == 4 else socket.AF_INET6
+            ct = Conntrack(nfgen_family=af)
+            try:
+                for _, l4, src, dst, sport, dport, itype, _icode, iid, _zone in mine:
+                    try:
+                        ct.entry("del", tuple_orig=NFCTAttrTuple(
+                            family=af, saddr=src, daddr=dst, proto=l4, sport=sport, dport=dport,
+                            icmp_type=itype, icmp_id=iid))
+                        n += 1
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+            finally:
+                ct.close()
+        return n

@@ -237,6 +237,11 @@ class Bench:
                  _median_ms(rw_proc))
         self.row("member_rewrite_lib", "3. baseline: rewrite the whole set, libnftables",
                  _median_ms(rw_lib))
+        flows = self.flows_cost(fw, big)
+        if flows:
+            self.row("member_del_flows", f"3. remove 1 member, {flows[0]} flows tracked",
+                     flows[1], _median_ms(db), "same, conntrack table empty",
+                     note="the kernel walks its whole conntrack table per dump")
         v4 = list(model.members_of(big, 4))
         v6 = list(model.members_of(big, 6))
         lists = [dict(IPv4=v4[1:] + ["203.0.113.251"], IPv6=v6),
@@ -306,6 +311,40 @@ class Bench:
         self.say("== 7. compiled vs pure-Python twin, 1M elements")
         self.twins()
         Firewall().flush()
+
+    def flows_cost(self, fw, sg, n=1000):
+        """(flows, median ms) of removing one member while ``n`` flows are tracked (flows from
+        that member's address to a port, inserted through conntrack netlink)."""
+        import socket
+
+        from pyroute2 import Conntrack
+        from pyroute2.conntrack import NFCTAttrTuple
+
+        port = next(iter(fw.model.ports.values()))
+        dst = port.fixed_ips[0]
+        ct = Conntrack(nfgen_family=socket.AF_INET)
+        try:
+            for i in range(n):
+                src = f"203.0.113.{i % 200 + 1}"
+                sport = 10000 + i
+                ct.entry("add", timeout=600, tuple_orig=NFCTAttrTuple(
+                    saddr=src, daddr=dst, proto=6, sport=sport, dport=22),
+                    tuple_reply=NFCTAttrTuple(saddr=dst, daddr=src, proto=6, sport=22,
+                                              dport=sport))
+        except Exception as e:  # noqa: BLE001 - a kernel without conntrack netlink
+            self.say(f"   cannot insert flows ({e}); flow cost not measured")
+            return None
+        finally:
+            ct.close()
+        times = []
+        for i in range(10):
+            ip = f"203.0.113.{i + 1}"
+            fw.add_security_group_members(sg, [ip])
+            t = time.perf_counter()
+            fw.remove_security_group_members(sg, [ip])
+            times.append(time.perf_counter() - t)
+        subprocess.run(["conntrack", "-F"], capture_output=True)
+        return n, _median_ms(times)
 
     def twins(self):
         n = self.a.twin_elements
