@@ -31,6 +31,7 @@ PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})  # tcp udp dccp sctp udplite
 ICMP4, ICMP6 = 1, 58
 
 # Linux accepts more, but these are what hypervisors use, and they are safe inside nft quotes.
+_MAC_FAST = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
 
 
@@ -239,6 +240,8 @@ def parse_port(path, port_id, raw, groups):
     if "mac_address" not in raw:
         _fail(f"{path}.mac_address", "missing")
     mac = canonical_mac(f"{path}.mac_address", raw["mac_address"])
+    if int(mac[:2], 16) & 1:
+        _fail(f"{path}.mac_address", f"{raw['mac_address']!r} is a multicast address")
     fixed = []
     for i, ip in enumerate(_list(f"{path}.fixed_ips", raw.get("fixed_ips", []))):
         if isinstance(ip, Mapping):  # Neutron's port form {"ip_address": ..., "subnet_id": ...}
@@ -312,6 +315,9 @@ class Model:
             return doc
         if not isinstance(doc, Mapping):
             _fail("", f"the model must be a JSON object, not {type(doc).__name__}")
+        if not any(k in doc for k in ("security_groups", "sg_member_ips", "devices")):
+            _fail("", "the model has none of security_groups, sg_member_ips, devices (an empty "
+                  "model is written {\"devices\": {}})")
         raw_groups = doc.get("security_groups", {})
         if not isinstance(raw_groups, Mapping):
             _fail("security_groups", "must be an object: group id -> list of rules")
@@ -367,6 +373,10 @@ def parse_members(path, fams):
         # Bulk path: host addresses parsed and sorted packed (C speed with the compiled module);
         # prefixes, unusual spellings and errors go through the careful path.
         packed, rejects = fast.pack_addrs(_list(f"{path}.{key}", ips), fam)
+        for i, item in enumerate(ips):  # the MAC of an [ip, mac] pair: null or a MAC
+            if isinstance(item, (list, tuple)) and len(item) > 1 and item[1] is not None:
+                if not (isinstance(item[1], str) and _MAC_FAST.match(item[1])):
+                    canonical_mac(f"{path}.{key}[{i}][1]", item[1])
         hosts = fast.unpack_addrs(packed, fam)
         extra = set()
         for i, m in rejects:
@@ -374,6 +384,8 @@ def parse_members(path, fams):
                 if not m:
                     _fail(f"{path}.{key}[{i}]", "empty member entry")
                 m = m[0]
+            if not isinstance(m, str):
+                _fail(f"{path}.{key}[{i}]", f"{m!r} is not an IP address")
             ip = canonical_member(f"{path}.{key}[{i}]", m)
             if (":" in ip) != (fam == 6):
                 _fail(f"{path}.{key}[{i}]", f"{m!r} is not an {key} address")

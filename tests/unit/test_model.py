@@ -147,3 +147,24 @@ def test_address_pairs_and_link_local():
     assert ("2001:db8::99", "fa:16:3e:00:00:01") in v6
     assert ("fe80::f816:3eff:fe00:1", "fa:16:3e:00:00:01") in v6
     assert ("fe80::f816:3eff:fe00:99", "fa:16:3e:00:00:99") in v6
+
+
+def test_empty_or_foreign_document_is_refused_but_explicit_empty_is_fine():
+    with pytest.raises(ValidationError, match="none of security_groups"):
+        Model.from_wire({})
+    with pytest.raises(ValidationError, match="none of security_groups"):
+        Model.from_wire({"port": {}})
+    assert Model.from_wire({"devices": {}}).ports == {}
+
+
+def test_multicast_port_mac_and_bad_member_mac_rejected():
+    doc = _base()
+    doc["devices"]["p1"]["mac_address"] = "01:00:5e:00:00:01"
+    with pytest.raises(ValidationError, match=r"^devices.p1.mac_address: .* multicast"):
+        Model.from_wire(doc)
+    doc = _base()
+    doc["sg_member_ips"]["sg-a"]["IPv4"] = [["192.0.2.1", "zz"]]
+    with pytest.raises(ValidationError, match=r"^sg_member_ips.sg-a.IPv4\[0\]\[1\]: 'zz'"):
+        Model.from_wire(doc)
+    doc["sg_member_ips"]["sg-a"]["IPv4"] = [["192.0.2.1", "FA:16:3E:00:00:01"], ["192.0.2.2", None]]
+    assert Model.from_wire(doc).members_of("sg-a", 4) == ("192.0.2.1", "192.0.2.2")
