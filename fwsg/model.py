@@ -95,8 +95,34 @@ class Rule:
         return FAMILY[self.ethertype]
 
 
+_RULE_KEYS = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max",
+              "source_port_range_min", "source_port_range_max", "remote_ip_prefix",
+              "source_ip_prefix", "dest_ip_prefix", "remote_group_id", "stateful")
+_rule_cache = {}
+
+
 def parse_rule(path, raw):
-    """Parse one wire-format rule dict into a :class:`Rule` (see DESIGN.md for the variants)."""
+    """Parse one wire-format rule dict into a :class:`Rule` (see DESIGN.md for the variants).
+    Rules seen before (an agent gets a group's whole rule list on every change) come from a
+    bounded cache; errors are never cached (they name ``path``)."""
+    try:
+        # with the types: True == 1 and 1.0 == 1, but only one of each is valid input
+        key = tuple((v, type(v)) for v in map(raw.get, _RULE_KEYS)) \
+            if isinstance(raw, Mapping) else None
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _rule_cache:
+        return _rule_cache[key]
+    rule = _parse_rule(path, raw)
+    if key is not None:
+        if len(_rule_cache) > 65536:
+            _rule_cache.clear()
+        _rule_cache[key] = rule
+    return rule
+
+
+def _parse_rule(path, raw):
     if not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     direction = raw.get("direction")

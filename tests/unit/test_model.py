@@ -168,3 +168,13 @@ def test_multicast_port_mac_and_bad_member_mac_rejected():
         Model.from_wire(doc)
     doc["sg_member_ips"]["sg-a"]["IPv4"] = [["192.0.2.1", "FA:16:3E:00:00:01"], ["192.0.2.2", None]]
     assert Model.from_wire(doc).members_of("sg-a", 4) == ("192.0.2.1", "192.0.2.2")
+
+
+def test_rule_cache_does_not_confuse_equal_values_of_other_types():
+    good = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 1,
+            "port_range_max": 1, "stateful": True}
+    assert parse_rule("r", good).stateful is True
+    with pytest.raises(ValidationError, match="stateful"):
+        parse_rule("r", dict(good, stateful=1))
+    with pytest.raises(ValidationError, match="port_range_min"):
+        parse_rule("r", dict(good, port_range_min=True))
