@@ -297,7 +297,8 @@ def test_hypervisor_to_vm_takes_ingress_rules(env):
     assert not lab.tcp_connect("host", "vm1", port=22)
 
 
-def test_removing_a_rule_cuts_established_connection(env):
+@pytest.mark.parametrize("how", ["rule removed", "group removed from the port"])
+def test_losing_its_rule_cuts_an_established_connection(env, how):
     lab, fw = env
     groups = {"ssh": [rule("ingress", protocol="tcp", ports=2222)] + ALL_EGRESS,
               "other": [rule("ingress", protocol="tcp", ports=2223)] + ALL_EGRESS,
@@ -307,8 +308,15 @@ def test_removing_a_rule_cuts_established_connection(env):
     keep = lab.open_tcp("vm1", "vm2", port=2223)
     try:
         assert conn.alive() and keep.alive()
-        groups["ssh"] = ALL_EGRESS
-        result = fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["ssh", "other"]}))
+        if how == "rule removed":
+            groups["ssh"] = ALL_EGRESS
+            result = fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["ssh", "other"]}))
+        else:
+            node = lab.node("vm2")
+            result = fw.update_port_filter({"id": "port-vm2", "device": node.tap,
+                                            "mac_address": node.mac,
+                                            "fixed_ips": node.ipv4 + node.ipv6,
+                                            "security_groups": ["other"]})
         assert result.conntrack_killed >= 1
         assert not conn.alive()
         assert keep.alive()          # a flow that still has its rule survives
@@ -422,28 +430,6 @@ def test_ipv6_anti_spoofing_and_dad(env):
         lab.send_frame("vm1", _ns_frame(mac, "2001:db8::77", "2001:db8::52"))  # spoofed source
         assert s.seen(lambda f: f.icmp_type == 135 and f.src_ip == "::", timeout=1.0)
         assert not s.seen(lambda f: f.icmp_type == 135 and f.src_ip == "2001:db8::77", timeout=0.3)
-
-
-def test_removing_a_group_from_a_port_cuts_its_connections(env):
-    lab, fw = env
-    groups = {"ssh": [rule("ingress", protocol="tcp", ports=2222)] + ALL_EGRESS,
-              "other": [rule("ingress", protocol="tcp", ports=2223)] + ALL_EGRESS,
-              "open": ALL_EGRESS}
-    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["ssh", "other"]})
-    conn = lab.open_tcp("vm1", "vm2", port=2222)
-    keep = lab.open_tcp("vm1", "vm2", port=2223)
-    try:
-        assert conn.alive() and keep.alive()
-        node = lab.node("vm2")
-        r = fw.update_port_filter({"id": "port-vm2", "device": node.tap, "mac_address": node.mac,
-                                   "fixed_ips": node.ipv4 + node.ipv6,
-                                   "security_groups": ["other"]})
-        assert r.conntrack_killed >= 1
-        assert not conn.alive()
-        assert keep.alive()
-    finally:
-        conn.close()
-        keep.close()
 
 
 def test_big_cold_start_is_committed_in_steps(env):
