@@ -345,11 +345,12 @@ cdef enum:
 _FAMILIES = {"inet": _NFPROTO_INET, "bridge": _NFPROTO_BRIDGE}
 
 
-cdef class ElementWriter:
-    """Adds and deletes elements of fwsg's address sets (``ipv4_addr``/``ipv6_addr`` keys) in
-    one netlink batch built with libnftnl: atomic like any nft transaction, but without
-    libnftables' cache refill (which grows with the number of chains in the ruleset). Bound to
-    the network namespace current at construction."""
+cdef class NetlinkWriter:
+    """Commits simple changes to fwsg's tables as one nf_tables netlink batch built with
+    libnftnl: set/map elements of the types fwsg uses, and chains whose rules are plain verdicts
+    (``jump CHAIN``/``drop``). Atomic like any nft transaction, without libnftables' cache
+    refill (which grows with the number of chains in the ruleset). Bound to the network
+    namespace current at construction."""
 
     cdef N.mnl_socket *nl
     cdef unsigned int portid
@@ -380,76 +381,47 @@ cdef class ElementWriter:
             N.mnl_socket_close(self.nl)
             self.nl = NULL
 
+    cdef N.nlmsghdr *_hdr(self, N.nftnl_batch *b, int msg_type, int fam, int flags):
+        cdef N.nlmsghdr *nlh = N.nftnl_nlmsg_build_hdr(<char *>N.nftnl_batch_buffer(b), msg_type,
+                                                       fam, flags | N.NLM_F_ACK, self.seq)
+        self.seq += 1
+        return nlh
+
     def commit(self, ops):
-        """Commit ``ops`` as one atomic batch. Each op is (add, family, set, texts, keys, width,
-        values): ``family`` "inet" or "bridge"; ``keys`` packed records of ``width`` bytes or a
-        list of bytes; ``values`` None or a list (bytes of a map value, or the chain name of a
-        jump); ``texts`` the elements' nft text (for messages). Raises KernelError (nothing
-        changed) when the kernel refuses."""
+        """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
+        ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
+        comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
+        "drop"), with ``comment`` or None; ("flush", family, chain) removes a chain's rules;
+        ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
+        keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
+        or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
+        of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
+        KernelError (nothing changed) when the kernel refuses."""
         if self.nl == NULL:
             raise KernelError("netlink socket is closed")
         cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, 0)
         if b == NULL:
             raise MemoryError()
         cdef int nmsgs = 0
-        cdef N.nftnl_set *s
-        cdef N.nftnl_set_elem *e
-        cdef N.nlmsghdr *nlh
-        cdef const unsigned char *p = NULL
-        cdef Py_ssize_t width, n, i, j, end
-        cdef bytes name_b, kb, chain_b
-        cdef int fam
-        cdef int jump = N.NFT_JUMP
-        cdef uint16_t flags
         cdef N.iovec iov
-        cdef object v
         try:
             N.nftnl_batch_begin(<char *>N.nftnl_batch_buffer(b), self.seq)
             self.seq += 1
             N.nftnl_batch_update(b)
-            for add, family, name, texts, keys, width, values in ops:
-                fam = _FAMILIES[family]
-                name_b = name.encode()
-                packed = type(keys) is bytes
-                if packed:
-                    p = <const unsigned char *>PyBytes_AS_STRING(keys)
-                    n = len(keys) // width
+            for op in ops:
+                kind = op[0]
+                if kind == "elem":
+                    nmsgs += self._elements(b, op)  # advances the batch itself, per message
+                    continue
+                if kind == "rule":
+                    self._rule(b, op)
+                elif kind in ("chain", "flush", "delchain"):
+                    self._chain(b, kind, op)
                 else:
-                    n = len(keys)
-                flags = N.NLM_F_ACK | (N.NLM_F_CREATE if add else 0)
-                i = 0
-                while i < n:
-                    end = min(n, i + _PER_MSG)
-                    s = N.nftnl_set_alloc()
-                    N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
-                    N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name_b)
-                    for j in range(i, end):
-                        e = N.nftnl_set_elem_alloc()
-                        if packed:
-                            N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * width, width)
-                        else:
-                            kb = keys[j]
-                            N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, <const char *>kb, len(kb))
-                        if values is not None:
-                            v = values[j]
-                            if type(v) is str:
-                                chain_b = v.encode()
-                                N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
-                                N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
-                            else:
-                                kb = v
-                                N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))
-                        N.nftnl_set_elem_add(s, e)
-                    nlh = N.nftnl_nlmsg_build_hdr(<char *>N.nftnl_batch_buffer(b),
-                                                  N.NFT_MSG_NEWSETELEM if add else N.NFT_MSG_DELSETELEM,
-                                                  fam, flags, self.seq)
-                    self.seq += 1
-                    N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
-                    N.nftnl_set_free(s)
-                    if N.nftnl_batch_update(b) < 0:
-                        raise KernelError("netlink: batch too large for one page")
-                    nmsgs += 1
-                    i = end
+                    raise ValueError(f"unknown netlink op {kind!r}")
+                nmsgs += 1
+                if N.nftnl_batch_update(b) < 0:
+                    raise KernelError("netlink: batch too large for one page")
             N.nftnl_batch_end(<char *>N.nftnl_batch_buffer(b), self.seq)
             self.seq += 1
             N.nftnl_batch_update(b)
@@ -460,6 +432,120 @@ cdef class ElementWriter:
                 self._talk(iov.iov_base, iov.iov_len, nmsgs)
         finally:
             N.nftnl_batch_free(b)
+
+    cdef _chain(self, N.nftnl_batch *b, str kind, tuple op):
+        cdef int fam = _FAMILIES[op[1]]
+        cdef bytes name = op[2].encode()
+        cdef N.nftnl_chain *c
+        cdef N.nftnl_rule *r
+        cdef N.nlmsghdr *nlh
+        if kind == "flush":
+            r = N.nftnl_rule_alloc()
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_TABLE, b"fwsg")
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_CHAIN, name)
+            nlh = self._hdr(b, N.NFT_MSG_DELRULE, fam, 0)
+            N.nftnl_rule_nlmsg_build_payload(nlh, r)
+            N.nftnl_rule_free(r)
+            return
+        c = N.nftnl_chain_alloc()
+        N.nftnl_chain_set_str(c, N.NFTNL_CHAIN_TABLE, b"fwsg")
+        N.nftnl_chain_set_str(c, N.NFTNL_CHAIN_NAME, name)
+        if kind == "chain":
+            nlh = self._hdr(b, N.NFT_MSG_NEWCHAIN, fam, N.NLM_F_CREATE)
+        else:
+            nlh = self._hdr(b, N.NFT_MSG_DELCHAIN, fam, 0)
+        N.nftnl_chain_nlmsg_build_payload(nlh, c)
+        N.nftnl_chain_free(c)
+
+    cdef _rule(self, N.nftnl_batch *b, tuple op):
+        _, family, chain, verdict, target, comment = op
+        cdef int fam = _FAMILIES[family]
+        cdef bytes chain_b = chain.encode()
+        cdef bytes target_b
+        cdef bytes comment_b
+        cdef N.nftnl_rule *r = N.nftnl_rule_alloc()
+        cdef N.nftnl_expr *e = N.nftnl_expr_alloc(b"immediate")
+        cdef N.nftnl_udata_buf *ud = NULL
+        cdef N.nlmsghdr *nlh
+        try:
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_TABLE, b"fwsg")
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_CHAIN, chain_b)
+            N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_DREG, N.NFT_REG_VERDICT)
+            if verdict == "jump":
+                target_b = target.encode()
+                N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_VERDICT, <uint32_t>N.NFT_JUMP)
+                N.nftnl_expr_set_str(e, N.NFTNL_EXPR_IMM_CHAIN, target_b)
+            elif verdict == "drop":
+                N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_VERDICT, N.NF_DROP)
+            else:
+                raise ValueError(f"unsupported verdict {verdict!r}")
+            N.nftnl_rule_add_expr(r, e)
+            e = NULL
+            if comment is not None:
+                comment_b = comment.encode()
+                ud = N.nftnl_udata_buf_alloc(256)
+                if not N.nftnl_udata_put_strz(ud, N.NFTNL_UDATA_RULE_COMMENT, comment_b):
+                    raise ValueError("comment too long")
+                N.nftnl_rule_set_data(r, N.NFTNL_RULE_USERDATA, N.nftnl_udata_buf_data(ud),
+                                      N.nftnl_udata_buf_len(ud))
+            nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
+            N.nftnl_rule_nlmsg_build_payload(nlh, r)
+        finally:
+            if ud != NULL:
+                N.nftnl_udata_buf_free(ud)
+            N.nftnl_rule_free(r)
+
+    cdef int _elements(self, N.nftnl_batch *b, tuple op) except -1:
+        _, add, family, name, texts, keys, width, values = op
+        cdef int fam = _FAMILIES[family]
+        cdef bytes name_b = name.encode()
+        cdef bytes kb, chain_b
+        cdef const unsigned char *p = NULL
+        cdef Py_ssize_t n, i, j, end, w = width
+        cdef int nmsgs = 0
+        cdef int jump = N.NFT_JUMP
+        cdef N.nftnl_set *s
+        cdef N.nftnl_set_elem *e
+        cdef N.nlmsghdr *nlh
+        cdef bint packed = type(keys) is bytes
+        cdef object v
+        if packed:
+            p = <const unsigned char *>PyBytes_AS_STRING(keys)
+            n = len(keys) // w
+        else:
+            n = len(keys)
+        i = 0
+        while i < n:
+            end = min(n, i + _PER_MSG)
+            s = N.nftnl_set_alloc()
+            N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
+            N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name_b)
+            for j in range(i, end):
+                e = N.nftnl_set_elem_alloc()
+                if packed:
+                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * w, w)
+                else:
+                    kb = keys[j]
+                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, <const char *>kb, len(kb))
+                if values is not None:
+                    v = values[j]
+                    if type(v) is str:
+                        chain_b = v.encode()
+                        N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
+                        N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
+                    else:
+                        kb = v
+                        N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))
+                N.nftnl_set_elem_add(s, e)
+            nlh = self._hdr(b, N.NFT_MSG_NEWSETELEM if add else N.NFT_MSG_DELSETELEM, fam,
+                            N.NLM_F_CREATE if add else 0)
+            N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
+            N.nftnl_set_free(s)
+            if N.nftnl_batch_update(b) < 0:
+                raise KernelError("netlink: batch too large for one page")
+            nmsgs += 1
+            i = end
+        return nmsgs
 
     cdef _talk(self, void *data, size_t length, int expected):
         cdef ssize_t ret
@@ -479,7 +565,7 @@ cdef class ElementWriter:
                 rc = poll(&pfd, 1, 5000)
                 ret = N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) if rc > 0 else -1
             if ret <= 0:
-                raise KernelError("netlink: no answer from the kernel to an element batch")
+                raise KernelError("netlink: no answer from the kernel to a batch")
             left = <int>ret
             nlh = <N.nlmsghdr *>buf
             while N.mnl_nlmsg_ok(nlh, left):

@@ -1,6 +1,6 @@
 # Declarations of the parts of libmnl and libnftnl that fwsg's direct element path calls.
 
-from libc.stdint cimport uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 
 cdef extern from "linux/netlink.h" nogil:
@@ -20,13 +20,24 @@ cdef extern from "linux/netlink.h" nogil:
         NLMSG_DONE
         NLM_F_ACK
         NLM_F_CREATE
+        NLM_F_APPEND
 
 
 cdef extern from "linux/netfilter/nf_tables.h" nogil:
     enum:
         NFT_MSG_NEWSETELEM
         NFT_MSG_DELSETELEM
+        NFT_MSG_NEWCHAIN
+        NFT_MSG_DELCHAIN
+        NFT_MSG_NEWRULE
+        NFT_MSG_DELRULE
         NFT_JUMP
+        NFT_REG_VERDICT
+
+
+cdef extern from "linux/netfilter.h" nogil:
+    enum:
+        NF_DROP
 
 
 cdef extern from "libmnl/libmnl.h" nogil:
@@ -97,3 +108,62 @@ cdef extern from "libnftnl/set.h" nogil:
     int nftnl_set_elem_set_str(nftnl_set_elem *s, uint16_t attr, const char *str)
     void nftnl_set_elem_add(nftnl_set *s, nftnl_set_elem *elem)
     void nftnl_set_elems_nlmsg_build_payload(nlmsghdr *nlh, nftnl_set *s)
+
+
+cdef extern from "libnftnl/chain.h" nogil:
+    struct nftnl_chain:
+        pass
+
+    enum:
+        NFTNL_CHAIN_NAME
+        NFTNL_CHAIN_TABLE
+
+    nftnl_chain *nftnl_chain_alloc()
+    void nftnl_chain_free(const nftnl_chain *c)
+    int nftnl_chain_set_str(nftnl_chain *c, uint16_t attr, const char *str)
+    void nftnl_chain_nlmsg_build_payload(nlmsghdr *nlh, const nftnl_chain *c)
+
+
+cdef extern from "libnftnl/expr.h" nogil:
+    struct nftnl_expr:
+        pass
+
+    enum:
+        NFTNL_EXPR_IMM_DREG
+        NFTNL_EXPR_IMM_VERDICT
+        NFTNL_EXPR_IMM_CHAIN
+
+    nftnl_expr *nftnl_expr_alloc(const char *name)
+    void nftnl_expr_set_u32(nftnl_expr *expr, uint16_t type, uint32_t data)
+    int nftnl_expr_set_str(nftnl_expr *expr, uint16_t type, const char *str)
+
+
+cdef extern from "libnftnl/rule.h" nogil:
+    struct nftnl_rule:
+        pass
+
+    enum:
+        NFTNL_RULE_TABLE
+        NFTNL_RULE_CHAIN
+        NFTNL_RULE_USERDATA
+
+    nftnl_rule *nftnl_rule_alloc()
+    void nftnl_rule_free(const nftnl_rule *r)
+    int nftnl_rule_set_str(nftnl_rule *r, uint16_t attr, const char *str)
+    int nftnl_rule_set_data(nftnl_rule *r, uint16_t attr, const void *data, uint32_t data_len)
+    void nftnl_rule_add_expr(nftnl_rule *r, nftnl_expr *expr)
+    void nftnl_rule_nlmsg_build_payload(nlmsghdr *nlh, nftnl_rule *r)
+
+
+cdef extern from "libnftnl/udata.h" nogil:
+    struct nftnl_udata_buf:
+        pass
+
+    enum:
+        NFTNL_UDATA_RULE_COMMENT
+
+    nftnl_udata_buf *nftnl_udata_buf_alloc(uint32_t data_size)
+    void nftnl_udata_buf_free(const nftnl_udata_buf *buf)
+    uint32_t nftnl_udata_buf_len(const nftnl_udata_buf *buf)
+    void *nftnl_udata_buf_data(const nftnl_udata_buf *buf)
+    bint nftnl_udata_put_strz(nftnl_udata_buf *buf, uint8_t type, const char *strz)

@@ -176,10 +176,11 @@ def unpack_addrs(packed, family):
     return [socket.inet_ntop(af, packed[i:i + width]) for i in range(0, len(packed), width)]
 
 
-class ElementWriter:
-    """Adds and deletes elements of fwsg's address sets in one atomic transaction (the twin of
-    the compiled netlink batch writer: here through libnftables, same effect). Bound to the
-    network namespace current at construction."""
+class NetlinkWriter:
+    """Commits simple changes to fwsg's tables as one atomic transaction (the twin of the
+    compiled libnftnl batch writer: here through libnftables, same effect): set/map elements and
+    chains whose rules are plain verdicts. Bound to the network namespace current at
+    construction."""
 
     def __init__(self):
         self._ctx = NftContext()
@@ -189,21 +190,46 @@ class ElementWriter:
         self._ctx.close()
 
     def commit(self, ops):
-        """Commit ``ops`` as one atomic batch. Each op is (add, family, set, texts, keys, width,
-        values): ``family`` "inet" or "bridge"; ``keys`` packed records of ``width`` bytes or a
-        list of bytes; ``values`` None or a list (bytes of a map value, or the chain name of a
-        jump); ``texts`` the elements' nft text (for messages). Raises KernelError (nothing
-        changed) when the kernel refuses."""
+        """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
+        ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
+        comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
+        "drop"), with ``comment`` or None; ("flush", family, chain) removes a chain's rules;
+        ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
+        keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
+        or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
+        of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
+        KernelError (nothing changed) when the kernel refuses."""
         cmds = []
-        for add, family, name, texts, _keys, _width, values in ops:
-            if family not in ("inet", "bridge"):
-                raise KeyError(family)
-            items = list(texts)
-            if values is not None and add:
-                items = [f"{t} : {_value_text(v)}" for t, v in zip(texts, values)]
-            for i in range(0, len(items), 1024):
-                cmds.append(f"{'add' if add else 'delete'} element {family} fwsg {name} "
-                            f"{{ {', '.join(items[i:i + 1024])} }}")
+        for op in ops:
+            kind = op[0]
+            if kind != "elem" and op[1] not in ("inet", "bridge"):
+                raise KeyError(op[1])
+            if kind == "chain":
+                cmds.append(f"add chain {op[1]} fwsg {op[2]}")
+            elif kind == "flush":
+                cmds.append(f"flush chain {op[1]} fwsg {op[2]}")
+            elif kind == "delchain":
+                cmds.append(f"delete chain {op[1]} fwsg {op[2]}")
+            elif kind == "rule":
+                _, family, chain, verdict, target, comment = op
+                if verdict not in ("jump", "drop"):
+                    raise ValueError(f"unsupported verdict {verdict!r}")
+                text = f"jump {target}" if verdict == "jump" else "drop"
+                if comment is not None:
+                    text += f' comment "{comment}"'
+                cmds.append(f"add rule {family} fwsg {chain} {text}")
+            elif kind == "elem":
+                _, add, family, name, texts, _keys, _width, values = op
+                if family not in ("inet", "bridge"):
+                    raise KeyError(family)
+                items = list(texts)
+                if values is not None and add:
+                    items = [f"{t} : {_value_text(v)}" for t, v in zip(texts, values)]
+                for i in range(0, len(items), 1024):
+                    cmds.append(f"{'add' if add else 'delete'} element {family} fwsg {name} "
+                                f"{{ {', '.join(items[i:i + 1024])} }}")
+            else:
+                raise ValueError(f"unknown netlink op {kind!r}")
         if cmds:
             self._ctx.run("\n".join(cmds) + "\n")
 

@@ -7,8 +7,9 @@ Both modules define exactly the names in ``__all__``.
 
 import os
 
-__all__ = ["COMPILED", "ConntrackTable", "ElementWriter", "NftContext", "diff_delta", "diff_keys", "diff_map", "diff_map_keys",
-           "diff_packed", "pack_addrs", "render_elements", "unpack_addrs"]
+__all__ = ["COMPILED", "ConntrackTable", "NetlinkWriter", "NftContext", "diff_delta", "diff_keys",
+           "diff_map", "diff_map_keys", "diff_packed", "pack_addrs", "render_elements",
+           "unpack_addrs"]
 
 if os.environ.get("FWSG_NO_EXTENSIONS"):
     from fwsg import _fast_py as impl

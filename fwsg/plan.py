@@ -11,6 +11,7 @@ empty for a moment. Pure: no I/O.
 incremental change costs O(change), not O(ruleset).
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import List
 
@@ -44,48 +45,58 @@ class Plan:
         """Size of the batch text in bytes."""
         return sum(len(c) + 1 for c in self.commands)
 
-    def element_ops(self):
-        """The plan as direct element operations when it only adds/deletes elements of sets and
-        maps whose encodings are known (see nlencode); else None. Each op is (add, family, set,
-        texts, keys, width, values): ``keys`` packed records of ``width`` bytes or a list of
-        bytes, ``values`` None or a list (mark bytes, or the chain name of a jump). Deletions
-        come first, so a map key whose value changes is deleted, then added."""
-        if not self.ops or any(op[0] not in ("elems", "map") for op in self.ops):
+    def netlink_ops(self):
+        """The plan as NetlinkWriter ops when it holds only element changes of known encodings
+        (see nlencode) and chains whose rules are plain verdicts (``jump X``/``drop``: port
+        profile chains); else None. Order: new chains and their rules, changed chains flushed
+        and refilled, element deletions, element additions, stale chains flushed and deleted
+        (all flushed before any is deleted: they may jump to each other)."""
+        if not self.ops:
             return None
-        dels, adds = [], []
+        chains, refills, stale, dels, adds = [], [], [], [], []
         try:
             for op in self.ops:
-                sd = op[4]
-                if not nlencode.encodable(sd):
-                    return None
-                if op[0] == "elems":
-                    _, _key, added, removed, _ = op
-                    for add, items in ((True, added), (False, removed)):
-                        if not items:
-                            continue
-                        if sd.key_type in ("ipv4_addr", "ipv6_addr"):
-                            fam = 4 if sd.key_type == "ipv4_addr" else 6
-                            keys, rejects = fast.pack_addrs(items, fam)
-                            if rejects:
-                                return None
-                            width = 4 if fam == 4 else 16
-                        else:
-                            keys, width = [nlencode.encode_key(sd.key_type, t) for t in items], 0
-                        (adds if add else dels).append(
-                            (add, sd.family, sd.name, list(items), keys, width, None))
+                kind = op[0]
+                if kind == "chain":
+                    key, cdef = op[1], op[2]
+                    if cdef is None:
+                        stale.append(key)
+                        continue
+                    rules = _simple_rules(cdef)
+                    if rules is None:
+                        return None
+                    if op[3] == "new":
+                        chains.append(("chain", key[0], key[1]))
+                        chains += rules
+                    else:
+                        refills += [("flush", key[0], key[1])] + rules
+                elif kind in ("elems", "map"):
+                    sd = op[4]
+                    if not nlencode.encodable(sd):
+                        return None
+                    if kind == "elems":
+                        d, a = _set_element_ops(sd, op[2], op[3])
+                        dels += d
+                        adds += a
+                    else:
+                        added, removed, changed = op[2], op[3], op[5]
+                        gone = list(removed) + list(changed)
+                        if gone:
+                            dels.append(("elem", False, sd.family, sd.name, gone,
+                                         [nlencode.encode_key(sd.key_type, k) for k in gone],
+                                         0, None))
+                        if added:
+                            adds.append(("elem", True, sd.family, sd.name, [k for k, _ in added],
+                                         [nlencode.encode_key(sd.key_type, k) for k, _ in added],
+                                         0, [nlencode.encode_value(sd.value_type, v)
+                                             for _, v in added]))
                 else:
-                    _, _key, added, removed, _, changed = op
-                    gone = list(removed) + list(changed)
-                    if gone:
-                        dels.append((False, sd.family, sd.name, gone,
-                                     [nlencode.encode_key(sd.key_type, k) for k in gone], 0, None))
-                    if added:
-                        adds.append((True, sd.family, sd.name, [k for k, _ in added],
-                                     [nlencode.encode_key(sd.key_type, k) for k, _ in added], 0,
-                                     [nlencode.encode_value(sd.value_type, v) for _, v in added]))
+                    return None
         except ValueError:
             return None
-        return dels + adds
+        # stale chains may jump to each other: flush them all before deleting any
+        return (chains + refills + dels + adds + [("flush", k[0], k[1]) for k in stale]
+                + [("delchain", k[0], k[1]) for k in stale])
 
     def split_bulk(self, threshold=BULK_THRESHOLD, chunk=BULK_CHUNK):
         """For a big cold start or resync: (text, batches) where ``text`` is the plan without the
@@ -112,7 +123,7 @@ class Plan:
                 if size and size + len(texts) > chunk:
                     batches.append(current)
                     current, size = [], 0
-                current.append((True, sd.family, sd.name, texts, part, width, None))
+                current.append(("elem", True, sd.family, sd.name, texts, part, width, None))
                 size += len(texts)
         if current:
             batches.append(current)
@@ -259,8 +270,10 @@ def diff(desired, current, pending=None):
     for k in changed_chains:
         cmds.append(f"flush chain {k[0]} {TABLE} {k[1]}")
         cmds.extend(_rules(desired.chains[k]))
-    for k in new_chains + changed_chains:
-        ops.append(("chain", k, desired.chains[k]))
+    for k in new_chains:
+        ops.append(("chain", k, desired.chains[k], "replaced" if k in current.chains else "new"))
+    for k in changed_chains:
+        ops.append(("chain", k, desired.chains[k], "changed"))
     s["chains_added"], s["chains_changed"] = len(new_chains), len(changed_chains)
 
     # Dispatch maps after the chains they jump to exist; a changed key is deleted, then added.
@@ -274,7 +287,7 @@ def diff(desired, current, pending=None):
         cmds.append(f"flush chain {k[0]} {TABLE} {k[1]}")
     for k in stale_chains:
         cmds.append(f"delete chain {k[0]} {TABLE} {k[1]}")
-        ops.append(("chain", k, None))
+        ops.append(("chain", k, None, "stale"))
     s["chains_removed"] = len(stale_chains)
     for k in stale_sets:
         if k not in desired.sets:
@@ -286,6 +299,49 @@ def diff(desired, current, pending=None):
         cmds.append(f"delete table {fam} {TABLE}")
         ops.append(("table", fam, False))
     return Plan(cmds, s, ops, adds_at)
+
+
+_SIMPLE = re.compile(r"^(?:jump ([a-z0-9][a-z0-9-]*)|drop)$")
+
+
+def _simple_rules(chain):
+    """NetlinkWriter "rule" ops for a chain whose rules are all plain verdicts, else None."""
+    if chain.hook is not None:
+        return None
+    rendered = chain.rendered_rules()
+    out = []
+    for i, rule in enumerate(chain.rules or ("return",)):
+        m = _SIMPLE.match(rule)
+        if not m:
+            return None
+        comment = None
+        if i == len(rendered) - 1:
+            comment = rendered[-1][len(rule):].strip()
+            if not (comment.startswith('comment "') and comment.endswith('"')):
+                return None
+            comment = comment[9:-1]
+        out.append(("rule", chain.family, chain.name, "jump" if m.group(1) else "drop",
+                    m.group(1), comment))
+    return out
+
+
+def _set_element_ops(sd, added, removed):
+    """(deletions, additions) as NetlinkWriter "elem" ops for one set."""
+    out = ([], [])
+    for add, items in ((True, added), (False, removed)):
+        if not items:
+            continue
+        if sd.key_type in ("ipv4_addr", "ipv6_addr"):
+            fam = 4 if sd.key_type == "ipv4_addr" else 6
+            keys, rejects = fast.pack_addrs(items, fam)
+            if rejects:
+                raise ValueError(rejects[0])
+            width = 4 if fam == 4 else 16
+        else:
+            keys, width = [nlencode.encode_key(sd.key_type, t) for t in items], 0
+        out[1 if add else 0].append(("elem", add, sd.family, sd.name, list(items), keys, width,
+                                     None))
+    return out
 
 
 def _rules(chain):

@@ -24,7 +24,7 @@ class NftBackend:
         self.netns = netns
         with entered(netns):
             self._ctx = fast.NftContext()
-            self._writer = fast.ElementWriter()
+            self._writer = fast.NetlinkWriter()
 
     def close(self):
         self._ctx.close()
@@ -35,15 +35,15 @@ class NftBackend:
         return self._ctx.run(text, json_output)
 
     def commit(self, plan):
-        """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan that only
-        adds/deletes address-set elements goes straight to netlink (no libnftables cache
-        refill); anything else through libnftables. A plan adding many address elements (a
+        """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan of element
+        changes and plain-verdict chains (port profiles) goes straight to netlink (no
+        libnftables cache refill); anything else through libnftables. A plan adding many address elements (a
         cold start) is committed in steps: the structure through libnftables, then the elements
         in bounded netlink batches, each step atomic and never more open than the target.
         Returns which way it went."""
         if not plan:
             return None
-        ops = plan.element_ops()
+        ops = plan.netlink_ops()
         if ops:
             self._writer.commit(ops)
             return "netlink"
