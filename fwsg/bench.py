@@ -284,7 +284,7 @@ class Bench:
         for label, sgs in (("existing profile", shared), ("new profile", ["default", "sg-1", "sg-2",
                                                                            "sg-3"])):
             padd, pdel, tr = [], [], set()
-            for i in range(max(6, a.ops // 10)):
+            for _ in range(max(6, a.ops // 10)):
                 port = {"id": "bench-port", "device": "tapbench", "mac_address": "fa:16:3e:ff:00:01",
                         "fixed_ips": ["198.51.100.77", "2001:db8:ff::77"], "security_groups": sgs}
                 t = time.perf_counter()

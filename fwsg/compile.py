@@ -63,33 +63,9 @@ class Names:
     def group(sg):
         return "g" + short_hash(sg)
 
-    @staticmethod
-    def port(pid):
-        return "p" + short_hash(pid)
-
     @classmethod
     def member_set(cls, sg, family, prefixes=False):
         return f"{cls.group(sg)}-m{family}{'n' if prefixes else ''}"
-
-
-def allocate_ids(model, previous=None):
-    """Port number (1..65535) per device for the filtered ports of ``model``; devices already
-    in ``previous`` keep their number, new ones take the lowest free numbers."""
-    previous = previous or {}
-    wanted = sorted(p.device for p in model.ports.values() if p.port_security)
-    ids = {d: previous[d] for d in wanted if d in previous}
-    used = set(ids.values())
-    nxt = 1
-    for dev in wanted:
-        if dev in ids:
-            continue
-        while nxt in used:
-            nxt += 1
-        if nxt > MAX_PORT_ID:
-            raise ValueError(f"more than {MAX_PORT_ID} filtered ports")
-        ids[dev] = nxt
-        used.add(nxt)
-    return ids
 
 
 def render_rule(rule, members_of, verdict="accept"):
@@ -146,15 +122,6 @@ def _dedupe(rules):
             seen.add(r)
             out.append(r)
     return tuple(out)
-
-
-def split_members(members):
-    """(hosts, merged prefixes) of a canonical member tuple."""
-    hosts = [m for m in members if not is_prefix(m)]
-    prefixes = [m for m in members if is_prefix(m)]
-    if prefixes:
-        prefixes = [str(n) for n in netaddr.cidr_merge(prefixes)]
-    return hosts, prefixes
 
 
 def fixed_chain(direction, stateful):
@@ -263,7 +230,6 @@ class Desired:
 
     # -- fixed objects ------------------------------------------------------------------
     def _fixed(self):
-        rs = self.rs
         for sd in (SetDef("inet", "egress", "mark", "verdict"),
                    SetDef("inet", "ingress", "mark", "verdict"),
                    SetDef("inet", "ingress4", "ipv4_addr", "verdict"),

@@ -21,4 +21,15 @@ else:
             raise
         from fwsg import _fast_py as impl
 
-globals().update({name: getattr(impl, name) for name in __all__})
+COMPILED = impl.COMPILED
+ConntrackTable = impl.ConntrackTable
+NetlinkWriter = impl.NetlinkWriter
+NftContext = impl.NftContext
+diff_delta = impl.diff_delta
+diff_keys = impl.diff_keys
+diff_map = impl.diff_map
+diff_map_keys = impl.diff_map_keys
+diff_packed = impl.diff_packed
+pack_addrs = impl.pack_addrs
+render_elements = impl.render_elements
+unpack_addrs = impl.unpack_addrs

@@ -7,7 +7,6 @@ shows up here. The benchmark counts these; a correct planner always yields an em
 
 from __future__ import annotations
 
-from fwsg.placement.filters import Limits
 from fwsg.placement.state import guest_cpu, guest_mem, z_for
 
 _EPS = 1e-9
