@@ -226,7 +226,11 @@ def pack_addrs(seq, int family):
         if type(item) is not str:
             rejects.append((i, seq[i]))
             continue
-        s = PyUnicode_AsUTF8AndSize(item, &ln)
+        try:
+            s = PyUnicode_AsUTF8AndSize(item, &ln)
+        except UnicodeError:  # lone surrogates: not an address
+            rejects.append((i, seq[i]))
+            continue
         if <Py_ssize_t>strlen(s) != ln or inet_pton(af, s, buf + k * width) != 1:
             rejects.append((i, seq[i]))
             continue
@@ -338,7 +342,9 @@ cdef extern from "sys/socket.h" nogil:
 
 cdef enum:
     _PAGE = 4 * 1024 * 1024
-    _PER_MSG = 1024
+    _OVERRUN = 1024 * 1024   # room for the message that crosses the page end (see commit)
+    _PER_MSG = 256           # elements per message: < 20 KB each
+    _MAX_ELEMENTS = 40000    # per batch: callers (plan.netlink_ops) stay below it
     _NFPROTO_INET = 1
     _NFPROTO_BRIDGE = 7
 
@@ -399,11 +405,16 @@ cdef class NetlinkWriter:
         KernelError (nothing changed) when the kernel refuses."""
         if self.nl == NULL:
             raise KernelError("netlink socket is closed")
-        cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, 0)
+        cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, _OVERRUN)
         if b == NULL:
             raise MemoryError()
         cdef int nmsgs = 0
         cdef N.iovec iov
+        cdef Py_ssize_t total = sum(len(op[4]) for op in ops if op[0] == "elem")
+        if total > _MAX_ELEMENTS:
+            N.nftnl_batch_free(b)
+            raise ValueError(f"{total} elements in one batch; at most {_MAX_ELEMENTS}")
+        cdef unsigned int first_seq = self.seq
         try:
             N.nftnl_batch_begin(<char *>N.nftnl_batch_buffer(b), self.seq)
             self.seq += 1
@@ -429,7 +440,7 @@ cdef class NetlinkWriter:
                 raise KernelError("netlink: batch too large for one page")
             if nmsgs:
                 N.nftnl_batch_iovec(b, &iov, 1)
-                self._talk(iov.iov_base, iov.iov_len, nmsgs)
+                self._talk(iov.iov_base, iov.iov_len, nmsgs, first_seq, self.seq)
         finally:
             N.nftnl_batch_free(b)
 
@@ -499,16 +510,12 @@ cdef class NetlinkWriter:
         _, add, family, name, texts, keys, width, values = op
         cdef int fam = _FAMILIES[family]
         cdef bytes name_b = name.encode()
-        cdef bytes kb, chain_b
         cdef const unsigned char *p = NULL
-        cdef Py_ssize_t n, i, j, end, w = width
+        cdef Py_ssize_t n, i, end, w = width
         cdef int nmsgs = 0
-        cdef int jump = N.NFT_JUMP
         cdef N.nftnl_set *s
-        cdef N.nftnl_set_elem *e
         cdef N.nlmsghdr *nlh
         cdef bint packed = type(keys) is bytes
-        cdef object v
         if packed:
             p = <const unsigned char *>PyBytes_AS_STRING(keys)
             n = len(keys) // w
@@ -518,36 +525,57 @@ cdef class NetlinkWriter:
         while i < n:
             end = min(n, i + _PER_MSG)
             s = N.nftnl_set_alloc()
+            if s == NULL:
+                raise MemoryError()
             N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
             N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name_b)
-            for j in range(i, end):
-                e = N.nftnl_set_elem_alloc()
-                if packed:
-                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * w, w)
-                else:
-                    kb = keys[j]
-                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, <const char *>kb, len(kb))
-                if values is not None:
-                    v = values[j]
-                    if type(v) is str:
-                        chain_b = v.encode()
-                        N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
-                        N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
-                    else:
-                        kb = v
-                        N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))
-                N.nftnl_set_elem_add(s, e)
+            try:
+                self._fill(s, i, end, packed, p, w, keys, values)
+            except BaseException:
+                N.nftnl_set_free(s)
+                raise
             nlh = self._hdr(b, N.NFT_MSG_NEWSETELEM if add else N.NFT_MSG_DELSETELEM, fam,
                             N.NLM_F_CREATE if add else 0)
             N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
             N.nftnl_set_free(s)
             if N.nftnl_batch_update(b) < 0:
-                raise KernelError("netlink: batch too large for one page")
+                raise KernelError("netlink: cannot grow the batch")
             nmsgs += 1
             i = end
         return nmsgs
 
-    cdef _talk(self, void *data, size_t length, int expected):
+    cdef _fill(self, N.nftnl_set *s, Py_ssize_t i, Py_ssize_t end, bint packed,
+               const unsigned char *p, Py_ssize_t w, object keys, object values):
+        cdef Py_ssize_t j
+        cdef N.nftnl_set_elem *e
+        cdef bytes kb, chain_b
+        cdef int jump = N.NFT_JUMP
+        cdef object v
+        for j in range(i, end):
+            e = N.nftnl_set_elem_alloc()
+            if e == NULL:
+                raise MemoryError()
+            N.nftnl_set_elem_add(s, e)  # owned by the set from here on
+            if packed:
+                N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, p + j * w, w)
+            else:
+                kb = keys[j]
+                N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_KEY, <const char *>kb, len(kb))
+            if values is not None:
+                v = values[j]
+                if type(v) is str:
+                    chain_b = v.encode()
+                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
+                    N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
+                else:
+                    kb = v
+                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))
+
+    cdef _talk(self, void *data, size_t length, int expected, unsigned int first_seq,
+               unsigned int end_seq):
+        """Send one batch and read one answer per message of it (acks are asked for every
+        message), matched by sequence number; leftovers of an earlier batch are drained first
+        and never counted."""
         cdef ssize_t ret
         cdef char buf[65536]
         cdef int acks = 0, first_error = 0, left, rc
@@ -557,6 +585,9 @@ cdef class NetlinkWriter:
         pfd.fd = N.mnl_socket_get_fd(self.nl)
         pfd.events = POLLIN
         with nogil:
+            while poll(&pfd, 1, 0) > 0:
+                if N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) <= 0:
+                    break
             ret = N.mnl_socket_sendto(self.nl, data, length)
         if ret < 0:
             raise KernelError("netlink: send failed: " + strerror(errno).decode())
@@ -569,15 +600,14 @@ cdef class NetlinkWriter:
             left = <int>ret
             nlh = <N.nlmsghdr *>buf
             while N.mnl_nlmsg_ok(nlh, left):
-                if nlh.nlmsg_type == N.NLMSG_ERROR:
+                if (nlh.nlmsg_type == N.NLMSG_ERROR and first_seq <= nlh.nlmsg_seq < end_seq):
                     err = <N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)
                     acks += 1
                     if err.error != 0 and first_error == 0:
                         first_error = -err.error
                 nlh = N.mnl_nlmsg_next(nlh, &left)
         if first_error:
-            raise KernelError("nftables refused the element batch: " +
-                              strerror(first_error).decode())
+            raise KernelError("nftables refused the batch: " + strerror(first_error).decode())
 
 
 # ---- conntrack table: dump and delete at C speed (libnetfilter_conntrack) -------------------
@@ -593,7 +623,14 @@ _PORT_PROTOS = frozenset((6, 17, 33, 132, 136))
 
 
 cdef int _ct_collect(C.nf_conntrack_msg_type type, C.nf_conntrack *ct, void *data) noexcept with gil:
-    cdef list out = <list>data
+    try:
+        return _ct_collect_one(ct, <list>data)
+    except BaseException as e:  # recorded: dump() raises it, never a silently short dump
+        (<list>data).append(e)
+        return -1  # NFCT_CB_FAILURE: stop
+
+
+cdef int _ct_collect_one(C.nf_conntrack *ct, list out) except -2:
     cdef uint8_t l3 = C.nfct_get_attr_u8(ct, C.ATTR_ORIG_L3PROTO)
     cdef uint8_t l4 = C.nfct_get_attr_u8(ct, C.ATTR_ORIG_L4PROTO)
     cdef char text[64]
@@ -655,7 +692,11 @@ cdef class ConntrackTable:
         cdef list out = []
         cdef uint32_t family = 0
         C.nfct_callback_register(self.h, C.NFCT_T_ALL, _ct_collect, <void *>out)
-        if C.nfct_query(self.h, C.NFCT_Q_DUMP, &family) < 0:
+        rc = C.nfct_query(self.h, C.NFCT_Q_DUMP, &family)
+        failed = [x for x in out if isinstance(x, BaseException)]
+        if failed:
+            raise KernelError(f"conntrack: dump failed: {failed[0]!r}")
+        if rc < 0:
             raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
         return out
 

@@ -243,7 +243,11 @@ class Desired:
             self._declare(sd)
         for c in (
             ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
-            ChainDef("inet", "ingress-fwd", ("meta mark & 0x0000ffff vmap @ingress",),
+            ChainDef("inet", "ingress-fwd", (
+                "meta mark & 0x0000ffff vmap @ingress",
+                # routed by the hypervisor into the bridge: no port tag, dispatch by address
+                "meta mark & 0x0000ffff == 0x0 ip daddr vmap @ingress4",
+                "meta mark & 0x0000ffff == 0x0 ip6 daddr vmap @ingress6"),
                      INET_FWD_INGRESS),
             ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
                      INET_OUT_INGRESS),
@@ -520,7 +524,7 @@ class Desired:
             n = self.ids[port.device]
             self._map_set(("inet", "egress"), mark(n << 16), f"jump {new}-e")
             self._map_set(("inet", "ingress"), mark(n), f"jump {new}-i")
-            for ip in port.fixed_ips:
+            for ip in _host_addrs(port):
                 self._dispatch_addr(ip)
         if old is not None and old != new:
             refs = self.profile_refs.get(old, set())
@@ -543,9 +547,16 @@ class Desired:
         dev = quote_ifname(port.device)
         elems = [(("bridge", "secured"), dev), (("bridge", "macs"), f"{dev} . {port.mac}")]
         for fam in (4, 6):
+            prefixes = {}  # mac -> prefixes: merged, an interval set refuses overlaps
             for ip, mac in port.addresses(fam):
                 elems.append((("bridge", "macs"), f"{dev} . {mac}"))
-                elems.append((("bridge", SPOOF_SETS[(fam, is_prefix(ip))]), f"{dev} . {mac} . {ip}"))
+                if is_prefix(ip):
+                    prefixes.setdefault(mac, []).append(ip)
+                else:
+                    elems.append((("bridge", SPOOF_SETS[(fam, False)]), f"{dev} . {mac} . {ip}"))
+            for mac, nets in sorted(prefixes.items()):
+                for net in netaddr.cidr_merge(nets):
+                    elems.append((("bridge", SPOOF_SETS[(fam, True)]), f"{dev} . {mac} . {net}"))
         maps = [(("bridge", "port-src"), dev, mark(n << 16)),
                 (("bridge", "port-dst"), dev, mark(n))]
         return elems, maps
@@ -556,6 +567,7 @@ class Desired:
             self.remove_port(port.id, _keep_number=self.ports[port.id].device == port.device)
         self.ports[port.id] = port
         if not port.port_security:
+            self.ids.pop(port.device, None)
             return
         n = self._allocate(port.device)
         self._set_refs(("p", port.id), port.rules)
@@ -567,7 +579,7 @@ class Desired:
             self._elem_add(key, e)
         for key, k, v in maps:
             self._map_set(key, k, v)
-        for ip in port.fixed_ips:
+        for ip in _host_addrs(port):
             self.addr_owners.setdefault(ip, set()).add(port.id)
         self._port_profile(port.id)
 
@@ -585,7 +597,7 @@ class Desired:
         self._map_set(("inet", "egress"), mark(n << 16), None)
         self._map_set(("inet", "ingress"), mark(n), None)
         self._port_profile(pid)
-        for ip in port.fixed_ips:
+        for ip in _host_addrs(port):
             self.addr_owners.get(ip, set()).discard(pid)
             self._dispatch_addr(ip)
         self._set_refs(("p", pid), ())
@@ -618,7 +630,10 @@ class Desired:
         model = Model.from_wire(model)
         devices = {p.device for p in model.ports.values()}
         self.reserved = {d: n for d, n in self.reserved.items() if d in devices}
-        for pid in [p for p in self.ports if p not in model.ports]:
+        # Ports that go away or move to another device leave first, so that no device is ever
+        # held by two ports at once (a swap of two taps would otherwise share numbers).
+        for pid in [p for p in self.ports if p not in model.ports
+                    or model.ports[p].device != self.ports[p].device]:
             self.remove_port(pid)
         for sg, fams in model.members.items():
             for fam, ips in fams.items():
@@ -652,6 +667,12 @@ class Desired:
                 ports[pid] = {"device": p.device, "filtered": False}
         groups = {sg: {"name": Names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
+
+
+def _host_addrs(port):
+    """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
+    the hypervisor sends or routes to them is dispatched to the port's ingress."""
+    return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
 
 
 def is_stateless(rules):

@@ -104,8 +104,14 @@ class Firewall:
                 continue
         return ids
 
-    def _ensure_desired(self):
+    def _ensure_desired(self, create=False):
+        """The desired state. Only apply() and reconcile(model) may start one (``create``):
+        an incremental call before any model would make fwsg's state empty, and committing
+        that would remove every port's filtering."""
         if self._desired is None:
+            if not create:
+                raise UserError("no model applied yet: call apply(model) or reconcile(model) "
+                                "first (an agent starts with a full sync)")
             self._desired = Desired(self._port_ids(self.current()))
             self._full = True
         return self._desired
@@ -141,8 +147,9 @@ class Firewall:
         if model is self._model and not self._full and not self._undo:
             return self._result(Plan(), {"parse": _ms(t0, time.perf_counter())}, t0)
         t1 = time.perf_counter()
-        d = self._ensure_desired()
-        previous = self.model if not self._full else None
+        loaded = self._desired is not None
+        d = self._ensure_desired(create=True)
+        previous = self.model if loaded else None  # what a refusal goes back to
         old_ports = dict(d.ports)
         d.load(model)
         self._packed.clear()
@@ -155,6 +162,8 @@ class Firewall:
             if pid not in model.ports:
                 self._gone.update(port.fixed_ips)
         self._model = model
+        if self._defer:
+            return None
         return self._changed({"parse": _ms(t0, t1), "compile": _ms(t1, time.perf_counter())}, t0)
 
     def flush(self):
@@ -176,8 +185,9 @@ class Firewall:
         t0 = time.perf_counter()
         if model is not None:
             model = Model.from_wire(model)
-            self._ensure_desired().load(model)
+            self._ensure_desired(create=True).load(model)
             self._model = model
+            self._packed.clear()
             self._undo.append(lambda: setattr(self, "_desired", None))
         if self._desired is None:
             raise UserError("nothing to reconcile: no model has been applied by this Firewall")
@@ -244,6 +254,7 @@ class Firewall:
             raise ValidationError(f"sg_member_ips.{sg_id}", f"{members!r} is not an object "
                                   "with IPv4/IPv6 lists")
         d = self._ensure_desired()
+        changes = []  # every family is validated before any is applied
         for key, fam in (("IPv4", 4), ("IPv6", 6)):
             if key not in members:
                 continue
@@ -258,6 +269,8 @@ class Firewall:
                 (prefixes.add if is_prefix(c) else extra.append)(c)
             if extra:
                 packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
+            changes.append((fam, packed, prefixes))
+        for fam, packed, prefixes in changes:
             old = self._packed.get((sg_id, fam))
             if old is None:
                 cur_pfx = d.prefix_members.get((sg_id, fam), set())
@@ -323,6 +336,11 @@ class Firewall:
         old = d.ports.get(port.id)
         if old == port:
             return self._maybe_commit()
+        if port.port_security:
+            kinds = {is_stateless(d.groups[sg]) for sg in port.security_groups if d.groups.get(sg)}
+            if len(kinds) > 1:
+                raise ValidationError(f"devices.{port.id}.security_groups",
+                                      "mixes stateful and stateless groups (Neutron forbids this)")
         if old is not None:
             self._gone.update(set(old.fixed_ips) - set(port.fixed_ips))
         d.set_port(port)
@@ -379,7 +397,9 @@ class Firewall:
     def _changed(self, timings, t0, repair=False):
         """Commit what the desired state recorded as pending (everything after a cold start or
         a failure); undo it in memory if the kernel refuses."""
-        d = self._ensure_desired()
+        d = self._desired
+        if d is None:
+            return self._result(Plan(), timings, t0)
         t2 = time.perf_counter()
         current = self.current()
         if self._full:

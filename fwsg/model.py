@@ -318,7 +318,9 @@ class Model:
             if other != pid:
                 _fail(f"devices.{pid}.device", f"{port.device!r} is also the device of port {other!r}")
             if port.port_security:
-                kinds = {self.group_stateful(sg) for sg in port.security_groups}
+                # a group without rules says nothing about statefulness: it mixes with either
+                kinds = {self.group_stateful(sg) for sg in port.security_groups
+                         if self.groups.get(sg)}
                 if len(kinds) > 1:
                     _fail(f"devices.{pid}.security_groups",
                           "mixes stateful and stateless groups (Neutron forbids this)")

@@ -20,7 +20,8 @@ from fwsg.ruleset import TABLE, Ruleset
 
 _CHUNK = 4096  # elements per "add element" statement
 BULK_THRESHOLD = 20000  # element additions above which a plan is committed in steps
-BULK_CHUNK = 50000      # elements per step: keeps each netlink batch short
+BULK_CHUNK = 30000      # elements per step: keeps each netlink batch short
+NETLINK_MAX = 30000     # elements a plan may carry on the netlink path (one page)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Plan:
                     return None
         except ValueError:
             return None
+        if sum(len(op[4]) for op in dels + adds) > NETLINK_MAX:
+            return None  # too big for one netlink page: libnftables (or split_bulk) takes it
         # stale chains may jump to each other: flush them all before deleting any
         return (chains + refills + dels + adds + [("flush", k[0], k[1]) for k in stale]
                 + [("delchain", k[0], k[1]) for k in stale])
@@ -239,11 +242,15 @@ def diff(desired, current, pending=None):
             else:
                 pa, pr = pending.elems[k]
                 added, removed = fast.diff_delta(pa, pr, have)
+            if removed and sd.interval:
+                # an interval set refuses an element overlapping one still there (a /24
+                # replacing its two /25s): deletions first
+                cmds.extend(_elements("delete", sd.family, sd.name, removed))
             if added:
                 start = len(cmds)
                 cmds.extend(_elements("add", sd.family, sd.name, added))
                 adds_at[k] = range(start, len(cmds))
-            if removed:
+            if removed and not sd.interval:
                 set_dels.extend(_elements("delete", sd.family, sd.name, removed))
             if added or removed:
                 ops.append(("elems", k, added, removed, sd))

@@ -2,6 +2,7 @@
 a flow that must pass and one that must not, for each."""
 
 import os
+import subprocess
 
 import pytest
 
@@ -486,3 +487,85 @@ def test_incremental_removals_cut_flows_and_spare_the_others(env):
     finally:
         for c in (from_out, from_vm1, from_vm3):
             c.close()
+
+
+@pytest.fixture
+def routed_peer(env):
+    """A namespace routed by the hypervisor (not on the bridge): 198.51.100.2 behind
+    198.51.100.1 on the host, forwarding on in the lab's host namespace."""
+    lab, fw = env
+    ns = f"{lab.host_ns[:-5]}-rt"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        steps = [
+            ["ip", "-n", lab.host_ns, "link", "add", "rt-host", "type", "veth", "peer", "name",
+             "eth0", "netns", ns],
+            ["ip", "-n", lab.host_ns, "addr", "add", "198.51.100.1/24", "dev", "rt-host"],
+            ["ip", "-n", lab.host_ns, "link", "set", "rt-host", "up"],
+            ["ip", "-n", ns, "addr", "add", "198.51.100.2/24", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "route", "add", "default", "via", "198.51.100.1"],
+            ["ip", "netns", "exec", lab.host_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        ]
+        for argv in steps:
+            subprocess.run(argv, check=True, capture_output=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "-n", lab.host_ns, "link", "del", "rt-host"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns])
+
+
+def test_traffic_routed_by_the_hypervisor_takes_ingress_rules(env, routed_peer):
+    from fwsg import traffic
+
+    lab, fw = env
+    apply(lab, fw, {"in80": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS},
+          {"vm1": ["in80"]})
+    vm1 = lab.ns("vm1")
+    assert traffic.tcp_connect(routed_peer, vm1, "192.0.2.11", 80, timeout=1.0)
+    assert not traffic.tcp_connect(routed_peer, vm1, "192.0.2.11", 81, timeout=1.0)
+
+
+def test_overlapping_prefixes_replace_each_other(env):
+    """Interval sets refuse overlaps: a /24 replacing a /25 (members, address pairs) must
+    delete before adding, and overlapping pairs of one port are merged."""
+    lab, fw = env
+    groups = {"web": ALL_EGRESS,
+              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
+              + ALL_EGRESS}
+    ports = {"vm1": ["web"], "vm2": ["db"]}
+    apply(lab, fw, groups, ports, members={"web": ["192.0.2.96/27"]})
+    assert lab.tcp_connect("out", "vm2", port=5432)              # .99 is inside the /27
+    apply(lab, fw, groups, ports, members={"web": ["192.0.2.64/26"]})
+    assert lab.tcp_connect("out", "vm2", port=5432)              # the /26 replaced the /27
+    fw.update_security_group_members("web", {"IPv4": ["192.0.2.11", "192.0.2.0/25",
+                                                      "192.0.2.128/25"]})
+    assert lab.tcp_connect("out", "vm2", port=5432)
+    pairs = [{"ip_address": "192.0.2.48/29"}, {"ip_address": "192.0.2.48/28"}]
+    apply(lab, fw, groups, ports, vm1={"allowed_address_pairs": pairs})
+    lab.add_address("vm1", "192.0.2.60/24")
+    try:
+        assert lab.tcp_connect("vm1", "out", port=80, src_ip="192.0.2.60")   # in the /28 only
+    finally:
+        lab.del_address("vm1", "192.0.2.60/24")
+    assert not Firewall(netns=lab.host_ns).plan(model(lab, groups, ports,
+                                                      vm1={"allowed_address_pairs": pairs}))
+
+
+def test_large_member_list_update(env):
+    """40,000 members in one full-list update: more than one netlink page, still one apply."""
+    lab, fw = env
+    groups = {"web": ALL_EGRESS,
+              "db": [rule("ingress", "IPv6", protocol="tcp", ports=5432, remote_group_id="web")]
+              + ALL_EGRESS}
+    ports = {"vm1": ["web"], "vm2": ["db"]}
+    apply(lab, fw, groups, ports)
+    big = [f"2001:db8:1::{i:x}" for i in range(40000)]
+    r = fw.update_security_group_members("web", {"IPv4": ["192.0.2.11"],
+                                                 "IPv6": ["2001:db8::11"] + big})
+    assert r.summary["elements_added"] == 40000
+    doc = model(lab, groups, ports, members={"web": big})
+    assert not Firewall(netns=lab.host_ns).plan(doc)
+    assert lab.tcp_connect("vm1", "vm2", port=5432, family=6)
+    assert not lab.tcp_connect("vm3", "vm2", port=5432, family=6)

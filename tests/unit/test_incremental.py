@@ -200,3 +200,64 @@ def test_any_call_sequence_equals_fresh_apply(seq, deferred):
     else:
         run()
     same_as_fresh(fw)
+
+
+def test_two_ports_swapping_taps_in_one_apply():
+    """Each tap keeps exactly one owner: no tap is left without filtering or anti-spoofing."""
+    base = generate(ports=3, groups=2, rules=2, members=5, seed=3)
+    fw = fresh()
+    fw.apply(base)
+    swapped = copy.deepcopy(base)
+    d = swapped["devices"]
+    d["port-0"]["device"], d["port-1"]["device"] = d["port-1"]["device"], d["port-0"]["device"]
+    fw.apply(swapped)
+    same_as_fresh(fw)
+    rs = fw.backend.read()
+    for tap in ("tap0", "tap1", "tap2"):
+        assert f'"{tap}"' in rs.elements[("bridge", "secured")]
+        assert f'"{tap}"' in rs.elements[("bridge", "port-src")]
+    numbers = list(rs.elements[("bridge", "port-src")].values())
+    assert len(numbers) == len(set(numbers)) == 3
+
+
+def test_incremental_call_before_any_model_is_refused():
+    fw = fresh()
+    with pytest.raises(Exception, match="no model applied yet"):
+        fw.add_security_group_members("sg-1", ["192.0.2.1"])
+    assert fw.backend.commits == 0
+
+
+def test_port_update_cannot_mix_stateful_and_stateless():
+    doc = copy.deepcopy(BASE)
+    doc["security_groups"]["sl"] = [{"direction": "ingress", "ethertype": "IPv4", "stateful": False}]
+    fw = fresh()
+    fw.apply(doc)
+    port = dict(doc["devices"]["port-0"], id="port-0", security_groups=["default", "sl"])
+    with pytest.raises(ValidationError, match="mixes stateful and stateless"):
+        fw.update_port_filter(port)
+    same_as_fresh(fw)
+
+
+def test_member_update_validates_every_family_before_changing_any():
+    fw = fresh()
+    fw.apply(BASE)
+    before = kernel_view(fw)
+    with pytest.raises(ValidationError, match=r"IPv6\[0\]: 'bogus'"):
+        fw.update_security_group_members("default", {"IPv4": ["203.0.113.9"], "IPv6": ["bogus"]})
+    fw.add_security_group_members("sg-1", [])  # an unrelated call commits nothing left over
+    assert kernel_view(fw) == before
+
+
+def test_apply_inside_defer_waits_for_the_block():
+    fw = fresh()
+    fw.apply(BASE)
+    smaller = copy.deepcopy(BASE)
+    del smaller["devices"]["port-2"]
+    n = fw.backend.commits
+    with pytest.raises(RuntimeError):
+        with fw.defer_apply():
+            assert fw.apply(smaller) is None
+            assert fw.backend.commits == n
+            raise RuntimeError("abort")
+    assert fw.backend.commits == n
+    assert "port-2" in fw.model.ports
