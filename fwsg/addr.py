@@ -6,6 +6,7 @@ through ``socket.inet_pton`` (fast); prefixes and anything unusual through netad
 No I/O here.
 """
 
+import functools
 import socket
 
 import netaddr
@@ -63,6 +64,7 @@ def family_of(member):
     return 6 if ":" in member else 4
 
 
+@functools.lru_cache(maxsize=65536)
 def eui64_link_local(mac):
     """The IPv6 link-local address (fe80::/64, modified EUI-64) of a MAC, canonical."""
     eui = netaddr.EUI(mac)
