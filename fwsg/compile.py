@@ -524,7 +524,7 @@ class Desired:
             n = self.ids[port.device]
             self._map_set(("inet", "egress"), mark(n << 16), f"jump {new}-e")
             self._map_set(("inet", "ingress"), mark(n), f"jump {new}-i")
-            for ip in _host_addrs(port):
+            for ip in host_addresses(port):
                 self._dispatch_addr(ip)
         if old is not None and old != new:
             refs = self.profile_refs.get(old, set())
@@ -579,7 +579,7 @@ class Desired:
             self._elem_add(key, e)
         for key, k, v in maps:
             self._map_set(key, k, v)
-        for ip in _host_addrs(port):
+        for ip in host_addresses(port):
             self.addr_owners.setdefault(ip, set()).add(port.id)
         self._port_profile(port.id)
 
@@ -597,7 +597,7 @@ class Desired:
         self._map_set(("inet", "egress"), mark(n << 16), None)
         self._map_set(("inet", "ingress"), mark(n), None)
         self._port_profile(pid)
-        for ip in _host_addrs(port):
+        for ip in host_addresses(port):
             self.addr_owners.get(ip, set()).discard(pid)
             self._dispatch_addr(ip)
         self._set_refs(("p", pid), ())
@@ -669,7 +669,7 @@ class Desired:
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
 
 
-def _host_addrs(port):
+def host_addresses(port):
     """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
     the hypervisor sends or routes to them is dispatched to the port's ingress."""
     return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})

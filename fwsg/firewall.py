@@ -14,13 +14,14 @@ kernel. Conntrack entries that lost their rule are removed after the commit.
 
 import contextlib
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 
 from fwsg import fast
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
-from fwsg.compile import Desired, Pending, is_stateless, compile_model
+from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
 from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
 from fwsg.model import Model, member_order, parse_port, parse_rule
 from fwsg.netns import check, entered
@@ -344,7 +345,7 @@ class Firewall:
         if old is not None:
             self._gone.update(set(old.fixed_ips) - set(port.fixed_ips))
         d.set_port(port)
-        self._want_sweep(_host_addresses(port) | (_host_addresses(old) if old else set()))
+        self._want_sweep(set(host_addresses(port)) | (set(host_addresses(old)) if old else set()))
         self._note(lambda: d.set_port(old) if old is not None else d.remove_port(port.id))
         return self._maybe_commit()
 
@@ -490,7 +491,7 @@ class Firewall:
             for name in _BR_SYSCTLS:
                 path = f"/proc/sys/net/bridge/{name}"
                 if not os.path.exists(path):
-                    os.system("modprobe br_netfilter >/dev/null 2>&1")
+                    subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
                 try:
                     with open(path) as f:
                         val = f.read().strip()
@@ -505,11 +506,6 @@ class Firewall:
         self._sysctl_checked = True
         self.notices.extend(notices)
         return notices
-
-
-def _host_addresses(port):
-    """Every host address a port may use (fixed IPs, host address pairs, link-locals)."""
-    return {ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)}
 
 
 def _describe(plan):
@@ -532,10 +528,6 @@ def _describe(plan):
         elif kind == "chain":
             out.append(f"chain {where} restored" if op[2] else f"stray chain {where} removed")
     return out
-
-
-def _family_key(fam):
-    return {4: "IPv4", 6: "IPv6"}[fam]
 
 
 def _by_family(path, ips):
