@@ -504,13 +504,7 @@ class Lab:
     def down(self) -> None:
         """Remove every namespace of the lab and close its sockets (idempotent, never raises
         for a namespace already gone; raises :class:`LabError` if one cannot be removed)."""
-        for c in list(self._conns):
-            c.close()
-        self._conns.clear()
-        for s in list(self._sniffers):
-            s.stop()
-        self._sniffers.clear()
-        self._registry.close_all()
+        self._close_probes()
         if self._lock_fd is None:  # not ours (never up, or detached): nothing to remove
             return
         left = _delete_netns(set(self._created) | set(self.namespaces))
@@ -527,12 +521,8 @@ class Lab:
         _unlock(self.name, self._lock_fd)
         self._lock_fd = None
 
-    def detach(self) -> None:
-        """Leave the lab's namespaces up after this process ends (no teardown, no sweep);
-        ``cleanup_stale(name)`` or the next ``up()`` of a lab with this name removes them.
-        Probes through this object stop working."""
-        if not self.is_up:
-            raise LabError(f"lab {self.name!r} is not up")
+    def _close_probes(self) -> None:
+        """Close every connection, sniffer and socket this lab opened."""
         for c in list(self._conns):
             c.close()
         self._conns.clear()
@@ -540,6 +530,14 @@ class Lab:
             s.stop()
         self._sniffers.clear()
         self._registry.close_all()
+
+    def detach(self) -> None:
+        """Leave the lab's namespaces up after this process ends (no teardown, no sweep);
+        ``cleanup_stale(name)`` or the next ``up()`` of a lab with this name removes them.
+        Probes through this object stop working."""
+        if not self.is_up:
+            raise LabError(f"lab {self.name!r} is not up")
+        self._close_probes()
         self._save_state(detached=True)
         self.is_up = False
         with _live_lock:

@@ -9,27 +9,13 @@ GiB = 1 << 30
 def node(cores=8, memory=16 * GiB, cpu=None, mem=None, **extra):
     """A node document; ``cpu``/``mem`` are flat usage numbers (latest = mean = p95) or dicts."""
     doc = {"cores": cores, "memory": memory, **extra}
-    usage = {}
-    if cpu is not None:
-        usage["cpu"] = cpu
-    if mem is not None:
-        usage["memory"] = mem
-    if usage:
-        doc["usage"] = usage
-    return doc
+    return _with_usage(doc, cpu, mem)
 
 
 def guest(on, cores=2, memory=4 * GiB, cpu=None, mem=None, **extra):
     """A guest document on node ``on``."""
     doc = {"node": on, "cores": cores, "memory": memory, **extra}
-    usage = {}
-    if cpu is not None:
-        usage["cpu"] = cpu
-    if mem is not None:
-        usage["memory"] = mem
-    if usage:
-        doc["usage"] = usage
-    return doc
+    return _with_usage(doc, cpu, mem)
 
 
 def cluster(nodes, guests=None, groups=None, rules=None):
@@ -52,3 +38,11 @@ def demand(cl, *names, use="peak"):
     d = Demand([cl.guests[n] for n in names], use, z_for(cl.peak_key))
     d.groups = tuple(cl.groups[g] for g in d.groups)
     return d
+
+
+def _with_usage(doc, cpu, mem):
+    """``doc`` with a usage section holding whichever of cpu and memory are given."""
+    usage = {k: v for k, v in (("cpu", cpu), ("memory", mem)) if v is not None}
+    if usage:
+        doc["usage"] = usage
+    return doc
