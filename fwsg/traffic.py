@@ -513,9 +513,7 @@ def udp_exchange(src_ns, dst_ns, dst_ip, port, *, src_ip=None, sport=0, timeout=
             return False
         return _recv_msg(cli, msg, deadline)
     finally:
-        for s in (srv, cli):
-            if s is not None:
-                reg.close(s)
+        _close(reg, srv, cli)
 
 
 def _csum(data: bytes) -> int:
@@ -594,9 +592,14 @@ def udp_reaches(src_ns, dst_ns, dst_ip, port, *, sport=0, src_ip=None, broadcast
             return False
         return _recv_msg(srv, msg, deadline)
     finally:
-        for s in (srv, cli):
-            if s is not None:
-                reg.close(s)
+        _close(reg, srv, cli)
+
+
+def _close(reg, *socks) -> None:
+    """Close the sockets that were opened (None for those that were not)."""
+    for s in socks:
+        if s is not None:
+            reg.close(s)
 
 
 def _recv_msg(sock, msg, deadline) -> bool:

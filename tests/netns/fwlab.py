@@ -1,10 +1,16 @@
 """Helpers for the firewall netns tests: a lab with three VMs and an outside host, and a small
 builder for models whose ports are the lab's VMs (members computed as Neutron does)."""
 
+import contextlib
 import copy
+import os
 import subprocess
 
+import pytest
+
 from fwsg.demo import add_nodes
+from fwsg.firewall import Firewall
+from fwsg.lab import Lab, netns_available
 
 ALL_EGRESS = [{"direction": "egress", "ethertype": "IPv4"},
               {"direction": "egress", "ethertype": "IPv6"}]
@@ -13,6 +19,29 @@ ALL_EGRESS = [{"direction": "egress", "ethertype": "IPv4"},
 def build_lab(lab):
     """The demo's nodes on ``lab``: vm1-vm3 (192.0.2.11-13) and the outside host out (.99)."""
     return add_nodes(lab)
+
+
+@contextlib.contextmanager
+def running_lab(prefix):
+    """A demo-node lab (up) and a Firewall on its host namespace, torn down afterwards; skips
+    the test when namespaces are not available."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    lab = build_lab(Lab(f"{prefix}{os.getpid() % 100000}"))
+    lab.up()
+    try:
+        yield lab, Firewall(netns=lab.host_ns)
+    finally:
+        lab.down()
+
+
+def web_db(v6=False):
+    """Groups ``web`` (egress only) and ``db`` (tcp 5432 from web's members)."""
+    db = [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
+    if v6:
+        db.append(rule("ingress", "IPv6", protocol="tcp", ports=5432, remote_group_id="web"))
+    return {"web": list(ALL_EGRESS), "db": db + ALL_EGRESS}
 
 
 def rule(direction, ethertype="IPv4", protocol=None, ports=None, **kw):

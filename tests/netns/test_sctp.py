@@ -5,15 +5,12 @@ NEW and not INVALID) and vm2's interface is sniffed: the port the group allows a
 others do not, although the host's tap shows every one of them entering the bridge."""
 
 import itertools
-import os
 import socket
 import struct
 
 import pytest
 
-from fwsg.firewall import Firewall
-from fwsg.lab import Lab, netns_available
-from tests.netns.fwlab import ALL_EGRESS, build_lab, flush_conntrack, model, rule
+from tests.netns.fwlab import ALL_EGRESS, flush_conntrack, model, rule, running_lab
 
 IPPROTO_SCTP = 132
 _sport = itertools.count(41000)
@@ -53,20 +50,12 @@ def test_crc32c_and_packet_layout():
 
 @pytest.fixture(scope="module")
 def fwlab():
-    ok, why = netns_available()
-    if not ok:
-        pytest.skip(f"netns tests: {why}")
-    lab = build_lab(Lab(f"sctp{os.getpid() % 100000}"))
-    lab.up()
-    try:
-        fw = Firewall(netns=lab.host_ns)
+    with running_lab("sctp") as (lab, fw):
         groups = {"s": [rule("ingress", protocol="sctp", ports=5000),
                         rule("ingress", "IPv6", protocol="sctp", ports=5000)] + ALL_EGRESS,
                   "open": ALL_EGRESS}
         fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["s"]}))
         yield lab, fw
-    finally:
-        lab.down()
 
 
 def _send(lab, family, dst_ip, packets):

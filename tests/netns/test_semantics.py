@@ -1,27 +1,20 @@
 """Every behaviour of DESIGN.md's semantics list, shown with real packets in namespaces:
 a flow that must pass and one that must not, for each."""
 
-import os
 import subprocess
 
 import pytest
 
 from fwsg.firewall import Firewall
-from fwsg.lab import Lab, netns_available, ra_body
-from tests.netns.fwlab import ALL_EGRESS, build_lab, flush_conntrack, model, nft_handles, rule
+from fwsg.lab import ra_body
+from tests.netns.fwlab import (ALL_EGRESS, build_lab, flush_conntrack, model, nft_handles, rule,
+                               running_lab, web_db)
 
 
 @pytest.fixture(scope="module")
 def fwlab():
-    ok, why = netns_available()
-    if not ok:
-        pytest.skip(f"netns tests: {why}")
-    lab = build_lab(Lab(f"sem{os.getpid() % 100000}"))
-    lab.up()
-    try:
-        yield lab, Firewall(netns=lab.host_ns)
-    finally:
-        lab.down()
+    with running_lab("sem") as lab_fw:
+        yield lab_fw
 
 
 @pytest.fixture
@@ -328,9 +321,7 @@ def test_losing_its_rule_cuts_an_established_connection(env, how):
 
 def test_removing_a_member_or_port_cuts_its_connections(env):
     lab, fw = env
-    groups = {"web": ALL_EGRESS,
-              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
-              + ALL_EGRESS}
+    groups = web_db()
     ports = {"vm1": ["web"], "vm2": ["db"]}
     apply(lab, fw, groups, ports, members={"web": ["192.0.2.99"]})
     from_out = lab.open_tcp("out", "vm2", port=5432)
@@ -438,9 +429,7 @@ def test_big_cold_start_is_committed_in_steps(env):
     then holds exactly the model (a fresh read-back finds nothing to do) and it filters."""
     lab, fw = env
     fw.flush()
-    groups = {"web": ALL_EGRESS,
-              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
-              + ALL_EGRESS}
+    groups = web_db()
     extra = [f"198.51.{100 + i // 250}.{i % 250 + 1}" for i in range(25000)]
     doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"]}, members={"web": extra})
     r = fw.apply(doc)
@@ -467,9 +456,7 @@ def test_bridge_netfilter_is_switched_on_and_reported(lab_factory):
 def test_incremental_removals_cut_flows_and_spare_the_others(env):
     """The delta calls judge only the flows of what they removed (one dump, filtered here)."""
     lab, fw = env
-    groups = {"web": ALL_EGRESS,
-              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
-              + ALL_EGRESS}
+    groups = web_db()
     apply(lab, fw, groups, {"vm1": ["web"], "vm2": ["db"], "vm3": ["web"]},
           members={"web": ["192.0.2.99"]})
     from_out = lab.open_tcp("out", "vm2", port=5432)
@@ -531,9 +518,7 @@ def test_overlapping_prefixes_replace_each_other(env):
     """Interval sets refuse overlaps: a /24 replacing a /25 (members, address pairs) must
     delete before adding, and overlapping pairs of one port are merged."""
     lab, fw = env
-    groups = {"web": ALL_EGRESS,
-              "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web")]
-              + ALL_EGRESS}
+    groups = web_db()
     ports = {"vm1": ["web"], "vm2": ["db"]}
     apply(lab, fw, groups, ports, members={"web": ["192.0.2.96/27"]})
     assert lab.tcp_connect("out", "vm2", port=5432)              # .99 is inside the /27
