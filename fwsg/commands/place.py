@@ -119,7 +119,7 @@ def run(args, document=read_cluster_document):
 
 
 def _gib(n):
-    from fwsg.placement.filters import fmt_bytes
+    from fwsg.quantities import fmt_bytes
 
     return fmt_bytes(n)
 

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from fwsg.errors import ValidationError
+from fwsg.quantities import fmt_bytes
 
 INF = math.inf
 
@@ -166,13 +167,3 @@ def group_reason(node, groups):
         if gr.restricted and node.name not in gr.nodes:
             return f"not in restricted group '{gr.name}'"
     return None
-
-
-def fmt_bytes(n):
-    """A byte count for humans: ``3.1 GiB``, ``512 MiB``, ``0 B``."""
-    n = float(n)
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= scale:
-            v = n / scale
-            return f"{v:.1f} {unit}".replace(".0 ", " ")
-    return f"{n:.0f} B"

@@ -8,8 +8,8 @@ order they are tried; a node's reported reason is the first that fails.
 
 from __future__ import annotations
 
-from fwsg.placement.admission import (Limits, cores_reason, fmt_bytes, group_reason, networks_reason,
-                                      storages_reason)
+from fwsg.placement.admission import Limits, cores_reason, group_reason, networks_reason, storages_reason
+from fwsg.quantities import fmt_bytes
 
 __all__ = ["FILTERS", "Limits", "fmt_bytes", "reject_reason"]
 

@@ -48,7 +48,7 @@ class Optimum:
 
 
 def projected_peak(plan):
-    """The projected peak load of a planner :class:`~fwsg.placement.planner.Plan`, as the oracle
+    """The projected peak load of a planner :class:`~fwsg.placement.planner.RecoveryPlan`, as the oracle
     measures it: max over online nodes of max(cpu after / cores, memory after / memory)."""
     return max((max(n.cpu_after / n.cores, n.mem_after / n.memory) for n in plan.nodes if n.status == "online"),
                default=0.0)

@@ -24,7 +24,7 @@ class Placement:
     """The decision for one guest: ``target`` is None when it cannot be placed.
 
     ``rejected`` maps every node that was not chosen for a reason to that reason (one line; in no
-    particular order, :meth:`Plan.to_dict` orders it like the nodes);
+    particular order, :meth:`RecoveryPlan.to_dict` orders it like the nodes);
     ``unit`` lists the guests placed together with it (affinity), itself included; ``ranked``
     the (node, score) of every candidate the scorer saw (the losers' explanation); ``reason`` one
     line summing up why an unplaced guest fits nowhere; ``moved_for`` the guest whose room the
@@ -89,7 +89,7 @@ class NodeLoad:
 
 
 @dataclass
-class Plan:
+class RecoveryPlan:
     """A recovery plan: one :class:`Placement` per guest of the failed nodes (decision order) and
     the projected load of every node after it."""
 
@@ -239,7 +239,7 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
             trade(setup, decided, scorer, limits, placements)
     _explain_unplaced(setup, decided, placements, limits)
     seconds = time.perf_counter() - started
-    return Plan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
+    return RecoveryPlan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
                 placements=placements, nodes=_node_loads(cluster, setup.states, set(failed), use, setup.ctx.z),
                 seconds=seconds, repaired=repaired)
 
