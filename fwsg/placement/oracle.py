@@ -54,6 +54,20 @@ def projected_peak(plan):
                default=0.0)
 
 
+def unplaceable(cluster, failed, *, use="peak", limits=None):
+    """How many guests of ``failed`` no plan can restart: their unit is admitted by no node even
+    with nothing else placed (a floor for every strategy, cheap on any cluster)."""
+    limits = (limits or Limits()).check()
+    setup = prepare(cluster, tuple(dict.fromkeys(failed)), use, limits)
+    cache = {}
+    out = 0
+    for d, conflict in setup.units:
+        ok = [] if conflict else static_pass(cache, setup.states, d, limits)[0]
+        if not any(ns.reason(d) is None and not (d.avoid and anti_affinity(ns, d, limits)) for ns in ok):
+            out += len(d.names)
+    return out
+
+
 def solve(cluster, failed, *, use="peak", limits=None, budget=200_000):
     """The :class:`Optimum` for the guests of ``failed`` under ``limits`` (see the module doc)."""
     limits = (limits or Limits()).check()

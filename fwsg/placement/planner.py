@@ -26,7 +26,7 @@ class Placement:
     ``rejected`` maps every node that was not chosen for a reason to that reason (one line; in no
     particular order, :meth:`RecoveryPlan.to_dict` orders it like the nodes);
     ``unit`` lists the guests placed together with it (affinity), itself included; ``ranked``
-    the (node, score) of every candidate the scorer saw (the losers' explanation); ``reason`` one
+    (candidate node states, their scores) as the scorer saw them (the losers' explanation); ``reason`` one
     line summing up why an unplaced guest fits nowhere; ``moved_for`` the guest whose room the
     repair step made by moving this one; ``key`` orders unplaced guests (HA priority, then size).
     """
@@ -51,8 +51,9 @@ class Placement:
         out = dict(self.rejected)
         if self.target is None or not self.ranked:
             return out
-        best = dict(self.ranked).get(self.target)
-        for name, score in self.ranked:
+        ranked = [(ns.name, x) for ns, x in zip(*self.ranked)]
+        best = dict(ranked).get(self.target)
+        for name, score in ranked:
             if name == self.target or name in out:
                 continue
             if best is not None and score == best:
@@ -311,13 +312,10 @@ def _run(setup, scorer, limits):
         ranked = ()
         if passed:
             scores = scorer.score(passed, d, ctx)
-            best = 0
-            for i in range(1, len(passed)):  # highest score; ties: smallest node name
-                if scores[i] > scores[best] or (scores[i] == scores[best] and passed[i].name < passed[best].name):
-                    best = i
+            best = pick(passed, scores)
             chosen = passed[best]
             score = scores[best]
-            ranked = tuple(zip([ns.name for ns in passed], scores))
+            ranked = (passed, scores)
             was = chosen.free_memory
             chosen.add(d)
             if was >= most_room:
@@ -329,6 +327,15 @@ def _run(setup, scorer, limits):
                                         unit=d.names, score=score, rejected=rejected, ranked=ranked,
                                         key=key + (g.name,)))
     return placements, decided
+
+
+def pick(cands, scores):
+    """The index of the highest score; ties go to the smallest node name."""
+    top = max(scores)
+    best = scores.index(top)
+    if scores.count(top) > 1:
+        best = min((cands[i].name, i) for i, x in enumerate(scores) if x == top)[1]
+    return best
 
 
 def admissible(states, d, conflict, limits, cache, rejected, kinds=None):

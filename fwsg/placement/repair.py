@@ -28,6 +28,8 @@ def repair(setup, decided, scorer, limits, placements):
     cache = {}
     failed_at = {}  # need signature -> version at which it last failed
     version = 0
+    room_version = -1
+    most_room = 0.0
     done = 0
     for i in range(len(decided)):
         d, target = decided[i]
@@ -37,7 +39,8 @@ def repair(setup, decided, scorer, limits, placements):
                d.cpu if limits.cpu_limit is not None else None, d.conntrack)
         if not d.avoid and failed_at.get(sig) == version:
             continue
-        most_room = max((ns.free_memory for ns in states), default=0.0)
+        if room_version != version:
+            most_room, room_version = max((ns.free_memory for ns in states), default=0.0), version
         if d.max_memory > 2 * most_room + 1e-9 * d.max_memory:
             continue  # neither a direct fit nor one move can make that much room
         ok, _, _ = static_pass(cache, states, d, limits)
@@ -69,12 +72,9 @@ def repair(setup, decided, scorer, limits, placements):
 
 def _best(scorer, cands, d, ctx):
     """The candidate the scorer prefers (ties: smallest name)."""
-    scores = scorer.score(cands, d, ctx)
-    best = 0
-    for j in range(1, len(cands)):
-        if scores[j] > scores[best] or (scores[j] == scores[best] and cands[j].name < cands[best].name):
-            best = j
-    return cands[best]
+    from fwsg.placement.planner import pick
+
+    return cands[pick(cands, scorer.score(cands, d, ctx))]
 
 
 def _find_move(d, cands, states, cache, limits, scorer, ctx, static_pass, priority_tier):
@@ -84,9 +84,8 @@ def _find_move(d, cands, states, cache, limits, scorer, ctx, static_pass, priori
         if ns.free_memory + most_room < d.max_memory:
             break  # sorted by missing room: no later node can be helped either
         missing = d.max_memory - ns.free_memory
-        for v in sorted(ns.units, key=lambda u: (u.max_memory, u.names[0])):
-            if v.pinned is not None or v.max_memory < missing or v.max_memory > most_room:
-                continue
+        movable = [u for u in ns.units if u.pinned is None and missing <= u.max_memory <= most_room]
+        for v in sorted(movable, key=lambda u: (u.max_memory, u.names[0])):
             after = (ns.committed - v.max_memory, ns.placed_cpu - v.cpu, ns.placed_ct - v.conntrack)
             if admission.capacity_reason(ns.budget, after, d.need, ns.node) is not None:
                 continue
