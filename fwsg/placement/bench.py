@@ -93,13 +93,21 @@ def main(argv=None):
 
     repeats = 1 if args.quick else 5
     timing = {}
+    wall = {}
     for tight in (False, True):
         cl, failed = scale_case(0, tight=tight)
         for s in names:
-            timing[s, tight] = min(plan_recovery(cl, failed, s).seconds for _ in range(repeats)) * 1000
+            best_cpu = best_wall = float("inf")
+            for _ in range(repeats):
+                c0 = time.process_time()
+                plan = plan_recovery(cl, failed, s)
+                best_cpu = min(best_cpu, time.process_time() - c0)
+                best_wall = min(best_wall, plan.seconds)
+            timing[s, tight], wall[s, tight] = best_cpu * 1000, best_wall * 1000
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     summary = summarise(runs, names, timing)
     summary["load"] = load
+    summary["wall"] = {f"{s} {'tight' if t else 'fit'}": round(ms, 1) for (s, t), ms in wall.items()}
     print(render(summary, runs, names))
     print()
     print(targets(summary, runs))
@@ -183,8 +191,10 @@ def render(summary, runs, names):
            "percentage points, mean and max over the small events where the strategy places as many as the oracle",
            "viol: hard-constraint violations (verify.py) | imbalance: CV of node dominant load, mean | >80% node-min: "
            "replayed node-minutes over 80%, total",
-           f"ms/plan: mean per event | ms 1000x64: 1,000 guests onto 64 nodes, all fit; ms tight: some do not "
-           f"(best of 5; load average {summary['load']:.1f} on {os.cpu_count()} cpus when measured)", "",
+           f"ms/plan: mean wall time per event | ms 1000x64: 1,000 guests onto 64 nodes, all fit; ms tight: "
+           f"some do not; both best of 5, process cpu time (wall time counts other processes' turns: load "
+           f"average {summary['load']:.1f} on {os.cpu_count()} cpus when measured; fwsg wall: "
+           f"{summary['wall'].get('fwsg fit', 0):.1f} / {summary['wall'].get('fwsg tight', 0):.1f} ms)", "",
            line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
     if DYNAMIC in names:
@@ -231,7 +241,8 @@ def targets(summary, runs, strategy="fwsg"):
               f">80% node-minutes {d['overload_min']:.1f} <= 0.9 x {DYNAMIC} {d['dynamic_overload_min']:.1f} "
               f"over the same events")
     check(max(f["ms_fit"], f["ms_tight"]) <= 100,
-          f"1,000 guests onto 64 nodes: {f['ms_fit']:.1f} ms (all fit), {f['ms_tight']:.1f} ms (some do not), <= 100")
+          f"1,000 guests onto 64 nodes: {f['ms_fit']:.1f} ms (all fit), {f['ms_tight']:.1f} ms (some do not), <= 100 "
+          f"(cpu time)")
     return "\n".join(lines)
 
 
