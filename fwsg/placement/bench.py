@@ -38,6 +38,8 @@ COLUMNS = (
     ("peak_delta", "peak-oracle pt", "{:+.2f}"),
     ("peak_delta_max", "max", "{:+.1f}"),
     ("violations", "viol", "{:.0f}"),
+    ("cpu_max", "cpu max", "{:.1%}"),
+    ("mem_max", "mem max", "{:.1%}"),
     ("imbalance", "imbalance", "{:.3f}"),
     ("overload_min", ">80% node-min", "{:.1f}"),
     ("ms_mean", "ms/plan", "{:.2f}"),
@@ -146,6 +148,7 @@ def summarise(runs, names, timing):
             "peak_delta": _mean(deltas), "peak_delta_max": max(deltas, default=0.0),
             "peak_events": len(deltas),
             "violations": sum(x["violations"] for _, x in res),
+            "cpu_max": max(x["cpu_max"] for _, x in res), "mem_max": max(x["mem_max"] for _, x in res),
             "imbalance": _mean([x["imbalance"] for _, x in res]),
             "overload_min": sum(x["overload_min"] for _, x in res),
             "ms_mean": _mean([x["ms"] for _, x in res]),
@@ -178,7 +181,7 @@ def render(summary, runs, names):
     o = summary["oracle"]
     head = ["strategy"] + [c[1] for c in COLUMNS]
     rows = [[s] + [fmt.format(summary[s][k]) for k, _, fmt in COLUMNS] for s in names]
-    rows.append(["oracle", "-", str(o["unplaced_small"]), "-", "+0", "0", "+0.00", "+0.0", "0", "-", "-", "-", "-", "-"])
+    rows.append(["oracle", "-", str(o["unplaced_small"]), "-", "+0", "0", "+0.00", "+0.0", "0"] + ["-"] * 7)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
     out = [f"{len(runs) // 3} seeds x 3 events: {moving} guests to place per strategy; "
@@ -189,8 +192,8 @@ def render(summary, runs, names):
            "ev<oracle: events placing fewer",
            "peak-oracle pt: projected peak load (max over nodes of max(cpu, mem) fraction) minus the oracle's, "
            "percentage points, mean and max over the small events where the strategy places as many as the oracle",
-           "viol: hard-constraint violations (verify.py) | imbalance: CV of node dominant load, mean | >80% node-min: "
-           "replayed node-minutes over 80%, total",
+           "viol: hard-constraint violations (verify.py) | cpu/mem max: worst node-sample of the 20-min replay | "
+           "imbalance: CV of node dominant load, mean | >80% node-min: replayed node-minutes over 80%, total",
            f"ms/plan: mean wall time per event | ms 1000x64: 1,000 guests onto 64 nodes, all fit; ms tight: "
            f"some do not; both best of 5, process cpu time (wall time counts other processes' turns: load "
            f"average {summary['load']:.1f} on {os.cpu_count()} cpus when measured; fwsg wall: "
