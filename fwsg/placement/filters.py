@@ -2,7 +2,7 @@
 
 Pure: no I/O here. Each filter is ``f(node_state, demand, limits) -> None | str``: ``None`` when
 the node may take the demand, else one line saying why not (without the node name, which the
-caller prefixes: ``node2: 3.1 GiB free < 8 GiB max memory``). :data:`FILTERS` lists them in the
+caller prefixes: ``node2: memory room 3.1 GiB < 8 GiB max memory``). :data:`FILTERS` lists them in the
 order they are tried; a node's reported reason is the first that fails.
 """
 
