@@ -197,7 +197,7 @@ class Fwsg(Scorer):
 
     name = "fwsg"
     summary = ("fwsg: minimise projected peak (mean + z*sigma, multiplexed) of the dominant resource;"
-               " then moves single guests to make room for those left over")
+               " then moves a guest, or takes one down for several, to restart more")
     repair = True
 
     def score(self, cands, d, ctx):
