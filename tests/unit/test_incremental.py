@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fwsg.compile import Names
+from fwsg.backends.nft.layout import Names
 from fwsg.errors import KernelError, ValidationError
 from fwsg.firewall import Firewall
 from fwsg.lab.scenario import generate
