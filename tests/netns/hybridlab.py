@@ -68,3 +68,52 @@ class HybridLab(Lab):
         out = self.ip("host", "-o", "link", "show", "dev", self.node(vm).tap)
         words = out.split()
         return words[words.index("master") + 1] if "master" in words else None
+
+
+def dhcp_rules(node):
+    """The per-port rules Neutron's server adds to a port (DHCP and DHCPv6 replies, router
+    advertisements), as its ``security_group_info_for_devices`` reply carries them."""
+    rules = [{"direction": "ingress", "ethertype": "IPv6", "protocol": "ipv6-icmp",
+              "source_port_range_min": 134}]
+    for ip in node.ipv4:
+        rules.append({"direction": "ingress", "ethertype": "IPv4", "protocol": "udp",
+                      "port_range_min": 68, "port_range_max": 68, "source_port_range_min": 67,
+                      "source_port_range_max": 67, "dest_ip_prefix": f"{ip}/32"})
+    for ip in node.ipv6:
+        rules.append({"direction": "ingress", "ethertype": "IPv6", "protocol": "udp",
+                      "port_range_min": 546, "port_range_max": 546,
+                      "source_port_range_min": 547, "source_port_range_max": 547,
+                      "dest_ip_prefix": f"{ip}/128"})
+    return rules
+
+
+def neutron_reply(lab, groups, ports, members=None, **port_extra):
+    """Neutron's ``security_group_info_for_devices`` reply for the lab's VMs: ``ports`` maps VM
+    name -> its groups; devices are keyed by port id (``device`` = the port id, as the Open
+    vSwitch agent asks); members are ``[ip, mac]`` pairs of the ports of each group (remote
+    groups only, as the server sends them), plus ``members`` (group -> extra addresses).
+    ``port_extra`` maps VM name -> fields to override."""
+    devices = {}
+    remote = {r["remote_group_id"] for rules in groups.values() for r in rules
+              if r.get("remote_group_id")}
+    mem = {sg: {"IPv4": [], "IPv6": []} for sg in remote}
+    for vm, sgs in ports.items():
+        node, pid = lab.node(vm), lab.port_ids[vm]
+        devices[pid] = {
+            "id": pid, "device": pid, "device_owner": "compute:nova", "mac_address": node.mac,
+            "fixed_ips": list(node.ipv4) + list(node.ipv6), "allowed_address_pairs": [],
+            "security_groups": list(sgs),
+            "security_group_source_groups": sorted(remote & set(sgs)),
+            "port_security_enabled": True, "security_group_rules": dhcp_rules(node),
+            "network_id": "4d8f7c5e-0000-4000-8000-000000000001"}
+        devices[pid].update(port_extra.get(vm, {}))
+        for sg in set(sgs) & remote:
+            mem[sg]["IPv4"] += [[ip, node.mac] for ip in node.ipv4]
+            mem[sg]["IPv6"] += [[ip, node.mac] for ip in node.ipv6]
+    for sg, extra in (members or {}).items():
+        for ip in extra:
+            mem.setdefault(sg, {"IPv4": [], "IPv6": []})["IPv6" if ":" in ip else "IPv4"].append(
+                [ip, None])
+    used = {sg for sgs in ports.values() for sg in sgs}
+    return {"security_groups": {sg: groups[sg] for sg in used}, "sg_member_ips": mem,
+            "devices": devices}
