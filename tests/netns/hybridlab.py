@@ -103,7 +103,9 @@ def neutron_reply(lab, groups, ports, members=None, **port_extra):
             "id": pid, "device": pid, "device_owner": "compute:nova", "mac_address": node.mac,
             "fixed_ips": list(node.ipv4) + list(node.ipv6), "allowed_address_pairs": [],
             "security_groups": list(sgs),
-            "security_group_source_groups": sorted(remote & set(sgs)),
+            "security_group_source_groups": sorted(  # remote groups its rules name
+                {r["remote_group_id"] for sg in sgs for r in groups[sg]
+                 if r.get("remote_group_id")}),
             "port_security_enabled": True, "security_group_rules": dhcp_rules(node),
             "network_id": "4d8f7c5e-0000-4000-8000-000000000001"}
         devices[pid].update(port_extra.get(vm, {}))
