@@ -378,3 +378,42 @@ def test_registered_under_neutrons_entry_point_group():
     eps = {e.name: e for e in entry_points(group="neutron.agent.firewall_drivers")}
     assert eps["fwsg"].load() is FwsgFirewallDriver
     assert eps["fwsg_hybrid"].load() is FwsgHybridFirewallDriver
+
+
+@pytest.mark.parametrize("device", ["../../etc", "tap;rm -rf /", "tap x", "",
+                                    "0123456789;abcdef and more text"])
+def test_hostile_device_names_never_reach_the_kernel(device):
+    drv = driver()
+    agent_sync(drv, hybrid_ports())
+    before = kernel_view(drv.firewall)
+    with pytest.raises(ValidationError):
+        drv.prepare_port_filter(dict(hybrid_ports()[P1], device=device))
+    assert kernel_view(drv.firewall) == before and device not in drv.ports
+
+
+def test_a_long_device_is_a_port_id_and_only_its_tap_reaches_the_kernel():
+    drv = driver()
+    agent_sync(drv, {})
+    drv.prepare_port_filter(dict(hybrid_ports()[P1], device="0123456789abcdef; reboot"))
+    assert taps(drv) == {"tap0123456789a"}
+
+
+def test_blocks_from_two_threads_do_not_interleave():
+    """The agent's RPC handlers and its loop may call the driver at once: a block is never
+    mixed with another thread's calls."""
+    import threading
+
+    drv = driver()
+    agent_sync(drv, hybrid_ports())
+    n = drv.firewall.backend.commits
+    done = threading.Event()
+    drv.filter_defer_apply_on()
+    drv.update_security_group_rules(WEB, GROUPS[WEB][1:])
+    t = threading.Thread(target=lambda: (drv.update_security_group_rules(DB, GROUPS[DB][:1]),
+                                         done.set()))
+    t.start()
+    assert not done.wait(0.3)                  # waits for the open block
+    drv.filter_defer_apply_off()
+    t.join(5)
+    assert done.is_set() and drv.firewall.backend.commits == n + 2
+    assert len(drv.firewall.model.groups[DB]) == 1 and len(drv.firewall.model.groups[WEB]) == 2
