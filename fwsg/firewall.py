@@ -10,26 +10,28 @@ atomic transaction holding only what it touched (nothing changed: no kernel call
 in-memory mirror of the kernel is updated only after the kernel accepted a transaction; a
 refused one is undone in memory and the mirror re-read, so memory never diverges from the
 kernel. Conntrack entries that lost their rule are removed after the commit.
+
+Firewall orchestrates and nothing else: input is parsed by :mod:`fwsg.model`, and everything
+about kernel objects (desired state, diff, transports, read-back, host preparation) is the
+backend's, through the interface of :mod:`fwsg.backends.base`.
 """
 
 import contextlib
-import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 
 from fwsg import fast
-from fwsg.addr import canonical_member, is_prefix
+from fwsg.addr import is_prefix
 from fwsg.backends import make_backend
-from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
-from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
-from fwsg.model import Model, member_order, parse_port, parse_rule
-from fwsg.netns import check, entered
-from fwsg.plan import Plan, diff
+from fwsg.errors import KernelError, UserError, ValidationError
+from fwsg.model import (Model, check_id, host_addresses, is_stateless, member_order,
+                        members_by_family, pack_member_list, parse_device, parse_rules)
+from fwsg.netns import check
+from fwsg.ops import (AddElements, CreateSet, CreateTable, DeleteChain, DeleteElements, DeleteSet,
+                      DeleteTable, FillChain)
 
 MODES = ("bridge",)
 FULL = "full"  # sweep every flow
-_BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 
 
 @dataclass
@@ -64,8 +66,9 @@ class Firewall:
     """Keeps fwsg's tables in one namespace equal to a model.
 
     ``netns``: a named namespace (``ip netns``) or None for the caller's. ``mode``: ``bridge``
-    (VM taps on a Linux bridge). ``backend``: ``nft`` or ``fake``. ``conntrack``: remove entries
-    that lost their rule after each change (default: on with the nft backend).
+    (VM taps on a Linux bridge). ``backend``: ``nft`` or ``fake`` (see fwsg.backends.base for
+    what a backend provides). ``conntrack``: remove entries that lost their rule after each
+    change (default: when the backend's kernel tracks flows).
     """
 
     def __init__(self, netns=None, mode="bridge", backend="nft", conntrack=None):
@@ -74,7 +77,7 @@ class Firewall:
         self.netns = check(netns)
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
-        self.conntrack = (backend == "nft") if conntrack is None else conntrack
+        self.conntrack = self.backend.tracks_conntrack if conntrack is None else conntrack
         self.notices = []
         self._current = None     # Ruleset mirroring the kernel (None: read it first)
         self._desired = None     # Desired (None: nothing loaded yet)
@@ -84,9 +87,7 @@ class Firewall:
         self._undo = []          # how to take back the changes not yet committed
         self._sweep = None       # flows to judge after the commit: None, FULL or a set of addresses
         self._gone = set()       # addresses of ports removed since the last commit
-        self._sysctl_checked = False
         self._packed = {}        # (sg, family) -> packed host members of the last full list
-        self._ct_count = None    # fd of nf_conntrack_count in the managed namespace
         self.last_result = None
 
     # -- state ------------------------------------------------------------------------------
@@ -96,15 +97,6 @@ class Firewall:
             self._current = self.backend.read()
         return self._current
 
-    def _port_ids(self, current):
-        ids = {}
-        for key, val in current.elements.get(("bridge", "port-src"), {}).items():
-            try:
-                ids[key.strip('"')] = int(val, 16) >> 16
-            except ValueError:
-                continue
-        return ids
-
     def _ensure_desired(self, create=False):
         """The desired state. Only apply() and reconcile(model) may start one (``create``):
         an incremental call before any model would make fwsg's state empty, and committing
@@ -113,7 +105,7 @@ class Firewall:
             if not create:
                 raise UserError("no model applied yet: call apply(model) or reconcile(model) "
                                 "first (an agent starts with a full sync)")
-            self._desired = Desired(self._port_ids(self.current()))
+            self._desired = self.backend.desired(self.backend.port_ids(self.current()))
             self._full = True
         return self._desired
 
@@ -128,17 +120,24 @@ class Firewall:
             self._model = Model(dict(d.groups), members, dict(d.ports))
         return self._model
 
+    def show(self, names=None):
+        """What the kernel holds now, summarised by the backend (read back, not remembered):
+        ports, groups, sets and their sizes; ``names`` (derived names -> user ids, as
+        :meth:`names` gives, or a saved record of them) adds the user ids."""
+        return self.backend.describe(self.backend.read(), names)
+
     def names(self):
         """Derived names -> user ids of the desired state (ports, groups), for display."""
         return self._desired.meta() if self._desired is not None else {}
 
     # -- whole models -----------------------------------------------------------------------
     def plan(self, model):
-        """The Plan that ``apply(model)`` would commit (``str(plan)`` is the nft batch).
+        """The Plan that ``apply(model)`` would commit (``str(plan)`` is the backend's batch text).
         Changes nothing."""
         model = Model.from_wire(model)
         current = self.current()
-        return diff(compile_model(model, self._port_ids(current)), current)
+        desired = self.backend.desired(self.backend.port_ids(current)).load(model)
+        return self.backend.diff(desired, current)
 
     def apply(self, model):
         """Make the kernel equal to ``model`` (a Model or a wire-format dict) in one atomic
@@ -146,7 +145,8 @@ class Firewall:
         t0 = time.perf_counter()
         model = Model.from_wire(model)
         if model is self._model and not self._full and not self._undo:
-            return self._result(Plan(), {"parse": _ms(t0, time.perf_counter())}, t0)
+            return self._result(self.backend.empty_plan(), {"parse": _ms(t0, time.perf_counter())},
+                                t0)
         t1 = time.perf_counter()
         loaded = self._desired is not None
         d = self._ensure_desired(create=True)
@@ -220,9 +220,8 @@ class Firewall:
 
     def update_security_group_rules(self, sg_id, rules):
         """Replace the rules of a group (a list of wire-format rule dicts)."""
-        _check_id("security_group_id", sg_id)
-        parsed = tuple(parse_rule(f"security_groups.{sg_id}[{i}]", r)
-                       for i, r in enumerate(_as_list(f"security_groups.{sg_id}", rules)))
+        check_id("security_group_id", sg_id)
+        parsed = parse_rules(sg_id, rules)
         d = self._ensure_desired()
         old = d.groups.get(sg_id)
         if old == parsed:
@@ -250,28 +249,10 @@ class Firewall:
         """Set the full member list of a group: ``{"IPv4": [...], "IPv6": [...]}`` (Neutron's
         form; bare IPs, prefixes or [ip, mac] pairs). Only the difference reaches the kernel;
         the list is parsed and compared packed, at C speed with the compiled hot path."""
-        _check_id("security_group_id", sg_id)
-        if not isinstance(members, dict):
-            raise ValidationError(f"sg_member_ips.{sg_id}", f"{members!r} is not an object "
-                                  "with IPv4/IPv6 lists")
+        check_id("security_group_id", sg_id)
+        changes = pack_member_list(sg_id, members)  # every family validated before any applied
         d = self._ensure_desired()
-        changes = []  # every family is validated before any is applied
-        for key, fam in (("IPv4", 4), ("IPv6", 6)):
-            if key not in members:
-                continue
-            path = f"sg_member_ips.{sg_id}.{key}"
-            packed, rejects = fast.pack_addrs(_as_list(path, members[key]), fam)
-            prefixes, extra = set(), []
-            for i, item in rejects:  # the slow path: prefixes, unusual forms, errors
-                m = item[0] if isinstance(item, (list, tuple)) and item else item
-                c = canonical_member(f"{path}[{i}]", m)
-                if (":" in c) != (fam == 6):
-                    raise ValidationError(f"{path}[{i}]", f"{m!r} is not an {key} address")
-                (prefixes.add if is_prefix(c) else extra.append)(c)
-            if extra:
-                packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
-            changes.append((fam, packed, prefixes))
-        for fam, packed, prefixes in changes:
+        for fam, (packed, prefixes) in changes.items():
             old = self._packed.get((sg_id, fam))
             if old is None:
                 cur_pfx = d.prefix_members.get((sg_id, fam), set())
@@ -289,8 +270,8 @@ class Firewall:
 
     def add_security_group_members(self, sg_id, ips):
         """Add addresses (a list, either family) to a group's members."""
-        _check_id("security_group_id", sg_id)
-        for fam, vals in _by_family(f"sg_member_ips.{sg_id}", ips).items():
+        check_id("security_group_id", sg_id)
+        for fam, vals in members_by_family(f"sg_member_ips.{sg_id}", ips).items():
             cur = self._ensure_desired().members.get((sg_id, fam), ())
             self._change_members(sg_id, fam, [m for m in vals if m not in cur], [])
         return self._maybe_commit()
@@ -298,8 +279,8 @@ class Firewall:
     def remove_security_group_members(self, sg_id, ips):
         """Remove addresses (a list, either family) from a group's members; connections that
         depended on them are cut."""
-        _check_id("security_group_id", sg_id)
-        for fam, vals in _by_family(f"sg_member_ips.{sg_id}", ips).items():
+        check_id("security_group_id", sg_id)
+        for fam, vals in members_by_family(f"sg_member_ips.{sg_id}", ips).items():
             cur = self._ensure_desired().members.get((sg_id, fam), ())
             self._change_members(sg_id, fam, [], [m for m in vals if m in cur])
         return self._maybe_commit()
@@ -323,12 +304,7 @@ class Firewall:
     # -- internals ---------------------------------------------------------------------------
     def _set_port(self, raw):
         d = self._ensure_desired()
-        if isinstance(raw, dict):
-            pid = raw.get("id")
-            _check_id("port.id", pid)
-            port = parse_port(f"devices.{pid}", pid, raw, d.groups)
-        else:
-            port = raw
+        port = parse_device(raw, d.groups) if isinstance(raw, dict) else raw
         other = next((p for p in d.ports.values() if p.device == port.device and p.id != port.id),
                      None)
         if other is not None:
@@ -400,15 +376,13 @@ class Firewall:
         a failure); undo it in memory if the kernel refuses."""
         d = self._desired
         if d is None:
-            return self._result(Plan(), timings, t0)
+            return self._result(self.backend.empty_plan(), timings, t0)
         t2 = time.perf_counter()
         current = self.current()
-        if self._full:
-            plan = diff(d.rs, current)
-        else:
-            plan = diff(d.rs, current, d.pending)
+        plan = self.backend.diff(d, current, None if self._full else d.pending)
         t3 = time.perf_counter()
-        notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
+        notices = self.backend.prepare_host(self.mode) if plan else []
+        self.notices.extend(notices)
         try:
             transport = self.backend.commit(plan)
         except KernelError:
@@ -416,11 +390,12 @@ class Firewall:
             raise
         t4 = time.perf_counter()
         plan.update(current)
-        d.pending = Pending()
+        d.clear_pending()
         self._full = False
         self._undo.clear()
         killed = 0
-        if self.conntrack and plan and self._sweep is not None and self._conntrack_in_use():
+        if (self.conntrack and plan and self._sweep is not None
+                and self.backend.conntrack_in_use()):
             from fwsg.conntrack import sweep
 
             killed = sweep(self.netns, d, self._gone,
@@ -445,7 +420,7 @@ class Firewall:
         self._undo.clear()
         self._packed.clear()
         if d is not None:
-            d.pending = Pending()
+            d.clear_pending()
         self._model = None
         self._current = None
         self._full = True
@@ -461,94 +436,41 @@ class Firewall:
 
     def _result(self, plan, timings, t0, killed=0, notices=()):
         timings.setdefault("total", _ms(t0, time.perf_counter()))
-        rs = self._desired.rs if self._desired is not None else None
+        d = self._desired
         return ApplyResult(changed=bool(plan), summary=plan.summary,
-                           counts_of=(rs.counts if rs is not None else dict),
+                           counts_of=(d.counts if d is not None else dict),
                            batch_bytes=plan.size, timings_ms=timings,
                            conntrack_killed=killed, notices=list(notices))
-
-    def _conntrack_in_use(self):
-        """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
-        if self._ct_count is None:
-            with entered(self.netns):
-                try:
-                    self._ct_count = os.open("/proc/sys/net/netfilter/nf_conntrack_count",
-                                             os.O_RDONLY)
-                except OSError:
-                    return False
-        try:
-            return int(os.pread(self._ct_count, 32, 0) or b"0") > 0
-        except (OSError, ValueError):
-            return True
-
-    def _ensure_sysctls(self):
-        """Bridged frames must reach the inet hooks: turn bridge-nf-call-ip{,6}tables on in the
-        managed namespace; say so when it was off."""
-        if self._sysctl_checked or self.backend.name != "nft":
-            return []
-        notices = []
-        with entered(self.netns):
-            for name in _BR_SYSCTLS:
-                path = f"/proc/sys/net/bridge/{name}"
-                if not os.path.exists(path):
-                    subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
-                try:
-                    with open(path) as f:
-                        val = f.read().strip()
-                    if val != "1":
-                        with open(path, "w") as f:
-                            f.write("1\n")
-                        notices.append(f"set net.bridge.{name}=1 in "
-                                       f"{self.netns or 'this namespace'} (was {val})")
-                except OSError as e:
-                    raise EnvironmentProblem(f"cannot enable net.bridge.{name}: {e} "
-                                             "(is br_netfilter available?)") from None
-        self._sysctl_checked = True
-        self.notices.extend(notices)
-        return notices
 
 
 def _describe(plan):
     """Human lines for what a repairing plan did."""
     out = []
     for op in plan.ops:
-        kind, key = op[0], op[1]
-        where = f"{key} fwsg" if kind == "table" else f"{key[0]} fwsg {key[1]}"
-        if kind == "table":
-            out.append(f"table {where} re-created" if op[2] else f"table {where} removed")
-        elif kind == "decl":
-            out.append(f"set {where} re-created" if op[2] else f"stray set {where} removed")
-        elif kind == "elems":
-            if op[2]:
-                out.append(f"{len(op[2])} element(s) restored in {where}")
-            if op[3]:
-                out.append(f"{len(op[3])} stray element(s) removed from {where}")
-        elif kind == "map":
-            out.append(f"{len(op[2]) + len(op[3])} map entr(ies) repaired in {where}")
-        elif kind == "chain":
-            out.append(f"chain {where} restored" if op[2] else f"stray chain {where} removed")
+        kind = type(op)
+        if kind is CreateTable:
+            out.append(f"table {op.family} fwsg re-created")
+        elif kind is DeleteTable:
+            out.append(f"table {op.family} fwsg removed")
+        elif kind is CreateSet:
+            out.append(f"set {op.set.family} fwsg {op.set.name} re-created")
+        elif kind is DeleteSet:
+            out.append(f"stray set {op.set.family} fwsg {op.set.name} removed")
+        elif kind in (AddElements, DeleteElements):
+            sd = op.set
+            where = f"{sd.family} fwsg {sd.name}"
+            n = len(op.elements if kind is AddElements else op.keys)
+            if sd.is_map:
+                out.append(f"{n} map entr(ies) repaired in {where}")
+            elif kind is AddElements:
+                out.append(f"{n} element(s) restored in {where}")
+            else:
+                out.append(f"{n} stray element(s) removed from {where}")
+        elif kind is FillChain:
+            out.append(f"chain {op.chain.family} fwsg {op.chain.name} restored")
+        elif kind is DeleteChain:
+            out.append(f"stray chain {op.family} fwsg {op.name} removed")
     return out
-
-
-def _by_family(path, ips):
-    out = {4: [], 6: []}
-    for i, ip in enumerate(_as_list(path, ips)):
-        if isinstance(ip, (list, tuple)) and ip:
-            ip = ip[0]
-        m = canonical_member(f"{path}[{i}]", ip)
-        out[6 if ":" in m else 4].append(m)
-    return {f: v for f, v in out.items() if v}
-
-
-def _as_list(path, v):
-    if not isinstance(v, (list, tuple)):
-        raise ValidationError(path, f"{v!r} is not a list")
-    return v
-
-
-def _check_id(path, v):
-    if not isinstance(v, str) or not v or len(v) > 255:
-        raise ValidationError(path, f"{v!r} is not a valid id")
 
 
 def _ms(a, b):
