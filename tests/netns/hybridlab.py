@@ -15,7 +15,8 @@ OVS they would cross them on the per-port bridges only. Everything else (namespa
 teardown) is :class:`fwsg.lab.Lab`'s.
 """
 
-from fwsg.lab import Lab, LabError, _run
+from fwsg.lab import Lab, LabError
+from fwsg.lab.topology import _run
 
 INTEGRATION_BRIDGE = "br-int"
 
