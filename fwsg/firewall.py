@@ -22,7 +22,7 @@ from fwsg import fast
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
 from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
-from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
+from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError, short_repr
 from fwsg.model import Model, member_order, parse_port, parse_rule
 from fwsg.netns import check, entered
 from fwsg.plan import Plan, diff
@@ -70,7 +70,7 @@ class Firewall:
 
     def __init__(self, netns=None, mode="bridge", backend="nft", conntrack=None):
         if mode not in MODES:
-            raise UserError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
+            raise UserError(f"--mode: {short_repr(mode, 60)} is not one of {', '.join(MODES)}")
         self.netns = check(netns)
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
@@ -238,7 +238,7 @@ class Firewall:
         d = self._ensure_desired()
         users = [pid for pid, p in d.ports.items() if sg_id in p.security_groups]
         if users:
-            raise ValidationError(f"security_groups.{sg_id}", f"still used by port {users[0]!r}")
+            raise ValidationError(f"security_groups.{sg_id}", f"still used by port {short_repr(users[0], 60)}")
         old = d.groups.get(sg_id)
         if old is None:
             return self._maybe_commit()
@@ -252,7 +252,7 @@ class Firewall:
         the list is parsed and compared packed, at C speed with the compiled hot path."""
         _check_id("security_group_id", sg_id)
         if not isinstance(members, dict):
-            raise ValidationError(f"sg_member_ips.{sg_id}", f"{members!r} is not an object "
+            raise ValidationError(f"sg_member_ips.{sg_id}", f"{short_repr(members, 60)} is not an object "
                                   "with IPv4/IPv6 lists")
         d = self._ensure_desired()
         changes = []  # every family is validated before any is applied
@@ -266,7 +266,7 @@ class Firewall:
                 m = item[0] if isinstance(item, (list, tuple)) and item else item
                 c = canonical_member(f"{path}[{i}]", m)
                 if (":" in c) != (fam == 6):
-                    raise ValidationError(f"{path}[{i}]", f"{m!r} is not an {key} address")
+                    raise ValidationError(f"{path}[{i}]", f"{short_repr(m, 60)} is not an {key} address")
                 (prefixes.add if is_prefix(c) else extra.append)(c)
             if extra:
                 packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
@@ -333,7 +333,7 @@ class Firewall:
                      None)
         if other is not None:
             raise ValidationError(f"devices.{port.id}.device",
-                                  f"{port.device!r} is also the device of port {other.id!r}")
+                                  f"{short_repr(port.device, 60)} is also the device of port {short_repr(other.id, 60)}")
         old = d.ports.get(port.id)
         if old == port:
             return self._maybe_commit()
@@ -379,7 +379,7 @@ class Firewall:
             for other in port.security_groups:
                 o = d.groups.get(other, ())
                 if other != sg and o and is_stateless(o) != stateless:
-                    raise ValidationError(f"security_groups.{sg}", f"port {pid!r} would mix "
+                    raise ValidationError(f"security_groups.{sg}", f"port {short_repr(pid, 60)} would mix "
                                           "stateful and stateless groups (Neutron forbids this)")
 
     def _note(self, undo):
@@ -542,13 +542,13 @@ def _by_family(path, ips):
 
 def _as_list(path, v):
     if not isinstance(v, (list, tuple)):
-        raise ValidationError(path, f"{v!r} is not a list")
+        raise ValidationError(path, f"{short_repr(v, 60)} is not a list")
     return v
 
 
 def _check_id(path, v):
     if not isinstance(v, str) or not v or len(v) > 255:
-        raise ValidationError(path, f"{v!r} is not a valid id")
+        raise ValidationError(path, f"{short_repr(v, 60)} is not a valid id")
 
 
 def _ms(a, b):

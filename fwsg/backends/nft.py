@@ -6,9 +6,10 @@ other table. One long-lived libnftables context per namespace.
 """
 
 import json
+import os
 
 from fwsg import fast
-from fwsg.errors import KernelError
+from fwsg.errors import KernelError, UserError
 from fwsg.netns import entered
 from fwsg.ruleset import FAMILIES, MARKER, TABLE, ChainDef, Ruleset, SetDef
 
@@ -22,6 +23,7 @@ class NftBackend:
 
     def __init__(self, netns=None):
         self.netns = netns
+        require_net_admin()
         with entered(netns):
             self._ctx = fast.NftContext()
             self._writer = fast.NetlinkWriter()
@@ -113,6 +115,18 @@ class NftBackend:
         rs.tables = frozenset(tables)
         rs.meta = {"handles": handles}
         return rs
+
+
+def require_net_admin():
+    """UserError unless this process may change the packet filter (CAP_NET_ADMIN, i.e. root)."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next((ln.split()[1] for ln in f if ln.startswith("CapEff:")), "0")
+        ok = bool(int(caps, 16) & (1 << 12))  # CAP_NET_ADMIN
+    except (OSError, ValueError):
+        ok = os.geteuid() == 0
+    if not ok:
+        raise UserError("fwsg needs root (CAP_NET_ADMIN) to read or change the packet filter")
 
 
 def _digest_of(rules):
