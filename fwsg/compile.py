@@ -26,9 +26,9 @@ import netaddr
 
 from fwsg.addr import is_prefix
 from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS, Model
+from fwsg.portnum import PortNumbers
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
 
-MAX_PORT_ID = 0xFFFF
 _L4 = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
 # Fixed per-port rules live once in shared chains (no anonymous set per port: libnftables
 # fetches every set, anonymous ones included, before each transaction).
@@ -219,8 +219,8 @@ class Desired:
         self.prefix_members = {}  # (sg, family) -> the prefixes among them
         self.loaded_members = {}  # (sg, family) -> the member tuple of the last model loaded
         self.ports = {}         # pid -> Port
-        self.ids = {}           # device -> port number
-        self.reserved = dict(port_ids or {})  # numbers the kernel already uses, by device
+        self.numbers = PortNumbers(port_ids)  # device -> port number (kernel's kept)
+        self.ids = self.numbers.ids             # device -> port number (read only)
         self.refs = {}          # (sg, family) -> set of owners ("g", sg) / ("p", pid)
         self.prefixed = set()   # (sg, family) whose prefix set exists
         self.addr_owners = {}   # ip -> set of port ids (ingress4/6 dispatch)
@@ -479,19 +479,7 @@ class Desired:
 
     # -- ports --------------------------------------------------------------------------
     def _allocate(self, device):
-        if device in self.ids:
-            return self.ids[device]
-        used = set(self.ids.values())
-        n = self.reserved.get(device)
-        if n is None or n in used:
-            reserved_other = {v for d, v in self.reserved.items() if d != device}
-            n = 1
-            while n in used or n in reserved_other:
-                n += 1
-            if n > MAX_PORT_ID:
-                raise ValueError(f"more than {MAX_PORT_ID} filtered ports")
-        self.ids[device] = n
-        return n
+        return self.numbers.assign(device)
 
     def _profile_rules(self, port):
         """(egress rules, ingress rules) of a filtered port's chains."""
@@ -567,7 +555,7 @@ class Desired:
             self.remove_port(port.id, _keep_number=self.ports[port.id].device == port.device)
         self.ports[port.id] = port
         if not port.port_security:
-            self.ids.pop(port.device, None)
+            self.numbers.release(port.device)
             return
         n = self._allocate(port.device)
         self._set_refs(("p", port.id), port.rules)
@@ -602,8 +590,7 @@ class Desired:
             self._dispatch_addr(ip)
         self._set_refs(("p", pid), ())
         if not _keep_number:
-            del self.ids[port.device]
-            self.reserved.pop(port.device, None)
+            self.numbers.release(port.device, drop_reservation=True)
         for fam in (4, 6):  # the last prefix address pair gone: its interval set goes too
             key = ("bridge", SPOOF_SETS[(fam, True)])
             if key in self.rs.sets and not self.rs.elements[key]:
@@ -629,7 +616,7 @@ class Desired:
         """Make the desired state equal to ``model`` (a Model), touching only what differs."""
         model = Model.from_wire(model)
         devices = {p.device for p in model.ports.values()}
-        self.reserved = {d: n for d, n in self.reserved.items() if d in devices}
+        self.numbers.keep_reserved(devices)
         # Ports that go away or move to another device leave first, so that no device is ever
         # held by two ports at once (a swap of two taps would otherwise share numbers).
         for pid in [p for p in self.ports if p not in model.ports
