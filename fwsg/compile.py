@@ -26,6 +26,7 @@ import netaddr
 
 from fwsg.addr import is_prefix
 from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS, Model
+from fwsg.naming import GroupNames, NameRegistry, short_hash
 from fwsg.portnum import PortNumbers
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
 
@@ -43,11 +44,6 @@ INET_FWD_INGRESS = "filter hook forward priority 0"
 INET_OUT_INGRESS = "filter hook output priority 0"
 
 
-def short_hash(text, n=10):
-    """A stable, name-safe digest of a user id."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
-
-
 def mark(v):
     return f"0x{v:08x}"
 
@@ -57,7 +53,8 @@ def quote_ifname(name):
 
 
 class Names:
-    """Derived object names for groups and ports."""
+    """The ordinary derived names of a group's objects (a Desired's ``names`` registry gives
+    these unless two ids collide)."""
 
     @staticmethod
     def group(sg):
@@ -68,11 +65,11 @@ class Names:
         return f"{cls.group(sg)}-m{family}{'n' if prefixes else ''}"
 
 
-def render_rule(rule, members_of, verdict="accept"):
+def render_rule(rule, members_of, verdict="accept", names=Names):
     """nft text for one Rule (a list: a remote group with prefixes needs two rules).
 
     ``members_of(sg, family)`` returns (hosts, has_prefixes) of a group: whether its prefix
-    set exists."""
+    set exists. ``names`` gives the member sets' names (a GroupNames registry)."""
     fam = rule.family
     ipk = "ip" if fam == 4 else "ip6"
     remote_key = "saddr" if rule.direction == INGRESS else "daddr"
@@ -103,11 +100,11 @@ def render_rule(rule, members_of, verdict="accept"):
     tail = " ".join(l4 + [verdict])
     if rule.remote_group is None:
         return [" ".join(parts + [tail])]
-    out = [" ".join(parts + [f"{ipk} {remote_key} @{Names.member_set(rule.remote_group, fam)}", tail])]
+    out = [" ".join(parts + [f"{ipk} {remote_key} @{names.member_set(rule.remote_group, fam)}", tail])]
     _, has_prefixes = members_of(rule.remote_group, fam)
     if has_prefixes:
         out.append(" ".join(parts + [f"{ipk} {remote_key} "
-                                     f"@{Names.member_set(rule.remote_group, fam, True)}", tail]))
+                                     f"@{names.member_set(rule.remote_group, fam, True)}", tail]))
     return out
 
 
@@ -211,8 +208,11 @@ class Desired:
     gives the same Ruleset as any sequence of changes that ends in that model. No I/O here.
     """
 
-    def __init__(self, port_ids=None):
+    def __init__(self, port_ids=None, group_names=None):
         self.rs = Ruleset()
+        self.names = GroupNames()   # sg -> derived name, injective (see fwsg.naming)
+        self.names.seed(group_names or {})
+        self.profiles = NameRegistry("p")  # profile content -> chain name, injective
         self.pending = Pending()
         self.groups = {}        # sg -> tuple of Rule
         self.members = {}       # (sg, family) -> set of canonical hosts and prefixes
@@ -351,7 +351,8 @@ class Desired:
     def _render(self, rules):
         out = []
         for r in rules:
-            out.extend(render_rule(r, lambda sg, fam: ((), self._has_prefixes(sg, fam))))
+            out.extend(render_rule(r, lambda sg, fam: ((), self._has_prefixes(sg, fam)),
+                                   names=self.names))
         return out
 
     def _set_refs(self, owner, rules):
@@ -372,8 +373,8 @@ class Desired:
 
     def _member_sets(self, sg, fam):
         """Make the member sets of (sg, fam) exist iff referenced, with the right elements."""
-        host_key = ("inet", Names.member_set(sg, fam))
-        pfx_key = ("inet", Names.member_set(sg, fam, True))
+        host_key = ("inet", self.names.member_set(sg, fam))
+        pfx_key = ("inet", self.names.member_set(sg, fam, True))
         atype = "ipv4_addr" if fam == 4 else "ipv6_addr"
         if (sg, fam) not in self.refs:
             self._undeclare(host_key)
@@ -409,7 +410,7 @@ class Desired:
             self._elem_add(key, e)
 
     def _group_chains(self, sg):
-        g = Names.group(sg)
+        g = self.names.group(sg)
         rules = self.groups.get(sg)
         for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
             key = ("inet", f"{g}-{suffix}")
@@ -454,7 +455,7 @@ class Desired:
         if pfx:
             self._member_sets(sg, fam)
             return
-        key = ("inet", Names.member_set(sg, fam))
+        key = ("inet", self.names.member_set(sg, fam))
         for m in new:
             self._elem_add(key, m)
 
@@ -473,7 +474,7 @@ class Desired:
         if pfx:
             self._member_sets(sg, fam)
             return
-        key = ("inet", Names.member_set(sg, fam))
+        key = ("inet", self.names.member_set(sg, fam))
         for m in gone:
             self._elem_del(key, m)
 
@@ -487,7 +488,7 @@ class Desired:
         out = []
         for direction, suffix in ((EGRESS, "e"), (INGRESS, "i")):
             rules = [f"jump {fixed_chain(direction, stateful)}"]
-            rules += [f"jump {Names.group(sg)}-{suffix}" for sg in port.security_groups]
+            rules += [f"jump {self.names.group(sg)}-{suffix}" for sg in port.security_groups]
             rules += self._render(r for r in port.rules
                                   if r.direction == direction and not subsumed_by_fixed(r))
             rules.append("drop")
@@ -502,7 +503,7 @@ class Desired:
         new = None
         if port is not None and port.port_security:
             egress, ingress = self._profile_rules(port)
-            new = "p" + short_hash("\n".join(egress) + "\0" + "\n".join(ingress))
+            new = self.profiles.name("\n".join(egress) + "\0" + "\n".join(ingress))
             if new not in self.profile_refs:
                 self.profile_refs[new] = set()
                 self._chain(("inet", f"{new}-e"), ChainDef("inet", f"{new}-e", egress))
@@ -519,6 +520,7 @@ class Desired:
             refs.discard(pid)
             if not refs:
                 self.profile_refs.pop(old, None)
+                self.profiles.release(self.profiles.by_name.get(old))
                 self._chain(("inet", f"{old}-e"), None)
                 self._chain(("inet", f"{old}-i"), None)
 
@@ -652,7 +654,9 @@ class Desired:
                               "groups": list(p.security_groups)}
             else:
                 ports[pid] = {"device": p.device, "filtered": False}
-        groups = {sg: {"name": Names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
+        groups = {sg: {"name": self.names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
+        for sg, _ in self.refs:  # remote groups with members only: their sets carry names too
+            groups.setdefault(sg, {"name": self.names.group(sg), "rules": 0})
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
 
 

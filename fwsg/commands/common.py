@@ -1,5 +1,6 @@
 """Helpers shared by the sub-commands: reading a model, printing JSON, common options."""
 
+import argparse
 import json
 import os
 import sys
@@ -10,6 +11,23 @@ from fwsg.errors import UserError, printable, short_repr
 def add_netns(parser):
     parser.add_argument("--netns", metavar="NS", default=None,
                         help="the network namespace to manage (default: this one)")
+
+
+def add_wait(parser):
+    parser.add_argument("--wait", metavar="SECONDS", nargs="?", type=_seconds, const=None,
+                        default=0.0, help="when another fwsg is changing the same namespace, "
+                        "wait for it (for ever, or at most SECONDS) instead of failing at once")
+
+
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 86400:
+        raise argparse.ArgumentTypeError(f"{printable(text, 40)!r} is not a number of seconds "
+                                         "(0-86400)")
+    return v
 
 
 MAX_INPUT = int(os.environ.get("FWSG_MAX_INPUT", 512 << 20))  # bytes of one document
