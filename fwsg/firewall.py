@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from fwsg import fast
+from fwsg import fast, testhooks
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
 from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
@@ -487,6 +487,7 @@ class Firewall:
         t3 = time.perf_counter()
         notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
         repaired = []
+        testhooks.point("before-commit")
         try:
             transport = self.backend.commit(plan)
         except KernelError as e:
@@ -503,6 +504,7 @@ class Firewall:
             plan, current, transport, repaired = retry
         if plan:
             self._committed()
+        testhooks.point("after-commit")
         t4 = time.perf_counter()
         plan.update(current)
         d.pending = Pending()

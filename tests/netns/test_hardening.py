@@ -70,20 +70,13 @@ def demo():
 
 
 def other_model():
-    """Another model for the same taps: different groups, rules, members and port ids."""
+    """Another model for the same ports and groups: other rules and members (so that two
+    unsynchronised commits would append to the same chains without any refusal)."""
     doc = demo()
-    doc["security_groups"] = {
-        "sg-open": [{"direction": "ingress", "ethertype": "IPv4"},
-                    {"direction": "egress", "ethertype": "IPv4"}],
-        "sg-ssh": [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
-                    "port_range_min": 22, "remote_group_id": "sg-ssh"}],
-    }
-    doc["sg_member_ips"] = {"sg-ssh": {"IPv4": ["198.51.100.7", "198.51.100.8"]}}
-    devices = {}
-    for i, (pid, port) in enumerate(sorted(doc["devices"].items())):
-        port = dict(port, security_groups=["sg-ssh"] if i % 2 else ["sg-open"])
-        devices[f"other-{pid}"] = port
-    doc["devices"] = devices
+    for sg in doc["security_groups"]:
+        doc["security_groups"][sg] = [{"direction": "ingress", "ethertype": "IPv4",
+                                       "protocol": "tcp", "port_range_min": 2222}]
+    doc["sg_member_ips"]["sg-web"] = {"IPv4": ["198.51.100.7"], "IPv6": []}
     return doc
 
 
@@ -94,9 +87,13 @@ def test_parallel_apply_processes_end_equal_to_one_model(ns, tmp_path):
     a.write_text(json.dumps(demo()))
     b.write_text(json.dumps(other_model()))
     winners = []
-    for _ in range(6):
+    # each process pauses between reading the kernel and committing: without the lock both
+    # would read the same state and commit on top of each other
+    env = dict(os.environ, FWSG_TEST_HOOKS="before-commit=sleep:0.3")
+    for _ in range(4):
         procs = [subprocess.Popen([FWSG, "apply", str(m), "--netns", ns, "--wait", "60"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
                  for m in (a, b)]
         for p in procs:
             _, err = p.communicate(timeout=120)
