@@ -138,25 +138,50 @@ def test_threads_hammering_one_firewall_leave_the_kernel_equal_to_the_model(ns):
     fw = Firewall(netns=ns)
     fw.apply(demo())
     errors = []
+    inside = []   # threads inside the backend or the desired state right now
+
+    def exclusive(call):
+        def wrapped(*args, **kwargs):
+            inside.append(threading.get_ident())
+            try:
+                if len(inside) > 1:
+                    errors.append("two threads inside the Firewall at once")
+                time.sleep(0.0005)  # widen the window
+                return call(*args, **kwargs)
+            finally:
+                inside.remove(threading.get_ident())
+        return wrapped
+
+    # the backend, the desired state and a transaction are only ever used by one thread
+    fw.backend.commit = exclusive(fw.backend.commit)
+    fw.backend.read = exclusive(fw.backend.read)
+    d = fw._desired
+    for name in ("add_members", "remove_members", "set_port", "remove_port", "set_group"):
+        setattr(d, name, exclusive(getattr(d, name)))
 
     def worker(k):
         rnd = random.Random(k)
         sg = ["sg-web", "sg-db", "sg-admin", "sg-client"][k]
         try:
-            for i in range(60):
-                op = rnd.randrange(5)
+            for i in range(150):
+                op = rnd.randrange(6)
                 ip = f"198.51.100.{rnd.randrange(1, 250)}"
                 if op == 0:
                     fw.add_security_group_members(sg, [ip])
                 elif op == 1:
                     fw.remove_security_group_members(sg, [ip])
                 elif op == 2:
-                    fw.update_security_group_members(sg, {"IPv4": [ip, f"203.0.113.{i}"]})
+                    fw.update_security_group_members(sg, {"IPv4": [ip, f"203.0.113.{i % 250}"]})
                 elif op == 3:
                     port = {"id": f"t{k}", "device": f"tap-t{k}", "mac_address":
                             f"fa:16:3e:00:01:{k:02x}", "fixed_ips": [f"192.0.2.{200 + k}"],
                             "security_groups": [sg]}
                     fw.prepare_port_filter(port)
+                elif op == 4:  # a chain refill through libnftables (the GIL released)
+                    fw.update_security_group_rules(sg, [
+                        {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+                         "port_range_min": rnd.randrange(1, 65535)},
+                        {"direction": "egress", "ethertype": "IPv4"}])
                 else:
                     with fw.defer_apply():
                         fw.remove_port_filter(f"t{k}")
@@ -165,12 +190,25 @@ def test_threads_hammering_one_firewall_leave_the_kernel_equal_to_the_model(ns):
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 
+    def reconciler():
+        try:
+            for _ in range(40):
+                fw.reconcile()   # reads the kernel back through libnftables
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors
+    threads.append(threading.Thread(target=reconciler))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: interleave inside calls
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, sorted(set(errors))
     fresh = Firewall(netns=ns)
     assert not fresh.plan(fw.model), "the kernel differs from the Firewall's model"
     assert fw.reconcile().repaired == []
