@@ -279,3 +279,39 @@ def test_fuzz_through_the_cli_leaves_the_kernel_unchanged_on_refusal(base_ns, mu
     else:  # accepted: back to the base for the next example
         rc, _, err = fwsg("apply", "-", "--netns", base_ns, input=json.dumps(BASE))
         assert rc == 0, err
+
+
+# -- (8) environment and record ---------------------------------------------------------------
+
+def test_corrupt_names_record_is_a_one_line_error_for_show_and_rewritten_by_apply(ns, tmp_path):
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps(demo()))
+    assert fwsg("apply", str(m), "--netns", ns)[0] == 0
+    for garbage in ('{"ports": [1, 2]}', "\x00\xff garbage", '["x"]', '{"groups": {"a": 5}}'):
+        with open(statefile.path_for(ns), "w", encoding="latin-1") as f:
+            f.write(garbage)
+        rc, _, err = fwsg("show", "--netns", ns)
+        assert rc == 2 and "names record is corrupt" in err and err.count("\n") == 1, err
+        rc, _, err = fwsg("apply", str(m), "--netns", ns)
+        assert rc == 0, err
+        rc, out, err = fwsg("show", "--netns", ns)
+        assert rc == 0 and "port-web" in out, err
+
+
+def test_non_root_and_a_plain_file_as_netns(ns, tmp_path):
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps(demo()))
+    os.chmod(tmp_path, 0o755)
+    os.chmod(m, 0o644)
+    for argv in (["show", "--netns", ns], ["apply", str(m), "--netns", ns], ["show"]):
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            FWSG, *argv], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and "root" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    plain = f"/run/netns/fwsg-hard-plain-{os.getpid()}"
+    with open(plain, "w"):
+        pass
+    try:
+        rc, _, err = fwsg("apply", str(m), "--netns", os.path.basename(plain))
+        assert rc == 2 and "not a network namespace" in err and err.count("\n") == 1, err
+    finally:
+        os.unlink(plain)
