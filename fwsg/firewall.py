@@ -122,6 +122,7 @@ class Firewall:
         self._record = real      # keep the names record under /run/fwsg
         self._recorded = None    # group names as last recorded
         self._record_all = False  # next commit rewrites the whole record (a whole model)
+        self._swept = False      # a full conntrack sweep done by this Firewall
 
     # -- state ------------------------------------------------------------------------------
     @_serialized
@@ -511,11 +512,17 @@ class Firewall:
         self._full = False
         self._undo.clear()
         killed = 0
-        if self.conntrack and plan and self._sweep is not None and self._conntrack_in_use():
+        # A process that died between its commit and its sweep left flows no rule allows: the
+        # first whole-model transaction of every Firewall sweeps, even when nothing changed.
+        first = not self._swept and self._sweep is FULL
+        if self.conntrack and (plan or first) and self._sweep is not None \
+                and self._conntrack_in_use():
             from fwsg.conntrack import sweep
 
             killed = sweep(self.netns, d, self._gone,
                            None if self._sweep is FULL else self._sweep)
+        if self._sweep is FULL:
+            self._swept = True
         self._sweep = None
         self._gone = set()
         t5 = time.perf_counter()

@@ -76,7 +76,9 @@ def run(args):
               + (f"; {result.conntrack_killed} conntrack entries removed"
                  if result.conntrack_killed else ""))
     else:
-        print(f"no change in {where}")
+        print(f"no change in {where}" + (f"; {result.conntrack_killed} conntrack entries "
+                                         "without a rule removed" if result.conntrack_killed
+                                         else ""))
     print(f"fwsg holds {len(model.ports)} ports, {c['chains']} chains, {c['rules']} rules, "
           f"{c['sets']} sets, {c['maps']} maps, {c['elements']} elements")
     return 0
