@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from fwsg import fast, testhooks
+from fwsg import drift, fast, testhooks
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
 from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
@@ -481,13 +481,15 @@ class Firewall:
     def _commit_locked(self, d, timings, t0, repair):
         t2 = time.perf_counter()
         current = self.current()
+        repaired, rebuild = [], {}
+        if self._full and self.backend.name == "nft":
+            current, rebuild, repaired = self._drift(d, current, deep=repair)
         if self._full:
-            plan = diff(d.rs, current)
+            plan = drift.with_rebuild(diff(d.rs, current), rebuild)
         else:
             plan = diff(d.rs, current, d.pending)
         t3 = time.perf_counter()
         notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
-        repaired = []
         testhooks.point("before-commit")
         try:
             transport = self.backend.commit(plan)
@@ -502,7 +504,8 @@ class Firewall:
             if retry is None:
                 self._rollback()
                 raise
-            plan, current, transport, repaired = retry
+            plan, current, transport, notes = retry
+            repaired = repaired + notes
         if plan:
             self._committed()
         testhooks.point("after-commit")
@@ -534,6 +537,28 @@ class Firewall:
             result.repaired = repaired + _describe(plan)
         self.last_result = result
         return result
+
+    def _drift(self, d, current, deep):
+        """Drift the digests cannot show, marked in a copy of the mirror: sets re-declared by
+        someone else (their family is rebuilt in the transaction) and, with ``deep``
+        (reconcile), every rule, base chain and declaration compared by content.
+        (mirror, {family: reason}, report lines)."""
+        rebuild = drift.declarations_differ(d.rs, current)
+        changed = set()
+        if deep:
+            changed, more = drift.compare(d.rs, drift.listing(self.backend.run),
+                                          drift.expected_listing(d.rs))
+            for fam, why in more.items():
+                rebuild.setdefault(fam, why)
+        if not changed and not rebuild:
+            return current, {}, []
+        current = drift.mark(current, changed, rebuild)
+        self._current = current
+        notes = [f"table {fam} fwsg rebuilt in the transaction: {why}"
+                 for fam, why in sorted(rebuild.items())]
+        notes += [f"chain {fam} fwsg {name}: rules changed by someone else"
+                  for fam, name in sorted(changed)]
+        return current, rebuild, notes
 
     def _recommit(self, d, failed, error):
         """After a refused commit: re-read the kernel and, if the full difference is another
