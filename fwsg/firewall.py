@@ -24,25 +24,24 @@ import contextlib
 import functools
 import itertools
 import os
-import subprocess
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from fwsg import drift, fast, testhooks
+from fwsg import fast, testhooks
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
-from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
-from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError, short_repr
+from fwsg.compile import host_addresses, is_stateless
+from fwsg.errors import KernelError, UserError, ValidationError, short_repr
 from fwsg.model import Model, member_order, parse_port, parse_rule
-from fwsg.netns import check, entered
+from fwsg.netns import check
 from fwsg.nslock import NamespaceLock
-from fwsg.plan import Plan, diff
+from fwsg.ops import (AddElements, CreateSet, CreateTable, DeleteChain, DeleteElements, DeleteSet,
+                      DeleteTable, FillChain)
 
 MODES = ("bridge",)
 FULL = "full"  # sweep every flow
-_BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 
 
 @dataclass
@@ -100,7 +99,7 @@ class Firewall:
         self.netns = check(netns)
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
-        self.conntrack = (backend == "nft") if conntrack is None else conntrack
+        self.conntrack = self.backend.tracks_conntrack if conntrack is None else conntrack
         self.notices = []
         self._current = None     # Ruleset mirroring the kernel (None: read it first)
         self._desired = None     # Desired (None: nothing loaded yet)
@@ -110,9 +109,7 @@ class Firewall:
         self._undo = []          # how to take back the changes not yet committed
         self._sweep = None       # flows to judge after the commit: None, FULL or a set of addresses
         self._gone = set()       # addresses of ports removed since the last commit
-        self._sysctl_checked = False
         self._packed = {}        # (sg, family) -> packed host members of the last full list
-        self._ct_count = None    # fd of nf_conntrack_count in the managed namespace
         self.last_result = None
         self._lock = threading.RLock()
         real = self.backend.name == "nft"
@@ -132,15 +129,6 @@ class Firewall:
             self._current = self.backend.read()
         return self._current
 
-    def _port_ids(self, current):
-        ids = {}
-        for key, val in current.elements.get(("bridge", "port-src"), {}).items():
-            try:
-                ids[key.strip('"')] = int(val, 16) >> 16
-            except ValueError:
-                continue
-        return ids
-
     def _ensure_desired(self, create=False):
         """The desired state. Only apply() and reconcile(model) may start one (``create``):
         an incremental call before any model would make fwsg's state empty, and committing
@@ -149,14 +137,18 @@ class Firewall:
             if not create:
                 raise UserError("no model applied yet: call apply(model) or reconcile(model) "
                                 "first (an agent starts with a full sync)")
-            recorded = {}
-            if self._record:
-                from fwsg import statefile
-
-                recorded = statefile.group_names(self.netns)
-            self._desired = Desired(self._port_ids(self.current()), group_names=recorded)
+            self._desired = self.backend.desired(self.backend.port_ids(self.current()),
+                                                 group_names=self._recorded_names())
             self._full = True
         return self._desired
+
+    def _recorded_names(self):
+        """Group id -> derived name from the names record (nft backend only)."""
+        if not self._record:
+            return {}
+        from fwsg import statefile
+
+        return statefile.group_names(self.netns)
 
     @property
     @_serialized
@@ -182,7 +174,9 @@ class Firewall:
         Changes nothing."""
         model = Model.from_wire(model)
         current = self.current()
-        return diff(compile_model(model, self._port_ids(current)), current)
+        desired = self.backend.desired(self.backend.port_ids(current),
+                                       group_names=self._recorded_names()).load(model)
+        return self.backend.diff(desired, current)
 
     @_serialized
     def apply(self, model):
@@ -191,7 +185,8 @@ class Firewall:
         t0 = time.perf_counter()
         model = Model.from_wire(model)
         if model is self._model and not self._full and not self._undo:
-            return self._result(Plan(), {"parse": _ms(t0, time.perf_counter())}, t0)
+            return self._result(self.backend.empty_plan(), {"parse": _ms(t0, time.perf_counter())},
+                                t0)
         t1 = time.perf_counter()
         loaded = self._desired is not None
         d = self._ensure_desired(create=True)
@@ -465,7 +460,7 @@ class Firewall:
         a failure) under the namespace lock; undo it in memory if the kernel refuses."""
         d = self._desired
         if d is None:
-            return self._result(Plan(), timings, t0)
+            return self._result(self.backend.empty_plan(), timings, t0)
         record = record or self._record_all
         with self._namespace_locked():
             result = self._commit_locked(d, timings, t0, repair)
@@ -482,14 +477,16 @@ class Firewall:
         t2 = time.perf_counter()
         current = self.current()
         repaired, rebuild = [], {}
-        if self._full and self.backend.name == "nft":
-            current, rebuild, repaired = self._drift(d, current, deep=repair)
         if self._full:
-            plan = drift.with_rebuild(diff(d.rs, current), rebuild)
-        else:
-            plan = diff(d.rs, current, d.pending)
+            current, rebuild, repaired = self._drift(d, current, deep=repair)
+        plan = self.backend.diff(d, current, None if self._full else d.pending)
+        if rebuild:
+            from fwsg.backends.nft.drift import with_rebuild
+
+            plan = with_rebuild(plan, rebuild)
         t3 = time.perf_counter()
-        notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
+        notices = self.backend.prepare_host(self.mode) if plan else []
+        self.notices.extend(notices)
         testhooks.point("before-commit")
         try:
             transport = self.backend.commit(plan)
@@ -511,7 +508,7 @@ class Firewall:
         testhooks.point("after-commit")
         t4 = time.perf_counter()
         plan.update(current)
-        d.pending = Pending()
+        d.clear_pending()
         self._full = False
         self._undo.clear()
         killed = 0
@@ -519,7 +516,7 @@ class Firewall:
         # first whole-model transaction of every Firewall sweeps, even when nothing changed.
         first = not self._swept and self._sweep is FULL
         if self.conntrack and (plan or first) and self._sweep is not None \
-                and self._conntrack_in_use():
+                and self.backend.conntrack_in_use():
             from fwsg.conntrack import sweep
 
             killed = sweep(self.netns, d, self._gone,
@@ -539,26 +536,11 @@ class Firewall:
         return result
 
     def _drift(self, d, current, deep):
-        """Drift the digests cannot show, marked in a copy of the mirror: sets re-declared by
-        someone else (their family is rebuilt in the transaction) and, with ``deep``
-        (reconcile), every rule, base chain and declaration compared by content.
-        (mirror, {family: reason}, report lines)."""
-        rebuild = drift.declarations_differ(d.rs, current)
-        changed = set()
-        if deep:
-            changed, more = drift.compare(d.rs, drift.listing(self.backend.run),
-                                          drift.expected_listing(d.rs))
-            for fam, why in more.items():
-                rebuild.setdefault(fam, why)
-        if not changed and not rebuild:
-            return current, {}, []
-        current = drift.mark(current, changed, rebuild)
-        self._current = current
-        notes = [f"table {fam} fwsg rebuilt in the transaction: {why}"
-                 for fam, why in sorted(rebuild.items())]
-        notes += [f"chain {fam} fwsg {name}: rules changed by someone else"
-                  for fam, name in sorted(changed)]
-        return current, rebuild, notes
+        """The backend's drift check on a full comparison; the marked mirror becomes ours."""
+        marked, rebuild, notes = self.backend.drift(d, current, deep)
+        if marked is not current:
+            self._current = marked
+        return marked, rebuild, notes
 
     def _recommit(self, d, failed, error):
         """After a refused commit: re-read the kernel and, if the full difference is another
@@ -568,8 +550,8 @@ class Firewall:
             current = self.backend.read()
         except KernelError:
             return None
-        plan = diff(d.rs, current)
-        if plan.commands == failed.commands:
+        plan = self.backend.diff(d, current)
+        if plan.ops == failed.ops:
             return None
         self._current = current
         transport = self.backend.commit(plan)  # refused again: the caller rolls back
@@ -607,7 +589,7 @@ class Firewall:
         self._undo.clear()
         self._packed.clear()
         if d is not None:
-            d.pending = Pending()
+            d.clear_pending()
         self._model = None
         self._current = None
         self._full = True
@@ -623,72 +605,40 @@ class Firewall:
 
     def _result(self, plan, timings, t0, killed=0, notices=()):
         timings.setdefault("total", _ms(t0, time.perf_counter()))
-        rs = self._desired.rs if self._desired is not None else None
+        d = self._desired
         return ApplyResult(changed=bool(plan), summary=plan.summary,
-                           counts_of=(rs.counts if rs is not None else dict),
+                           counts_of=(d.counts if d is not None else dict),
                            batch_bytes=plan.size, timings_ms=timings,
                            conntrack_killed=killed, notices=list(notices))
-
-    def _conntrack_in_use(self):
-        """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
-        if self._ct_count is None:
-            with entered(self.netns):
-                try:
-                    self._ct_count = os.open("/proc/sys/net/netfilter/nf_conntrack_count",
-                                             os.O_RDONLY)
-                except OSError:
-                    return False
-        try:
-            return int(os.pread(self._ct_count, 32, 0) or b"0") > 0
-        except (OSError, ValueError):
-            return True
-
-    def _ensure_sysctls(self):
-        """Bridged frames must reach the inet hooks: turn bridge-nf-call-ip{,6}tables on in the
-        managed namespace; say so when it was off."""
-        if self._sysctl_checked or self.backend.name != "nft":
-            return []
-        notices = []
-        with entered(self.netns):
-            for name in _BR_SYSCTLS:
-                path = f"/proc/sys/net/bridge/{name}"
-                if not os.path.exists(path):
-                    subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
-                try:
-                    with open(path) as f:
-                        val = f.read().strip()
-                    if val != "1":
-                        with open(path, "w") as f:
-                            f.write("1\n")
-                        notices.append(f"set net.bridge.{name}=1 in "
-                                       f"{self.netns or 'this namespace'} (was {val})")
-                except OSError as e:
-                    raise EnvironmentProblem(f"cannot enable net.bridge.{name}: {e} "
-                                             "(is br_netfilter available?)") from None
-        self._sysctl_checked = True
-        self.notices.extend(notices)
-        return notices
 
 
 def _describe(plan):
     """Human lines for what a repairing plan did."""
     out = []
     for op in plan.ops:
-        kind, key = op[0], op[1]
-        where = f"{key} fwsg" if kind == "table" else f"{key[0]} fwsg {key[1]}"
-        if kind == "table":
-            out.append(f"table {where} re-created" if op[2] else f"table {where} removed")
-        elif kind == "decl":
-            out.append(f"set {where} re-created" if op[2] else f"stray set {where} removed")
-        elif kind == "elems":
-            if op[2]:
-                out.append(f"{len(op[2])} element(s) restored in {where}")
-            if op[3]:
-                out.append(f"{len(op[3])} stray element(s) removed from {where}")
-        elif kind == "map":
-            out.append(f"{len(op[2]) + len(op[3])} map entr(ies) repaired in {where}")
-        elif kind == "chain":
-            out.append(f"chain {where} restored" if op[2] else f"stray chain {where} removed")
+        kind = type(op)
+        if kind is CreateTable:
+            out.append(f"table {op.family} fwsg re-created")
+        elif kind is DeleteTable:
+            out.append(f"table {op.family} fwsg removed")
+        elif kind is CreateSet:
+            out.append(f"set {op.set.family} fwsg {op.set.name} re-created")
+        elif kind is DeleteSet:
+            out.append(f"stray set {op.set.family} fwsg {op.set.name} removed")
+        elif kind in (AddElements, DeleteElements):
+            sd = op.set
+            where = f"{sd.family} fwsg {sd.name}"
+            n = len(op.elements if kind is AddElements else op.keys)
+            if sd.is_map:
+                out.append(f"{n} map entr(ies) repaired in {where}")
+            elif kind is AddElements:
+                out.append(f"{n} element(s) restored in {where}")
+            else:
+                out.append(f"{n} stray element(s) removed from {where}")
+        elif kind is FillChain:
+            out.append(f"chain {op.chain.family} fwsg {op.chain.name} restored")
+        elif kind is DeleteChain:
+            out.append(f"stray chain {op.family} fwsg {op.name} removed")
     return out
 
 

@@ -18,7 +18,10 @@ import json
 import threading
 
 from fwsg import fast
+from fwsg.backends.nft.render import render
 from fwsg.errors import EnvironmentProblem
+from fwsg.ops import CreateSet, CreateTable, DeclareChain, DeleteTable, FillChain
+from fwsg.plan import Plan
 from fwsg.ruleset import FAMILIES, TABLE, Ruleset
 
 _CLONE_NEWNET = 0x40000000
@@ -42,13 +45,11 @@ def listing(run, families=FAMILIES):
 
 def structure_text(desired):
     """nft text declaring the desired tables, sets/maps (no elements) and chains with rules."""
-    lines = [f"add table {fam} {TABLE}" for fam in sorted(desired.tables)]
-    lines += [sd.declare() for _, sd in sorted(desired.sets.items())]
-    chains = sorted(desired.chains.items())
-    lines += [c.declare() for _, c in chains]
-    for (fam, name), c in chains:
-        lines += [f"add rule {fam} {TABLE} {name} {r}" for r in c.rendered_rules()]
-    return "".join(line + "\n" for line in lines)
+    chains = [c for _, c in sorted(desired.chains.items())]
+    ops = [CreateTable(fam) for fam in sorted(desired.tables)]
+    ops += [CreateSet(sd) for _, sd in sorted(desired.sets.items())]
+    ops += [DeclareChain(c) for c in chains] + [FillChain(c) for c in chains]
+    return "".join(line + "\n" for line in render(ops))
 
 
 def expected_listing(desired):
@@ -159,9 +160,25 @@ def with_rebuild(plan, families):
     tables, in the same transaction."""
     if not families:
         return plan
-    pre = [f"delete table {fam} {TABLE}" for fam in sorted(families)]
-    plan.commands[:0] = pre
-    plan.ops[:0] = [("table", fam, False) for fam in sorted(families)]
-    plan.adds_at = {k: range(r.start + len(pre), r.stop + len(pre))
-                    for k, r in plan.adds_at.items()}
-    return plan
+    pre = tuple(DeleteTable(fam) for fam in sorted(families))
+    return Plan(pre + plan.ops, plan.summary, plan._render)
+
+
+def inspect(backend, desired, current, deep):
+    """Drift the digests cannot show, marked in a copy of the mirror ``current``: sets
+    re-declared by someone else (their family is rebuilt in the transaction) and, with
+    ``deep`` (reconcile), every rule, base chain and declaration compared by content.
+    (mirror, {family: reason}, report lines)."""
+    rebuild = declarations_differ(desired, current)
+    changed = set()
+    if deep:
+        changed, more = compare(desired, listing(backend.run), expected_listing(desired))
+        for fam, why in more.items():
+            rebuild.setdefault(fam, why)
+    if not changed and not rebuild:
+        return current, {}, []
+    notes = [f"table {fam} fwsg rebuilt in the transaction: {why}"
+             for fam, why in sorted(rebuild.items())]
+    notes += [f"chain {fam} fwsg {name}: rules changed by someone else"
+              for fam, name in sorted(changed)]
+    return mark(current, changed, rebuild), rebuild, notes
