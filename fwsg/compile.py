@@ -22,6 +22,7 @@ names (validated) are the only user strings in the batch, always quoted.
 
 import netaddr
 
+from fwsg import dispatch
 from fwsg.addr import is_prefix
 from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS, Model
 from fwsg.naming import GroupNames, NameRegistry, short_hash
@@ -222,6 +223,7 @@ class Desired:
         self.refs = {}          # (sg, family) -> set of owners ("g", sg) / ("p", pid)
         self.prefixed = set()   # (sg, family) whose prefix set exists
         self.addr_owners = {}   # ip -> set of port ids (ingress4/6 dispatch)
+        self.pfx_owners = {}    # address-pair prefix -> set of port ids (ingress4n/6n)
         self.profile_of = {}    # port id -> profile (shared port chains) name
         self.profile_refs = {}  # profile name -> port ids using it
         self._fixed()
@@ -249,25 +251,58 @@ class Desired:
             self._declare(sd)
         for c in (
             ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
-            ChainDef("inet", "ingress-fwd", (
-                "meta mark & 0x0000ffff vmap @ingress",
-                # routed by the hypervisor into the bridge: no port tag, dispatch by address
-                "meta mark & 0x0000ffff == 0x0 ip daddr vmap @ingress4",
-                "meta mark & 0x0000ffff == 0x0 ip6 daddr vmap @ingress6"),
-                     INET_FWD_INGRESS),
-            ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
-                     INET_OUT_INGRESS),
             ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
                                               "iifname @secured jump antispoof"), BRIDGE_PRE),
             ChainDef("bridge", "forward", ("meta mark set oifname map @port-dst",), BRIDGE_FWD),
         ):
             self._chain(c.key, c)
+        self._dispatch_chains()
         for direction in (EGRESS, INGRESS):
             for stateful in (True, False):
                 name = fixed_chain(direction, stateful)
                 self._chain(("inet", name), ChainDef("inet", name,
                                                      tuple(fixed_rules(direction, stateful))))
         self._antispoof()
+
+    def _dispatch_chains(self):
+        """The base chains judging traffic to a VM: by port tag (bridged), else by destination
+        address (sent or routed by the hypervisor): host addresses first, then the interval
+        maps of address-pair prefixes while some port has one."""
+        by_addr = []
+        for fam, ipk in ((4, "ip"), (6, "ip6")):
+            by_addr.append(f"{ipk} daddr vmap @ingress{fam}")
+            if ("inet", f"ingress{fam}n") in self.rs.sets:
+                by_addr.append(f"{ipk} daddr vmap @ingress{fam}n")
+        # routed by the hypervisor into the bridge: no port tag, dispatch by address
+        fwd = ["meta mark & 0x0000ffff vmap @ingress"]
+        fwd += [f"meta mark & 0x0000ffff == 0x0 {r}" for r in by_addr]
+        self._chain(("inet", "ingress-fwd"), ChainDef("inet", "ingress-fwd", tuple(fwd),
+                                                       INET_FWD_INGRESS))
+        self._chain(("inet", "ingress-out"), ChainDef("inet", "ingress-out", tuple(by_addr),
+                                                       INET_OUT_INGRESS))
+
+    def _dispatch_prefixes(self):
+        """Re-derive the interval maps dispatching address-pair prefixes (see fwsg.dispatch);
+        declared only while some filtered port has a prefix pair."""
+        for fam in (4, 6):
+            owned = {}
+            for pfx, pids in self.pfx_owners.items():
+                if (":" in pfx) == (fam == 6):
+                    owned[pfx] = {self.profile_of[p] for p in pids if p in self.profile_of}
+            wanted = dispatch.prefix_map(owned)
+            key = ("inet", f"ingress{fam}n")
+            if wanted and key not in self.rs.sets:
+                self._declare(SetDef("inet", key[1], f"ipv{fam}_addr", "verdict", interval=True))
+                self._dispatch_chains()
+            if key not in self.rs.sets:
+                continue
+            for k in [k for k in self.rs.elements[key] if k not in wanted]:
+                self._map_set(key, k, None)
+            for k, v in wanted.items():
+                self._map_set(key, k, v)
+            if not wanted:
+                self._undeclare(key)
+                self._dispatch_chains()
 
     def _antispoof(self):
         rules = ["iifname . ether saddr != @macs drop"]
@@ -521,6 +556,8 @@ class Desired:
             self._map_set(("inet", "ingress"), mark(n), f"jump {new}-i")
             for ip in host_addresses(port):
                 self._dispatch_addr(ip)
+            if prefix_pairs(port):
+                self._dispatch_prefixes()
         if old is not None and old != new:
             refs = self.profile_refs.get(old, set())
             refs.discard(pid)
@@ -577,6 +614,8 @@ class Desired:
             self._map_set(key, k, v)
         for ip in host_addresses(port):
             self.addr_owners.setdefault(ip, set()).add(port.id)
+        for pfx in prefix_pairs(port):
+            self.pfx_owners.setdefault(pfx, set()).add(port.id)
         self._port_profile(port.id)
 
     def remove_port(self, pid, _keep_number=False):
@@ -596,6 +635,13 @@ class Desired:
         for ip in host_addresses(port):
             self.addr_owners.get(ip, set()).discard(pid)
             self._dispatch_addr(ip)
+        if prefix_pairs(port):
+            for pfx in prefix_pairs(port):
+                owners = self.pfx_owners.get(pfx, set())
+                owners.discard(pid)
+                if not owners:
+                    self.pfx_owners.pop(pfx, None)
+            self._dispatch_prefixes()
         self._set_refs(("p", pid), ())
         if not _keep_number:
             self.numbers.release(port.device, drop_reservation=True)
@@ -610,8 +656,8 @@ class Desired:
         owners = [p for p in self.addr_owners.get(ip, ()) if p in self.profile_of]
         if not self.addr_owners.get(ip):
             self.addr_owners.pop(ip, None)
-        # an address on two ports cannot select one port: left to the bridge path
-        self._map_set(key, ip, f"jump {self.profile_of[owners[0]]}-i" if len(owners) == 1 else None)
+        # an address of several ports: their shared profile, or drop (see fwsg.dispatch)
+        self._map_set(key, ip, dispatch.verdict({self.profile_of[p] for p in owners}))
 
     def refresh_ports_of_group(self, sg):
         """Re-derive the profiles of the ports whose statefulness depends on ``sg``."""
@@ -670,6 +716,11 @@ def host_addresses(port):
     """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
     the hypervisor sends or routes to them is dispatched to the port's ingress."""
     return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
+
+
+def prefix_pairs(port):
+    """The address-pair prefixes a port may use (dispatched through the interval maps)."""
+    return sorted({p.ip for p in port.allowed_address_pairs if is_prefix(p.ip)})
 
 
 def is_stateless(rules):

@@ -124,7 +124,12 @@ class NftBackend:
             if e.errno == errno.ENOENT:
                 return None
             raise
-        return json.loads(out)["nftables"] if out.strip() else []
+        try:
+            return json.loads(out)["nftables"] if out.strip() else []
+        except (ValueError, KeyError, TypeError):
+            raise KernelError(f"cannot read table {family} {TABLE}: nftables printed a listing "
+                              "that is not JSON (a table flagged 'owner' by another program?)"
+                              ) from None
 
     def read(self):
         """The current state of fwsg's tables as a Ruleset (chains carry the digest found in the
