@@ -10,7 +10,7 @@ import heapq
 
 from fwsg.errors import ValidationError
 
-MAX_PORT_ID = 0xFFFF
+MAX_PORT_ID = 0xFFFF  # the mark holds a port's number in 16 bits (see the nft layout)
 
 
 class PortNumbers:

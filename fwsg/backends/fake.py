@@ -54,7 +54,7 @@ class FakeBackend:
         return False
 
     def desired(self, port_ids=None, group_names=None):
-        from fwsg.compile import Desired
+        from fwsg.backends.nft.desired import Desired
 
         return Desired(port_ids, group_names=group_names)
 
@@ -62,8 +62,14 @@ class FakeBackend:
         """The fake kernel only changes through plans: no drift beyond what diff sees."""
         return current, {}, []
 
+    def describe(self, state, names=None):
+        """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""
+        from fwsg.backends.nft.describe import describe
+
+        return describe(state, names)
+
     def port_ids(self, current):
-        from fwsg.compile import port_ids
+        from fwsg.backends.nft.desired import port_ids
 
         return port_ids(current)
 

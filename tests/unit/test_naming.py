@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from fwsg import naming
-from fwsg.compile import Desired
+from fwsg.backends.nft.desired import Desired
 from fwsg.firewall import Firewall
 from fwsg.model import Model
 
