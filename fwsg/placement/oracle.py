@@ -9,7 +9,8 @@ depth-first branch and bound over every unit x (every admissible node, or left d
 1. **Count**: maximise the guests placed. Bound: the guests placed so far plus a fractional
    knapsack of the remaining units (smallest max memory per guest first) into the memory room
    left on all nodes together. Identical units (same needs, same admissible nodes, no rules)
-   are assigned in non-decreasing node order, which removes their permutations.
+   are assigned in non-decreasing node order, which removes their permutations. The first
+   incumbent is a smallest-first best fit.
 2. **Peak**: with the count fixed at the optimum, minimise the projected peak load, the largest
    over surviving nodes of max(cpu used / cores, memory used / memory), usage per ``use``. Bound:
    the peak so far (it only grows). HA group priorities are honoured as the planner does when
@@ -207,7 +208,22 @@ class _Search:
     def count(self):
         self.best_count = -1
         self.best_assign = [None] * len(self.units)
+        self._greedy()
         self._count(0, 0)
+
+    def _greedy(self):
+        """A first incumbent: smallest units first, each onto the admissible node with the least
+        room that fits (so a budget-limited search still starts from a good plan)."""
+        placed = 0
+        for k in self.by_ratio:
+            fits = [i for i in self.units[k][1] if self._fits(k, i)]
+            if fits:
+                self._put(k, min(fits, key=lambda i: (self.room[i][0], i)), +1)
+                placed += self.size[k]
+        self.best_count, self.best_assign = placed, list(self.assign)
+        for k, i in enumerate(self.best_assign):
+            if i is not None:
+                self._put(k, i, -1)
 
     def _count(self, pos, placed):
         self.searched += 1
