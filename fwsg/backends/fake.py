@@ -54,10 +54,14 @@ class FakeBackend:
     def conntrack_in_use(self):
         return False
 
-    def desired(self, port_ids=None):
+    def desired(self, port_ids=None, group_names=None):
         from fwsg.backends.nft.desired import Desired
 
-        return Desired(port_ids)
+        return Desired(port_ids, group_names=group_names)
+
+    def drift(self, desired, current, deep=False):
+        """The fake kernel only changes through plans: no drift beyond what diff sees."""
+        return current, {}, []
 
     def describe(self, state, names=None):
         """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""
