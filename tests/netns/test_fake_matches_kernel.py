@@ -3,7 +3,6 @@ against a real namespace and against the fake leave the same state read back (se
 chains by digest and hook), and the same refused transactions are refused by both with the
 same errno, leaving both unchanged."""
 
-import copy
 import errno
 import json
 import pathlib
