@@ -453,11 +453,11 @@ class Firewall:
         with self._namespace_locked():
             result = self._commit_locked(d, timings, t0, repair)
             if self._record and (record and result.changed or self._recorded is None
-                                 or self._recorded != d.names.by_key):
+                                 or self._recorded != d.names.groups.by_key):
                 from fwsg import statefile
 
                 statefile.save(self.netns, self.names())
-                self._recorded = dict(d.names.by_key)
+                self._recorded = dict(d.names.groups.by_key)
         self._record_all = False
         return result
 
