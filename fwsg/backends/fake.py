@@ -14,13 +14,12 @@ import copy
 import errno as E
 import re
 
-from fwsg.backends.nft.readback import digest_of
 from fwsg.backends.nft.render import render
 from fwsg.errors import KernelError
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
 from fwsg.plan import Plan, diff
-from fwsg.ruleset import ChainDef, Ruleset
+from fwsg.ruleset import ChainDef, Ruleset, digest_of
 
 _SET_REF = re.compile(r"@([a-z0-9][a-z0-9-]*)")
 _JUMP = re.compile(r"\b(?:jump|goto) ([a-z0-9][a-z0-9-]*)")

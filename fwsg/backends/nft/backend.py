@@ -34,8 +34,10 @@ class NftBackend:
             self._writer = fast.NetlinkWriter()
 
     def close(self):
+        """Free the libnftables context, the netlink socket and the conntrack fd."""
         self._ctx.close()
         self._writer.close()
+        self._ct.close()
 
     # -- host ---------------------------------------------------------------------------------
     def prepare_host(self, mode="bridge"):

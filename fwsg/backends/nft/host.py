@@ -58,6 +58,12 @@ class ConntrackCount:
         self.netns = netns
         self._fd = None
 
+    def close(self):
+        """Close the fd (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def in_use(self):
         """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
         if self._fd is None:
