@@ -8,7 +8,7 @@ other table.
 import errno
 import json
 
-from fwsg import fast
+from fwsg import fast, testhooks
 from fwsg.backends.nft import netlink, readback, render
 from fwsg.backends.nft.host import ConntrackCount, Generation, prepare_host, require_net_admin
 from fwsg.errors import KernelError
@@ -119,6 +119,7 @@ class NftBackend:
                 self._ctx.run("".join(c + "\n" for c in render.render(rest)))
                 self.steps += 1
             for batch in batches:
+                testhooks.point("between-steps")
                 self._writer.commit(batch)
                 self.steps += 1
             return "libnftables+netlink"
