@@ -700,6 +700,32 @@ cdef class ConntrackTable:
             raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
         return out
 
+    def sweep(self, FlowJudge judge, look, gone):
+        """Delete, in one pass over the table, the flows ``judge`` no longer allows and those
+        of an address in ``gone``; with ``look`` (a set of addresses, canonical text) only
+        flows involving one of them or of ``gone`` are judged, and only their families dumped.
+        Deletions are sent in batches while the dump goes on. Returns (judged, deleted)."""
+        cdef _Sweep sw = _Sweep()
+        cdef uint32_t family = 0
+        sw.judge = judge
+        sw.gone = {_pack_text(a) for a in gone}
+        if look is not None:
+            sw.look = {_pack_text(a) for a in look} | sw.gone
+            fams = {len(a) for a in sw.look}
+            if not fams:
+                return 0, 0
+            if len(fams) == 1:
+                family = AF_INET if fams == {4} else AF_INET6
+        sw.open()
+        C.nfct_callback_register(self.h, C.NFCT_T_ALL, _sweep_cb, <void *>sw)
+        rc = C.nfct_query(self.h, C.NFCT_Q_DUMP, &family)
+        if sw.error is not None:
+            raise KernelError(f"conntrack: sweep failed: {sw.error!r}")
+        if rc < 0:
+            raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
+        sw.flush()
+        return sw.judged, sw.deleted
+
     def delete(self, flows):
         """Delete flows (tuples as dump() gives); returns how many the kernel removed (a flow
         already gone is not an error)."""
@@ -738,8 +764,347 @@ cdef class ConntrackTable:
         return n
 
 
+def _pack_text(str text):
+    return socket_pton(AF_INET6 if ":" in text else AF_INET, text)
+
+
 def socket_pton(int af, str text):
     cdef char buf[16]
     if inet_pton(af, text.encode("ascii"), buf) != 1:
         raise ValueError(text)
     return buf[:4] if af == AF_INET else buf[:16]
+
+
+# ---- flow judge: which tracked flows the policy still allows, O(1) in the group sizes ------
+
+cdef struct _Net:
+    int fam            # 0: none; 4 or 6
+    int plen
+    unsigned char a[16]
+
+cdef struct _Rule:
+    int fam, proto, pmin, pmax, smin, smax, itype, icode, group, direction
+    _Net src
+    _Net dst
+
+
+cdef int _set_net(_Net *n, object spec) except -1:
+    n.fam = 0
+    if spec is None:
+        return 0
+    cdef bytes packed = spec[0]
+    if len(packed) not in (4, 16):
+        raise ValueError("a network is 4 or 16 bytes")
+    n.fam = 4 if len(packed) == 4 else 6
+    n.plen = spec[1]
+    memcpy(n.a, <const char *>packed, len(packed))
+    return 0
+
+
+cdef inline bint _in_net(const unsigned char *a, int fam, const _Net *n) noexcept nogil:
+    cdef int bits = n.plen, i = 0
+    if n.fam != fam:
+        return False
+    while bits >= 8:
+        if a[i] != n.a[i]:
+            return False
+        i += 1
+        bits -= 8
+    if bits:
+        return ((a[i] ^ n.a[i]) & (0xff << (8 - bits)) & 0xff) == 0
+    return True
+
+
+cdef class FlowJudge:
+    """The policy flattened by ``policy.flow_tables``: ``allowed(flow)`` says whether a
+    tracked flow's original direction passes the sender's egress and the receiver's ingress.
+    Address ownership is a hash lookup, remote groups a set lookup (their prefixes are
+    scanned, and they are few): the cost of a flow does not grow with the groups' sizes. No
+    I/O here."""
+
+    cdef _Rule *rules
+    cdef int nrules
+    cdef list ports       # (port security, egress ranges, ingress ranges)
+    cdef dict hosts       # packed -> port index
+    cdef _Net *pnets
+    cdef int *pnet_port
+    cdef int npnets
+    cdef list gsets       # group index -> member set (canonical text)
+    cdef list gnets       # group index -> bytes holding _Net records
+
+    def __cinit__(self, tables):
+        rules, ports, hosts, prefixes, groups = tables
+        cdef int i
+        cdef _Rule *r
+        self.nrules = len(rules)
+        self.rules = <_Rule *>malloc(max(1, self.nrules) * sizeof(_Rule))
+        self.pnets = <_Net *>malloc(max(1, len(prefixes)) * sizeof(_Net))
+        self.pnet_port = <int *>malloc(max(1, len(prefixes)) * sizeof(int))
+        if self.rules == NULL or self.pnets == NULL or self.pnet_port == NULL:
+            raise MemoryError()
+        for i, row in enumerate(rules):
+            r = &self.rules[i]
+            (r.direction, r.fam, r.proto, r.pmin, r.pmax, r.smin, r.smax, r.itype, r.icode,
+             src, dst, r.group) = row
+            _set_net(&r.src, src)
+            _set_net(&r.dst, dst)
+        self.npnets = len(prefixes)
+        for i, (packed, plen, idx) in enumerate(prefixes):
+            _set_net(&self.pnets[i], (packed, plen))
+            self.pnet_port[i] = idx
+        self.ports = list(ports)
+        self.hosts = dict(hosts)
+        self.gsets = [g[0] for g in groups]
+        self.gnets = []
+        cdef _Net tmp
+        for _members, nets in groups:
+            chunk = bytearray()
+            for spec in nets:
+                _set_net(&tmp, spec)
+                chunk += (<char *>&tmp)[:sizeof(_Net)]
+            self.gnets.append(bytes(chunk))
+
+    def __dealloc__(self):
+        free(self.rules)
+        free(self.pnets)
+        free(self.pnet_port)
+
+    cdef int _port_of(self, bytes packed, const unsigned char *a, int fam) except -2:
+        cdef object idx = self.hosts.get(packed)
+        cdef int i
+        if idx is not None:
+            return idx
+        for i in range(self.npnets):
+            if _in_net(a, fam, &self.pnets[i]):
+                return self.pnet_port[i]
+        return -1
+
+    cdef int _member(self, int g, const unsigned char *a, int fam) except -1:
+        cdef char text[64]
+        cdef bytes nets = self.gnets[g]
+        cdef const _Net *n = <const _Net *>PyBytes_AS_STRING(nets)
+        cdef Py_ssize_t i, k = len(nets) // sizeof(_Net)
+        inet_ntop(AF_INET if fam == 4 else AF_INET6, a, text, 64)
+        if text.decode("ascii") in self.gsets[g]:
+            return 1
+        for i in range(k):
+            if _in_net(a, fam, &n[i]):
+                return 1
+        return 0
+
+    cdef int _matches(self, const _Rule *r, int fam, int proto, const unsigned char *src,
+                      const unsigned char *dst, int sport, int dport, int itype,
+                      int icode) except -1:
+        if r.fam != fam:
+            return 0
+        if r.src.fam and not _in_net(src, fam, &r.src):
+            return 0
+        if r.dst.fam and not _in_net(dst, fam, &r.dst):
+            return 0
+        if r.proto >= 0 and r.proto != proto:
+            return 0
+        if r.itype >= 0 and r.itype != itype:
+            return 0
+        if r.icode >= 0 and r.icode != icode:
+            return 0
+        if r.pmin >= 0 and not (dport >= 0 and r.pmin <= dport <= r.pmax):
+            return 0
+        if r.smin >= 0 and not (sport >= 0 and r.smin <= sport <= r.smax):
+            return 0
+        if r.group >= 0:
+            return self._member(r.group, src if r.direction == 1 else dst, fam)
+        return 1
+
+    cdef int _allows(self, int port, int direction, int fam, int proto,
+                     const unsigned char *src, const unsigned char *dst, int sport, int dport,
+                     int itype, int icode) except -1:
+        psec, egress, ingress = self.ports[port]
+        if not psec:
+            return 1
+        cdef bint udp = proto == 17
+        if direction == 0:
+            if udp and ((sport == 67 and dport == 68) or (sport == 547 and dport == 546)):
+                return 0
+            if proto == 58 and itype == 134:
+                return 0
+            if udp and ((sport == 68 and dport == 67) or (sport == 546 and dport == 547)):
+                return 1
+            if proto == 58:
+                return 1
+        else:
+            if proto == 58 and (itype == 130 or itype == 135 or itype == 136):
+                return 1
+            if udp and ((sport == 67 and dport == 68) or (sport == 547 and dport == 546)):
+                return 1
+        cdef int start, end, i
+        for start, end in (egress if direction == 0 else ingress):
+            for i in range(start, end):
+                if self._matches(&self.rules[i], fam, proto, src, dst, sport, dport, itype,
+                                 icode):
+                    return 1
+        return 0
+
+    cdef int _flow_allowed(self, int fam, int proto, bytes src_b, bytes dst_b, int sport,
+                           int dport, int itype, int icode) except -1:
+        cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(src_b)
+        cdef const unsigned char *dst = <const unsigned char *>PyBytes_AS_STRING(dst_b)
+        cdef int sp = self._port_of(src_b, src, fam)
+        cdef int dp = self._port_of(dst_b, dst, fam)
+        if sp >= 0 and not self._allows(sp, 0, fam, proto, src, dst, sport, dport, itype, icode):
+            return 0
+        if dp >= 0 and not self._allows(dp, 1, fam, proto, src, dst, sport, dport, itype, icode):
+            return 0
+        return 1
+
+    cdef int _owned(self, bytes src_b, bytes dst_b, int fam) except -1:
+        """1 when either end belongs to a port (otherwise no rule of fwsg applies)."""
+        return (self._port_of(src_b, <const unsigned char *>PyBytes_AS_STRING(src_b), fam) >= 0
+                or self._port_of(dst_b, <const unsigned char *>PyBytes_AS_STRING(dst_b), fam) >= 0)
+
+    def allowed(self, flow):
+        """True when the model still allows ``flow`` (a tuple as ConntrackTable.dump gives)."""
+        fam, proto, src, dst, sport, dport, itype, icode = flow[:8]
+        af = AF_INET if fam == 4 else AF_INET6
+        return bool(self._flow_allowed(fam, proto, socket_pton(af, src), socket_pton(af, dst),
+                                       -1 if sport is None else sport,
+                                       -1 if dport is None else dport,
+                                       -1 if itype is None else itype,
+                                       -1 if icode is None else icode))
+
+
+# ---- sweep: dump, judge and delete in one pass, deletions sent in batches as found ----------
+
+cdef enum:
+    _DEL_BUF = 256 * 1024
+    _DEL_BATCH = 512     # deletions per send
+
+
+cdef class _Sweep:
+    cdef FlowJudge judge
+    cdef object look      # None or set of packed addresses
+    cdef set gone         # packed addresses
+    cdef N.mnl_socket *nl
+    cdef char *buf
+    cdef size_t used
+    cdef int pending
+    cdef unsigned int seq
+    cdef public int deleted
+    cdef public int judged
+    cdef public object error
+
+    def __cinit__(self):
+        self.buf = <char *>malloc(_DEL_BUF)
+        if self.buf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.buf)
+        if self.nl != NULL:
+            N.mnl_socket_close(self.nl)
+
+    cdef int open(self) except -1:
+        cdef int size = 8 * 1024 * 1024
+        self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
+        if self.nl == NULL or N.mnl_socket_bind(self.nl, 0, N.MNL_SOCKET_AUTOPID) < 0:
+            raise KernelError("conntrack: cannot open a netlink socket: " + strerror(errno).decode())
+        setsockopt(N.mnl_socket_get_fd(self.nl), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(int))
+        self.seq = 1
+        return 0
+
+    cdef int queue(self, C.nf_conntrack *ct, int l3) except -1:
+        """Append one delete request (the dumped entry itself: tuple, zone and id, so a newer
+        flow reusing the tuple is never hit); send when the batch is full."""
+        cdef N.nlmsghdr *nlh
+        cdef C.nfgenmsg *nfh
+        if self.used + 4096 > _DEL_BUF:
+            self.flush()
+        nlh = <N.nlmsghdr *>C.mnl_nlmsg_put_header(self.buf + self.used)
+        nlh.nlmsg_type = (C.NFNL_SUBSYS_CTNETLINK << 8) | C.IPCTNL_MSG_CT_DELETE
+        nlh.nlmsg_flags = 1 | N.NLM_F_ACK   # NLM_F_REQUEST
+        nlh.nlmsg_seq = self.seq
+        self.seq += 1
+        nfh = <C.nfgenmsg *>C.mnl_nlmsg_put_extra_header(nlh, sizeof(C.nfgenmsg))
+        nfh.nfgen_family = l3
+        nfh.version = C.NFNETLINK_V0
+        nfh.res_id = 0
+        if C.nfct_nlmsg_build(nlh, ct) < 0:
+            raise KernelError("conntrack: cannot build a delete request")
+        self.used += nlh.nlmsg_len
+        self.pending += 1
+        if self.pending >= _DEL_BATCH:
+            self.flush()
+        return 0
+
+    cdef int flush(self) except -1:
+        """Send the queued deletions and count the kernel's answers (a flow already gone is
+        not an error)."""
+        cdef ssize_t ret
+        cdef char rbuf[65536]
+        cdef int left, answers = 0, err
+        cdef N.nlmsghdr *nlh
+        if not self.pending:
+            return 0
+        with nogil:
+            ret = N.mnl_socket_sendto(self.nl, self.buf, self.used)
+        if ret < 0:
+            raise KernelError("conntrack: send failed: " + strerror(errno).decode())
+        while answers < self.pending:
+            with nogil:
+                ret = N.mnl_socket_recvfrom(self.nl, rbuf, sizeof(rbuf))
+            if ret <= 0:
+                raise KernelError("conntrack: no answer to deletions: " + strerror(errno).decode())
+            left = <int>ret
+            nlh = <N.nlmsghdr *>rbuf
+            while N.mnl_nlmsg_ok(nlh, left):
+                if nlh.nlmsg_type == N.NLMSG_ERROR:
+                    answers += 1
+                    err = (<N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)).error
+                    if err == 0:
+                        self.deleted += 1
+                nlh = N.mnl_nlmsg_next(nlh, &left)
+        self.used = 0
+        self.pending = 0
+        return 0
+
+
+cdef int _sweep_cb(C.nf_conntrack_msg_type type, C.nf_conntrack *ct, void *data) noexcept with gil:
+    cdef _Sweep sw = <_Sweep>data
+    try:
+        return _sweep_one(sw, ct)
+    except BaseException as e:  # recorded: sweep() raises it
+        sw.error = e
+        return -1
+
+
+cdef int _sweep_one(_Sweep sw, C.nf_conntrack *ct) except -2:
+    cdef uint8_t l3 = C.nfct_get_attr_u8(ct, C.ATTR_ORIG_L3PROTO)
+    cdef uint8_t l4 = C.nfct_get_attr_u8(ct, C.ATTR_ORIG_L4PROTO)
+    cdef int fam, sport = -1, dport = -1, itype = -1, icode = -1
+    cdef bytes src, dst
+    if l3 == AF_INET:
+        src = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV4_SRC), 4)
+        dst = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV4_DST), 4)
+        fam = 4
+    elif l3 == AF_INET6:
+        src = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV6_SRC), 16)
+        dst = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV6_DST), 16)
+        fam = 6
+    else:
+        return C.NFCT_CB_CONTINUE
+    if sw.look is not None and src not in sw.look and dst not in sw.look:
+        return C.NFCT_CB_CONTINUE
+    sw.judged += 1
+    if src in sw.gone or dst in sw.gone:
+        sw.queue(ct, l3)
+        return C.NFCT_CB_CONTINUE
+    if not sw.judge._owned(src, dst, fam):
+        return C.NFCT_CB_CONTINUE
+    if l4 == 6 or l4 == 17 or l4 == 33 or l4 == 132 or l4 == 136:
+        sport = ntohs(C.nfct_get_attr_u16(ct, C.ATTR_ORIG_PORT_SRC))
+        dport = ntohs(C.nfct_get_attr_u16(ct, C.ATTR_ORIG_PORT_DST))
+    elif l4 == 1 or l4 == 58:
+        itype = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_TYPE)
+        icode = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_CODE)
+    if not sw.judge._flow_allowed(fam, l4, src, dst, sport, dport, itype, icode):
+        sw.queue(ct, l3)
+    return C.NFCT_CB_CONTINUE

@@ -51,3 +51,26 @@ cdef extern from "libnetfilter_conntrack/libnetfilter_conntrack.h" nogil:
     void nfct_set_attr_u8(nf_conntrack *ct, int type, uint8_t value)
     void nfct_set_attr_u16(nf_conntrack *ct, int type, uint16_t value)
     void nfct_set_attr_u32(nf_conntrack *ct, int type, uint32_t value)
+
+    int nfct_nlmsg_build(void *nlh, const nf_conntrack *ct)
+
+
+cdef extern from "libmnl/libmnl.h" nogil:
+    void *mnl_nlmsg_put_header(void *buf)
+    void *mnl_nlmsg_put_extra_header(void *nlh, size_t size)
+
+
+cdef extern from "linux/netfilter/nfnetlink.h" nogil:
+    struct nfgenmsg:
+        uint8_t nfgen_family
+        uint8_t version
+        uint16_t res_id
+
+    enum:
+        NFNETLINK_V0
+        NFNL_SUBSYS_CTNETLINK
+
+
+cdef extern from "linux/netfilter/nfnetlink_conntrack.h" nogil:
+    enum:
+        IPCTNL_MSG_CT_DELETE
