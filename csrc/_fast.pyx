@@ -716,15 +716,50 @@ cdef class ConntrackTable:
                 return 0, 0
             if len(fams) == 1:
                 family = AF_INET if fams == {4} else AF_INET6
-        sw.open()
+        sw.deletes = _Batch()
+        sw.deletes.open(C.IPCTNL_MSG_CT_DELETE, 0)
         C.nfct_callback_register(self.h, C.NFCT_T_ALL, _sweep_cb, <void *>sw)
         rc = C.nfct_query(self.h, C.NFCT_Q_DUMP, &family)
         if sw.error is not None:
             raise KernelError(f"conntrack: sweep failed: {sw.error!r}")
         if rc < 0:
             raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
-        sw.flush()
-        return sw.judged, sw.deleted
+        sw.deletes.flush()
+        return sw.judged, sw.deletes.done
+
+    def track(self, flows, int timeout=600):
+        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport), TCP ones as
+        established, with ``timeout`` seconds to live, in batches; returns how many the kernel
+        took (for tests and benchmarks)."""
+        cdef _Batch b = _Batch()
+        cdef C.nf_conntrack *ct
+        cdef bytes a, z
+        b.open(C.IPCTNL_MSG_CT_NEW, N.NLM_F_CREATE | 0x200)   # NLM_F_EXCL
+        for fam, l4, src, dst, sport, dport in flows:
+            ct = C.nfct_new()
+            if ct == NULL:
+                raise MemoryError()
+            try:
+                af = AF_INET if fam == 4 else AF_INET6
+                a = socket_pton(af, src)
+                z = socket_pton(af, dst)
+                C.nfct_set_attr_u8(ct, C.ATTR_ORIG_L3PROTO, af)
+                C.nfct_set_attr(ct, C.ATTR_ORIG_IPV4_SRC if fam == 4 else C.ATTR_ORIG_IPV6_SRC,
+                                <const char *>a)
+                C.nfct_set_attr(ct, C.ATTR_ORIG_IPV4_DST if fam == 4 else C.ATTR_ORIG_IPV6_DST,
+                                <const char *>z)
+                C.nfct_set_attr_u8(ct, C.ATTR_ORIG_L4PROTO, l4)
+                C.nfct_set_attr_u16(ct, C.ATTR_ORIG_PORT_SRC, htons(sport))
+                C.nfct_set_attr_u16(ct, C.ATTR_ORIG_PORT_DST, htons(dport))
+                C.nfct_setobjopt(ct, C.NFCT_SOPT_SETUP_REPLY)
+                C.nfct_set_attr_u32(ct, C.ATTR_TIMEOUT, timeout)
+                if l4 == 6:
+                    C.nfct_set_attr_u8(ct, C.ATTR_TCP_STATE, 3)   # established
+                b.queue(ct, af)
+            finally:
+                C.nfct_destroy(ct)
+        b.flush()
+        return b.done
 
     def delete(self, flows):
         """Delete flows (tuples as dump() gives); returns how many the kernel removed (a flow
@@ -979,18 +1014,18 @@ cdef enum:
     _DEL_BATCH = 512     # deletions per send
 
 
-cdef class _Sweep:
-    cdef FlowJudge judge
-    cdef object look      # None or set of packed addresses
-    cdef set gone         # packed addresses
+cdef class _Batch:
+    """Conntrack requests of one type (delete or create) sent in batches on a netlink socket
+    of their own; ``done`` counts the requests the kernel accepted (a flow already gone or
+    already there is not an error)."""
     cdef N.mnl_socket *nl
     cdef char *buf
     cdef size_t used
     cdef int pending
+    cdef int msg_type
+    cdef int flags
     cdef unsigned int seq
-    cdef public int deleted
-    cdef public int judged
-    cdef public object error
+    cdef public int done
 
     def __cinit__(self):
         self.buf = <char *>malloc(_DEL_BUF)
@@ -1002,8 +1037,10 @@ cdef class _Sweep:
         if self.nl != NULL:
             N.mnl_socket_close(self.nl)
 
-    cdef int open(self) except -1:
+    cdef int open(self, int msg_type, int flags) except -1:
         cdef int size = 8 * 1024 * 1024
+        self.msg_type = msg_type
+        self.flags = flags
         self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
         if self.nl == NULL or N.mnl_socket_bind(self.nl, 0, N.MNL_SOCKET_AUTOPID) < 0:
             raise KernelError("conntrack: cannot open a netlink socket: " + strerror(errno).decode())
@@ -1012,15 +1049,15 @@ cdef class _Sweep:
         return 0
 
     cdef int queue(self, C.nf_conntrack *ct, int l3) except -1:
-        """Append one delete request (the dumped entry itself: tuple, zone and id, so a newer
-        flow reusing the tuple is never hit); send when the batch is full."""
+        """Append one request built from ``ct`` (for a deletion the dumped entry itself: tuple,
+        zone and id, so a newer flow reusing the tuple is never hit); send when full."""
         cdef N.nlmsghdr *nlh
         cdef C.nfgenmsg *nfh
         if self.used + 4096 > _DEL_BUF:
             self.flush()
         nlh = <N.nlmsghdr *>C.mnl_nlmsg_put_header(self.buf + self.used)
-        nlh.nlmsg_type = (C.NFNL_SUBSYS_CTNETLINK << 8) | C.IPCTNL_MSG_CT_DELETE
-        nlh.nlmsg_flags = 1 | N.NLM_F_ACK   # NLM_F_REQUEST
+        nlh.nlmsg_type = (C.NFNL_SUBSYS_CTNETLINK << 8) | self.msg_type
+        nlh.nlmsg_flags = 1 | N.NLM_F_ACK | self.flags   # NLM_F_REQUEST
         nlh.nlmsg_seq = self.seq
         self.seq += 1
         nfh = <C.nfgenmsg *>C.mnl_nlmsg_put_extra_header(nlh, sizeof(C.nfgenmsg))
@@ -1028,7 +1065,7 @@ cdef class _Sweep:
         nfh.version = C.NFNETLINK_V0
         nfh.res_id = 0
         if C.nfct_nlmsg_build(nlh, ct) < 0:
-            raise KernelError("conntrack: cannot build a delete request")
+            raise KernelError("conntrack: cannot build a request")
         self.used += nlh.nlmsg_len
         self.pending += 1
         if self.pending >= _DEL_BATCH:
@@ -1036,8 +1073,7 @@ cdef class _Sweep:
         return 0
 
     cdef int flush(self) except -1:
-        """Send the queued deletions and count the kernel's answers (a flow already gone is
-        not an error)."""
+        """Send the queued requests and count the kernel's answers."""
         cdef ssize_t ret
         cdef char rbuf[65536]
         cdef int left, answers = 0, err
@@ -1052,7 +1088,7 @@ cdef class _Sweep:
             with nogil:
                 ret = N.mnl_socket_recvfrom(self.nl, rbuf, sizeof(rbuf))
             if ret <= 0:
-                raise KernelError("conntrack: no answer to deletions: " + strerror(errno).decode())
+                raise KernelError("conntrack: no answer to a batch: " + strerror(errno).decode())
             left = <int>ret
             nlh = <N.nlmsghdr *>rbuf
             while N.mnl_nlmsg_ok(nlh, left):
@@ -1060,11 +1096,20 @@ cdef class _Sweep:
                     answers += 1
                     err = (<N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)).error
                     if err == 0:
-                        self.deleted += 1
+                        self.done += 1
                 nlh = N.mnl_nlmsg_next(nlh, &left)
         self.used = 0
         self.pending = 0
         return 0
+
+
+cdef class _Sweep:
+    cdef FlowJudge judge
+    cdef object look      # None or set of packed addresses
+    cdef set gone         # packed addresses
+    cdef _Batch deletes
+    cdef public int judged
+    cdef public object error
 
 
 cdef int _sweep_cb(C.nf_conntrack_msg_type type, C.nf_conntrack *ct, void *data) noexcept with gil:
@@ -1095,7 +1140,7 @@ cdef int _sweep_one(_Sweep sw, C.nf_conntrack *ct) except -2:
         return C.NFCT_CB_CONTINUE
     sw.judged += 1
     if src in sw.gone or dst in sw.gone:
-        sw.queue(ct, l3)
+        sw.deletes.queue(ct, l3)
         return C.NFCT_CB_CONTINUE
     if not sw.judge._owned(src, dst, fam):
         return C.NFCT_CB_CONTINUE
@@ -1106,5 +1151,5 @@ cdef int _sweep_one(_Sweep sw, C.nf_conntrack *ct) except -2:
         itype = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_TYPE)
         icode = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_CODE)
     if not sw.judge._flow_allowed(fam, l4, src, dst, sport, dport, itype, icode):
-        sw.queue(ct, l3)
+        sw.deletes.queue(ct, l3)
     return C.NFCT_CB_CONTINUE

@@ -316,6 +316,14 @@ class Bench:
         self.twins()
         Firewall().flush()
 
+        # 9. conntrack cleanup: flows that lose their rule
+        if not a.quick:
+            from fwsg.benchflows import conntrack_rows
+
+            self.say("== 9. conntrack cleanup")
+            conntrack_rows(self, scenario, repeat=max(1, a.repeat))
+            Firewall().flush()
+
     def flows_cost(self, fw, sg, n=1000):
         """(flows, median ms) of removing one member while ``n`` flows are tracked (flows from
         that member's address to a port, inserted through conntrack netlink)."""

@@ -43,26 +43,6 @@ def test_dump_and_delete_twins(lab_factory):
                 conn.close()
 
 
-def _insert(flows):
-    """Track TCP flows (src, dst, sport, dport) in the current namespace (conntrack netlink)."""
-    import socket
-
-    from pyroute2 import Conntrack
-    from pyroute2.conntrack import NFCTAttrTuple
-
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        mine = [f for f in flows if (":" in f[0]) == (fam == socket.AF_INET6)]
-        ct = Conntrack(nfgen_family=fam)
-        try:
-            for src, dst, sport, dport in mine:
-                ct.entry("add", timeout=600, tuple_orig=NFCTAttrTuple(
-                    family=fam, saddr=src, daddr=dst, proto=6, sport=sport, dport=dport),
-                    tuple_reply=NFCTAttrTuple(family=fam, saddr=dst, daddr=src, proto=6,
-                                              sport=dport, dport=sport))
-        finally:
-            ct.close()
-
-
 def _tracked():
     return {(f[2], f[3], f[4], f[5]) for f in _fast_py.ConntrackTable().dump() if f[1] == 6}
 
@@ -71,7 +51,7 @@ def _tracked():
 def test_sweep_cuts_exactly_the_flows_that_lost_their_rule(twin, tmp_path):
     """A member leaves a group that a port admits by remote group: its flows to that port are
     deleted, in batches, while its flows elsewhere and other members' flows stay; the compiled
-    sweep and the pyroute2 twin leave the same table."""
+    sweep and the pyroute2 twin leave the same table (flows inserted by each twin's track)."""
     import os
     import subprocess
 
@@ -100,7 +80,9 @@ def test_sweep_cuts_exactly_the_flows_that_lost_their_rule(twin, tmp_path):
         spared = {("198.51.100.8", "192.0.2.1", 20000 + i, 5432) for i in range(50)}
         spared |= {("198.51.100.7", "203.0.113.5", 20000 + i, 5432) for i in range(50)}
         with entered(ns):
-            _insert(doomed | spared)
+            table = impl.ConntrackTable()
+            assert table.track([(6 if ":" in f[0] else 4, 6) + f for f in doomed | spared]) \
+                == len(doomed | spared)
             assert _tracked() == doomed | spared
         fw.conntrack = False
         fw.remove_security_group_members("web", ["198.51.100.7", "2001:db8:5::7"])
