@@ -201,11 +201,35 @@ cdef void _radix32(uint32_t *a, uint32_t *tmp, Py_ssize_t n) noexcept nogil:
     # four passes: the sorted data is back in ``a``
 
 
-def pack_addrs(seq, int family):
+cdef bint _plain_mac(object m):
+    """``m`` is a MAC written aa:bb:cc:dd:ee:ff (hex digits of either case)."""
+    cdef Py_ssize_t ln, i
+    cdef const char *s
+    cdef char c
+    if type(m) is not str:
+        return False
+    try:
+        s = PyUnicode_AsUTF8AndSize(m, &ln)
+    except UnicodeError:
+        return False
+    if ln != 17:
+        return False
+    for i in range(17):
+        c = s[i]
+        if i % 3 == 2:
+            if c != b':':
+                return False
+        elif not ((b'0' <= c <= b'9') or (b'a' <= c <= b'f') or (b'A' <= c <= b'F')):
+            return False
+    return True
+
+
+def pack_addrs(seq, int family, bint check_macs=False):
     """(packed, rejects): the host addresses of ``seq`` (str, or [ip, mac] pairs) of one family
     as sorted, de-duplicated big-endian records (4 or 16 bytes each), and the (index, item)
     pairs that are not plain host addresses of that family (prefixes, bad values) for the
-    caller's slow path. No I/O."""
+    caller's slow path; with ``check_macs`` also the pairs whose MAC is neither null nor
+    written aa:bb:cc:dd:ee:ff. No I/O."""
     cdef int af = AF_INET if family == 4 else AF_INET6
     cdef Py_ssize_t width = 4 if family == 4 else 16
     cdef Py_ssize_t n = len(seq)
@@ -222,6 +246,9 @@ def pack_addrs(seq, int family):
     for i in range(n):
         item = seq[i]
         if type(item) is list or type(item) is tuple:
+            if check_macs and len(item) > 1 and item[1] is not None and not _plain_mac(item[1]):
+                rejects.append((i, item))
+                continue
             item = item[0] if len(item) else None
         if type(item) is not str:
             rejects.append((i, seq[i]))

@@ -5,6 +5,7 @@ NftContext calls libnftables in-process through ctypes.
 
 import ctypes
 import ctypes.util
+import re
 import socket
 import sys
 
@@ -141,16 +142,25 @@ def diff_map_keys(desired, current, keys):
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
-def pack_addrs(seq, family):
+_PLAIN_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def pack_addrs(seq, family, check_macs=False):
     """(packed, rejects): the host addresses of ``seq`` (str, or [ip, mac] pairs) of one family
     as sorted, de-duplicated big-endian records (4 or 16 bytes each), and the (index, item)
     pairs that are not plain host addresses of that family (prefixes, bad values) for the
-    caller's slow path. No I/O."""
+    caller's slow path; with ``check_macs`` also the pairs whose MAC is neither null nor
+    written aa:bb:cc:dd:ee:ff. No I/O."""
     af = _AF[family]
     out, rejects = set(), []
     for i, raw in enumerate(seq):
         item = raw
         if type(item) is list or type(item) is tuple:
+            mac = item[1] if len(item) > 1 else None
+            if check_macs and mac is not None and not (
+                    type(mac) is str and mac.isascii() and _PLAIN_MAC.fullmatch(mac)):
+                rejects.append((i, raw))
+                continue
             item = item[0] if len(item) else None
         if type(item) is not str:
             rejects.append((i, raw))

@@ -186,6 +186,7 @@ class Bench:
         self.row("noop_equal", "2b. no-op apply, an equal new Model (compare only)",
                  _median_ms(equal_nop), target="< 10 ms", met=_median_ms(equal_nop) < 10)
         self.row("noop_wire", "2c. no-op apply, wire dict (parse + compare)", _median_ms(equal))
+        self.wire_rows(fw2, doc)
 
         # 3. member add / remove (delta), full-list form, baselines
         self.say("== 3. member changes")
@@ -323,6 +324,31 @@ class Bench:
             self.say("== 9. conntrack cleanup")
             conntrack_rows(self, scenario, repeat=max(1, a.repeat))
             Firewall().flush()
+
+    def wire_rows(self, fw, doc):
+        """apply(dict) of a freshly decoded reply (JSON decoding not timed): equal, and with
+        one member of the big group changed."""
+        text = json.dumps(doc)
+        fresh = [json.loads(text) for _ in range(7)]
+        equal = []
+        for d in fresh:
+            t = time.perf_counter()
+            fw.apply(d)
+            equal.append(time.perf_counter() - t)
+        changed = []
+        for i in range(8):
+            d = json.loads(text)
+            d["sg_member_ips"]["default"]["IPv4"][5] = f"203.0.113.{i % 2 + 1}"
+            t = time.perf_counter()
+            r = fw.apply(d)
+            changed.append(time.perf_counter() - t)
+        fw.apply(json.loads(text))
+        self.row("wire_equal", "2d. apply(dict), an equal freshly decoded reply", _median_ms(equal),
+                 target="<= 10 ms", met=_median_ms(equal) <= 10)
+        self.row("wire_one_member", "2e. apply(dict), fresh reply with 1 member changed",
+                 _median_ms(changed), target="<= 12 ms", met=_median_ms(changed) <= 12,
+                 note=f"{r.summary['elements_added']} added, {r.summary['elements_removed']} "
+                      "removed per call")
 
     def flows_cost(self, fw, sg, n=1000):
         """(flows, median ms) of removing one member while ``n`` flows are tracked (flows from

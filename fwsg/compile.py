@@ -25,6 +25,7 @@ import hashlib
 import netaddr
 
 from fwsg.addr import is_prefix
+from fwsg.members import Members
 from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS, Model
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
 
@@ -637,9 +638,14 @@ class Desired:
             self.remove_port(pid)
         for sg, fams in model.members.items():
             for fam, ips in fams.items():
-                if self.loaded_members.get((sg, fam)) == ips:
-                    continue  # the same tuple as last loaded (compared without hashing)
-                if set(ips) != self.members.get((sg, fam), set()):
+                old = self.loaded_members.get((sg, fam))
+                if old == ips:
+                    continue  # the same list as last loaded (packed: one memory compare)
+                if isinstance(old, Members) and isinstance(ips, Members):
+                    added, removed = ips.delta(old)   # packed merge: only the difference
+                    self.remove_members(sg, fam, removed)
+                    self.add_members(sg, fam, added)
+                elif set(ips) != self.members.get((sg, fam), set()):
                     self.set_members(sg, fam, ips)
                 self.loaded_members[(sg, fam)] = ips
         for (sg, fam) in [k for k in self.members if k[0] not in model.members]:
