@@ -324,6 +324,10 @@ class Bench:
             self.say("== 9. conntrack cleanup")
             conntrack_rows(self, scenario, repeat=max(1, a.repeat))
             Firewall().flush()
+            from fwsg.benchmem import memory_rows
+
+            self.say("== 10. memory")
+            memory_rows(self)
 
     def wire_rows(self, fw, doc):
         """apply(dict) of a freshly decoded reply (JSON decoding not timed): equal, and with
