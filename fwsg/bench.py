@@ -448,6 +448,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--json-out", metavar="FILE", help="write the results as JSON")
+    ap.add_argument("--peer", choices=["neutron"], help="also measure a peer on the same "
+                    "scenario: neutron = OpenStack Neutron's agent code and its iptables "
+                    "driver (ipset on), installed into a virtualenv of its own on first use")
+    ap.add_argument("--peer-repeat", type=int, default=1, help="repetitions of the peer's "
+                    "small steps (it is slow)")
     args = ap.parse_args(argv)
     if args.quick:
         args.ports, args.groups, args.rules, args.members = 20, 5, 5, 2000
@@ -467,6 +472,11 @@ def main(argv=None):
             bench = Bench(args, sys.stderr)
             bench.data["compiled"] = fast.COMPILED
             bench.run()
+        if args.peer == "neutron":
+            from fwsg.peer import neutron_rows
+
+            neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
+                                         args.seed), repeat=args.peer_repeat)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

@@ -49,7 +49,7 @@ def child(ports, groups, rules, members, seed):
     elements = sum(len(v) for v in fw._desired.rs.elements.values())
     fw.flush()
     return {"start_kb": start, "model_kb": before, "after_kb": after, "elements": elements,
-            "apply_ms": ms, "changed": r.changed}
+            "apply_ms": ms, "changed": r.changed, "timings": r.timings_ms}
 
 
 def memory_rows(bench, sizes=(100000, 1000000)):
