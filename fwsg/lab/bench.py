@@ -319,12 +319,12 @@ class Bench:
 
         # 9. conntrack cleanup: flows that lose their rule
         if not a.quick:
-            from fwsg.benchflows import conntrack_rows
+            from fwsg.lab.benchflows import conntrack_rows
 
             self.say("== 9. conntrack cleanup")
             conntrack_rows(self, scenario, repeat=max(1, a.repeat))
             Firewall().flush()
-            from fwsg.benchmem import memory_rows
+            from fwsg.lab.benchmem import memory_rows
 
             self.say("== 10. memory")
             memory_rows(self)
@@ -473,7 +473,7 @@ def main(argv=None):
             bench.data["compiled"] = fast.COMPILED
             bench.run()
         if args.peer == "neutron":
-            from fwsg.peer import neutron_rows
+            from fwsg.lab.peer import neutron_rows
 
             neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
                                          args.seed), repeat=args.peer_repeat)

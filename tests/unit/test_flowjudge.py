@@ -9,7 +9,7 @@ from fwsg import _fast_py
 from fwsg.compile import Desired
 from fwsg.model import Model
 from fwsg.policy import Packet, PortIndex, flow_tables
-from fwsg.scenario import generate
+from fwsg.lab.scenario import generate
 
 try:
     from fwsg import _fast as _fast_c

@@ -10,7 +10,7 @@ from fwsg.compile import Desired, compile_model
 from fwsg.errors import ValidationError
 from fwsg.members import Members
 from fwsg.model import Model, parse_port
-from fwsg.scenario import generate, member_v4
+from fwsg.lab.scenario import generate, member_v4
 
 try:
     from fwsg import _fast as _fast_c

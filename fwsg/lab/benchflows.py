@@ -37,7 +37,7 @@ def _victim_flows(fw, member, n):
 
 def conntrack_rows(bench, scenario, sizes=(10000, 100000), flows=(1000, 10000, 50000),
                    repeat=5):
-    """Adds the rows to ``bench`` (a fwsg.bench.Bench)."""
+    """Adds the rows to ``bench`` (a fwsg.lab.bench.Bench)."""
     from fwsg.firewall import Firewall
 
     a = bench.a

@@ -2,7 +2,7 @@
 ``IptablesFirewallDriver`` (ipset on), measured on the bench's scenario beside fwsg.
 
 Neutron is installed from the package index (pinned below) into a virtualenv of its own, never
-into fwsg's and never as a test dependency; ``fwsg/peer_neutron.py`` (standard library and
+into fwsg's and never as a test dependency; ``fwsg/lab/peer_neutron.py`` (standard library and
 Neutron only) drives it there, in a network namespace of its own, and prints its timings.
 What exactly it runs is written in that file's docstring. Not a test: no assertion on time.
 """
@@ -60,7 +60,7 @@ def run_neutron(doc, venv, repeat, log):
 
 
 def neutron_rows(bench, doc, venv=DEFAULT_VENV, repeat=1):
-    """Adds the peer rows to ``bench`` (a fwsg.bench.Bench, after its own run)."""
+    """Adds the peer rows to ``bench`` (a fwsg.lab.bench.Bench, after its own run)."""
     peer = run_neutron(doc, venv, repeat, bench.say)
     bench.data["peer_neutron"] = peer
     if "error" in peer:

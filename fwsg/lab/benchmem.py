@@ -3,7 +3,7 @@ process after a cold start of the bench scenario with 100k and 1M members, and h
 the Firewall's state holds per set element. Each size runs in a child process of its own (in
 the bench's namespace), so one size's garbage never counts for another. Not a test.
 
-``python -m fwsg.benchmem PORTS GROUPS RULES MEMBERS SEED`` is the child: prints JSON.
+``python -m fwsg.lab.benchmem PORTS GROUPS RULES MEMBERS SEED`` is the child: prints JSON.
 """
 
 import gc
@@ -22,10 +22,10 @@ def _rss_kb():
 
 
 def child(ports, groups, rules, members, seed):
-    from fwsg.bench import scenario
+    from fwsg.lab.bench import scenario
     from fwsg.firewall import Firewall
     from fwsg.model import Model
-    from fwsg.scenario import member_v6
+    from fwsg.lab.scenario import member_v6
 
     Firewall().flush()
     gc.collect()
@@ -53,10 +53,10 @@ def child(ports, groups, rules, members, seed):
 
 
 def memory_rows(bench, sizes=(100000, 1000000)):
-    """Adds one row per size to ``bench`` (a fwsg.bench.Bench)."""
+    """Adds one row per size to ``bench`` (a fwsg.lab.bench.Bench)."""
     a = bench.a
     for members in sizes:
-        out = subprocess.run([sys.executable, "-m", "fwsg.benchmem", str(a.ports), str(a.groups),
+        out = subprocess.run([sys.executable, "-m", "fwsg.lab.benchmem", str(a.ports), str(a.groups),
                               str(a.rules), str(members), str(a.seed)],
                              capture_output=True, text=True)
         if out.returncode != 0:

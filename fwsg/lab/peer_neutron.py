@@ -2,7 +2,7 @@
 ``scripts/bench --peer neutron``.
 
 This file runs in a virtualenv that holds OpenStack Neutron (installed there by
-``fwsg.peer``), never in fwsg's: it imports only the standard library and Neutron, and is
+``fwsg.lab.peer``), never in fwsg's: it imports only the standard library and Neutron, and is
 started as ``python peer_neutron.py SCENARIO.json`` inside a network namespace of its own.
 
 How Neutron is driven, unmodified:
