@@ -218,9 +218,9 @@ cdef bint _plain_mac(object m):
     for i in range(17):
         c = s[i]
         if i % 3 == 2:
-            if c != b':':
+            if c != c':':
                 return False
-        elif not ((b'0' <= c <= b'9') or (b'a' <= c <= b'f') or (b'A' <= c <= b'F')):
+        elif not ((c'0' <= c <= c'9') or (c'a' <= c <= c'f') or (c'A' <= c <= c'F')):
             return False
     return True
 
