@@ -348,6 +348,7 @@ def unpack_addrs(bytes packed, int family):
 # ---- direct element batches: set elements without libnftables' cache refill ------------------
 
 cimport netlink as N
+cimport nftexpr as X
 from posix.time cimport timespec
 from libc.errno cimport errno
 from libc.string cimport strerror
@@ -425,7 +426,9 @@ cdef class NetlinkWriter:
         """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
         ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
         comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("flush", family, chain) removes a chain's rules;
+        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
+        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
+        text); ("flush", family, chain) removes a chain's rules;
         ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
@@ -454,6 +457,8 @@ cdef class NetlinkWriter:
                     continue
                 if kind == "rule":
                     self._rule(b, op)
+                elif kind == "xrule":
+                    self._xrule(b, op)
                 elif kind in ("chain", "flush", "delchain"):
                     self._chain(b, kind, op)
                 else:
@@ -530,6 +535,79 @@ cdef class NetlinkWriter:
             nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
             N.nftnl_rule_nlmsg_build_payload(nlh, r)
         finally:
+            if ud != NULL:
+                N.nftnl_udata_buf_free(ud)
+            N.nftnl_rule_free(r)
+
+    cdef _xrule(self, N.nftnl_batch *b, tuple op):
+        """Append a rule built from expressions (fwsg.backends.nft.matches): ("meta", key),
+        ("cmp", op, data), ("payload", base, offset, length), ("bitwise", mask, xor),
+        ("lookup", set name), ("verdict", code); every load goes to register 1."""
+        _, family, chain, _text, exprs, comment = op
+        cdef int fam = _FAMILIES[family]
+        cdef bytes chain_b = chain.encode()
+        cdef bytes data, data2, comment_b
+        cdef N.nftnl_rule *r = N.nftnl_rule_alloc()
+        cdef N.nftnl_expr *e = NULL
+        cdef N.nftnl_udata_buf *ud = NULL
+        cdef N.nlmsghdr *nlh
+        try:
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_TABLE, b"fwsg")
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_CHAIN, chain_b)
+            for ex in exprs:
+                kind = ex[0]
+                if kind == "meta":
+                    e = N.nftnl_expr_alloc(b"meta")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_KEY, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_DREG, X.NFT_REG_1)
+                elif kind == "cmp":
+                    data = ex[2]
+                    e = N.nftnl_expr_alloc(b"cmp")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_OP, ex[1])
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_CMP_DATA, <const char *>data, len(data))
+                elif kind == "payload":
+                    e = N.nftnl_expr_alloc(b"payload")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_BASE, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_OFFSET, ex[2])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_LEN, ex[3])
+                elif kind == "bitwise":
+                    data, data2 = ex[1], ex[2]
+                    e = N.nftnl_expr_alloc(b"bitwise")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_LEN, len(data))
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_BITWISE_MASK, <const char *>data, len(data))
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_BITWISE_XOR, <const char *>data2,
+                                     len(data2))
+                elif kind == "lookup":
+                    data = ex[1].encode()
+                    e = N.nftnl_expr_alloc(b"lookup")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_str(e, X.NFTNL_EXPR_LOOKUP_SET, data)
+                elif kind == "verdict":
+                    e = N.nftnl_expr_alloc(b"immediate")
+                    N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_DREG, N.NFT_REG_VERDICT)
+                    N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_VERDICT, <uint32_t><int>ex[1])
+                else:
+                    raise ValueError(f"unknown expression {kind!r}")
+                if e == NULL:
+                    raise MemoryError()
+                N.nftnl_rule_add_expr(r, e)   # owned by the rule from here on
+                e = NULL
+            if comment is not None:
+                comment_b = comment.encode()
+                ud = N.nftnl_udata_buf_alloc(256)
+                if not N.nftnl_udata_put_strz(ud, N.NFTNL_UDATA_RULE_COMMENT, comment_b):
+                    raise ValueError("comment too long")
+                N.nftnl_rule_set_data(r, N.NFTNL_RULE_USERDATA, N.nftnl_udata_buf_data(ud),
+                                      N.nftnl_udata_buf_len(ud))
+            nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
+            N.nftnl_rule_nlmsg_build_payload(nlh, r)
+        finally:
+            if e != NULL:
+                X.nftnl_expr_free(e)
             if ud != NULL:
                 N.nftnl_udata_buf_free(ud)
             N.nftnl_rule_free(r)

@@ -204,7 +204,9 @@ class NetlinkWriter:
         """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
         ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
         comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("flush", family, chain) removes a chain's rules;
+        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
+        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
+        text); ("flush", family, chain) removes a chain's rules;
         ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
@@ -226,6 +228,11 @@ class NetlinkWriter:
                 if verdict not in ("jump", "drop"):
                     raise ValueError(f"unsupported verdict {verdict!r}")
                 text = f"jump {target}" if verdict == "jump" else "drop"
+                if comment is not None:
+                    text += f' comment "{comment}"'
+                cmds.append(f"add rule {family} fwsg {chain} {text}")
+            elif kind == "xrule":
+                _, family, chain, text, _exprs, comment = op
                 if comment is not None:
                     text += f' comment "{comment}"'
                 cmds.append(f"add rule {family} fwsg {chain} {text}")
