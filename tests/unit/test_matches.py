@@ -10,15 +10,15 @@ from fwsg.model import Model
 
 
 def test_a_prefix_and_a_port_range():
-    assert encode("ip saddr 198.51.100.0/24 tcp sport 1000-2000 accept") == [
+    assert encode("ip saddr 198.51.100.0/24 tcp sport 1000-2000 accept") == (
         ("meta", 15), ("cmp", CMP_EQ, b"\x02"),
         ("payload", 1, 12, 3), ("cmp", CMP_EQ, bytes([198, 51, 100])),
         ("meta", 16), ("cmp", CMP_EQ, b"\x06"), ("payload", 2, 0, 2),
         ("cmp", CMP_GTE, (1000).to_bytes(2, "big")), ("cmp", CMP_LTE, (2000).to_bytes(2, "big")),
-        ("verdict", ACCEPT)]
-    assert encode("ip6 daddr 2001:db8::/60 accept")[2:5] == [
+        ("verdict", ACCEPT))
+    assert encode("ip6 daddr 2001:db8::/60 accept")[2:5] == (
         ("payload", 1, 24, 16), ("bitwise", b"\xff" * 7 + b"\xf0" + bytes(8), bytes(16)),
-        ("cmp", CMP_EQ, bytes.fromhex("20010db8") + bytes(12))]
+        ("cmp", CMP_EQ, bytes.fromhex("20010db8") + bytes(12)))
 
 
 @pytest.mark.parametrize("text", [

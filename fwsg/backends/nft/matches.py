@@ -8,6 +8,7 @@ or ``return``. Anything else raises ValueError and the caller leaves the rule to
 libnftables. No I/O here.
 """
 
+import functools
 import ipaddress
 import re
 
@@ -48,8 +49,10 @@ def _address(fam, key, value):
             ("cmp", CMP_EQ, packed)]
 
 
+@functools.lru_cache(maxsize=65536)
 def encode(text):
-    """The expressions of one rule of a group chain (see the module docstring)."""
+    """The expressions of one rule of a group chain (see the module docstring), a tuple;
+    rules seen before come from a bounded cache (a group's rules are re-sent whole)."""
     words = text.split()
     out, fam, addressed, i = [], None, False, 0
     while i < len(words):
@@ -108,4 +111,4 @@ def encode(text):
         out.append(("verdict", RETURN))
     else:
         raise ValueError(text)
-    return out
+    return tuple(out)
