@@ -197,6 +197,24 @@ class Pending:
         else:
             removed.add(e)
 
+    def add_many(self, key, new):
+        """``add`` for each element of the set ``new``."""
+        added, removed = self.elems.setdefault(key, (set(), set()))
+        back = new & removed if removed else None
+        if back:
+            removed -= back
+            new = new - back
+        added |= new
+
+    def remove_many(self, key, gone):
+        """``remove`` for each element of the set ``gone``."""
+        added, removed = self.elems.setdefault(key, (set(), set()))
+        back = gone & added if added else None
+        if back:
+            added -= back
+            gone = gone - back
+        removed |= gone
+
     def touch_map(self, key, k):
         self.maps.setdefault(key, set()).add(k)
 
@@ -410,12 +428,18 @@ class Desired:
                     self._port_profile(owner)
 
     def _sync_elements(self, key, wanted):
+        """Make the elements of ``key`` equal to ``wanted`` (set operations: a cold start of
+        a million members is one union, not a million calls)."""
         have = self.rs.elements[key]
-        wanted = set(wanted)
-        for e in [e for e in have if e not in wanted]:
-            self._elem_del(key, e)
-        for e in wanted:
-            self._elem_add(key, e)
+        if not isinstance(wanted, (set, frozenset)):
+            wanted = set(wanted)
+        gone, new = have - wanted, wanted - have
+        if gone:
+            have -= gone
+            self.pending.remove_many(key, gone)
+        if new:
+            have |= new
+            self.pending.add_many(key, new)
 
     def _group_chains(self, sg):
         g = Names.group(sg)
@@ -445,7 +469,9 @@ class Desired:
         """Replace the members (canonical hosts/prefixes) of one group and family."""
         self.loaded_members.pop((sg, fam), None)
         self.members[(sg, fam)] = set(members)
-        self.prefix_members[(sg, fam)] = {m for m in self.members[(sg, fam)] if is_prefix(m)}
+        self.prefix_members[(sg, fam)] = (set(members.prefixes) if isinstance(members, Members)
+                                          else {m for m in self.members[(sg, fam)]
+                                                if is_prefix(m)})
         if (sg, fam) in self.refs:
             self._member_sets(sg, fam)
 

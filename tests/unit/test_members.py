@@ -106,3 +106,25 @@ def test_port_cache_tells_types_apart_and_rechecks_groups():
         parse_port("devices.p", "p", dict(raw, port_security_enabled=1), {"g": []})
     with pytest.raises(ValidationError, match=r"^devices.p.security_groups\[0\]"):
         parse_port("devices.p", "p", raw, {})
+
+
+def test_pending_bulk_updates_equal_one_by_one():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from fwsg.compile import Pending
+
+    steps = st.lists(st.tuples(st.booleans(), st.sets(st.integers(0, 12), max_size=6)),
+                     max_size=8)
+
+    @given(steps)
+    def check(seq):
+        one, bulk = Pending(), Pending()
+        for add, items in seq:
+            for e in sorted(items):
+                (one.add if add else one.remove)("k", e)
+            if items:
+                (bulk.add_many if add else bulk.remove_many)("k", set(items))
+        assert one.elems.get("k", (set(), set())) == bulk.elems.get("k", (set(), set()))
+
+    check()
