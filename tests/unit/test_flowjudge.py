@@ -6,7 +6,7 @@ import random
 import pytest
 
 from fwsg import _fast_py
-from fwsg.compile import Desired
+from fwsg.backends.nft.desired import Desired
 from fwsg.model import Model
 from fwsg.policy import Packet, PortIndex, flow_tables
 from fwsg.lab.scenario import generate

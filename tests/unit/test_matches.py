@@ -4,7 +4,7 @@ refusal (ValueError: the rule goes to libnftables) for the rest."""
 import pytest
 
 from fwsg.backends.nft.matches import ACCEPT, CMP_EQ, CMP_GTE, CMP_LTE, encode
-from fwsg.compile import Desired
+from fwsg.backends.nft.desired import Desired
 from fwsg.lab.scenario import generate
 from fwsg.model import Model
 

@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from fwsg import _fast_py
-from fwsg.compile import Desired, compile_model
+from fwsg.backends.nft.desired import Desired, compile_model
 from fwsg.errors import ValidationError
 from fwsg.members import Members
 from fwsg.model import Model, parse_port
@@ -112,7 +112,7 @@ def test_pending_bulk_updates_equal_one_by_one():
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from fwsg.compile import Pending
+    from fwsg.backends.nft.desired import Pending
 
     steps = st.lists(st.tuples(st.booleans(), st.sets(st.integers(0, 12), max_size=6)),
                      max_size=8)

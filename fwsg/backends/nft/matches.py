@@ -1,6 +1,6 @@
 """The rules of fwsg's group chains as nf_tables expressions, for the netlink writer.
 
-``encode(text)`` turns one rule, as ``compile.render_rule`` writes it, into the expressions
+``encode(text)`` turns one rule, as ``rules.render_rule`` writes it, into the expressions
 nft itself would send for it (the same bytecode, so listing it back gives the same text):
 the protocol-family check, at most one address match (a prefix, or a set lookup), then
 ``meta l4proto N``, an ICMP type, or a source or destination port (or range), then ``accept``
