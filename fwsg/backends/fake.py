@@ -57,6 +57,13 @@ class FakeBackend:
 
         return Desired(port_ids, group_names=group_names)
 
+    def generation(self):
+        """The fake kernel keeps no generation: a fresh Firewall always reads it back."""
+        return None
+
+    def read_port_ids(self):
+        return self.port_ids(self.read())
+
     def drift(self, desired, current, deep=False):
         """The fake kernel only changes through plans: no drift beyond what diff sees."""
         return current, {}, []
