@@ -15,6 +15,7 @@ import pytest
 from fwsg import _fast_py
 from fwsg.backends.fake import FakeBackend
 from fwsg.backends.nft import netlink
+from fwsg.backends.nft.matches import encode
 from fwsg.backends.nft.readback import parse_table
 from fwsg.backends.nft.render import render
 from fwsg.backends.nft.desired import compile_model
@@ -108,7 +109,9 @@ CASES = [
      lambda f: f.rules("inet", "p1-e") == ["jump g1-e", f"drop {dig(PROFILE)}"]),
     ("FillChain (real matches)", [FlushChain("inet", "g1-e"), FillChain(GROUP)],
      ["flush chain inet fwsg g1-e", f"add rule inet fwsg g1-e {GROUP.rules[0]} {dig(GROUP)}"],
-     None, lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
+     [("flush", "inet", "g1-e"),    # real matches as expressions (backends/nft/matches.py)
+      ("xrule", "inet", "g1-e", GROUP.rules[0], encode(GROUP.rules[0]), dig(GROUP)[9:-1])],
+     lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
     ("FlushChain", [FlushChain("inet", "p0-e")], ["flush chain inet fwsg p0-e"],
      [("flush", "inet", "p0-e")], lambda f: f.rules("inet", "p0-e") == []),
     ("DeleteChain", [FlushChain("inet", "p0-e"), DeleteChain("inet", "p0-e")],
