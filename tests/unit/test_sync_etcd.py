@@ -1,0 +1,199 @@
+"""Publish and the agent against a real etcd (a private server per module); the Firewall uses
+the in-memory backend here (tests/netns/test_sync_hosts.py runs agents on the real kernel)."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fwsg.firewall import Firewall
+from fwsg.sync.agent import EtcdAgent
+from fwsg.sync.layout import Layout
+from fwsg.sync.publish import publish
+from fwsg.sync.store import EtcdStore
+from tests.sync_helpers import AgentThread, etcd_server, prefix, wait_for  # noqa: F401
+
+HERE = os.path.dirname(__file__)
+DEMO = os.path.join(HERE, "..", "..", "examples", "demo-model.json")
+
+
+def demo():
+    with open(DEMO) as f:
+        return json.load(f)
+
+
+def split(doc, ports):
+    """The model with only ``ports`` as devices (what one host publishes)."""
+    d = copy.deepcopy(doc)
+    d["devices"] = {p: v for p, v in d["devices"].items() if p in ports}
+    return d
+
+
+def agent(server, layout, host, **kw):
+    return EtcdAgent(Firewall(backend="fake"), EtcdStore([server.endpoint]), layout, host,
+                     reconcile_every=0, **kw)
+
+
+def members(a, sg, fam=4):
+    m = a.fw.model
+    return set(m.members.get(sg, {}).get(fam, ())) if m is not None else set()
+
+
+def test_publish_writes_only_what_differs(etcd_server, prefix):
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    r = publish(st, L, demo(), host="hv1")
+    assert r.puts == 14 and r.deletes == 0 and r.transactions >= 2
+    rev = st.revision()
+    assert publish(st, L, demo(), host="hv1").puts == 0
+    assert st.revision() == rev  # nothing written at all
+    doc = demo()
+    doc["sg_member_ips"]["sg-web"]["IPv4"] = ["192.0.2.11", "192.0.2.40"]
+    del doc["devices"]["port-client"]
+    r = publish(st, L, doc, host="hv1")
+    assert (r.puts, r.deletes) == (1, 1)
+    assert st.get(L.member("sg-web", "192.0.2.40")) == b'"192.0.2.40"'
+    assert st.get(L.port("hv1", "port-client")) is None
+    assert st.get(L.port("hv1", "port-web")) is not None
+
+
+def test_publish_in_bounded_transactions(etcd_server, prefix):
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    doc = {"security_groups": {"g": []},
+           "sg_member_ips": {"g": {"IPv4": [f"198.51.100.{i}" for i in range(1, 255)] +
+                                   [f"203.0.113.{i}" for i in range(1, 255)]}}}
+    r = publish(st, L, doc)
+    assert r.puts == 509 and r.transactions == 4  # 128 operations at most per transaction
+    _, kvs = st.range(L.members("g"))
+    assert len(kvs) == 508
+
+
+def test_publish_cli_bad_input_exits_2_and_writes_nothing(etcd_server, prefix, tmp_path):
+    bad = tmp_path / "bad.json"
+    doc = demo()
+    doc["devices"]["port-web"]["fixed_ips"] = ["192.0.2.300"]
+    bad.write_text(json.dumps(doc))
+    st = EtcdStore([etcd_server.endpoint])
+    rev = st.revision()
+    p = subprocess.run([sys.executable, "-m", "fwsg", "publish", str(bad), "--to",
+                        f"{etcd_server.url}{prefix}", "--host", "hv1"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert "devices.port-web.fixed_ips[0]" in p.stderr and "Traceback" not in p.stderr
+    assert st.revision() == rev
+    p = subprocess.run([sys.executable, "-m", "fwsg", "publish", DEMO, "--to",
+                        f"{etcd_server.url}{prefix}"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--host is required" in p.stderr
+
+
+def test_agent_cold_start_then_members_ports_and_fan_out(etcd_server, prefix):
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    doc = demo()
+    # hv1 runs port-web and port-db (groups web, db, admin); hv2 runs port-client (client)
+    publish(st, L, split(doc, {"port-web", "port-db"}), host="hv1")
+    publish(st, L, split(doc, {"port-client"}), host="hv2")
+    with AgentThread(agent(etcd_server, L, "hv1")) as a1, \
+            AgentThread(agent(etcd_server, L, "hv2")) as a2:
+        wait_for(lambda: a1.connected and a2.connected, what="both agents connected")
+        assert set(a1.fw.model.ports) == {"port-web", "port-db"}
+        assert set(a2.fw.model.ports) == {"port-client"}
+        assert set(a1.watched_groups()) == {"sg-web", "sg-db", "sg-admin"}
+        assert set(a2.watched_groups()) == {"sg-client"}
+        # a member of sg-web (used on hv1 only): one put
+        st.put(L.member("sg-web", "192.0.2.40"), '"192.0.2.40"')
+        wait_for(lambda: "192.0.2.40" in members(a1, "sg-web"), what="member on hv1")
+        st.delete(L.member("sg-web", "192.0.2.40"))
+        wait_for(lambda: "192.0.2.40" not in members(a1, "sg-web"), what="member gone")
+        # a new port on hv2 using sg-web: hv2 starts watching sg-web, loads it whole
+        port = dict(doc["devices"]["port-web"], device="tap-vm9", mac_address="fa:16:3e:00:00:19",
+                    fixed_ips=["192.0.2.19"])
+        st.put(L.port("hv2", "port-new"), json.dumps(port))
+        wait_for(lambda: a2.fw.model and "port-new" in a2.fw.model.ports, what="port on hv2")
+        assert "sg-web" in a2.watched_groups()
+        assert members(a2, "sg-web") == {"192.0.2.11"}
+        assert "port-new" not in a1.fw.model.ports
+        # events for a group only hv1 uses reach hv1 and never hv2 (the fan-out property)
+        st.put(L.member("sg-admin", "192.0.2.41"), '"192.0.2.41"')
+        wait_for(lambda: "192.0.2.41" in members(a1, "sg-admin"), what="admin member on hv1")
+        assert a1.events_by_group().get("sg-admin", 0) == 1
+        assert a2.events_by_group().get("sg-admin", 0) == 0
+        assert a2.events_by_group().get("sg-db", 0) == 0
+        # the port leaves hv2: sg-web is no longer watched there
+        st.delete(L.port("hv2", "port-new"))
+        wait_for(lambda: "sg-web" not in a2.watched_groups(), what="sg-web dropped on hv2")
+        st.put(L.member("sg-web", "192.0.2.42"), '"192.0.2.42"')
+        wait_for(lambda: "192.0.2.42" in members(a1, "sg-web"), what="member on hv1")
+        before = a2.events_by_group().get("sg-web", 0)
+        st.put(L.member("sg-web", "192.0.2.43"), '"192.0.2.43"')
+        wait_for(lambda: "192.0.2.43" in members(a1, "sg-web"), what="member on hv1")
+        assert a2.events_by_group().get("sg-web", 0) == before
+        assert "sg-web" not in (a2.fw.model.groups or {})
+
+
+def test_agent_skips_malformed_keys_and_applies_the_rest(etcd_server, prefix):
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    publish(st, L, demo(), host="hv1")
+    st.put(L.member("sg-web", "x"), "not json")
+    st.put(L.port("hv1", "port-bad"), '{"device": "tap-x", "mac_address": "zz", '
+                                      '"security_groups": ["sg-web"]}')
+    with AgentThread(agent(etcd_server, L, "hv1")) as a:
+        wait_for(lambda: a.connected, what="connected")
+        assert set(a.fw.model.ports) == {"port-web", "port-db", "port-client"}
+        assert set(a.skipped) == {L.member("sg-web", "x"), L.port("hv1", "port-bad")}
+        # later: a malformed rules value and a good member in the same burst
+        st.txn([("put", L.rules("sg-db"), '[{"direction": "sideways", "ethertype": "IPv4"}]'),
+                ("put", L.member("sg-db", "192.0.2.44"), '"192.0.2.44"')])
+        wait_for(lambda: "192.0.2.44" in members(a, "sg-db"), what="good member applied")
+        assert L.rules("sg-db") in a.skipped and "direction" in a.skipped[L.rules("sg-db")]
+        assert len(a.fw.model.groups["sg-db"]) == 4  # the last good rules stay
+        assert a.status()["skipped_keys"] == a.skipped
+        # fixing the value clears it
+        st.put(L.member("sg-web", "x"), '"192.0.2.45"')
+        wait_for(lambda: "192.0.2.45" in members(a, "sg-web"), what="fixed member")
+        assert L.member("sg-web", "x") not in a.skipped
+
+
+def test_changes_while_down_applied_at_start_and_compaction_resyncs(etcd_server, prefix):
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    publish(st, L, demo(), host="hv1")
+    st.put(L.member("sg-web", "192.0.2.46"), '"192.0.2.46"')  # while no agent runs
+    with AgentThread(agent(etcd_server, L, "hv1")) as a:
+        wait_for(lambda: a.connected, what="connected")
+        assert "192.0.2.46" in members(a, "sg-web")
+        resyncs = a.metrics.resyncs._value.get()
+        etcd_server.stop()
+        wait_for(lambda: not a.connected, what="agent sees the outage")
+        assert "192.0.2.46" in members(a, "sg-web")  # fail static: nothing was dropped
+        etcd_server.start()
+        # several changes, then compaction past the revision the agent would resume from
+        st.delete(L.member("sg-web", "192.0.2.46"))
+        st.put(L.member("sg-web", "192.0.2.47"), '"192.0.2.47"')
+        st.compact(st.revision())
+        wait_for(lambda: a.connected and "192.0.2.47" in members(a, "sg-web"), timeout=20,
+                 what="converged after compaction")
+        assert "192.0.2.46" not in members(a, "sg-web")
+        assert a.metrics.resyncs._value.get() == resyncs + 1
+
+
+def test_agent_status_command(etcd_server, prefix, tmp_path):
+    path = tmp_path / "status.json"
+    p = subprocess.run([sys.executable, "-m", "fwsg", "agent", "status", "--host", "hv1",
+                        "--status-file", str(path)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "no agent status" in p.stderr
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    publish(st, L, demo(), host="hv1")
+    with AgentThread(agent(etcd_server, L, "hv1", status_file=str(path))) as a:
+        wait_for(lambda: a.connected and path.exists(), what="status written")
+        a.write_status(force=True)
+        p = subprocess.run([sys.executable, "-m", "fwsg", "agent", "status", "--host", "hv1",
+                            "--status-file", str(path), "--json"], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert doc["connected"] and doc["ports"] == 3 and len(doc["groups_watched"]) == 4
+        p = subprocess.run([sys.executable, "-m", "fwsg", "agent", "status", "--host", "hv1",
+                            "--status-file", str(path)], capture_output=True, text=True,
+                           timeout=30)
+        assert "connected" in p.stdout and "4 watched" in p.stdout
