@@ -137,6 +137,10 @@ class AgentBase:
         self._status_at = now
         try:
             write_status(self.status_file, self.status())
+            if self.transactions and self.fw.backend.name == "nft":
+                from fwsg import statefile
+
+                statefile.save(self.fw.netns, self.fw.names())  # ids for 'fwsg show'
         except OSError as e:
             log.warning("cannot write status %s: %s", self.status_file, e)
 
@@ -367,7 +371,8 @@ class EtcdAgent(AgentBase):
                     raise
                 self._skip(self.layout.port(self.host, bad), str(e))
                 devices = {p: v for p, v in devices.items() if p != bad}
-        return self.fw.apply(model)
+        # reconcile: the kernel is read back and every difference repaired (drift included)
+        return self.fw.reconcile(model)
 
     # -- incremental -------------------------------------------------------------------------
     def _fold(self, mirror, key, value, touched=None):
