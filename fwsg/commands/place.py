@@ -37,9 +37,13 @@ def register(subparsers):
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("cluster", metavar="CLUSTER.json", help="the cluster document (see docs/placement.md)")
+    p.add_argument("cluster", metavar="CLUSTER.json", nargs="?",
+                   help="the cluster document (see docs/placement.md)")
+    p.add_argument("--source", metavar="URL", help="etcd://HOST:PORT[/PREFIX]: read the cluster "
+                   "document and the nodes' live stats from the store (docs/sync.md)")
     p.add_argument("--failed", metavar="NODE", action="append", required=True,
-                   help="a failed node whose guests must be placed (repeat for several)")
+                   help="a failed node whose guests must be placed (repeat for several); with "
+                   "--source, 'auto' means every node whose stats lease has expired")
     p.add_argument("--strategy", metavar="NAME", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
                    help=f"how candidates are ranked (default {DEFAULT_STRATEGY}; see below)")
     p.add_argument("--use", choices=("peak", "mean", "latest"), default="peak",
@@ -78,7 +82,14 @@ def run(args):
     for name, value in (("--threshold", args.threshold), ("--conntrack-threshold", args.conntrack_threshold)):
         if not 0 < value <= 100:
             raise ValidationError(name, f"{value:g} must be in (0, 100]")
-    doc = _read_json(args.cluster)
+    if args.source:
+        from fwsg.sync.placement_source import cluster_and_failed
+
+        doc, args.failed = cluster_and_failed(args.source, args.failed)
+    elif args.cluster:
+        doc = _read_json(args.cluster)
+    else:
+        raise UserError("give CLUSTER.json or --source etcd://...")
     for path in args.stats:
         doc = apply_probe_stats(doc, _read_json(path), where=path)
     cluster = parse_cluster(doc, peak_key=f"p{args.percentile}")

@@ -13,6 +13,7 @@ model is authoritative for the groups it names (their members) and for --host's 
 examples:
   fwsg publish examples/demo-model.json --to etcd://127.0.0.1:2379 --host hv1
   fwsg publish groups-only.json --to etcd://10.0.0.5:2379,10.0.0.6:2379/prod --json
+  fwsg publish --cluster examples/cluster.json --to etcd://127.0.0.1:2379
 
 exit status: 0 published, 2 bad input or usage, 1 etcd unreachable or refused.
 """
@@ -21,7 +22,10 @@ exit status: 0 published, 2 bad input or usage, 1 etcd unreachable or refused.
 def register(sub):
     p = sub.add_parser("publish", help="write a model into etcd (only the keys that differ)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL.json", help="the model file, or - for stdin")
+    p.add_argument("model", metavar="MODEL.json", nargs="?",
+                   help="the model file, or - for stdin")
+    p.add_argument("--cluster", metavar="CLUSTER.json", help="also write the placement cluster "
+                   "document (docs/placement.md) to P/cluster")
     p.add_argument("--to", metavar="URL", required=True,
                    help="etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS)")
     p.add_argument("--host", metavar="NAME", help="the hypervisor the model's ports run on "
@@ -72,11 +76,27 @@ def run(args):
 
     if args.host is not None:
         check_name("--host", args.host)
-    model = Model.from_wire(read_json(args.model))
+    if args.model is None and args.cluster is None:
+        raise UserError("give MODEL.json and/or --cluster CLUSTER.json")
+    model = Model.from_wire(read_json(args.model)) if args.model else None
+    cluster = None
+    if args.cluster:
+        from fwsg.placement import parse_cluster
+        from fwsg.sync.publish import dumps
+
+        cluster = read_json(args.cluster, "cluster document")
+        parse_cluster(cluster)  # validated before anything is written
     spec, store = store_from_args(args.to, args)
     if store is None:
         raise UserError(f"--to: {args.to!r} is not an etcd:// URL")
-    res = publish(store, Layout(spec.prefix), model, host=args.host)
+    layout = Layout(spec.prefix)
+    if cluster is not None:
+        if store.get(layout.cluster()) != dumps(cluster).encode():
+            store.put(layout.cluster(), dumps(cluster))
+        if model is None:
+            print(f"published the cluster document to {args.to}")
+            return 0
+    res = publish(store, layout, model, host=args.host)
     if args.json:
         print_json(res.as_dict())
     else:
