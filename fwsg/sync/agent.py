@@ -17,6 +17,7 @@ Invariants:
 """
 
 import collections
+import concurrent.futures
 import logging
 import os
 import queue
@@ -36,6 +37,8 @@ log = logging.getLogger("fwsg.agent")
 
 QUEUE_MAX = 1024       # event batches waiting (each is one etcd watch response)
 BATCH_MAX = 20000      # events folded into one transaction at most
+READERS = 4            # concurrent range reads during a full sync
+QUIET_GAP = 0.002      # seconds without a new event that close the coalescing window early
 
 
 class _Stream:
@@ -232,7 +235,9 @@ class EtcdAgent(AgentBase):
                 deadline = time.monotonic() + self.window
                 n = len(item[2]) if item[0] == "ev" else 0
                 while n < BATCH_MAX:
-                    left = deadline - time.monotonic()
+                    # the window closes at its end, or earlier after a quiet gap: an isolated
+                    # event is committed at once, a burst is coalesced
+                    left = min(deadline - time.monotonic(), QUIET_GAP)
                     try:
                         nxt = self.q.get(timeout=left) if left > 0 else self.q.get_nowait()
                     except queue.Empty:
@@ -301,11 +306,15 @@ class EtcdAgent(AgentBase):
                 need = mirror.closure() - loaded
                 if not need:
                     break
-                for sg in sorted(need):
-                    _, kvs = self.store.range(self.layout.group(sg), revision=rev)
-                    for k, v in kvs:
-                        self._fold(mirror, k, v)
-                    loaded.add(sg)
+                # groups are read concurrently (etcd's gateway spends most of a big read
+                # encoding JSON: ~25 us a key); folded here, in this thread, in order
+                with concurrent.futures.ThreadPoolExecutor(READERS) as ex:
+                    reads = [(sg, ex.submit(self.store.range, self.layout.group(sg), rev))
+                             for sg in sorted(need)]
+                    for sg, fut in reads:
+                        for k, v in fut.result()[1]:
+                            self._fold(mirror, k, v)
+                        loaded.add(sg)
         except (StoreUnavailable, Compacted) as e:
             self._set_connected(False, str(e))
             return False

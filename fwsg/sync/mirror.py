@@ -8,7 +8,7 @@ naming the key; the caller skips that key and keeps going.
 import json
 from collections import Counter
 
-from fwsg.addr import canonical_member
+from fwsg.addr import canonical_ip, canonical_member
 from fwsg.errors import ValidationError
 
 
@@ -46,6 +46,11 @@ def decode_rules(key, value):
 
 def decode_member(key, value):
     """The canonical address of a member value ("ip", "net/len" or [ip, mac])."""
+    if value[:1] == b'"' and value[-1:] == b'"' and b"\\" not in value and b"/" not in value:
+        try:  # the common case, a bare host address as a JSON string: no JSON parser
+            return canonical_ip(key, value[1:-1].decode("ascii"))
+        except (ValidationError, UnicodeDecodeError):
+            pass  # the careful path below names the problem
     v = _json(key, value)
     if isinstance(v, list) and v:
         v = v[0]

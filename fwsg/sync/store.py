@@ -19,7 +19,7 @@ import requests
 
 from fwsg.errors import FwsgError
 
-PAGE = 5000          # keys per range request (responses stay a few MB)
+PAGE = 10000         # keys per range request (responses stay a few MB)
 TXN_OPS = 128        # etcd's default --max-txn-ops
 TXN_BYTES = 1 << 20  # well under etcd's default --max-request-bytes (1.5 MiB)
 
@@ -148,7 +148,7 @@ class EtcdStore:
         end = b64(prefix_end(prefix))
         rev = revision
         while True:
-            body = {"key": b64(start), "range_end": end, "limit": PAGE}
+            body = {"key": b64(start), "range_end": end, "limit": PAGE, "serializable": True}
             if rev:
                 body["revision"] = rev
             r = self.call("kv/range", body)

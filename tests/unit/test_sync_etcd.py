@@ -197,3 +197,36 @@ def test_agent_status_command(etcd_server, prefix, tmp_path):
                             "--status-file", str(path)], capture_output=True, text=True,
                            timeout=30)
         assert "connected" in p.stdout and "4 watched" in p.stdout
+
+
+def test_metrics_endpoint(etcd_server, prefix):
+    import urllib.request
+
+    from fwsg.sync.metrics import Metrics
+    from fwsg.sync.server import free_port
+
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    publish(st, L, demo(), host="hv1")
+    m = Metrics()
+    port = free_port()
+    m.serve(port)
+    with AgentThread(agent(etcd_server, L, "hv1", metrics=m)) as a:
+        wait_for(lambda: a.connected, what="connected")
+        st.put(L.member("sg-web", "192.0.2.48"), '"192.0.2.48"')
+        st.put(L.member("sg-web", "y"), '"nope"')
+        wait_for(lambda: "192.0.2.48" in members(a, "sg-web"), what="member")
+        wait_for(lambda: a.skipped, what="skip")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            values[k] = float(v)
+    assert values['fwsg_agent_events_total{kind="put"}'] >= 2
+    assert values["fwsg_agent_transactions_total"] >= 2
+    assert values["fwsg_agent_commit_seconds_count"] >= 1
+    assert values["fwsg_agent_event_to_commit_seconds_count"] >= 1
+    assert values["fwsg_agent_skipped_keys_total"] >= 1
+    assert values["fwsg_agent_groups_watched"] == 4
+    assert values["fwsg_agent_ports"] == 3
+    assert values["fwsg_agent_members"] == 8
