@@ -1,4 +1,4 @@
-"""Every behaviour of DESIGN.md's semantics list, shown with real packets in namespaces:
+"""Every behaviour of the README's semantics list, shown with real packets in namespaces:
 a flow that must pass and one that must not, for each."""
 
 import subprocess
@@ -81,6 +81,7 @@ def test_icmp_type_and_code(env):
     assert r == [True, True, False, False]
 
 
+@pytest.mark.kernel_feature("sctp")
 def test_sctp(env):
     lab, fw = env
     ok, why = lab.sctp_supported()
@@ -123,7 +124,7 @@ def test_remote_group_and_membership_changes_only_elements(env):
     doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"], "vm3": ["empty"]},
                 members={"web": ["192.0.2.99"]})
     plan = fw.plan(doc)
-    assert plan.commands and all(c.startswith("add element inet fwsg g") for c in plan.commands)
+    assert plan.lines() and all(c.startswith("add element inet fwsg g") for c in plan.lines())
     fw.apply(doc)
     assert lab.tcp_connect("out", "vm2", port=5432)
     assert _rule_handles(nft_handles(lab)) == _rule_handles(handles)
@@ -504,7 +505,7 @@ def routed_peer(env):
 
 
 def test_traffic_routed_by_the_hypervisor_takes_ingress_rules(env, routed_peer):
-    from fwsg import traffic
+    from fwsg.lab import traffic
 
     lab, fw = env
     apply(lab, fw, {"in80": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS},
