@@ -54,7 +54,7 @@ def _run(args):
     from fwsg.lab import demo
 
     if args.cluster:
-        from fwsg.sync import demo as cluster_demo
+        from fwsg.lab import cluster_demo
 
         return 0 if cluster_demo.run(args.name, timeout=args.timeout) else 1
     if args.down:

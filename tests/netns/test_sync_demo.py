@@ -14,7 +14,7 @@ def test_cluster_demo_runs_and_cleans_up():
     ok, why = netns_available()
     if not ok:
         pytest.skip(f"netns tests: {why}")
-    from fwsg.sync import demo
+    from fwsg.lab import cluster_demo as demo
 
     name = f"cd{os.getpid() % 10000}"
     out, log = io.StringIO(), io.StringIO()

@@ -24,10 +24,7 @@ from fwsg.sync.publish import publish
 from fwsg.sync.store import EtcdStore
 from tests.sync_helpers import start_etcd
 
-try:
-    from fwsg import traffic
-except ImportError:  # the lab tooling's new home
-    from fwsg.lab import traffic
+from fwsg.lab import traffic
 
 OUTAGE = float(os.environ.get("FWSG_SYNC_OUTAGE", "30"))
 PREFIX = "/fwsg"

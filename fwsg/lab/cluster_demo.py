@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from fwsg.demo import DEFAULT_MODEL, NODES, SERVICES, expected, print_matrix
+from fwsg.lab.demo import DEFAULT_MODEL, NODES, SERVICES, expected, print_matrix
 
 PLACEMENT = {"vm1": "a", "vm2": "a", "out": "a", "vm3": "b"}
 HOSTS = {"a": "hv-a", "b": "hv-b"}
@@ -38,7 +38,7 @@ class _Nodes:
 
 
 def _probe(nodes, svc, src, dst, timeout):
-    from fwsg import traffic
+    from fwsg.lab import traffic
 
     s, d = nodes.node(src), nodes.node(dst)
     ip = d.addr(svc.family)
@@ -128,7 +128,7 @@ def run(name="demo", timeout=0.5, out=sys.stdout, log=sys.stderr):
         t0 = time.monotonic()
         store.put(layout.member("sg-web", "192.0.2.13"), json.dumps("192.0.2.13"))
         passed = None
-        from fwsg import traffic
+        from fwsg.lab import traffic
 
         while time.monotonic() - t0 < 10:
             if traffic.tcp_connect(nodes.ns("vm3"), nodes.ns("vm2"), "192.0.2.12", 5432,

@@ -130,7 +130,7 @@ class SyncBench:
 
     # -- the agent on a big model --------------------------------------------------------------
     def setup_model(self, server, prefix):
-        from fwsg.scenario import generate
+        from fwsg.lab.scenario import generate
         from fwsg.sync.layout import Layout
         from fwsg.sync.publish import publish
         from fwsg.sync.store import EtcdStore
@@ -284,7 +284,7 @@ class SyncBench:
         (every remote-group rule repeated once per member, as per-port RPC replies carry it),
         for 500 ports in the default group with 10k members. Sizes are summed, not built."""
         from fwsg.model import Model
-        from fwsg.scenario import generate
+        from fwsg.lab.scenario import generate
         from fwsg.sync.layout import Layout
         from fwsg.sync.publish import desired_keys
 
