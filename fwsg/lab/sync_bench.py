@@ -60,6 +60,9 @@ def _thread_cpu(tids):
     return total / tick
 
 
+STEPS = ["watches", "wire", "cold", "rates", "storm"]
+
+
 def _writer(endpoint, prefix, groups, pairs, t_start, interval):
     """A writer process: pair j adds member j at change 2j and removes it at change 2j+1,
     each at its due time; returns [(revision, perf_counter at the call)]."""
@@ -289,8 +292,11 @@ class SyncBench:
         from fwsg.sync.publish import desired_keys
 
         a = self.args
-        doc = generate(ports=a.ports, groups=a.groups, rules=a.rules,
-                       members=min(a.members, 10000), seed=1)
+        from fwsg.lab.scenario import member_v4
+
+        doc = generate(ports=a.ports, groups=a.groups, rules=a.rules, members=0, seed=1)
+        n = min(a.members, 10000)  # the default group, used by every port, holds n members
+        doc["sg_member_ips"]["default"] = {"IPv4": [member_v4(i) for i in range(n)], "IPv6": []}
         keys = desired_keys(Layout(), Model.from_wire(doc), "hv1")
         grouped = sum(len(k) + len(v) for k, v in keys.items())
         members = doc["sg_member_ips"]
@@ -318,7 +324,7 @@ class SyncBench:
         n_default = sum(len(v) for v in members["default"].values())
         self.data["wire"] = {"grouped_bytes": grouped, "expanded_bytes": expanded,
                              "default_members": n_default}
-        self.row(f"wire size: grouped ({a.ports} ports, {sum(len(v) for g in members.values() for v in g.values())} members)",
+        self.row(f"wire size: grouped ({a.ports} ports in default, {n_default} members)",
                  f"{grouped / 1e6:.2f}", "MB",
                  baseline=f"per-port expanded: {expanded / 1e6:.1f} MB "
                  f"({expanded / grouped:.0f}x)")
@@ -369,6 +375,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=30.0, help="duration of each rate step")
     ap.add_argument("--rates", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--watches", type=int, nargs="+", default=[50, 500])
+    ap.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS,
+                    help="which measurements (default: all)")
     ap.add_argument("--quick", action="store_true", help="CI smoke sizes and durations")
     ap.add_argument("--json-out", metavar="FILE")
     args = ap.parse_args(argv)
@@ -389,13 +397,19 @@ def main(argv=None):
     server = EtcdServer()
     try:
         server.start()
-        for n in args.watches:
-            bench.watches(server, n)
-        doc, st, L = bench.setup_model(server, "/bench")
-        bench.wire_size()
-        bench.cold(server, L, ns, doc)
-        bench.rates(server, st, L, ns, doc)
-        bench.storm(server, st, L, ns, doc)
+        if "watches" in args.steps:
+            for n in args.watches:
+                bench.watches(server, n)
+        if "wire" in args.steps:
+            bench.wire_size()
+        if {"cold", "rates", "storm"} & set(args.steps):
+            doc, st, L = bench.setup_model(server, "/bench")
+            if "cold" in args.steps:
+                bench.cold(server, L, ns, doc)
+            if "rates" in args.steps:
+                bench.rates(server, st, L, ns, doc)
+            if "storm" in args.steps:
+                bench.storm(server, st, L, ns, doc)
     finally:
         server.close()
         subprocess.run(["ip", "netns", "del", ns], check=False)

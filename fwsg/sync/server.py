@@ -50,8 +50,11 @@ def etcd_binary():
 class EtcdServer:
     """One single-member etcd on 127.0.0.1 with its own data directory."""
 
-    def __init__(self, name="fwsg", data_dir=None, client_port=None, peer_port=None):
+    def __init__(self, name="fwsg", data_dir=None, client_port=None, peer_port=None, tls=None):
+        """``tls``: {"cert", "key", "ca"} files: clients use https and must present a
+        certificate signed by ``ca``."""
         self.name = name
+        self.tls = tls
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="fwsg-etcd-")
         self.client_port = client_port or free_port()
@@ -66,7 +69,7 @@ class EtcdServer:
     @property
     def url(self):
         """The fwsg source URL of this server (no prefix)."""
-        return f"etcd://{self.endpoint}"
+        return f"{'etcds' if self.tls else 'etcd'}://{self.endpoint}"
 
     @property
     def pid(self):
@@ -76,15 +79,24 @@ class EtcdServer:
         """Run the server (again, on the same ports and data) and wait until it answers."""
         if self.proc is not None and self.proc.poll() is None:
             return self
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         self._log = open(os.path.join(self.data_dir, "etcd.log"), "ab")
+        tls = []
+        ctx = None
+        if self.tls:
+            import ssl
+
+            tls = ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
+                   "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
+            ctx = ssl.create_default_context(cafile=self.tls["ca"])
+            ctx.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
         self.proc = subprocess.Popen(
             [etcd_binary(), "--name", self.name, "--data-dir", os.path.join(self.data_dir, "d"),
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
-             "--log-level", "error", "--logger", "zap"],
+             "--log-level", "error", "--logger", "zap"] + tls,
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
@@ -93,7 +105,7 @@ class EtcdServer:
                 raise EnvironmentProblem(f"etcd exited with status {self.proc.returncode} "
                                          f"(log: {self._log.name})")
             try:
-                with urllib.request.urlopen(f"{client}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"{client}/health", timeout=1, context=ctx) as r:
                     if b"true" in r.read():
                         return self
             except OSError:

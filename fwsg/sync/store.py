@@ -88,6 +88,9 @@ class EtcdStore:
                     host=host.strip("[]"), port=int(port), protocol=self.scheme,
                     ca_cert=self.ca, cert_cert=self.cert, cert_key=self.key,
                     timeout=self.timeout, api_path="/v3/")
+                # the endpoints are explicit: no proxy from the environment, and no
+                # REQUESTS_CA_BUNDLE overriding --ca (requests lets it win over session.verify)
+                self._client.session.trust_env = False
                 if self._token:
                     self._client.session.headers["Authorization"] = self._token
             return self._client

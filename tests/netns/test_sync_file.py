@@ -38,12 +38,23 @@ def test_file_source_follows_the_file_and_fails_static(tmp_path):
         with open(log, "wb") as out:
             agent = subprocess.Popen(
                 [sys.executable, "-m", "fwsg", "agent", "--source", f"file:{model}", "--host",
-                 "hv1", "--netns", lab.host_ns, "--status-file", str(status), "--log-json"],
+                 "hv1", "--netns", lab.host_ns, "--status-file", str(status), "--log-json",
+                 "--reconcile-interval", "1"],
                 stdout=out, stderr=subprocess.STDOUT)
         try:
             wait(lambda: not differs(doc), "the file applied")
             assert lab.tcp_connect("vm3", "vm1", port=80)       # client -> web
             assert not lab.tcp_connect("vm3", "vm2", port=80)   # db has no port 80
+            # someone flushes a chain of ours: the reconcile timer repairs it
+            from fwsg.commands.show import gather
+
+            g = next(x["name"] for x in gather(lab.host_ns)["groups"] if x["id"] == "sg-web")
+            subprocess.run(["ip", "netns", "exec", lab.host_ns, "nft", "flush", "chain", "inet",
+                            "fwsg", f"{g}-i"], check=True, timeout=10)
+            assert differs(doc) and not lab.tcp_connect("vm3", "vm1", port=80)
+            wait(lambda: not differs(doc), "drift repaired by the reconcile timer")
+            assert lab.tcp_connect("vm3", "vm1", port=80)
+            wait(lambda: "reconcile repaired drift" in log.read_text(), "the repair logged")
             changed = copy.deepcopy(doc)
             changed["security_groups"]["sg-db"].append(
                 {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",

@@ -230,3 +230,83 @@ def test_metrics_endpoint(etcd_server, prefix):
     assert values["fwsg_agent_groups_watched"] == 4
     assert values["fwsg_agent_ports"] == 3
     assert values["fwsg_agent_members"] == 8
+
+
+def test_user_password_auth():
+    from fwsg.sync.store import StoreUnavailable
+    from fwsg.sync.url import open_store, parse_source
+    from tests.sync_helpers import start_etcd
+
+    server = start_etcd()  # a server of its own: auth is switched on for the whole cluster
+    try:
+        admin = EtcdStore([server.endpoint])
+        for path, body in (("auth/user/add", {"name": "root", "password": "s3cret"}),
+                           ("auth/user/grant", {"user": "root", "role": "root"}),
+                           ("auth/enable", {})):
+            admin.call(path, body)
+        with pytest.raises(StoreUnavailable):
+            EtcdStore([server.endpoint]).put("/k", "v")  # no token: refused
+        st = open_store(parse_source(f"etcd://root:s3cret@{server.endpoint}/p"))
+        L = Layout("/p")
+        assert publish(st, L, demo(), host="hv1").puts == 14
+        with AgentThread(EtcdAgent(Firewall(backend="fake"), st, L, "hv1",
+                                   reconcile_every=0)) as a:
+            wait_for(lambda: a.connected, what="connected with a token")
+            st.put(L.member("sg-web", "192.0.2.49"), '"192.0.2.49"')
+            wait_for(lambda: "192.0.2.49" in members(a, "sg-web"), what="watch with a token")
+        bad = open_store(parse_source(f"etcd://root:wrong@{server.endpoint}"))
+        with pytest.raises(StoreUnavailable, match="refused user 'root'"):
+            bad.revision()
+    finally:
+        server.close()
+
+
+def _certs(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=d)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=fwsg test CA")
+    # etcd's gateway dials etcd itself with the server certificate: it needs clientAuth too
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\n"
+                                 "extendedKeyUsage=serverAuth,clientAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {k: str(d / v) for k, v in (("ca", "ca.pem"), ("cert", "server.pem"),
+                                        ("key", "server.key"), ("client_cert", "client.pem"),
+                                        ("client_key", "client.key"))}
+
+
+def test_tls_with_client_certificates(tmp_path):
+    import shutil
+
+    from fwsg.errors import EnvironmentProblem
+    from fwsg.sync.server import EtcdServer
+    from fwsg.sync.store import StoreUnavailable
+    from fwsg.sync.url import open_store, parse_source
+
+    assert shutil.which("openssl"), "openssl is needed to make the test certificates"
+    c = _certs(tmp_path)
+    server = EtcdServer(tls=c)
+    try:
+        try:
+            server.start()
+        except EnvironmentProblem as e:
+            pytest.fail(f"etcd with TLS did not start: {e}")
+        url = f"{server.url}/p"
+        st = open_store(parse_source(url, ca=c["ca"], cert=c["client_cert"], key=c["client_key"]))
+        L = Layout("/p")
+        assert publish(st, L, demo(), host="hv1").puts == 14
+        with AgentThread(EtcdAgent(Firewall(backend="fake"), st, L, "hv1",
+                                   reconcile_every=0)) as a:
+            wait_for(lambda: a.connected, what="connected over TLS")
+            st.put(L.member("sg-web", "192.0.2.50"), '"192.0.2.50"')
+            wait_for(lambda: "192.0.2.50" in members(a, "sg-web"), what="watch over TLS")
+        with pytest.raises(StoreUnavailable):  # no client certificate: refused
+            open_store(parse_source(url, ca=c["ca"])).revision()
+    finally:
+        server.close()
