@@ -107,7 +107,8 @@ class Cluster:
         self.agents[h] = subprocess.Popen(
             [sys.executable, "-m", "fwsg", "agent", "--source", f"{self.etcd.url}{PREFIX}",
              "--host", HOSTS[h], "--netns", self.labs[h].host_ns, "--status-file",
-             self.status_file(h), "--window", "20"], stdout=log, stderr=subprocess.STDOUT)
+             self.status_file(h), "--window", "20", "--publish-stats", "1"],
+            stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def stop_agent(self, h, sig=signal.SIGTERM):
@@ -308,9 +309,15 @@ def test_etcd_outage_fail_static_then_converges(cluster):
 def test_agent_killed_mid_big_apply_then_restarted_converges(cluster):
     c = cluster
     big = [f"2001:db8:1::{i:x}" for i in range(1, 40001)]  # web's IPv6 set exists on A only
-    c.store.txn([("put", c.layout.member("web", ip), json.dumps(ip)) for ip in big])
-    time.sleep(0.3)  # the agent is folding/applying the burst
+    import threading
+
+    ops = [("put", c.layout.member("web", ip), json.dumps(ip)) for ip in big]
+    c.store.txn(ops[:20000])
+    rest = threading.Thread(target=c.store.txn, args=(ops[20000:],))
+    rest.start()  # the agent is applying the first half while the second arrives
+    time.sleep(0.3)
     assert c.stop_agent("A", signal.SIGKILL) == -signal.SIGKILL
+    rest.join()
     assert c.tcp("b2", "a1")  # the kernel kept filtering: old or new rules, never none
     c.start_agent("A")
     c.converge(timeout=60)
@@ -406,4 +413,21 @@ def test_sighup_resyncs_and_repairs_drift(cluster):
     assert "192.0.2.21" not in c.member_set("B", "web")  # someone edited our tables
     os.kill(c.agents["B"].pid, signal.SIGHUP)
     wait(lambda: "192.0.2.21" in c.member_set("B", "web"), "drift repaired after SIGHUP")
+    c.converge()
+
+
+def test_stats_published_under_a_lease_that_dies_with_the_agent(cluster):
+    c = cluster
+    key = c.layout.stats("hv-b")
+    wait(lambda: c.store.get(key) is not None and c.store.get(c.layout.stats("hv-a")),
+         "both agents publish their stats")
+    doc = json.loads(c.store.get(key))
+    assert doc["node"] == "hv-b" and doc["schema"] == "fwsg.probe/1"
+    c.stop_agent("B", signal.SIGKILL)  # the node dies: nobody refreshes its lease
+    try:
+        wait(lambda: c.store.get(key) is None, "hv-b's stats to expire with its lease", 15)
+        assert c.store.get(c.layout.stats("hv-a")) is not None
+        assert c.tcp("b2", "b1") and not c.tcp("a2", "b1")  # B's kernel keeps filtering
+    finally:
+        c.start_agent("B")
     c.converge()
