@@ -66,3 +66,21 @@ class AgentThread:
         self.agent.stop()
         self.thread.join(10)
         assert not self.thread.is_alive(), "agent did not stop"
+
+
+def while_unreachable(server, edit):
+    """Stop ``server``, run ``edit(store)`` against the same data on another port (agents,
+    which know only the usual port, cannot see it happen), then serve the usual port again."""
+    from fwsg.sync.server import free_port
+    from fwsg.sync.store import EtcdStore
+
+    port = server.client_port
+    server.stop()
+    server.client_port = free_port()
+    try:
+        server.start()
+        edit(EtcdStore([server.endpoint]))
+    finally:
+        server.stop()
+        server.client_port = port
+        server.start()

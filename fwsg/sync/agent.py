@@ -42,10 +42,14 @@ QUIET_GAP = 0.002      # seconds without a new event that close the coalescing w
 
 
 class _Stream:
-    """A watch and the revision it resumes from."""
+    """A watch and the revision it (re)starts from: the last revision already applied, not
+    the one after it. Replaying that revision is harmless (applying a key is idempotent), and
+    it makes etcd report a compaction at the next revision instead of silently dropping a
+    delete there (a compaction at revision N removes the tombstones of N, and a watch that
+    starts exactly at N gets no error)."""
 
-    def __init__(self, name, prefix, next_rev):
-        self.name, self.prefix, self.next_rev = name, prefix, next_rev
+    def __init__(self, name, prefix, resume):
+        self.name, self.prefix, self.resume = name, prefix, resume
         self.watch = None
 
 
@@ -69,6 +73,8 @@ class AgentBase:
         self.errors = collections.deque(maxlen=20)
         self.skipped = {}
         self.transactions = 0
+        self.resyncs = 0
+        self.reconnects = 0
         self.started = time.time()
         self._status_at = 0.0
         self._next_reconcile = time.monotonic() + reconcile_every if reconcile_every else None
@@ -125,6 +131,7 @@ class AgentBase:
         return {"pid": os.getpid(), "running": not self._stop.is_set(), "host": self.host,
                 "netns": fw.netns, "connected": self.connected, "revision": self.revision,
                 "last_commit": self.last_commit, "transactions": self.transactions,
+                "resyncs": self.resyncs, "reconnects": self.reconnects,
                 "ports": self.port_count(), "groups_watched": sorted(self.watched_groups()),
                 "members": members, "skipped_keys": dict(self.skipped),
                 "errors": list(self.errors), "last_error": self.last_error,
@@ -257,11 +264,11 @@ class EtcdAgent(AgentBase):
         self._backoff = min(self._backoff * 2, self.backoff_max)
 
     # -- watches -----------------------------------------------------------------------------
-    def _start_watch(self, name, prefix, next_rev):
+    def _start_watch(self, name, prefix, resume):
         s = self.streams.get(name)
         if s is None:
-            s = self.streams[name] = _Stream(name, prefix, next_rev)
-        s.next_rev = next_rev
+            s = self.streams[name] = _Stream(name, prefix, resume)
+        s.resume = resume
         if s.watch is not None:
             s.watch.cancel()
         group = None if name == "\0ports" else name
@@ -275,7 +282,7 @@ class EtcdAgent(AgentBase):
         def on_end(err, s=s):
             self.q.put(("end", s, err))
 
-        s.watch = self.store.watch(prefix, next_rev, on_events, on_end)
+        s.watch = self.store.watch(prefix, resume, on_events, on_end)
 
     def _cancel_watches(self):
         for s in self.streams.values():
@@ -320,6 +327,7 @@ class EtcdAgent(AgentBase):
             return False
         self.mirror = mirror
         self.revision = rev
+        self.resyncs += 1
         self.metrics.resyncs.inc()
         try:
             result = self._apply_whole(loaded)
@@ -328,8 +336,8 @@ class EtcdAgent(AgentBase):
             return False
         self._committed(result)
         for sg in sorted(loaded):
-            self._start_watch(sg, self.layout.group(sg), rev + 1)
-        self._start_watch("\0ports", self.layout.ports(self.host), rev + 1)
+            self._start_watch(sg, self.layout.group(sg), rev)
+        self._start_watch("\0ports", self.layout.ports(self.host), rev)
         self._need_full = False
         self._backoff = 0.2
         self._set_connected(True)
@@ -446,7 +454,7 @@ class EtcdAgent(AgentBase):
             received.append(time.monotonic())
             for key, value, rev in payload:
                 self._fold(self.mirror, key, value, touched)
-                s.next_rev = max(s.next_rev, rev + 1)
+                s.resume = max(s.resume, rev)
                 self.revision = max(self.revision, rev)
                 self.metrics.events.labels("delete" if value is None else "put").inc()
             events += len(payload)
@@ -513,7 +521,7 @@ class EtcdAgent(AgentBase):
             self._drop_stream(sg)
             m.drop_group(sg)
         for sg in sorted(added):
-            self._start_watch(sg, self.layout.group(sg), rev + 1)
+            self._start_watch(sg, self.layout.group(sg), rev)
         self.metrics.commit.observe(time.perf_counter() - t0)
         self._committed(fw.last_result, events, received)
         self._update_gauges()
@@ -530,7 +538,7 @@ class EtcdAgent(AgentBase):
         a compacted revision means a full resync."""
         for s, err in ended:
             if isinstance(err, Compacted):
-                log.warning("watch %s: revision %d compacted; full resync", s.prefix, s.next_rev)
+                log.warning("watch %s: revision %d compacted; full resync", s.prefix, s.resume)
                 self._need_full = True
                 return
         why = "; ".join(str(e) for _, e in ended)
@@ -544,11 +552,12 @@ class EtcdAgent(AgentBase):
             break
         if self._stop.is_set():
             return
+        self.reconnects += 1
         self.metrics.reconnects.inc()
         for s in list(self.streams.values()):
             if s.watch is not None:
                 s.watch.cancel()
-            self._start_watch(s.name, s.prefix, s.next_rev)
+            self._start_watch(s.name, s.prefix, s.resume)
         self._backoff = 0.2
         self._set_connected(True)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from fwsg.errors import UserError
 from fwsg.model import Model
-from fwsg.sync.layout import Layout
 
 
 def dumps(obj):

@@ -22,7 +22,7 @@ from fwsg.lab import Lab, netns_available
 from fwsg.sync.layout import Layout
 from fwsg.sync.publish import publish
 from fwsg.sync.store import EtcdStore
-from tests.sync_helpers import start_etcd
+from tests.sync_helpers import start_etcd, while_unreachable
 
 from fwsg.lab import traffic
 
@@ -337,13 +337,16 @@ def test_compaction_while_an_agent_is_disconnected_resyncs(cluster):
     c.converge()
     assert c.tcp("a2", "b1")
     # now compaction while B runs but cannot reach etcd: its resume revision is gone
-    c.etcd.stop()
-    time.sleep(1)
-    c.etcd.start()
-    c.store.delete(c.layout.member("client", "192.0.2.12"))
-    c.store.compact(c.store.revision())
+    resyncs = c.status("B")["resyncs"]
+
+    def edit(store):
+        wait(lambda: not c.status("B")["connected"], "B sees the outage")
+        store.delete(c.layout.member("client", "192.0.2.12"))
+        store.compact(store.revision())
+    while_unreachable(c.etcd, edit)
     c.converge(timeout=30)
     assert not c.tcp("a2", "b1")
+    wait(lambda: c.status("B")["resyncs"] == resyncs + 1, "B did a full resync")
 
 
 def test_malformed_key_is_skipped_and_reported(cluster):

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from fwsg.sync.layout import Layout
 from fwsg.sync.stats import StatsPublisher, cluster_from_store
