@@ -328,3 +328,14 @@ def test_compaction_exactly_at_a_delete_is_not_missed(etcd_server, prefix):
         while_unreachable(etcd_server, edit)
         wait_for(lambda: a.connected and "192.0.2.51" not in members(a, "sg-web"), timeout=20,
                  what="the delete applied after reconnecting")
+
+
+def test_several_endpoints_a_dead_one_is_skipped(etcd_server, prefix):
+    from fwsg.sync.server import free_port
+    from fwsg.sync.store import StoreUnavailable
+
+    dead = f"127.0.0.1:{free_port()}"
+    st = EtcdStore([dead, etcd_server.endpoint], timeout=2)
+    assert st.put(f"{prefix}/k", "v") > 0 and st.get(f"{prefix}/k") == b"v"
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        EtcdStore([dead], timeout=2).revision()
