@@ -6,16 +6,19 @@ lower-case with colons, protocols as numbers. Parsing does no I/O. Bad input rai
 :class:`fwsg.errors.ValidationError` naming the path and the value.
 """
 
+import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional, Tuple
+from typing import Optional, Tuple
 
 import netaddr
 
 from fwsg import fast
-from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local
-from fwsg.errors import ValidationError
+from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local, is_prefix
+from fwsg.errors import ValidationError, short_repr
+from fwsg.members import Members
 
 INGRESS, EGRESS = "ingress", "egress"
 IPV4, IPV6 = "IPv4", "IPv6"
@@ -31,8 +34,9 @@ PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})  # tcp udp dccp sctp udplite
 ICMP4, ICMP6 = 1, 58
 
 # Linux accepts more, but these are what hypervisors use, and they are safe inside nft quotes.
-_MAC_FAST = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
+_MAC_FAST = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")   # fullmatch only
+_IFNAME = re.compile(r"[A-Za-z0-9_.@+=-]{1,15}")                  # fullmatch only
+_INT_TEXT = re.compile(r"-?[0-9]{1,10}")                          # ASCII digits only
 
 
 def _fail(path, msg):
@@ -41,32 +45,35 @@ def _fail(path, msg):
 
 def validate_ifname(path, name):
     """Return ``name`` if it is a valid Linux interface name (<= 15 safe chars)."""
-    if not isinstance(name, str) or not _IFNAME.match(name) or name in (".", ".."):
-        _fail(path, f"{name!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . @ + = -)")
+    if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", ".."):
+        _fail(path, f"{_short(name)} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . @ + = -)")
     return name
 
 
 def canonical_mac(path, value):
     """Return the MAC as ``aa:bb:cc:dd:ee:ff``; raise ValidationError otherwise."""
-    if not isinstance(value, str):
-        _fail(path, f"{value!r} is not a MAC address")
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable() \
+            or value != value.strip():
+        _fail(path, f"{_short(value)} is not a MAC address")
+    if len(value) == 17 and _MAC_FAST.match(value):
+        return value.lower()
     try:
         eui = netaddr.EUI(value, version=48)
     except (netaddr.AddrFormatError, TypeError, ValueError):
-        _fail(path, f"{value!r} is not a MAC address")
+        _fail(path, f"{_short(value)} is not a MAC address")
     eui.dialect = netaddr.mac_unix_expanded
     return str(eui)
 
 
 def _int(path, value, lo, hi):
     if isinstance(value, bool) or value is None:
-        _fail(path, f"{value!r} is not an integer")
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        _fail(path, f"{_short(value)} is not an integer")
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
         value = int(value)
     if not isinstance(value, int):
-        _fail(path, f"{value!r} is not an integer")
+        _fail(path, f"{_short(value)} is not an integer")
     if not lo <= value <= hi:
-        _fail(path, f"{value} is out of range {lo}..{hi}")
+        _fail(path, f"{_short(value)} is out of range {lo}..{hi}")
     return value
 
 
@@ -107,8 +114,11 @@ def parse_rule(path, raw):
     bounded cache; errors are never cached (they name ``path``)."""
     try:
         # with the types: True == 1 and 1.0 == 1, but only one of each is valid input
-        key = tuple((v, type(v)) for v in map(raw.get, _RULE_KEYS)) \
-            if isinstance(raw, Mapping) else None
+        if isinstance(raw, Mapping):
+            vals = tuple(map(raw.get, _RULE_KEYS))
+            key = (vals, tuple(map(type, vals)))
+        else:
+            key = None
         hash(key)
     except TypeError:
         key = None
@@ -122,15 +132,42 @@ def parse_rule(path, raw):
     return rule
 
 
+_rules_cache = {}
+
+
+def _text_key(raw):
+    """``repr(raw)`` as a cache key, or None when it has none (hostile input: an integer too
+    long to print, nesting too deep, an object whose repr fails); such input is then parsed,
+    and refused, as usual."""
+    try:
+        return repr(raw)
+    except Exception:  # noqa: BLE001 - any object's repr may fail; no key, no cache
+        return None
+
+
+def _rule_list(path, raw):
+    """Parse a list of rule dicts into a tuple of :class:`Rule`; a list seen before (by its
+    exact text, ``repr``) comes from a bounded cache; errors are never cached."""
+    key = _text_key(raw) if type(raw) is list else None
+    if key is not None and key in _rules_cache:
+        return _rules_cache[key]
+    rules = tuple(parse_rule(f"{path}[{i}]", r) for i, r in enumerate(_list(path, raw)))
+    if key is not None:
+        if len(_rules_cache) > 4096:
+            _rules_cache.clear()
+        _rules_cache[key] = rules
+    return rules
+
+
 def _parse_rule(path, raw):
     if not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     direction = raw.get("direction")
     if direction not in (INGRESS, EGRESS):
-        _fail(f"{path}.direction", f"{direction!r} is not 'ingress' or 'egress'")
+        _fail(f"{path}.direction", f"{_short(direction)} is not 'ingress' or 'egress'")
     ethertype = raw.get("ethertype", IPV4)
-    if ethertype not in FAMILY:
-        _fail(f"{path}.ethertype", f"{ethertype!r} is not 'IPv4' or 'IPv6'")
+    if not isinstance(ethertype, str) or ethertype not in FAMILY:
+        _fail(f"{path}.ethertype", f"{_short(ethertype)} is not 'IPv4' or 'IPv6'")
     fam = FAMILY[ethertype]
 
     proto = raw.get("protocol")
@@ -142,13 +179,13 @@ def _parse_rule(path, raw):
         try:
             proto = _int(f"{path}.protocol", proto, 0, 255)
         except ValidationError:
-            _fail(f"{path}.protocol", f"{raw.get('protocol')!r} is not a known protocol")
+            _fail(f"{path}.protocol", f"{_short(raw.get('protocol'))} is not a known protocol")
     else:
-        _fail(f"{path}.protocol", f"{proto!r} is not a known protocol")
+        _fail(f"{path}.protocol", f"{_short(proto)} is not a known protocol")
     if proto == ICMP4 and fam == 6:
         proto = ICMP6  # Neutron: 'icmp' on an IPv6 rule means ICMPv6
     if proto == ICMP6 and fam == 4:
-        _fail(f"{path}.protocol", f"{raw.get('protocol')!r} (ICMPv6) does not fit ethertype IPv4")
+        _fail(f"{path}.protocol", f"{_short(raw.get('protocol'))} (ICMPv6) does not fit ethertype IPv4")
 
     def opt_int(key, lo, hi):
         v = raw.get(key)
@@ -175,7 +212,7 @@ def _parse_rule(path, raw):
                 continue
             if proto not in PORT_PROTOCOLS:
                 _fail(f"{path}.{lo_key}", f"ports need protocol tcp, udp, sctp, dccp or udplite, "
-                      f"not {raw.get('protocol')!r}")
+                      f"not {_short(raw.get('protocol'))}")
             if lo is None:
                 _fail(f"{path}.{hi_key}", f"{hi} given without {lo_key}")
             if hi is not None and lo > hi:
@@ -191,7 +228,7 @@ def _parse_rule(path, raw):
             return None
         net = canonical_network(f"{path}.{key}", v)
         if netaddr.IPNetwork(net).version != fam:
-            _fail(f"{path}.{key}", f"{v!r} is not an {ethertype} prefix (ethertype is {ethertype})")
+            _fail(f"{path}.{key}", f"{_short(v)} is not an {ethertype} prefix (ethertype is {ethertype})")
         return net
 
     remote = prefix("remote_ip_prefix")
@@ -204,12 +241,12 @@ def _parse_rule(path, raw):
     rgroup = raw.get("remote_group_id")
     if rgroup is not None:
         if not isinstance(rgroup, str) or not rgroup:
-            _fail(f"{path}.remote_group_id", f"{rgroup!r} is not a group id")
+            _fail(f"{path}.remote_group_id", f"{_short(rgroup)} is not a group id")
         if (src if direction == INGRESS else dst) is not None:
             _fail(f"{path}.remote_group_id", "remote_group_id and a remote prefix are exclusive")
     stateful = raw.get("stateful", True)
     if not isinstance(stateful, bool):
-        _fail(f"{path}.stateful", f"{stateful!r} is not true or false")
+        _fail(f"{path}.stateful", f"{_short(stateful)} is not true or false")
 
     def drop_any(net):  # 0.0.0.0/0 and ::/0 match everything of the family
         return None if net is not None and net.endswith("/0") else net
@@ -256,8 +293,29 @@ class Port:
         return out
 
 
+_port_cache = {}
+
+
 def parse_port(path, port_id, raw, groups):
-    """Parse one ``devices`` entry into a :class:`Port`."""
+    """Parse one ``devices`` entry into a :class:`Port`. An entry seen before (an agent gets
+    every port again in each full reply) comes from a bounded cache keyed by its exact text
+    (``repr`` of a JSON value tells every type and value apart); its groups are checked
+    against ``groups`` each time; errors are never cached (they name ``path``)."""
+    key = None
+    if type(raw) is dict and type(port_id) is str and (text := _text_key(raw)) is not None:
+        key = (port_id, text)
+        port = _port_cache.get(key)
+        if port is not None and all(sg in groups for sg in port.security_groups):
+            return port
+    port = _parse_port(path, port_id, raw, groups)
+    if key is not None:
+        if len(_port_cache) > 65536:
+            _port_cache.clear()
+        _port_cache[key] = port
+    return port
+
+
+def _parse_port(path, port_id, raw, groups):
     if not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     if "device" not in raw:
@@ -267,29 +325,31 @@ def parse_port(path, port_id, raw, groups):
         _fail(f"{path}.mac_address", "missing")
     mac = canonical_mac(f"{path}.mac_address", raw["mac_address"])
     if int(mac[:2], 16) & 1:
-        _fail(f"{path}.mac_address", f"{raw['mac_address']!r} is a multicast address")
+        _fail(f"{path}.mac_address", f"{_short(raw['mac_address'])} is a multicast address")
     fixed = []
     for i, ip in enumerate(_list(f"{path}.fixed_ips", raw.get("fixed_ips", []))):
         if isinstance(ip, Mapping):  # Neutron's port form {"ip_address": ..., "subnet_id": ...}
             ip = ip.get("ip_address")
-        fixed.append(canonical_ip(f"{path}.fixed_ips[{i}]", ip))
+        fixed.append(usable_host(f"{path}.fixed_ips[{i}]", canonical_ip(f"{path}.fixed_ips[{i}]", ip)))
     pairs = []
     for i, p in enumerate(_list(f"{path}.allowed_address_pairs", raw.get("allowed_address_pairs", []))):
         ppath = f"{path}.allowed_address_pairs[{i}]"
         if not isinstance(p, Mapping) or "ip_address" not in p:
             _fail(ppath, f"{_short(p)} needs an ip_address")
         ip = canonical_member(f"{ppath}.ip_address", p["ip_address"])
+        if "/" not in ip:
+            usable_host(f"{ppath}.ip_address", ip)
         pmac = canonical_mac(f"{ppath}.mac_address", p["mac_address"]) if p.get("mac_address") else mac
         pairs.append(AddressPair(ip, pmac))
     sgs = []
     for i, sg in enumerate(_list(f"{path}.security_groups", raw.get("security_groups", []))):
-        if sg not in groups:
-            _fail(f"{path}.security_groups[{i}]", f"{sg!r} is not in security_groups")
+        if not isinstance(sg, str) or sg not in groups:
+            _fail(f"{path}.security_groups[{i}]", f"{_short(sg)} is not in security_groups")
         if sg not in sgs:
             sgs.append(sg)
     psec = raw.get("port_security_enabled", True)
     if not isinstance(psec, bool):
-        _fail(f"{path}.port_security_enabled", f"{psec!r} is not true or false")
+        _fail(f"{path}.port_security_enabled", f"{_short(psec)} is not true or false")
     rules = tuple(parse_rule(f"{path}.security_group_rules[{i}]", r)
                   for i, r in enumerate(_list(f"{path}.security_group_rules",
                                               raw.get("security_group_rules", []))))
@@ -313,14 +373,14 @@ class Model:
 
     def _check(self):
         devices = {}
+        stateful = {sg: self.group_stateful(sg) for sg, rules in self.groups.items() if rules}
         for pid, port in self.ports.items():
             other = devices.setdefault(port.device, pid)
             if other != pid:
-                _fail(f"devices.{pid}.device", f"{port.device!r} is also the device of port {other!r}")
+                _fail(f"devices.{pid}.device", f"{_short(port.device)} is also the device of port {_short(other)}")
             if port.port_security:
                 # a group without rules says nothing about statefulness: it mixes with either
-                kinds = {self.group_stateful(sg) for sg in port.security_groups
-                         if self.groups.get(sg)}
+                kinds = {stateful[sg] for sg in port.security_groups if sg in stateful}
                 if len(kinds) > 1:
                     _fail(f"devices.{pid}.security_groups",
                           "mixes stateful and stateless groups (Neutron forbids this)")
@@ -352,8 +412,7 @@ class Model:
         groups = {}
         for sg, rules in raw_groups.items():
             _group_id("security_groups", sg)
-            groups[sg] = tuple(parse_rule(f"security_groups.{sg}[{i}]", r)
-                               for i, r in enumerate(_list(f"security_groups.{sg}", rules)))
+            groups[sg] = _rule_list(f"security_groups.{sg}", rules)
         members = {}
         raw_members = doc.get("sg_member_ips", {})
         if not isinstance(raw_members, Mapping):
@@ -389,49 +448,42 @@ class Model:
 
 def parse_members(path, fams):
     """Parse ``{"IPv4": [...], "IPv6": [...]}`` (bare IPs, prefixes or [ip, mac] pairs) into
-    ``{4: tuple, 6: tuple}`` of canonical, de-duplicated addresses (in numeric order), then
-    prefixes."""
+    ``{4: Members, 6: Members}``: canonical, de-duplicated, packed (hosts in numeric order, then
+    prefixes). Host addresses are parsed in bulk (C speed with the compiled module); prefixes,
+    unusual spellings, unusual MACs and errors go through the careful path, whose errors name
+    the item."""
     if not isinstance(fams, Mapping):
         _fail(path, f"{_short(fams)} is not an object with IPv4/IPv6 lists")
-    out = {4: (), 6: ()}
+    out = {4: Members(4), 6: Members(6)}
     for key, ips in fams.items():
         if key not in FAMILY:
             continue  # unknown keys are ignored
         fam = FAMILY[key]
-        # Bulk path: host addresses parsed and sorted packed (C speed with the compiled module);
-        # prefixes, unusual spellings and errors go through the careful path.
-        packed, rejects = fast.pack_addrs(_list(f"{path}.{key}", ips), fam)
-        for i, item in enumerate(ips):  # the MAC of an [ip, mac] pair: null or a MAC
-            if isinstance(item, (list, tuple)) and len(item) > 1 and item[1] is not None:
-                if not (isinstance(item[1], str) and _MAC_FAST.match(item[1])):
-                    canonical_mac(f"{path}.{key}[{i}][1]", item[1])
-        hosts = fast.unpack_addrs(packed, fam)
-        extra = set()
+        packed, rejects = fast.pack_addrs(_list(f"{path}.{key}", ips), fam, True)
+        hosts, prefixes = [], set()
         for i, m in rejects:
             if isinstance(m, (list, tuple)):
                 if not m:
                     _fail(f"{path}.{key}[{i}]", "empty member entry")
+                if len(m) > 1 and m[1] is not None:
+                    canonical_mac(f"{path}.{key}[{i}][1]", m[1])
                 m = m[0]
             if not isinstance(m, str):
-                _fail(f"{path}.{key}[{i}]", f"{m!r} is not an IP address")
+                _fail(f"{path}.{key}[{i}]", f"{_short(m)} is not an IP address")
             ip = canonical_member(f"{path}.{key}[{i}]", m)
             if (":" in ip) != (fam == 6):
-                _fail(f"{path}.{key}[{i}]", f"{m!r} is not an {key} address")
-            extra.add(ip)
-        if extra:
-            host_set = set(hosts)
-            hosts += sorted(e for e in extra if e not in host_set and "/" not in e)
-            hosts += sorted(e for e in extra if "/" in e)
-        out[fam] = tuple(hosts)
+                _fail(f"{path}.{key}[{i}]", f"{_short(m)} is not an {key} address")
+            (prefixes.add if "/" in ip else hosts.append)(ip)
+        if hosts:  # unusual spellings of host addresses: merged in numeric order
+            packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + hosts, fam)
+        out[fam] = Members(fam, packed, sorted(prefixes))
     return out
 
 
 def member_order(members, fam):
-    """Canonical members (a collection) as the tuple parse_members gives: hosts in numeric
-    order, then prefixes."""
-    hosts = [m for m in members if "/" not in m]
-    packed, _ = fast.pack_addrs(hosts, fam)
-    return tuple(fast.unpack_addrs(packed, fam)) + tuple(sorted(m for m in members if "/" in m))
+    """Canonical members (a collection) as parse_members gives them (Members: hosts in
+    numeric order, then prefixes)."""
+    return Members.of(fam, members)
 
 
 def rule_to_wire(r):
@@ -468,9 +520,21 @@ def port_to_wire(p):
     }
 
 
+def usable_host(path, ip):
+    """Return ``ip`` (canonical) if a port may own it: not unspecified, loopback, multicast or
+    the IPv4 broadcast address."""
+    a = ipaddress.ip_address(ip)
+    if a.is_unspecified or a.is_loopback or a.is_multicast or ip == "255.255.255.255":
+        kind = ("the unspecified address" if a.is_unspecified else "a loopback address"
+                if a.is_loopback else "a multicast address" if a.is_multicast
+                else "the broadcast address")
+        _fail(path, f"{_short(ip)} is {kind}, not a port's address")
+    return ip
+
+
 def _group_id(path, key):
     if not isinstance(key, str) or not key or len(key) > 255:
-        _fail(path, f"{key!r} is not a valid id (1-255 characters)")
+        _fail(path, f"{_short(key)} is not a valid id (1-255 characters)")
 
 
 def _list(path, value):
@@ -480,5 +544,76 @@ def _list(path, value):
 
 
 def _short(v):
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
+    return short_repr(v, 60)
+
+
+# -- pieces of a model, for incremental calls (an agent's updates between full syncs) --------
+
+def check_id(path, value):
+    """Return ``value`` if it is a valid id (a non-empty string of at most 255 characters)."""
+    if not isinstance(value, str) or not value or len(value) > 255:
+        _fail(path, f"{_short(value)} is not a valid id")
+    return value
+
+
+def parse_rules(sg, rules):
+    """A group's rule list (wire format) -> a tuple of :class:`Rule`."""
+    return _rule_list(f"security_groups.{sg}", rules)
+
+
+def parse_device(raw, groups):
+    """One port in the wire format with its ``id`` -> a :class:`Port` (its groups must be in
+    ``groups``)."""
+    if not isinstance(raw, Mapping):
+        _fail("port", f"{_short(raw)} is not an object")
+    pid = check_id("port.id", raw.get("id"))
+    return parse_port(f"devices.{pid}", pid, raw, groups)
+
+
+def members_by_family(path, ips):
+    """A list of addresses of either family (bare IPs, prefixes or [ip, mac] pairs) ->
+    ``{family: [canonical member, ...]}`` for the families present."""
+    out = {4: [], 6: []}
+    for i, ip in enumerate(_list(path, ips)):
+        if isinstance(ip, (list, tuple)) and ip:
+            ip = ip[0]
+        m = canonical_member(f"{path}[{i}]", ip)
+        out[6 if ":" in m else 4].append(m)
+    return {f: v for f, v in out.items() if v}
+
+
+def pack_member_list(sg, members):
+    """A group's full member list in Neutron's form (``{"IPv4": [...], "IPv6": [...]}``) ->
+    ``{family: (packed hosts, set of prefixes)}`` for the families given: host addresses
+    sorted, de-duplicated and packed (C speed with the compiled hot path), prefixes canonical.
+    Every family is validated before any is returned."""
+    if not isinstance(members, Mapping):
+        _fail(f"sg_member_ips.{sg}", f"{_short(members)} is not an object with IPv4/IPv6 lists")
+    out = {}
+    for key, fam in ((IPV4, 4), (IPV6, 6)):
+        if key not in members:
+            continue
+        path = f"sg_member_ips.{sg}.{key}"
+        packed, rejects = fast.pack_addrs(_list(path, members[key]), fam)
+        prefixes, extra = set(), []
+        for i, item in rejects:  # the slow path: prefixes, unusual forms, errors
+            m = item[0] if isinstance(item, (list, tuple)) and item else item
+            c = canonical_member(f"{path}[{i}]", m)
+            if (":" in c) != (fam == 6):
+                _fail(f"{path}[{i}]", f"{_short(m)} is not an {key} address")
+            (prefixes.add if is_prefix(c) else extra.append)(c)
+        if extra:
+            packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
+        out[fam] = (packed, prefixes)
+    return out
+
+
+def host_addresses(port):
+    """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
+    the hypervisor sends or routes to them is the port's ingress."""
+    return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
+
+
+def is_stateless(rules):
+    """A group is stateless when it has rules and one of them says ``stateful: false``."""
+    return bool(rules) and not all(r.stateful for r in rules)

@@ -1,6 +1,6 @@
 """fwsg flush: remove fwsg's own tables, nothing else."""
 
-from fwsg.commands.common import add_netns
+from fwsg.commands.common import add_netns, add_wait
 
 
 def register(sub):
@@ -8,6 +8,7 @@ def register(sub):
                        description="Delete the tables fwsg owns (bridge fwsg and inet fwsg) in "
                        "the namespace. No other table is listed or touched.")
     add_netns(p)
+    add_wait(p)
     p.set_defaults(func=run)
 
 
@@ -15,7 +16,7 @@ def run(args):
     from fwsg import statefile
     from fwsg.firewall import Firewall
 
-    removed = Firewall(netns=args.netns).flush()
+    removed = Firewall(netns=args.netns, lock_wait=args.wait).flush()
     statefile.remove(args.netns)
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if removed:

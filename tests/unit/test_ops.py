@@ -2,7 +2,8 @@
 netlink writer (or declined, for the kinds only libnftables carries), applied by the fake kernel
 and by the in-memory mirror, with the same result. Then the fake's atomicity and failure
 injection, the netlink path of whole plans (decoded again by the pure-Python writer), the bulk
-split, and the nft JSON read-back of every object kind, parsed from what this kernel printed."""
+split, and the nft JSON read-back of every object kind, parsed from what this kernel printed.
+Tests that go through the hot path run with both of its twins (the ``hot_path`` fixture)."""
 
 import copy
 import errno
@@ -14,9 +15,10 @@ import pytest
 from fwsg import _fast_py
 from fwsg.backends.fake import FakeBackend
 from fwsg.backends.nft import netlink
+from fwsg.backends.nft.matches import encode
 from fwsg.backends.nft.readback import parse_table
 from fwsg.backends.nft.render import render
-from fwsg.compile import compile_model
+from fwsg.backends.nft.desired import compile_model
 from fwsg.errors import KernelError
 from fwsg.ops import (OPS, AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain, apply_to)
@@ -107,7 +109,9 @@ CASES = [
      lambda f: f.rules("inet", "p1-e") == ["jump g1-e", f"drop {dig(PROFILE)}"]),
     ("FillChain (real matches)", [FlushChain("inet", "g1-e"), FillChain(GROUP)],
      ["flush chain inet fwsg g1-e", f"add rule inet fwsg g1-e {GROUP.rules[0]} {dig(GROUP)}"],
-     None, lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
+     [("flush", "inet", "g1-e"),    # real matches as expressions (backends/nft/matches.py)
+      ("xrule", "inet", "g1-e", GROUP.rules[0], encode(GROUP.rules[0]), dig(GROUP)[9:-1])],
+     lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
     ("FlushChain", [FlushChain("inet", "p0-e")], ["flush chain inet fwsg p0-e"],
      [("flush", "inet", "p0-e")], lambda f: f.rules("inet", "p0-e") == []),
     ("DeleteChain", [FlushChain("inet", "p0-e"), DeleteChain("inet", "p0-e")],
@@ -122,7 +126,7 @@ def test_every_operation_kind_is_covered():
 
 
 @pytest.mark.parametrize("kind, ops, text, nl, holds", CASES, ids=[c[0] for c in CASES])
-def test_operation(kind, ops, text, nl, holds):
+def test_operation(kind, ops, text, nl, holds, hot_path):
     plan = Plan(ops, {}, render)
     assert render(ops) == text
     assert str(plan) == "".join(t + "\n" for t in text)
@@ -148,7 +152,8 @@ def test_operation(kind, ops, text, nl, holds):
     ([AddElements(VMAP, (("0x00010000", "jump nowhere"),))], errno.ENOENT),
     ([AddElements(VMAP, (("0x00010000", "jump g1-e"),)),
       AddElements(VMAP, (("0x00010000", "jump p0-e"),))], errno.EEXIST),
-    ([DeleteChain("inet", "g1-e")], errno.EBUSY),             # not empty
+    ([DeclareChain(PROFILE), FillChain(PROFILE), DeleteChain("inet", "g1-e")],
+     errno.EBUSY),                                            # a rule jumps to it
     ([FillChain(PROFILE)], errno.ENOENT),                     # never declared
     ([DeclareChain(PROFILE), FillChain(ChainDef("inet", "p1-e", ("jump nowhere",)))],
      errno.ENOENT),
@@ -212,7 +217,7 @@ def _decode(ops):
     return writer._ctx.texts
 
 
-def test_model_changes_take_the_netlink_path_with_the_same_content(demo_model):
+def test_model_changes_take_the_netlink_path_with_the_same_content(demo_model, hot_path):
     desired_before = compile_model(demo_model)
     fake = FakeBackend()
     fake.commit(diff(desired_before, None))
@@ -239,7 +244,7 @@ def test_a_plan_with_real_matches_or_declarations_is_left_to_libnftables(demo_mo
     assert netlink.netlink_ops(diff(compile_model(demo_model), None)) is None
 
 
-def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batches():
+def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batches(hot_path):
     big = SetDef("inet", "g9-m4", "ipv4_addr")
     addrs = tuple(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in range(25000))
     plan = Plan([CreateTable("inet"), CreateSet(big), AddElements(big, addrs),
@@ -252,7 +257,7 @@ def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batch
     assert netlink.split_bulk(plan, threshold=30000) is None
 
 
-def test_readback_parses_every_object_kind_as_compiled():
+def test_readback_parses_every_object_kind_as_compiled(hot_path):
     """The kernel's own listing (captured from nft 1.0.6 here; tests/netns/test_readback.py
     checks it is still what the kernel prints) parses back into exactly the compiled state."""
     listing = json.loads((FIXTURES / "nft-readback.json").read_text())
@@ -283,3 +288,10 @@ def test_a_chain_edited_behind_fwsgs_back_reads_as_drift():
     rs = parse_table("inet", items)
     assert rs.chains[("inet", "egress-pre")].digest == "drift"
     assert isinstance(rs, Ruleset)
+
+
+def test_the_hot_path_fixture_really_switches_twins(hot_path):
+    from fwsg import fast
+
+    assert fast.pack_addrs is hot_path.pack_addrs and fast.render_elements is hot_path.render_elements
+    assert fast.COMPILED is (hot_path is not _fast_py)

@@ -8,9 +8,9 @@ other table.
 import errno
 import json
 
-from fwsg import fast
+from fwsg import fast, testhooks
 from fwsg.backends.nft import netlink, readback, render
-from fwsg.backends.nft.host import ConntrackCount, prepare_host
+from fwsg.backends.nft.host import ConntrackCount, Generation, prepare_host, require_net_admin
 from fwsg.errors import KernelError
 from fwsg.netns import entered
 from fwsg.plan import Plan, diff
@@ -26,15 +26,21 @@ class NftBackend:
 
     def __init__(self, netns=None):
         self.netns = netns
+        require_net_admin()
         self._host_ready = False
         self._ct = ConntrackCount(netns)
+        self._gen = Generation(netns)
+        self.steps = 0  # kernel transactions the last commit made
         with entered(netns):
             self._ctx = fast.NftContext()
             self._writer = fast.NetlinkWriter()
 
     def close(self):
+        """Free the libnftables context, the netlink socket and the conntrack fd."""
         self._ctx.close()
         self._writer.close()
+        self._ct.close()
+        self._gen.close()
 
     # -- host ---------------------------------------------------------------------------------
     def prepare_host(self, mode="bridge"):
@@ -52,18 +58,34 @@ class NftBackend:
         return self._ct.in_use()
 
     # -- desired state, diff ------------------------------------------------------------------
-    def desired(self, port_ids=None):
-        """An empty desired state (a :class:`fwsg.desired.Desired`) for this backend's layout;
-        ``port_ids`` keeps the port numbers the kernel already uses."""
-        from fwsg.compile import Desired
+    def desired(self, port_ids=None, group_names=None):
+        """An empty desired state (a :class:`fwsg.backends.nft.desired.Desired`) for the layout;
+        ``port_ids`` keeps the port numbers the kernel already uses, ``group_names`` the
+        derived names recorded for group ids (see fwsg.naming)."""
+        from fwsg.backends.nft.desired import Desired
 
-        return Desired(port_ids)
+        return Desired(port_ids, group_names=group_names)
+
+    def describe(self, state, names=None):
+        """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""
+        from fwsg.backends.nft.describe import describe
+
+        return describe(state, names)
 
     def port_ids(self, current):
         """device -> port number, as the kernel holds them (``current`` from :meth:`read`)."""
-        from fwsg.compile import port_ids
+        from fwsg.backends.nft.desired import port_ids
 
         return port_ids(current)
+
+    def drift(self, desired, current, deep=False):
+        """Drift the digests cannot show (see :mod:`fwsg.backends.nft.drift`): (``current``
+        with what differs marked, {family: reason} of tables to rebuild in the transaction
+        (:func:`~fwsg.backends.nft.drift.with_rebuild`), report lines). ``deep`` compares
+        every rule, base chain and declaration by content (reconcile)."""
+        from fwsg.backends.nft import drift
+
+        return drift.inspect(self, desired.rs, current, deep)
 
     def diff(self, desired, current, pending=None):
         """The Plan (typed operations) turning ``current`` (a Ruleset) into the Ruleset of
@@ -82,22 +104,48 @@ class NftBackend:
         address elements (a cold start) is committed in steps: the structure through
         libnftables, then the elements in bounded netlink batches, each step atomic and never
         more open than the target. Returns which way it went."""
+        self.steps = 0
         if not plan:
             return None
         ops = netlink.netlink_ops(plan)
         if ops:
             self._writer.commit(ops)
+            self.steps = 1
             return "netlink"
         split = netlink.split_bulk(plan)
         if split is not None:
             rest, batches = split
             if rest:
                 self._ctx.run("".join(c + "\n" for c in render.render(rest)))
+                self.steps += 1
             for batch in batches:
+                testhooks.point("between-steps")
                 self._writer.commit(batch)
+                self.steps += 1
             return "libnftables+netlink"
         self._ctx.run(str(plan))
+        self.steps = 1
         return "libnftables"
+
+    def generation(self):
+        """(namespace cookie, nf_tables generation id): the id moves with every transaction
+        anyone commits in the namespace; None if unknown."""
+        return self._gen.current()
+
+    def read_port_ids(self):
+        """device -> port number, reading only the small map that holds them (not the whole
+        ruleset)."""
+        try:
+            out = self._ctx.run(f"list map bridge {TABLE} port-src", json_output=True)
+        except KernelError as e:
+            if e.errno == errno.ENOENT:
+                return {}
+            raise
+        try:
+            items = json.loads(out)["nftables"]
+        except (ValueError, KeyError, TypeError):
+            return self.port_ids(self.read())
+        return self.port_ids(readback.parse_table("bridge", items))
 
     def flush(self):
         """Delete fwsg's tables (those that exist); return the families removed."""
@@ -113,7 +161,12 @@ class NftBackend:
             if e.errno == errno.ENOENT:
                 return None
             raise
-        return json.loads(out)["nftables"] if out.strip() else []
+        try:
+            return json.loads(out)["nftables"] if out.strip() else []
+        except (ValueError, KeyError, TypeError):
+            raise KernelError(f"cannot read table {family} {TABLE}: nftables printed a listing "
+                              "that is not JSON (a table flagged 'owner' by another program?)"
+                              ) from None
 
     def read(self):
         """The current state of fwsg's tables as a Ruleset (chains carry the digest found in the
