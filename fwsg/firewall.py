@@ -74,7 +74,9 @@ class Firewall:
         self.netns = check(netns)
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
-        self.conntrack = (backend == "nft") if conntrack is None else conntrack
+        self.conntrack = (self.backend.name in ("nft", "iptables")) if conntrack is None \
+            else conntrack
+        self._diff = getattr(self.backend, "diff", diff)  # a backend with its own state model
         self.notices = []
         self._current = None     # Ruleset mirroring the kernel (None: read it first)
         self._desired = None     # Desired (None: nothing loaded yet)
@@ -113,7 +115,10 @@ class Firewall:
             if not create:
                 raise UserError("no model applied yet: call apply(model) or reconcile(model) "
                                 "first (an agent starts with a full sync)")
-            self._desired = Desired(self._port_ids(self.current()))
+            if hasattr(self.backend, "new_desired"):
+                self._desired = self.backend.new_desired(self.current())
+            else:
+                self._desired = Desired(self._port_ids(self.current()))
             self._full = True
         return self._desired
 
@@ -138,6 +143,8 @@ class Firewall:
         Changes nothing."""
         model = Model.from_wire(model)
         current = self.current()
+        if hasattr(self.backend, "new_desired"):
+            return self._diff(self.backend.new_desired(current).load(model).rs, current)
         return diff(compile_model(model, self._port_ids(current)), current)
 
     def apply(self, model):
@@ -404,9 +411,9 @@ class Firewall:
         t2 = time.perf_counter()
         current = self.current()
         if self._full:
-            plan = diff(d.rs, current)
+            plan = self._diff(d.rs, current)
         else:
-            plan = diff(d.rs, current, d.pending)
+            plan = self._diff(d.rs, current, d.pending)
         t3 = time.perf_counter()
         notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
         try:
@@ -416,7 +423,7 @@ class Firewall:
             raise
         t4 = time.perf_counter()
         plan.update(current)
-        d.pending = Pending()
+        d.pending = type(d.pending)()
         self._full = False
         self._undo.clear()
         killed = 0
@@ -445,7 +452,7 @@ class Firewall:
         self._undo.clear()
         self._packed.clear()
         if d is not None:
-            d.pending = Pending()
+            d.pending = type(d.pending)()
         self._model = None
         self._current = None
         self._full = True
@@ -484,7 +491,7 @@ class Firewall:
     def _ensure_sysctls(self):
         """Bridged frames must reach the inet hooks: turn bridge-nf-call-ip{,6}tables on in the
         managed namespace; say so when it was off."""
-        if self._sysctl_checked or self.backend.name != "nft":
+        if self._sysctl_checked or self.backend.name not in ("nft", "iptables"):
             return []
         notices = []
         with entered(self.netns):
@@ -510,6 +517,8 @@ class Firewall:
 
 def _describe(plan):
     """Human lines for what a repairing plan did."""
+    if hasattr(plan, "describe"):
+        return plan.describe()
     out = []
     for op in plan.ops:
         kind, key = op[0], op[1]
