@@ -65,6 +65,7 @@ class Plan:
     dels: dict = field(default_factory=dict)       # set name -> [member]
     tables: dict = field(default_factory=dict)     # (family, table) -> TableChange
     destroys: list = field(default_factory=list)   # set names
+    rebuilt_delta: dict = field(default_factory=dict)  # set name -> (added, removed) counts
 
     def __bool__(self):
         return bool(self.creates or self.rebuilds or self.adds or self.dels or self.destroys
@@ -115,8 +116,10 @@ class Plan:
         return {"sets_created": len(self.creates), "sets_rebuilt": len(self.rebuilds),
                 "sets_destroyed": len(self.destroys),
                 "elements_added": sum(len(v) for v in self.adds.values())
-                + sum(len(m) for _, _, m in self.creates),
-                "elements_removed": sum(len(v) for v in self.dels.values()),
+                + sum(len(m) for _, _, m in self.creates)
+                + sum(a for a, _ in self.rebuilt_delta.values()),
+                "elements_removed": sum(len(v) for v in self.dels.values())
+                + sum(r for _, r in self.rebuilt_delta.values()),
                 "chains_written": sum(len(t.chains) for t in tcs),
                 "chains_removed": sum(len(t.stale) for t in tcs),
                 "rules_added": sum(len(r) for t in tcs for r in t.bag_add.values()),
@@ -242,6 +245,8 @@ def _sets(plan, desired, current, set_keys, elem_keys):
             plan.creates.append((name, want, set(members)))
         elif have.family != want.family or not have.fits(len(members)):
             plan.rebuilds.append((name, want, set(members)))
+            old = current.elements.get(name, set())
+            plan.rebuilt_delta[name] = (len(members - old), len(old - members))
         else:
             elem_keys[name] = None
     for name, delta in elem_keys.items():
@@ -255,6 +260,7 @@ def _sets(plan, desired, current, set_keys, elem_keys):
             rem = [e for e in delta[1] if e in have]
         if len(add) + len(rem) > max(SWAP_MIN, len(want) // 2):
             plan.rebuilds.append((name, desired.sets[name], set(want)))
+            plan.rebuilt_delta[name] = (len(add), len(rem))
             continue
         if add:
             plan.adds[name] = list(add)
