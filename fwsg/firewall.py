@@ -87,6 +87,7 @@ class Firewall:
         self._sweep = None       # flows to judge after the commit: None, FULL or a set of addresses
         self._gone = set()       # addresses of ports removed since the last commit
         self._sysctl_checked = False
+        self._host_prepared = False  # the other backend's leftovers removed
         self._packed = {}        # (sg, family) -> packed host members of the last full list
         self._ct_count = None    # fd of nf_conntrack_count in the managed namespace
         self.last_result = None
@@ -416,6 +417,9 @@ class Firewall:
             plan = self._diff(d.rs, current, d.pending)
         t3 = time.perf_counter()
         notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
+        if plan and not self._host_prepared and hasattr(self.backend, "prepare_host"):
+            notices = notices + self.backend.prepare_host()
+            self._host_prepared = True
         try:
             transport = self.backend.commit(plan)
         except KernelError:

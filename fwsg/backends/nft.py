@@ -57,6 +57,12 @@ class NftBackend:
         self._ctx.run(str(plan))
         return "libnftables"
 
+    def prepare_host(self):
+        """Before the first commit: remove what the iptables backend left here; notices."""
+        from fwsg.backends.iptables.switch import remove_iptables_state
+
+        return remove_iptables_state(self.netns, self._ctx.run("list tables"))
+
     def flush(self):
         """Delete fwsg's tables (those that exist); return the families removed."""
         present = [f for f in FAMILIES if self._table_json(f) is not None]

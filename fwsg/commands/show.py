@@ -1,6 +1,6 @@
 """fwsg show: what fwsg has in the kernel (ports, groups, sets and their sizes)."""
 
-from fwsg.commands.common import add_netns, print_json
+from fwsg.commands.common import add_backend, add_netns, print_json
 
 
 def register(sub):
@@ -9,6 +9,7 @@ def register(sub):
                        "them: ports (tap, number), groups, sets/maps with element counts. User "
                        "ids come from the record written by the last 'fwsg apply'.")
     add_netns(p)
+    add_backend(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run)
 
@@ -46,6 +47,15 @@ def gather(netns):
 
 
 def run(args):
+    if args.backend.startswith("iptables"):
+        from fwsg.backends.iptables.show import gather as gather_ipt, render
+
+        info = gather_ipt(args.netns, args.backend)
+        if args.json:
+            print_json(info)
+        else:
+            render(info)
+        return 0
     info = gather(args.netns)
     if args.json:
         print_json(info)

@@ -38,6 +38,12 @@ class IptablesBackend:
     diff = staticmethod(diff)
 
     # the kernel side
+    def prepare_host(self):
+        """Before the first commit: remove what the nft backend left here; notices."""
+        from fwsg.backends.iptables.switch import remove_nft_state
+
+        return remove_nft_state(self.netns)
+
     def read(self):
         return self.kernel.read()
 

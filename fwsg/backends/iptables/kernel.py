@@ -160,7 +160,14 @@ class Kernel:
         tmp = names.temp_set(name)
         self._destroy(tmp)  # a scratch set left by a process killed half-way
         self._create(tmp, spec, members)
-        self.run(["ipset", "swap", tmp, name])
+        try:
+            self.run(["ipset", "swap", tmp, name])
+        except KernelError as e:
+            if "does not exist" not in str(e):
+                self._destroy(tmp)
+                raise
+            self.run(["ipset", "rename", tmp, name])  # the live set went away meanwhile
+            return
         self.run(["ipset", "destroy", tmp])
 
     def _elements(self, name, members, add):

@@ -27,6 +27,7 @@ def chain_digest(key, chain):
 @dataclass
 class TableChange:
     chains: dict = field(default_factory=dict)     # name -> Chain (new or changed)
+    new: int = 0                                   # how many of them are new
     stale: list = field(default_factory=list)      # chain names to delete
     new_bags: list = field(default_factory=list)   # dispatch chains to create
     bag_add: dict = field(default_factory=dict)    # name -> [rule]
@@ -120,7 +121,8 @@ class Plan:
                 + sum(a for a, _ in self.rebuilt_delta.values()),
                 "elements_removed": sum(len(v) for v in self.dels.values())
                 + sum(r for _, r in self.rebuilt_delta.values()),
-                "chains_written": sum(len(t.chains) for t in tcs),
+                "chains_added": sum(t.new for t in tcs),
+                "chains_changed": sum(len(t.chains) - t.new for t in tcs),
                 "chains_removed": sum(len(t.stale) for t in tcs),
                 "rules_added": sum(len(r) for t in tcs for r in t.bag_add.values()),
                 "rules_removed": sum(len(r) for t in tcs for r in t.bag_del.values()),
@@ -204,7 +206,9 @@ def diff(desired, current, pending=None):
             if have is not None:
                 _tc(plan, fam, table).stale.append(name)
         elif have != chain_digest(key, want):
-            _tc(plan, fam, table).chains[name] = want
+            tc = _tc(plan, fam, table)
+            tc.chains[name] = want
+            tc.new += have is None
     for key, delta in bag_keys.items():
         fam, table, name = key
         want = desired.bags.get(key)

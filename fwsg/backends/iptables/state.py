@@ -77,9 +77,10 @@ class State:
     zones: dict = field(default_factory=dict)   # device -> conntrack zone (read back)
 
     def counts(self):
-        return {"chains": len(self.chains),
+        """Sizes, with the keys the nft backend uses (an ipset is a set, a member an element)."""
+        return {"chains": len(self.chains) + len(self.bags),
                 "rules": sum(c.count() if isinstance(c, Chain) else 0
                              for c in self.chains.values())
                 + sum(len(b) for b in self.bags.values()),
-                "ipsets": len(self.sets),
-                "members": sum(len(e) for e in self.elements.values())}
+                "sets": len(self.sets), "maps": 0,
+                "elements": sum(len(e) for e in self.elements.values())}
