@@ -209,7 +209,7 @@ def diff(desired, current, pending=None):
             tc = _tc(plan, fam, table)
             tc.chains[name] = want
             tc.new += have is None
-    for key, delta in bag_keys.items():
+    for key, delta in sorted(bag_keys.items(), key=lambda kv: str(kv[0])):
         fam, table, name = key
         want = desired.bags.get(key)
         have = current.bags.get(key)
