@@ -102,7 +102,7 @@ _rule_cache = {}
 
 
 def parse_rule(path, raw):
-    """Parse one wire-format rule dict into a :class:`Rule` (see DESIGN.md for the variants).
+    """Parse one wire-format rule dict into a :class:`Rule` (the variants are listed in the README, "The wire format").
     Rules seen before (an agent gets a group's whole rule list on every change) come from a
     bounded cache; errors are never cached (they name ``path``)."""
     try:

@@ -25,7 +25,7 @@ def check_name(name):
     return name
 
 
-# nft keywords that cannot be used as bare chain names (see DESIGN.md).
+# nft keywords that cannot be used as bare chain names (the parser reads them as keywords).
 RESERVED = frozenset({"fwd", "drop", "accept", "jump", "goto", "return", "continue", "queue",
                       "table", "chain", "set", "map", "element", "rule", "flush", "delete"})
 

@@ -22,7 +22,7 @@ def register(sub):
     p = sub.add_parser("demo", help="lab in namespaces + example model + real-packet matrix",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", metavar="MODEL.json", default=None,
-                   help="model to apply (default: examples/demo-model.json; its ports must "
+                   help="model to apply (default: the packaged example, examples/demo-model.json; its ports must "
                         "be the lab's taps tap-vm1..3)")
     p.add_argument("--name", default="demo", help="lab name; namespaces are fwsg-NAME-* "
                    "(default: demo)")
@@ -35,7 +35,19 @@ def register(sub):
 
 
 def run(args):
-    from fwsg import demo
+    import sys
+
+    from fwsg.lab import LabError
+
+    try:
+        return _run(args)
+    except LabError as e:  # the lab's own errors (not fwsg's): one line, their exit code
+        print(f"fwsg demo: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def _run(args):
+    from fwsg.lab import demo
 
     if args.down:
         removed = demo.down(args.name)

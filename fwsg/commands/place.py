@@ -93,7 +93,7 @@ def run(args):
 
 
 def _gib(n):
-    from fwsg.placement.filters import fmt_bytes
+    from fwsg.quantities import fmt_bytes
 
     return fmt_bytes(n)
 

@@ -9,14 +9,14 @@ the next. Everything here is pure (no I/O) except :func:`load_cluster`, which re
 """
 
 from fwsg.placement.filters import FILTERS, Limits
-from fwsg.placement.model import Cluster, Guest, Group, Node, Rule, Stat, parse_cluster
-from fwsg.placement.planner import NodeLoad, Placement, Plan, plan_recovery
+from fwsg.placement.model import AffinityRule, Cluster, ClusterNode, Guest, Group, Stat, parse_cluster
+from fwsg.placement.planner import NodeLoad, Placement, RecoveryPlan, plan_recovery
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES
 from fwsg.placement.verify import violations
 
 __all__ = [
-    "Cluster", "DEFAULT_STRATEGY", "FILTERS", "Group", "Guest", "Limits", "Node", "NodeLoad",
-    "Placement", "Plan", "Rule", "STRATEGIES", "Stat", "load_cluster", "parse_cluster",
+    "Cluster", "DEFAULT_STRATEGY", "FILTERS", "Group", "Guest", "Limits", "ClusterNode", "NodeLoad",
+    "Placement", "RecoveryPlan", "AffinityRule", "STRATEGIES", "Stat", "load_cluster", "parse_cluster",
     "plan_recovery", "violations",
 ]
 

@@ -21,7 +21,7 @@ import time
 
 from fwsg.placement import STRATEGIES, plan_recovery, violations
 from fwsg.placement.simulate import Replay, generate, scale_case
-from fwsg.probe.window import percentile
+from fwsg.quantities import percentile
 
 COLUMNS = (
     ("unplaced", "unplaced", "{:.0f}"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fwsg.quantities import fmt_bytes
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -17,16 +19,6 @@ class Limits:
 
     threshold: float = 0.95  # projected cpu and memory usage after placement
     conntrack_threshold: float = 0.95  # projected conntrack entries vs nf_conntrack_max
-
-
-def fmt_bytes(n):
-    """A byte count for humans: ``3.1 GiB``, ``512 MiB``, ``0 B``."""
-    n = float(n)
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= scale:
-            v = n / scale
-            return f"{v:.1f} {unit}".replace(".0 ", " ")
-    return f"{n:.0f} B"
 
 
 def online(ns, d, limits):

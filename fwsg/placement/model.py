@@ -43,7 +43,7 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class Node:
+class ClusterNode:
     """A hypervisor: capacity, where it is, and what it currently uses (whole host)."""
 
     name: str
@@ -84,7 +84,7 @@ class Group:
 
 
 @dataclass(frozen=True)
-class Rule:
+class AffinityRule:
     """A hard rule between guests: ``affinity`` (same node) or ``anti-affinity`` (distinct nodes)."""
 
     index: int
@@ -103,7 +103,7 @@ class Cluster:
     """A validated cluster document. Invariant: every reference (guest node, group, rule member,
     group node) names an object that exists."""
 
-    nodes: dict  # name -> Node (document order)
+    nodes: dict  # name -> ClusterNode (document order)
     guests: dict  # name -> Guest (document order)
     groups: dict = field(default_factory=dict)
     rules: tuple = ()
@@ -231,7 +231,7 @@ def _node(name, obj, path, peak_key):
     _check_fields(ct, {"count", "max"}, f"{path}.conntrack")
     ct_count = number(ct.get("count", 0), f"{path}.conntrack.count", integer=True)
     ct_max = number(ct.get("max", 0), f"{path}.conntrack.max", integer=True)
-    return Node(
+    return ClusterNode(
         name=name, cores=cores, memory=memory,
         online=_bool(obj.get("online", True), f"{path}.online"),
         storages=_names(obj.get("storages"), f"{path}.storages"),
@@ -293,7 +293,7 @@ def _rule(i, obj, path, guests):
     name = obj.get("name", "")
     if not isinstance(name, str):
         raise ValidationError(f"{path}.name", f"{_show(name)} is not a string")
-    return Rule(index=i, kind=kind, guests=tuple(members), name=name)
+    return AffinityRule(index=i, kind=kind, guests=tuple(members), name=name)
 
 
 def _mapping(doc, key):

@@ -22,7 +22,7 @@ class Placement:
     """The decision for one guest: ``target`` is None when it cannot be placed.
 
     ``rejected`` maps every node that was not chosen for a reason to that reason (one line; in no
-    particular order, :meth:`Plan.to_dict` orders it like the nodes);
+    particular order, :meth:`RecoveryPlan.to_dict` orders it like the nodes);
     ``unit`` lists the guests placed together with it (affinity), itself included.
     """
 
@@ -65,7 +65,7 @@ class NodeLoad:
 
 
 @dataclass
-class Plan:
+class RecoveryPlan:
     """A recovery plan: one :class:`Placement` per guest of the failed nodes (decision order) and
     the projected load of every node after it."""
 
@@ -206,7 +206,7 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
             placements, states, fallback = alt, alt_states, alt_name
     seconds = time.perf_counter() - started
     z = z_for(cluster.peak_key)
-    return Plan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
+    return RecoveryPlan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
                 placements=placements, nodes=_node_loads(cluster, states, set(failed), use, z),
                 seconds=seconds, fallback=fallback)
 

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from fwsg.placement.model import parse_cluster
-from fwsg.probe.window import percentile
+from fwsg.quantities import percentile
 
 GiB = 1 << 30
 STEP = 10  # seconds between samples

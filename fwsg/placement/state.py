@@ -56,8 +56,8 @@ class Demand:
         self.groups = tuple(dict.fromkeys(g.group for g in guests if g.group is not None))  # names;
         # the planner swaps in the Group objects
         self.pinned = None  # node name the unit must go to (affinity with a guest staying there)
-        self.pinned_by = None  # the Rule that pins it
-        self.avoid = {}  # guest name -> Rule: guests this unit must not share a node with
+        self.pinned_by = None  # the AffinityRule that pins it
+        self.avoid = {}  # guest name -> AffinityRule: guests this unit must not share a node with
 
 
 def _spread(stat, use, z, cap):

@@ -1,31 +1,13 @@
 """Rolling windows of samples and their statistics (latest, mean, percentile).
 
-Pure: no I/O here. Percentiles are computed on numbers, never on their text (the 2021 Proxmox
-patch sorted strings, so 9 ranked above 100).
+Pure: no I/O here. The percentile itself is :func:`fwsg.quantities.percentile`.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
-
-def percentile(values, q):
-    """The ``q``-th percentile (0..100) of ``values`` by linear interpolation between closest ranks.
-
-    Method: sort numerically; rank h = (n - 1) * q / 100; result = v[floor(h)] + (h - floor(h)) *
-    (v[floor(h) + 1] - v[floor(h)]) (Hyndman & Fan type 7, numpy's default). Raises ValueError on
-    an empty input, a non-number or q outside 0..100.
-    """
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} outside 0..100")
-    vals = sorted(float(v) for v in values)  # float(): strings of digits would sort wrongly
-    if not vals:
-        raise ValueError("percentile of no values")
-    h = (len(vals) - 1) * q / 100.0
-    lo = math.floor(h)
-    hi = min(lo + 1, len(vals) - 1)
-    return vals[lo] + (h - lo) * (vals[hi] - vals[lo])
+from fwsg.quantities import percentile
 
 
 class Window:

@@ -1,6 +1,9 @@
 """Fixtures for the netns tests: real kernel, real packets, root only.
 
 - ``require_root``: skips the test unless this process can build labs (root, ``ip netns``).
+- ``FWSG_REQUIRE_NETNS=1`` (set by scripts/test, hence CI): a netns test that skips is reported
+  as a failure instead, so CI cannot go green without the kernel. The one exception: a test
+  marked ``kernel_feature(NAME)`` may skip when this kernel lacks that optional feature (SCTP).
 - ``lab_factory``: ``lab_factory(**Lab kwargs) -> Lab`` (not yet up) with a name unique to the
   test; every lab it made is torn down after the test, whatever happened.
 - ``add_std_nodes``: declares the standard nodes on a lab (see ``STD_NODES``).
@@ -13,13 +16,29 @@ import re
 
 import pytest
 
-from fwsg.demo import NODES
+from fwsg.lab.demo import NODES
 from fwsg.lab import Lab, netns_available
 
 _seq = itertools.count()
 
 # Standard nodes (documentation ranges only): the demo's vm1, vm2 and out.
 STD_NODES = {k: NODES[k] for k in ("vm1", "vm2", "out")}
+
+
+REQUIRE_NETNS = os.environ.get("FWSG_REQUIRE_NETNS") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With FWSG_REQUIRE_NETNS=1, a skipped netns test is a failure (its skip reason shown)."""
+    outcome = yield
+    report = outcome.get_result()
+    if (REQUIRE_NETNS and report.skipped and not hasattr(report, "wasxfail")
+            and item.get_closest_marker("kernel_feature") is None):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (f"FWSG_REQUIRE_NETNS=1: netns test {item.nodeid} was skipped "
+                           f"({reason}); the kernel tests must run here")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from fwsg.demo import add_nodes
+from fwsg.lab.demo import add_nodes
 from fwsg.firewall import Firewall
 from fwsg.lab import Lab, netns_available
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fwsg import bench
+from fwsg.lab import bench
 from fwsg.lab import netns_available
 
 KEYS = ("full_apply", "noop_same", "member_add_big", "member_full_list", "rule_add",

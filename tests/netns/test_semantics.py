@@ -1,4 +1,4 @@
-"""Every behaviour of DESIGN.md's semantics list, shown with real packets in namespaces:
+"""Every behaviour of the README's semantics list, shown with real packets in namespaces:
 a flow that must pass and one that must not, for each."""
 
 import subprocess
@@ -81,6 +81,7 @@ def test_icmp_type_and_code(env):
     assert r == [True, True, False, False]
 
 
+@pytest.mark.kernel_feature("sctp")
 def test_sctp(env):
     lab, fw = env
     ok, why = lab.sctp_supported()
@@ -504,7 +505,7 @@ def routed_peer(env):
 
 
 def test_traffic_routed_by_the_hypervisor_takes_ingress_rules(env, routed_peer):
-    from fwsg import traffic
+    from fwsg.lab import traffic
 
     lab, fw = env
     apply(lab, fw, {"in80": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS},

@@ -4,17 +4,17 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data" / "neutron-sg-info-reply.json"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture
 def neutron_reply():
-    """The real Neutron reply from ../shared/data (skips when the shared folder is absent)."""
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} not present")
-    return json.loads(SHARED.read_text())
+    """A real reply of Neutron's server code (``security_group_info_for_devices``), committed
+    under tests/fixtures."""
+    return json.loads((FIXTURES / "neutron-sg-info-reply.json").read_text())
 
 
 @pytest.fixture
 def demo_model():
-    return json.loads((ROOT / "examples" / "demo-model.json").read_text())
+    """The example model the demo applies (shipped inside the package, fwsg/data)."""
+    return json.loads((ROOT / "fwsg" / "data" / "demo-model.json").read_text())

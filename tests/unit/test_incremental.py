@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from fwsg.compile import Names
 from fwsg.errors import KernelError, ValidationError
 from fwsg.firewall import Firewall
-from fwsg.scenario import generate
+from fwsg.lab.scenario import generate
 
 
 def fresh():
@@ -55,11 +55,20 @@ def test_member_delta_is_one_element_transaction():
 def test_full_member_list_form_commits_only_the_difference():
     fw = fresh()
     fw.apply(BASE)
+    n = fw.backend.commits
     members = copy.deepcopy(BASE["sg_member_ips"]["default"])
+    gone = members["IPv4"][0]
     members["IPv4"] = members["IPv4"][1:] + ["203.0.113.8"]
     r = fw.update_security_group_members("default", members)
-    assert r.summary["elements_added"] + r.summary["elements_removed"] <= 2
-    assert all("element" in c for c in str(fw.plan(fw.model)).splitlines()) or not fw.plan(fw.model)
+    # one transaction holding exactly the one address added and the one removed
+    assert fw.backend.commits == n + 1
+    assert (r.summary["elements_added"], r.summary["elements_removed"]) == (1, 1)
+    kernel = fw.backend.read().elements[("inet", Names.member_set("default", 4))]
+    assert "203.0.113.8" in kernel and gone not in kernel
+    assert set(fw.model.members["default"][4]) == set(members["IPv4"])
+    # the same list again changes nothing and makes no kernel call
+    assert not fw.update_security_group_members("default", members).changed
+    assert fw.backend.commits == n + 1
     same_as_fresh(fw)
 
 

@@ -1,4 +1,4 @@
-"""The wire format: every variant DESIGN.md lists is accepted; bad input names path and value."""
+"""The wire format: every documented variant is accepted; bad input names path and value."""
 
 import copy
 

@@ -2,7 +2,7 @@
 
 from fwsg.placement.filters import (Limits, anti_affinity, capacity, cores, fmt_bytes, group,
                                     networks, pinned, storages)
-from fwsg.placement.model import Rule
+from fwsg.placement.model import AffinityRule
 from tests.unit.placement_helpers import GiB, cluster, demand, guest, node, state
 
 L = Limits()
@@ -94,10 +94,10 @@ def test_anti_affinity_sees_staying_and_placed_guests():
     cl = cluster({"src": node(), "dst": node(memory=64 * GiB)},
                  {"vm": guest("src"), "peer": guest("dst"), "other": guest("src")})
     ns, d = state(cl, "dst"), demand(cl, "vm")
-    rule = Rule(index=0, kind="anti-affinity", guests=("vm", "peer"))
+    rule = AffinityRule(index=0, kind="anti-affinity", guests=("vm", "peer"))
     d.avoid = {"peer": rule}
     assert anti_affinity(ns, d, L) == "rules[0] (anti-affinity): peer is already there"
-    d.avoid = {"other": Rule(index=1, kind="anti-affinity", guests=("vm", "other"), name="spread")}
+    d.avoid = {"other": AffinityRule(index=1, kind="anti-affinity", guests=("vm", "other"), name="spread")}
     assert anti_affinity(ns, d, L) is None
     ns.add(demand(cl, "other"))  # the plan put 'other' here
     assert anti_affinity(ns, d, L) == "rule 'spread' (anti-affinity): other is already there"
@@ -106,7 +106,7 @@ def test_anti_affinity_sees_staying_and_placed_guests():
 def test_affinity_pin():
     cl = _two()
     ns, d = state(cl, "dst"), demand(cl, "vm")
-    d.pinned, d.pinned_by = "elsewhere", Rule(index=2, kind="affinity", guests=("vm", "x"))
+    d.pinned, d.pinned_by = "elsewhere", AffinityRule(index=2, kind="affinity", guests=("vm", "x"))
     assert pinned(ns, d, L) == "rules[2] (affinity) keeps vm with its peers on elsewhere"
     d.pinned = "dst"
     assert pinned(ns, d, L) is None

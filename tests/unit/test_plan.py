@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from fwsg.errors import KernelError
 from fwsg.firewall import Firewall
 from fwsg.plan import Plan
-from fwsg.scenario import generate
+from fwsg.lab.scenario import generate
 
 
 def fresh():

@@ -11,12 +11,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-from fwsg.errors import UserError
+from fwsg.lab.errors import LabUsageError
 from fwsg.model import Model
 from fwsg.policy import Packet, PortIndex
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "examples" / "demo-model.json"
+# The example model ships inside the package (fwsg/data), so an installed wheel can run the demo.
+DEFAULT_MODEL = pathlib.Path(__file__).resolve().parent.parent / "data" / "demo-model.json"
 
 NODES = {
     "vm1": dict(mac="fa:16:3e:00:00:11", ipv4=["192.0.2.11/24"], ipv6=["2001:db8::11/64"],
@@ -67,7 +67,7 @@ def add_nodes(lab, names=tuple(NODES)):
 
 def build_lab(name):
     """The demo's lab (not yet up)."""
-    from fwsg.lab import Lab
+    from fwsg.lab.topology import Lab
 
     return add_nodes(Lab(name))
 
@@ -88,9 +88,9 @@ def run(model_path=None, name="demo", keep=False, timeout=0.5, as_json=False, ou
     try:
         doc = json.loads(path.read_text())
     except OSError as e:
-        raise UserError(f"{path}: cannot read model: {e.strerror}") from None
+        raise LabUsageError(f"{path}: cannot read model: {e.strerror}") from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise LabUsageError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     model = Model.from_wire(doc)
     lab = build_lab(name)
     t0 = time.monotonic()
@@ -171,6 +171,6 @@ def print_matrix(rows, nodes, out):
 
 def down(name):
     """Remove a lab kept with --keep."""
-    from fwsg.lab import cleanup_stale
+    from fwsg.lab.topology import cleanup_stale
 
     return cleanup_stale(name)

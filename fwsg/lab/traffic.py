@@ -7,7 +7,7 @@ process. No helper processes are started, every wait is bounded by a deadline, a
 that passes costs about a millisecond.
 
 The functions here know nothing about the lab's topology: they take namespace names,
-interface names and addresses. :mod:`fwsg.lab` resolves node names to those.
+interface names and addresses. :mod:`fwsg.lab.topology` resolves node names to those.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import struct
 import threading
 import time
 
-from fwsg.errors import FwsgError
+from fwsg.lab.errors import LabError, Unsupported
 
 __all__ = [
-    "LabError", "Unsupported", "in_netns", "ns_socket", "sysctl_write", "sysctl_read",
+    "in_netns", "ns_socket", "sysctl_write", "sysctl_read",
     "tcp_connect", "udp_exchange", "udp_reaches", "udp_unreachable", "ping", "sctp_connect",
     "sctp_supported", "udp4_frame", "TcpConn", "open_stream", "Frame", "Sniffer", "send_frame",
     "send_icmpv6", "arp_request_frame", "arp_probe", "ra_body", "link_local_of",
@@ -41,14 +41,6 @@ _ETH_P_ALL = 0x0003
 _ETH_P_ARP = 0x0806
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class LabError(FwsgError):
-    """The lab could not do what was asked (namespace missing, command failed, bad argument)."""
-
-
-class Unsupported(LabError):
-    """The kernel lacks a feature a probe needs (e.g. SCTP); ``str()`` says which and why."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ Every namespace the lab creates is removed on exit, on error, on KeyboardInterru
 interpreter exit, on SIGTERM (when no other handler is installed), and, after a crash (SIGKILL),
 by the next ``up()`` of any lab (ownership is an flock held while the lab is up, so this works
 across PID namespaces) or of a lab with the same name. ``detach()`` keeps a lab on purpose.
-The lab touches nothing outside its namespaces. Probes run in-process (see :mod:`fwsg.traffic`) and return bool within their timeout.
+The lab touches nothing outside its namespaces. Probes run in-process (see :mod:`fwsg.lab.traffic`) and return bool within their timeout.
 """
 
 from __future__ import annotations
@@ -38,12 +38,10 @@ import sys
 import threading
 import time
 
-from fwsg import traffic
-from fwsg.errors import UserError
-from fwsg.traffic import LabError, Unsupported, link_local_of, ra_body  # noqa: F401 (re-export)
+from fwsg.lab import traffic
+from fwsg.lab.errors import LabError, LabUsageError
 
-__all__ = ["Lab", "Node", "LabError", "Unsupported", "link_local_of", "ra_body",
-           "netns_available", "lab_namespaces", "cleanup_stale", "sweep_dead_labs"]
+__all__ = ["Lab", "Node", "netns_available", "lab_namespaces", "cleanup_stale", "sweep_dead_labs"]
 
 _LAB_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?$")
 _NODE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?$")
@@ -268,9 +266,9 @@ def _split_addrs(addrs, family):
         try:
             iface = ipaddress.ip_interface(a if "/" in a else a + ("/32" if family == 4 else "/64"))
         except ValueError:
-            raise UserError(f"not an IPv{family} address: {a!r}") from None
+            raise LabUsageError(f"not an IPv{family} address: {a!r}") from None
         if iface.version != family:
-            raise UserError(f"not an IPv{family} address: {a!r}")
+            raise LabUsageError(f"not an IPv{family} address: {a!r}")
         cidrs.append(str(iface))
         bare.append(str(iface.ip))
     return cidrs, bare
@@ -290,13 +288,13 @@ class Node:
 
     @property
     def link_local(self) -> str:
-        return link_local_of(self.mac)
+        return traffic.link_local_of(self.mac)
 
     def addr(self, family: int = 4) -> str:
         """The node's first address of ``family``; raises :class:`LabError` if it has none."""
         lst = self.ipv4 if family == 4 else self.ipv6
         if family not in (4, 6):
-            raise UserError(f"family must be 4 or 6, not {family!r}")
+            raise LabUsageError(f"family must be 4 or 6, not {family!r}")
         if not lst:
             raise LabError(f"node {self.name!r} has no IPv{family} address")
         return lst[0]
@@ -318,9 +316,9 @@ class Lab:
                  host_ipv6: str | None = "2001:db8::1/64", *, br_netfilter: bool = True,
                  bridge: str = "br0", host_mac: str = "00:00:5e:00:53:01"):
         if not isinstance(name, str) or not _LAB_NAME.match(name):
-            raise UserError(f"lab name must match [a-z0-9-], 1-20 chars, not {name!r}")
+            raise LabUsageError(f"lab name must match [a-z0-9-], 1-20 chars, not {name!r}")
         if not _IFNAME.match(bridge):
-            raise UserError(f"not a valid interface name: {bridge!r}")
+            raise LabUsageError(f"not a valid interface name: {bridge!r}")
         self.name = name
         self.br_netfilter = br_netfilter
         self.bridge = bridge
@@ -342,23 +340,23 @@ class Lab:
     def _check_mac(mac):
         mac = str(mac).lower()
         if not _MAC.match(mac):
-            raise UserError(f"not a MAC address: {mac!r}")
+            raise LabUsageError(f"not a MAC address: {mac!r}")
         if int(mac[:2], 16) & 1:
-            raise UserError(f"not a unicast MAC address: {mac!r}")
+            raise LabUsageError(f"not a unicast MAC address: {mac!r}")
         return mac
 
     def _add(self, kind, name, mac, ipv4, ipv6, tap):
         if self.is_up:
             raise LabError("add nodes before up()")
         if not isinstance(name, str) or not _NODE_NAME.match(name) or name == HOST:
-            raise UserError(f"node name must match [a-z0-9-], 1-15 chars, not 'host': {name!r}")
+            raise LabUsageError(f"node name must match [a-z0-9-], 1-15 chars, not 'host': {name!r}")
         if name in self._nodes:
-            raise UserError(f"node {name!r} already exists")
+            raise LabUsageError(f"node {name!r} already exists")
         tap = tap or (f"tap-{name}" if kind == "vm" else f"up-{name}")[:15]
         if not _IFNAME.match(tap) or tap in (".", "..", self.bridge, "lo"):
-            raise UserError(f"not a valid interface name for a tap: {tap!r}")
+            raise LabUsageError(f"not a valid interface name for a tap: {tap!r}")
         if any(n.tap == tap for n in self._nodes.values()):
-            raise UserError(f"tap {tap!r} already used")
+            raise LabUsageError(f"tap {tap!r} already used")
         if mac is None:
             h = hashlib.sha256(f"{self.name}/{name}".encode()).digest()
             mac = "fa:16:3e:" + ":".join(f"{x:02x}" for x in h[:3])
@@ -787,7 +785,7 @@ class Lab:
     def probe(self, kind: str, *args, **kwargs) -> bool:
         """Run the probe method called ``kind`` (e.g. "tcp_connect") with these arguments."""
         if kind not in self._PROBES:
-            raise UserError(f"unknown probe {kind!r}; one of {sorted(self._PROBES)}")
+            raise LabUsageError(f"unknown probe {kind!r}; one of {sorted(self._PROBES)}")
         return getattr(self, kind)(*args, **kwargs)
 
     def matrix(self, probes, workers: int = 16) -> list:
@@ -805,14 +803,14 @@ class Lab:
             kind, *args = p
             kw = args.pop() if args and isinstance(args[-1], dict) else {}
             if kind not in self._PROBES:
-                raise UserError(f"unknown probe {kind!r}")
+                raise LabUsageError(f"unknown probe {kind!r}")
             key = None
             fn = getattr(self, kind)
             if kind in self._LISTENING:
                 try:
                     b = inspect.signature(fn).bind(*args, **kw)
                 except TypeError as e:
-                    raise UserError(f"matrix: bad arguments for {kind}: {e}") from None
+                    raise LabUsageError(f"matrix: bad arguments for {kind}: {e}") from None
                 b.apply_defaults()
                 key = (self.ns(b.arguments["dst"]), self._LISTENING[kind], b.arguments["port"])
             specs.append(((lambda fn=fn, a=tuple(args), k=dict(kw): fn(*a, **k)), key))
@@ -831,12 +829,12 @@ class Lab:
         return results
 
 
-def _main(argv=None) -> int:
+def main(argv=None) -> int:
     """``python -m fwsg.lab [NAME]``: build a two-VM + outside lab, run every probe once,
     print timings, tear down."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m fwsg.lab", description=_main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m fwsg.lab", description=main.__doc__)
     ap.add_argument("name", nargs="?", default="demo")
     ap.add_argument("--hold", type=float, default=0,
                     help="keep the lab up this many seconds (Ctrl-C ends it)")
@@ -866,4 +864,4 @@ def _main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())

@@ -19,7 +19,7 @@ import time
 from fwsg import _fast_py
 from fwsg.compile import Names
 from fwsg.model import Model
-from fwsg.scenario import generate, member_v4, member_v6
+from fwsg.lab.scenario import generate, member_v4, member_v6
 
 
 def scenario(ports, groups, rules, members, seed=1):
