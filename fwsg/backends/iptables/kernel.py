@@ -131,13 +131,43 @@ class Kernel:
             self._elements(name, ms, False)
         for name, ms in plan.adds.items():
             self._elements(name, ms, True)
-        for fam, table, text in plan.texts():
-            argv = [self.tools.restore(fam), "--noflush"]
-            if fam != "eb":
-                argv.append("-w")
-            self.run(argv, text)
+        self.restore_all([(fam, text) for fam, _, text in plan.texts()])
         for name in plan.destroys:
             self._destroy(name)
+
+    def restore_all(self, texts):
+        """Run one ``restore --noflush`` per (family, text), the families concurrently (they
+        are independent tables); KernelError naming the first that failed."""
+        if not texts:
+            return
+        if len(texts) == 1:
+            fam, text = texts[0]
+            self.run(self._restore_argv(fam), text)
+            return
+        procs = []
+        with entered(self.netns):
+            try:
+                for fam, text in texts:
+                    p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)
+                    procs.append((p, text))
+            except OSError as e:
+                for p, _ in procs:
+                    p.kill()
+                    p.wait()
+                raise KernelError(f"restore: {e}") from None
+        errors = []
+        for (p, text), (fam, _) in zip(procs, texts):
+            out, err = p.communicate(text, timeout=120)
+            if p.returncode != 0:
+                msg = " ".join((err or out).split())[:400]
+                errors.append(f"{self._restore_argv(fam)[0]} refused: {msg}")
+        if errors:
+            raise KernelError("; ".join(errors))
+
+    def _restore_argv(self, fam):
+        return [self.tools.restore(fam), "--noflush"] + ([] if fam == "eb" else ["-w"])
 
     def _restore(self, lines):
         self.run(["ipset", "restore", "-exist"], "".join(line + "\n" for line in lines))

@@ -73,13 +73,14 @@ class Plan:
                     or any(self.tables.values()))
 
     def texts(self):
-        """[(family, table, restore text)] in commit order."""
+        """[(family, tables, restore text)]: one text per family (iptables-restore takes several
+        tables in one run; iptables-nft commits them as one transaction), in table order."""
         out = []
         for fam in (4, 6, "eb"):
-            for table in TABLE_ORDER:
-                tc = self.tables.get((fam, table))
-                if tc:
-                    out.append((fam, table, tc.text(table, fam == "eb")))
+            tables = [t for t in TABLE_ORDER if self.tables.get((fam, t))]
+            if tables:
+                out.append((fam, tables, "".join(self.tables[(fam, t)].text(t, fam == "eb")
+                                                 for t in tables)))
         return out
 
     def ipset_lines(self):
@@ -97,7 +98,7 @@ class Plan:
 
     def __str__(self):
         lines = self.ipset_lines()
-        for fam, table, text in self.texts():
+        for fam, _, text in self.texts():
             tool = {4: "iptables", 6: "ip6tables", "eb": "ebtables"}[fam]
             lines.append(f"# {tool}-restore --noflush")
             lines.append(text.rstrip("\n"))
