@@ -127,14 +127,22 @@ def test_reconcile_repairs_drift(env):
     sh(lab, ipt, "-I", grp.split()[1], "1", "-j", "ACCEPT")              # a group chain opened
     sh(lab, "ipset", "del", "fwsg-" + _set_hash("web") + "-v4", "192.0.2.99")  # member lost
     sh(lab, "ipset", "add", "fwsg-" + _set_hash("web") + "-v4", "192.0.2.200")  # stray member
-    r = fw.reconcile()
-    text = "\n".join(r.repaired)
-    assert "jump from FORWARD to fwsg-ingress restored" in text
-    assert f"chain {grp.split()[1]} restored" in text
-    assert "1 member(s) restored" in text and "1 stray member(s) removed" in text
-    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(doc)
-    assert not lab.tcp_connect("vm1", "vm2", port=22)
-    assert lab.tcp_connect("out", "vm2", port=5432)
+    # someone's rule above fwsg's jump would accept vm1's egress before fwsg sees it
+    sh(lab, ipt, "-t", "mangle", "-I", "FORWARD", "1", "-s", "192.0.2.11", "-j", "ACCEPT")
+    try:
+        text = "\n".join(fw.reconcile().repaired)
+        assert "jump from FORWARD to fwsg-egress moved back to the top" in text
+        assert "jump from FORWARD to fwsg-ingress restored" in text
+        assert f"chain {grp.split()[1]} restored" in text
+        assert "1 member(s) restored" in text and "1 stray member(s) removed" in text
+        assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(doc)
+        assert not lab.tcp_connect("vm1", "vm2", port=22)
+        assert lab.tcp_connect("out", "vm2", port=5432)
+        mangle = sh(lab, ipt + "-save", "-t", "mangle").splitlines()
+        forward = [line for line in mangle if line.startswith("-A FORWARD")]
+        assert forward[0] == "-A FORWARD -j fwsg-egress"
+    finally:
+        sh(lab, ipt, "-t", "mangle", "-D", "FORWARD", "-s", "192.0.2.11/32", "-j", "ACCEPT")
 
 
 def test_conntrack_zone_per_network(env):

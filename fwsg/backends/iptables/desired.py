@@ -111,6 +111,7 @@ class Desired:
         for fam in FAMS:
             for table, name in BAGS:
                 self.st.bags[(fam, table, name)] = set()
+            self._chain((fam, "mangle", names.UNSPEC), Chain(tuple(R.unspec_rules(fam)), "DROP"))
             self._chain((fam, "filter", names.INGRESS),
                         Chain((f"-j {IN_PORT}", f"-j {IN_FROM}", f"-j {IN_ADDR}")))
             for direction in (EGRESS, INGRESS):
@@ -275,7 +276,7 @@ class Desired:
             spoof = names.spoof_chain(pid)
             for fam in FAMS:
                 self._chain((fam, "mangle", spoof), Chain(tuple(R.spoof_rules(
-                    port, fam, names.profile_chain(new_profile, EGRESS))), "DROP"))
+                    port, fam, names.profile_chain(new_profile, EGRESS))), names.UNSPEC))
             self.spoof_of[pid] = spoof
             arp = Chain(tuple(R.arp_rules(port)), "DROP")
             arp_name = eb_chain_name(pid, arp)

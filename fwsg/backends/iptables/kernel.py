@@ -78,7 +78,7 @@ class Kernel:
         return st
 
     def _parse(self, st, fam, table, text):
-        rules = {}
+        rules, first = {}, set()
         for line in text.splitlines():
             if line.startswith(":fwsg-"):
                 rules.setdefault(line[1:].split()[0], [])
@@ -86,8 +86,14 @@ class Kernel:
                 _, chain, rest = line.split(" ", 2)
                 if names.is_ours(chain):
                     rules.setdefault(chain, []).append(rest)
-                elif (fam, table, chain) in names.HOOKS and rest == f"-j {names.HOOKS[(fam, table, chain)]}":
-                    st.hooks.add((fam, table, chain))
+                elif (fam, table, chain) in names.HOOKS:
+                    # the jump counts only as the built-in chain's first rule: a rule inserted
+                    # before it could accept what fwsg would drop
+                    if rest == f"-j {names.HOOKS[(fam, table, chain)]}" and chain not in first:
+                        st.hooks.add((fam, table, chain))
+                    elif rest == f"-j {names.HOOKS[(fam, table, chain)]}":
+                        st.misplaced.add((fam, table, chain))
+                    first.add(chain)
         for chain, body in rules.items():
             key = (fam, table, chain)
             if chain in _BAG_NAMES:
@@ -228,7 +234,7 @@ class Kernel:
             for table in IP_TABLES + ("nat",):
                 chains = [k[2] for k in list(st.chains) + list(st.bags) if k[:2] == (fam, table)]
                 hooks = [(b, e) for (f, t, b), e in names.HOOKS.items()
-                         if (f, t, b) in st.hooks and (f, t) == (fam, table)]
+                         if (f, t, b) in st.hooks | st.misplaced and (f, t) == (fam, table)]
                 if not chains and not hooks:
                     continue
                 lines = [f"*{table}"] + [f"-D {b} -j {e}" for b, e in hooks]

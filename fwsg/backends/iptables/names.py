@@ -15,6 +15,7 @@ EGRESS = "fwsg-egress"     # mangle: from a port (physdev-in) -> its spoof chain
 INGRESS = "fwsg-ingress"   # filter: to a port (physdev-out, or by address) -> its profile
 ZONE = "fwsg-zone"         # raw: conntrack zone of a port's network
 ARP = "fwsg-arp"           # ebtables nat: MAC and ARP checks of frames from a port
+UNSPEC = "fwsg-unspec"     # mangle: what may leave a port from no address (DHCP, DAD)
 
 # (family, table, built-in chain) -> fwsg entry chain jumped to from its first rule.
 # family 4/6 are iptables/ip6tables, "eb" is ebtables.

@@ -33,6 +33,7 @@ class TableChange:
     bag_add: dict = field(default_factory=dict)    # name -> [rule]
     bag_del: dict = field(default_factory=dict)    # name -> [rule]
     hooks: list = field(default_factory=list)      # built-in chains missing their jump
+    moved: list = field(default_factory=list)      # jumps found below other rules (deleted)
 
     def __bool__(self):
         return bool(self.chains or self.stale or self.new_bags or self.bag_add
@@ -49,6 +50,8 @@ class TableChange:
             out += [f"-D {n} {r}" for r in rules]
         for n, rules in self.bag_add.items():
             out += [f"-A {n} {r}" for r in rules]
+        for builtin, entry in self.moved:
+            out.append(f"-D {builtin} -j {entry}")
         for builtin, entry in self.hooks:
             out.append(f"-I {builtin} 1 -j {entry}")
         out += [f"-F {n}" for n in self.stale]
@@ -149,7 +152,9 @@ class Plan:
                 out.append(f"{len(rules)} rule(s) restored in {n} ({where})")
             for n, rules in tc.bag_del.items():
                 out.append(f"{len(rules)} stray rule(s) removed from {n} ({where})")
-            out += [f"jump from {b} to {e} restored ({where})" for b, e in tc.hooks]
+            moved = {b for b, _ in tc.moved}
+            out += [f"jump from {b} to {e} {'moved back to the top' if b in moved else 'restored'}"
+                    f" ({where})" for b, e in tc.hooks]
         out += [f"stray ipset {n} destroyed" for n in self.destroys]
         return out
 
@@ -176,6 +181,8 @@ class Plan:
                 current.bags[(fam, table, n)].update(rules)
             for builtin, _ in tc.hooks:
                 current.hooks.add((fam, table, builtin))
+            for builtin, _ in tc.moved:
+                current.misplaced.discard((fam, table, builtin))
             for n in tc.stale:
                 current.chains.pop((fam, table, n), None)
 
@@ -234,6 +241,8 @@ def diff(desired, current, pending=None):
         for hook, entry in names.HOOKS.items():
             if hook not in current.hooks:
                 _tc(plan, hook[0], hook[1]).hooks.append((hook[2], entry))
+            if hook in current.misplaced:
+                _tc(plan, hook[0], hook[1]).moved.append((hook[2], entry))
     plan.tables = {k: v for k, v in plan.tables.items() if v}
     return plan
 

@@ -75,19 +75,21 @@ def fixed_rules(direction, stateful, family):
 
 
 def spoof_rules(port, family, egress_profile):
-    """A port's source checks: its (address, MAC) pairs continue to its egress profile; DHCP
-    discovery (IPv4) and DAD/MLD (IPv6) from the unspecified address pass; the rest drops
-    (the chain's final rule)."""
-    out = []
-    for ip, mac in port.addresses(family):
-        out.append(f"-s {_host(ip, family)} -m mac --mac-source {mac} -j {egress_profile}")
+    """A port's source checks: its (address, MAC) pairs continue to its egress profile; the
+    chain's final rule goes to the shared ``fwsg-unspec`` chain (see unspec_rules)."""
+    return [f"-s {_host(ip, family)} -m mac --mac-source {mac} -j {egress_profile}"
+            for ip, mac in port.addresses(family)]
+
+
+def unspec_rules(family):
+    """Shared by every port's spoof chain: what may leave a VM from the unspecified address
+    (DHCP discovery; DAD and MLD reports); everything else from a wrong source drops (the
+    chain's final rule)."""
     if family == 4:
-        out.append("-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 "
-                   "-j ACCEPT")
-    else:
-        for t in (135, 131, 143):  # NS (DAD), MLD report, MLDv2 report
-            out.append(f"-s ::/128 -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT")
-    return out
+        return ["-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 "
+                "-j ACCEPT"]
+    return [f"-s ::/128 -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"
+            for t in (135, 131, 143)]  # NS (DAD), MLD report, MLDv2 report
 
 
 def arp_rules(port):

@@ -74,6 +74,7 @@ class State:
     sets: dict = field(default_factory=dict)
     elements: dict = field(default_factory=dict)
     hooks: set = field(default_factory=set)
+    misplaced: set = field(default_factory=set)  # hooks found below another rule
     zones: dict = field(default_factory=dict)   # device -> conntrack zone (read back)
 
     def counts(self):
