@@ -129,12 +129,16 @@ class IptablesBench(Bench):
             t = time.perf_counter()
             fw.remove_port_filter(q["id"])
             gone_new.append(time.perf_counter() - t)
+        floor = self._touch_floor(fw)
+        fl = "floor: 3 restores, no change"
         self.row(f"{v}_port_add", f"{v}: 5. port added (existing profile)", _median_ms(same),
-                 target="<= 20 ms", met=_median_ms(same) <= 20)
-        self.row(f"{v}_port_del", f"{v}: 5. port removed (existing profile)", _median_ms(gone))
+                 floor, fl, "<= 20 ms", _median_ms(same) <= 20)
+        self.row(f"{v}_port_del", f"{v}: 5. port removed (existing profile)", _median_ms(gone),
+                 floor, fl)
         self.row(f"{v}_port_add_new", f"{v}: 5. port added (new profile)", _median_ms(new),
-                 target="<= 20 ms", met=_median_ms(new) <= 20)
-        self.row(f"{v}_port_del_new", f"{v}: 5. port removed (new profile)", _median_ms(gone_new))
+                 floor, fl, "<= 20 ms", _median_ms(new) <= 20)
+        self.row(f"{v}_port_del_new", f"{v}: 5. port removed (new profile)", _median_ms(gone_new),
+                 floor, fl)
         self.data[f"{v}_sizes"] = sizes
         fw.flush()
 
@@ -161,6 +165,15 @@ class IptablesBench(Bench):
         name = member_set(sg, 4)
         subprocess.run(["ipset", "add", name, ip], check=True, capture_output=True)
         subprocess.run(["ipset", "del", name, ip], check=True, capture_output=True)
+
+    def _touch_floor(self, fw):
+        """Baseline: what a port change cannot go below with this variant - the three restores
+        it needs (mangle + filter of each family, ebtables nat), each changing nothing (legacy
+        still reads and rewrites both tables whole), median ms."""
+        k = fw.backend.kernel
+        texts = [(4, "*mangle\nCOMMIT\n*filter\nCOMMIT\n"),
+                 (6, "*mangle\nCOMMIT\n*filter\nCOMMIT\n"), ("eb", "*nat\n")]
+        return _median_ms(_timed(lambda: k.restore_all(texts), max(3, self.a.repeat)))
 
     def _whole_table(self, v):
         """Baseline: what a driver that re-renders a whole table pays for it (save + restore
