@@ -156,6 +156,7 @@ class Firewall:
         if model is self._model and not self._full and not self._undo:
             return self._result(Plan(), {"parse": _ms(t0, time.perf_counter())}, t0)
         t1 = time.perf_counter()
+        self._check(model)
         loaded = self._desired is not None
         d = self._ensure_desired(create=True)
         previous = self.model if loaded else None  # what a refusal goes back to
@@ -194,6 +195,7 @@ class Firewall:
         t0 = time.perf_counter()
         if model is not None:
             model = Model.from_wire(model)
+            self._check(model)
             self._ensure_desired(create=True).load(model)
             self._model = model
             self._packed.clear()
@@ -389,6 +391,12 @@ class Firewall:
                 if other != sg and o and is_stateless(o) != stateless:
                     raise ValidationError(f"security_groups.{sg}", f"port {pid!r} would mix "
                                           "stateful and stateless groups (Neutron forbids this)")
+
+    def _check(self, model):
+        """ValidationError, before anything changes, for a model the backend cannot express."""
+        check = getattr(self.backend, "check_model", None)
+        if check is not None:
+            check(model)
 
     def _note(self, undo):
         self._undo.append(undo)

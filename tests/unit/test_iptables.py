@@ -175,3 +175,35 @@ def test_set_grows_beyond_its_maxelem_by_a_rebuild():
 ])
 def test_rule_rendering(raw, text):
     assert render(parse_rule("r", {"direction": "ingress", **raw})) == text
+
+
+def test_what_iptables_cannot_say_is_refused_before_anything_changes(demo_model):
+    from fwsg.errors import ValidationError
+
+    d, cur = _committed(demo_model)
+    before = {k: c.digest for k, c in d.st.chains.items()}
+    bad = copy.deepcopy(demo_model)
+    pid = next(iter(bad["devices"]))
+    bad["devices"][pid]["device"] = "tap+"
+    with pytest.raises(ValidationError, match=rf"devices\.{pid}\.device: 'tap\+'"):
+        d.load(Model.from_wire(bad))
+    bad = copy.deepcopy(demo_model)
+    sg = next(iter(bad["security_groups"]))
+    bad["security_groups"][sg].append({"direction": "ingress", "protocol": 0})
+    with pytest.raises(ValidationError, match=r"protocol: 0 cannot be matched"):
+        d.load(Model.from_wire(bad))
+    assert {k: c.digest for k, c in d.st.chains.items()} == before
+    assert not diff(d.st, cur, d.pending)
+
+
+def test_a_whole_family_member_is_stored_as_two_halves():
+    doc = {"security_groups": {"a": [{"direction": "ingress", "remote_group_id": "b"}], "b": []},
+           "sg_member_ips": {"b": {"IPv4": ["0.0.0.0/0", "128.0.0.0/1"]}},
+           "devices": {"p": {"device": "tap1", "mac_address": "fa:16:3e:00:00:01",
+                             "security_groups": ["a"]}}}
+    d, cur = _committed(doc)
+    name = names.member_set("b", 4)
+    assert cur.elements[name] == {"0.0.0.0/1", "128.0.0.0/1"}
+    d.remove_members("b", 4, ["0.0.0.0/0"])        # the literal /1 member stays
+    diff(d.st, cur, d.pending).update(cur)
+    assert cur.elements[name] == {"128.0.0.0/1"}

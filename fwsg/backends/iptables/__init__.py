@@ -36,6 +36,7 @@ class IptablesBackend:
         return _desired.Desired(current.zones)
 
     diff = staticmethod(diff)
+    check_model = staticmethod(_desired.Desired.check_model)
 
     # the kernel side
     def prepare_host(self):

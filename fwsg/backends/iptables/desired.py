@@ -157,7 +157,7 @@ class Desired:
             self.set_owner.pop(name, None)
             return
         self.set_owner[name] = (sg, fam)
-        members = self.members.get((sg, fam), set())
+        members = {e for m in self.members.get((sg, fam), ()) for e in _entries(m)}
         if name not in self.st.sets:
             self.st.sets[name] = SetSpec(fam, size_for(len(members)))
             self.st.elements[name] = set(members)
@@ -192,6 +192,7 @@ class Desired:
 
     def set_group(self, sg, rules):
         """Set (or, with None, remove) a group's rules."""
+        self.check_rules(f"security_groups.{sg}", rules or ())
         old = self.groups.get(sg)
         if rules is None:
             self.groups.pop(sg, None)
@@ -224,7 +225,8 @@ class Desired:
             name = names.member_set(sg, fam)
             self._grow(name, len(cur))
             for m in new:
-                self._elem(name, m, True)
+                for e in _entries(m):
+                    self._elem(name, e, True)
 
     def remove_members(self, sg, fam, members):
         cur = self.members.get((sg, fam))
@@ -237,7 +239,9 @@ class Desired:
         if (sg, fam) in self.refs:
             name = names.member_set(sg, fam)
             for m in gone:
-                self._elem(name, m, False)
+                for e in _entries(m):
+                    if not _still_needed(e, cur):
+                        self._elem(name, e, False)
 
     # -- ports ---------------------------------------------------------------------------
     def _stateful(self, port):
@@ -397,6 +401,7 @@ class Desired:
 
     def set_port(self, port):
         """Add or replace a port (a model.Port)."""
+        self.check_port(port)
         if port.id in self.ports:
             self.remove_port(port.id)
         self.ports[port.id] = port
@@ -416,10 +421,34 @@ class Desired:
                                        for p in self.ports.values()):
             self.zone_of.pop(port.network_id, None)
 
+    # -- what iptables cannot say ------------------------------------------------------
+    @staticmethod
+    def check_rules(path, rules):
+        for i, r in enumerate(rules):
+            R.check(f"{path}[{i}]", r)
+
+    @classmethod
+    def check_port(cls, port):
+        """ValidationError for a port the iptables backend cannot filter exactly: '+' in a
+        device name is a wildcard to physdev and ebtables (it would match other taps)."""
+        if "+" in port.device:
+            raise ValidationError(f"devices.{port.id}.device", f"{port.device!r}: '+' is a "
+                                  "wildcard to iptables' physdev match and ebtables")
+        cls.check_rules(f"devices.{port.id}.security_group_rules", port.rules)
+
+    @classmethod
+    def check_model(cls, model):
+        for sg, rules in model.groups.items():
+            cls.check_rules(f"security_groups.{sg}", rules)
+        for port in model.ports.values():
+            cls.check_port(port)
+
     # -- whole models --------------------------------------------------------------------
     def load(self, model):
-        """Make the desired state equal to ``model``, touching only what differs."""
+        """Make the desired state equal to ``model``, touching only what differs. A model the
+        backend cannot express raises ValidationError before anything changes."""
         model = Model.from_wire(model)
+        self.check_model(model)
         for pid in [p for p in self.ports if p not in model.ports
                     or model.ports[p].device != self.ports[p].device]:
             self.remove_port(pid)
@@ -450,6 +479,18 @@ class Desired:
         groups = {sg: {"chain": names.group_chain(sg, INGRESS)[:-2], "rules": len(r)}
                   for sg, r in self.groups.items()}
         return {"ports": ports, "groups": groups}
+
+
+_HALVES = {"0.0.0.0/0": ("0.0.0.0/1", "128.0.0.0/1"), "::/0": ("::/1", "8000::/1")}
+
+
+def _entries(member):
+    """The ipset entries of a member: hash:net cannot hold a /0, its two halves stand in."""
+    return _HALVES.get(member, (member,))
+
+
+def _still_needed(entry, remaining):
+    return entry in remaining or any(entry in _HALVES[z] for z in _HALVES if z in remaining)
 
 
 def _dedupe(items):

@@ -6,17 +6,26 @@ direction's check, and a group chain that matches nothing returns to the port's 
 """
 
 from fwsg.backends.iptables import names
+from fwsg.errors import ValidationError
 from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS
 
 _L4 = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp"}
-_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 33: "dccp", 132: "sctp",
-          136: "udplite"}
+# names iptables knows without /etc/protocols; every other protocol by number
+_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
 STATE = ("-m conntrack --ctstate INVALID -j DROP",
          "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
 
 
 def _range(lo, hi):
     return str(lo) if hi is None or hi == lo else f"{lo}:{hi}"
+
+
+def check(path, rule):
+    """Refuse what iptables cannot say exactly (ValidationError naming ``path``): protocol 0
+    means "any protocol" to iptables (``-p 0``), not IPv4 protocol 0 / IPv6 hop-by-hop."""
+    if rule.protocol == 0:
+        raise ValidationError(f"{path}.protocol", "0 cannot be matched by the iptables backend "
+                              "(iptables reads -p 0 as any protocol)")
 
 
 def render(rule, verdict="ACCEPT"):
