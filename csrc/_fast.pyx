@@ -10,7 +10,7 @@
 from libc.stdlib cimport free
 from libc.string cimport strdup
 
-from fwsg.errors import KernelError
+from fwsg.errors import KernelError, errno_in
 
 cimport libnftables as L
 
@@ -64,7 +64,8 @@ cdef class NftContext:
         out = (L.nft_ctx_get_output_buffer(self.ctx) or b"").decode("utf-8", "replace")
         err = (L.nft_ctx_get_error_buffer(self.ctx) or b"").decode("utf-8", "replace")
         if rc != 0:
-            raise KernelError("nftables refused the batch: " + (err.strip() or "error %d" % rc))
+            raise KernelError("nftables refused the batch: " + (err.strip() or "error %d" % rc),
+                              errno_in(err))
         return out
 
 
@@ -607,7 +608,8 @@ cdef class NetlinkWriter:
                         first_error = -err.error
                 nlh = N.mnl_nlmsg_next(nlh, &left)
         if first_error:
-            raise KernelError("nftables refused the batch: " + strerror(first_error).decode())
+            raise KernelError("nftables refused the batch: " + strerror(first_error).decode(),
+                              first_error)
 
 
 # ---- conntrack table: dump and delete at C speed (libnetfilter_conntrack) -------------------

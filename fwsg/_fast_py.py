@@ -8,7 +8,7 @@ import ctypes.util
 import socket
 import sys
 
-from fwsg.errors import KernelError
+from fwsg.errors import KernelError, errno_in
 
 COMPILED = False
 
@@ -77,7 +77,8 @@ class NftContext:
         out = (self._lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode("utf-8", "replace")
         err = (self._lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode("utf-8", "replace")
         if rc != 0:
-            raise KernelError("nftables refused the batch: " + (err.strip() or f"error {rc}"))
+            raise KernelError("nftables refused the batch: " + (err.strip() or f"error {rc}"),
+                              errno_in(err))
         return out
 
 

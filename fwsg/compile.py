@@ -228,6 +228,14 @@ class Desired:
         self.profile_refs = {}  # profile name -> port ids using it
         self._fixed()
 
+    def clear_pending(self):
+        """Forget what was recorded as touched (after a commit or a rollback)."""
+        self.pending = Pending()
+
+    def counts(self):
+        """Sizes of the desired Ruleset: chains, rules, sets, maps, elements."""
+        return self.rs.counts()
+
     # -- fixed objects ------------------------------------------------------------------
     def _fixed(self):
         for sd in (SetDef("inet", "egress", "mark", "verdict"),
@@ -681,6 +689,18 @@ def is_stateless(rules):
 
 def _spoof_type(name):
     return "ifname . ether_addr . " + ("ipv4_addr" if name.startswith("spoof4") else "ipv6_addr")
+
+
+def port_ids(current):
+    """device -> port number, as a Ruleset read back from the kernel holds them (the values of
+    the ``port-src`` map), so a restarted agent keeps every port's number."""
+    ids = {}
+    for key, val in current.elements.get(("bridge", "port-src"), {}).items():
+        try:
+            ids[key.strip('"')] = int(val, 16) >> 16
+        except ValueError:
+            continue
+    return ids
 
 
 def compile_model(model, port_ids=None):

@@ -27,9 +27,31 @@ class ValidationError(UserError):
 
 
 class KernelError(FwsgError):
-    """The kernel (or libnftables / netlink) refused an operation; the kernel state is unchanged."""
+    """The kernel (or libnftables / netlink) refused an operation; the kernel state is unchanged.
+
+    ``errno`` is the kernel's reason as a number (``errno.ENOENT``: something named does not
+    exist, ``errno.EEXIST``: it exists already, ``errno.EBUSY``: still in use), or None when
+    unknown. Callers decide by ``errno``, never by the message text."""
 
     exit_code = 1
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
+
+
+def errno_in(text):
+    """The errno whose standard message (``strerror``) appears in a libnftables error text, or
+    None. libnftables reports the kernel's answer only as text; this is the one place that text
+    is turned back into a number (the transports use it; nothing else reads messages)."""
+    import errno as _errno
+    import os
+
+    for code in (_errno.ENOENT, _errno.EEXIST, _errno.EBUSY, _errno.EINVAL, _errno.EPERM,
+                 _errno.ENOSPC, _errno.ENOMEM, _errno.EOPNOTSUPP, _errno.ENOBUFS):
+        if os.strerror(code) in text:
+            return code
+    return None
 
 
 class EnvironmentProblem(FwsgError):

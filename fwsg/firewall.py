@@ -13,23 +13,21 @@ kernel. Conntrack entries that lost their rule are removed after the commit.
 """
 
 import contextlib
-import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 
 from fwsg import fast
 from fwsg.addr import canonical_member, is_prefix
 from fwsg.backends import make_backend
-from fwsg.compile import Desired, Pending, compile_model, host_addresses, is_stateless
-from fwsg.errors import EnvironmentProblem, KernelError, UserError, ValidationError
+from fwsg.compile import host_addresses, is_stateless
+from fwsg.errors import KernelError, UserError, ValidationError
 from fwsg.model import Model, member_order, parse_port, parse_rule
-from fwsg.netns import check, entered
-from fwsg.plan import Plan, diff
+from fwsg.netns import check
+from fwsg.ops import (AddElements, CreateSet, CreateTable, DeleteChain, DeleteElements, DeleteSet,
+                      DeleteTable, FillChain)
 
 MODES = ("bridge",)
 FULL = "full"  # sweep every flow
-_BR_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 
 
 @dataclass
@@ -74,9 +72,7 @@ class Firewall:
         self.netns = check(netns)
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
-        self.conntrack = (self.backend.name in ("nft", "iptables")) if conntrack is None \
-            else conntrack
-        self._diff = getattr(self.backend, "diff", diff)  # a backend with its own state model
+        self.conntrack = self.backend.tracks_conntrack if conntrack is None else conntrack
         self.notices = []
         self._current = None     # Ruleset mirroring the kernel (None: read it first)
         self._desired = None     # Desired (None: nothing loaded yet)
@@ -86,10 +82,7 @@ class Firewall:
         self._undo = []          # how to take back the changes not yet committed
         self._sweep = None       # flows to judge after the commit: None, FULL or a set of addresses
         self._gone = set()       # addresses of ports removed since the last commit
-        self._sysctl_checked = False
-        self._host_prepared = False  # the other backend's leftovers removed
         self._packed = {}        # (sg, family) -> packed host members of the last full list
-        self._ct_count = None    # fd of nf_conntrack_count in the managed namespace
         self.last_result = None
 
     # -- state ------------------------------------------------------------------------------
@@ -99,15 +92,6 @@ class Firewall:
             self._current = self.backend.read()
         return self._current
 
-    def _port_ids(self, current):
-        ids = {}
-        for key, val in current.elements.get(("bridge", "port-src"), {}).items():
-            try:
-                ids[key.strip('"')] = int(val, 16) >> 16
-            except ValueError:
-                continue
-        return ids
-
     def _ensure_desired(self, create=False):
         """The desired state. Only apply() and reconcile(model) may start one (``create``):
         an incremental call before any model would make fwsg's state empty, and committing
@@ -116,10 +100,7 @@ class Firewall:
             if not create:
                 raise UserError("no model applied yet: call apply(model) or reconcile(model) "
                                 "first (an agent starts with a full sync)")
-            if hasattr(self.backend, "new_desired"):
-                self._desired = self.backend.new_desired(self.current())
-            else:
-                self._desired = Desired(self._port_ids(self.current()))
+            self._desired = self.backend.desired(self.backend.port_ids(self.current()))
             self._full = True
         return self._desired
 
@@ -144,9 +125,8 @@ class Firewall:
         Changes nothing."""
         model = Model.from_wire(model)
         current = self.current()
-        if hasattr(self.backend, "new_desired"):
-            return self._diff(self.backend.new_desired(current).load(model).rs, current)
-        return diff(compile_model(model, self._port_ids(current)), current)
+        desired = self.backend.desired(self.backend.port_ids(current)).load(model)
+        return self.backend.diff(desired, current)
 
     def apply(self, model):
         """Make the kernel equal to ``model`` (a Model or a wire-format dict) in one atomic
@@ -154,7 +134,8 @@ class Firewall:
         t0 = time.perf_counter()
         model = Model.from_wire(model)
         if model is self._model and not self._full and not self._undo:
-            return self._result(Plan(), {"parse": _ms(t0, time.perf_counter())}, t0)
+            return self._result(self.backend.empty_plan(), {"parse": _ms(t0, time.perf_counter())},
+                                t0)
         t1 = time.perf_counter()
         self._check(model)
         loaded = self._desired is not None
@@ -377,6 +358,12 @@ class Firewall:
                 d.add_members(sg, fam, removed)
         self._note(undo)
 
+    def _check(self, model):
+        """ValidationError, before anything changes, for a model the backend cannot express."""
+        check = getattr(self.backend, "check_model", None)
+        if check is not None:
+            check(model)
+
     def _check_statefulness(self, sg, rules):
         """Refuse a rule change that would make a port mix stateful and stateless groups."""
         stateless = is_stateless(rules)
@@ -391,12 +378,6 @@ class Firewall:
                 if other != sg and o and is_stateless(o) != stateless:
                     raise ValidationError(f"security_groups.{sg}", f"port {pid!r} would mix "
                                           "stateful and stateless groups (Neutron forbids this)")
-
-    def _check(self, model):
-        """ValidationError, before anything changes, for a model the backend cannot express."""
-        check = getattr(self.backend, "check_model", None)
-        if check is not None:
-            check(model)
 
     def _note(self, undo):
         self._undo.append(undo)
@@ -416,18 +397,13 @@ class Firewall:
         a failure); undo it in memory if the kernel refuses."""
         d = self._desired
         if d is None:
-            return self._result(Plan(), timings, t0)
+            return self._result(self.backend.empty_plan(), timings, t0)
         t2 = time.perf_counter()
         current = self.current()
-        if self._full:
-            plan = self._diff(d.rs, current)
-        else:
-            plan = self._diff(d.rs, current, d.pending)
+        plan = self.backend.diff(d, current, None if self._full else d.pending)
         t3 = time.perf_counter()
-        notices = self._ensure_sysctls() if plan and self.mode == "bridge" else []
-        if plan and not self._host_prepared and hasattr(self.backend, "prepare_host"):
-            notices = notices + self.backend.prepare_host()
-            self._host_prepared = True
+        notices = self.backend.prepare_host(self.mode) if plan else []
+        self.notices.extend(notices)
         try:
             transport = self.backend.commit(plan)
         except KernelError:
@@ -435,11 +411,12 @@ class Firewall:
             raise
         t4 = time.perf_counter()
         plan.update(current)
-        d.pending = type(d.pending)()
+        d.clear_pending()
         self._full = False
         self._undo.clear()
         killed = 0
-        if self.conntrack and plan and self._sweep is not None and self._conntrack_in_use():
+        if (self.conntrack and plan and self._sweep is not None
+                and self.backend.conntrack_in_use()):
             from fwsg.conntrack import sweep
 
             killed = sweep(self.netns, d, self._gone,
@@ -464,7 +441,7 @@ class Firewall:
         self._undo.clear()
         self._packed.clear()
         if d is not None:
-            d.pending = type(d.pending)()
+            d.clear_pending()
         self._model = None
         self._current = None
         self._full = True
@@ -480,74 +457,42 @@ class Firewall:
 
     def _result(self, plan, timings, t0, killed=0, notices=()):
         timings.setdefault("total", _ms(t0, time.perf_counter()))
-        rs = self._desired.rs if self._desired is not None else None
+        d = self._desired
         return ApplyResult(changed=bool(plan), summary=plan.summary,
-                           counts_of=(rs.counts if rs is not None else dict),
+                           counts_of=(d.counts if d is not None else dict),
                            batch_bytes=plan.size, timings_ms=timings,
                            conntrack_killed=killed, notices=list(notices))
-
-    def _conntrack_in_use(self):
-        """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
-        if self._ct_count is None:
-            with entered(self.netns):
-                try:
-                    self._ct_count = os.open("/proc/sys/net/netfilter/nf_conntrack_count",
-                                             os.O_RDONLY)
-                except OSError:
-                    return False
-        try:
-            return int(os.pread(self._ct_count, 32, 0) or b"0") > 0
-        except (OSError, ValueError):
-            return True
-
-    def _ensure_sysctls(self):
-        """Bridged frames must reach the inet hooks: turn bridge-nf-call-ip{,6}tables on in the
-        managed namespace; say so when it was off."""
-        if self._sysctl_checked or self.backend.name not in ("nft", "iptables"):
-            return []
-        notices = []
-        with entered(self.netns):
-            for name in _BR_SYSCTLS:
-                path = f"/proc/sys/net/bridge/{name}"
-                if not os.path.exists(path):
-                    subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
-                try:
-                    with open(path) as f:
-                        val = f.read().strip()
-                    if val != "1":
-                        with open(path, "w") as f:
-                            f.write("1\n")
-                        notices.append(f"set net.bridge.{name}=1 in "
-                                       f"{self.netns or 'this namespace'} (was {val})")
-                except OSError as e:
-                    raise EnvironmentProblem(f"cannot enable net.bridge.{name}: {e} "
-                                             "(is br_netfilter available?)") from None
-        self._sysctl_checked = True
-        self.notices.extend(notices)
-        return notices
 
 
 def _describe(plan):
     """Human lines for what a repairing plan did."""
-    if hasattr(plan, "describe"):
+    if hasattr(plan, "describe"):  # a backend whose plans describe themselves
         return plan.describe()
     out = []
     for op in plan.ops:
-        kind, key = op[0], op[1]
-        where = f"{key} fwsg" if kind == "table" else f"{key[0]} fwsg {key[1]}"
-        if kind == "table":
-            out.append(f"table {where} re-created" if op[2] else f"table {where} removed")
-        elif kind == "decl":
-            out.append(f"set {where} re-created" if op[2] else f"stray set {where} removed")
-        elif kind == "elems":
-            if op[2]:
-                out.append(f"{len(op[2])} element(s) restored in {where}")
-            if op[3]:
-                out.append(f"{len(op[3])} stray element(s) removed from {where}")
-        elif kind == "map":
-            out.append(f"{len(op[2]) + len(op[3])} map entr(ies) repaired in {where}")
-        elif kind == "chain":
-            out.append(f"chain {where} restored" if op[2] else f"stray chain {where} removed")
+        kind = type(op)
+        if kind is CreateTable:
+            out.append(f"table {op.family} fwsg re-created")
+        elif kind is DeleteTable:
+            out.append(f"table {op.family} fwsg removed")
+        elif kind is CreateSet:
+            out.append(f"set {op.set.family} fwsg {op.set.name} re-created")
+        elif kind is DeleteSet:
+            out.append(f"stray set {op.set.family} fwsg {op.set.name} removed")
+        elif kind in (AddElements, DeleteElements):
+            sd = op.set
+            where = f"{sd.family} fwsg {sd.name}"
+            n = len(op.elements if kind is AddElements else op.keys)
+            if sd.is_map:
+                out.append(f"{n} map entr(ies) repaired in {where}")
+            elif kind is AddElements:
+                out.append(f"{n} element(s) restored in {where}")
+            else:
+                out.append(f"{n} stray element(s) removed from {where}")
+        elif kind is FillChain:
+            out.append(f"chain {op.chain.family} fwsg {op.chain.name} restored")
+        elif kind is DeleteChain:
+            out.append(f"stray chain {op.family} fwsg {op.name} removed")
     return out
 
 

@@ -51,14 +51,6 @@ class SetDef:
     def is_map(self):
         return self.value_type is not None
 
-    def body(self):
-        """The ``{ type ...; }`` part of the declaration."""
-        typ = f"{self.key_type} : {self.value_type}" if self.value_type else self.key_type
-        return "{ type %s;%s }" % (typ, " flags interval;" if self.interval else "")
-
-    def declare(self):
-        kind = "map" if self.is_map else "set"
-        return f"add {kind} {self.family} {TABLE} {self.name} {self.body()}"
 
 
 @dataclass(frozen=True)
@@ -79,12 +71,6 @@ class ChainDef:
     @property
     def key(self):
         return (self.family, self.name)
-
-    def declare(self):
-        if self.hook:
-            return (f"add chain {self.family} {TABLE} {self.name} "
-                    f"{{ type {self.hook}; policy accept; }}")
-        return f"add chain {self.family} {TABLE} {self.name}"
 
     def rendered_rules(self):
         """The rules as committed: the last one carries the content digest as its comment."""

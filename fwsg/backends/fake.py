@@ -1,45 +1,93 @@
-"""An in-memory backend with the kernel's atomic semantics, for unit tests.
+"""An in-memory kernel stand-in fed by typed plan operations, for unit tests (no root).
 
-It interprets the nft commands fwsg emits (the closed subset ``plan.diff`` produces): a batch
-either applies whole or raises KernelError and leaves the state as it was. Deleting something
-that does not exist, or a set that a rule still references, fails as in the kernel.
+It keeps what the kernel keeps for fwsg's tables (tables, sets and maps with their elements,
+chains with numbered rules) and refuses what the kernel refuses, with the kernel's errno:
+a missing table, set, chain or element (ENOENT), a map key already bound to another value
+(EEXIST), deleting a set a rule references, a non-empty chain or a chain something still jumps
+to (EBUSY), a rule or map entry naming a set or chain that does not exist (ENOENT). A
+transaction applies whole or not at all. ``fail_next(n, errno)`` makes the next ``n`` commits
+fail as a refusing kernel would; ``last_plan`` is the last plan handed to ``commit``; ``dump()``
+lists the state as text (stable order) for golden tests and failure messages.
 """
 
 import copy
+import errno as E
 import re
 
-from fwsg.backends.nft import _digest_of
+from fwsg.backends.nft.readback import digest_of
+from fwsg.backends.nft.render import render
 from fwsg.errors import KernelError
-from fwsg.ruleset import TABLE, ChainDef, Ruleset, SetDef
+from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
+from fwsg.plan import Plan, diff
+from fwsg.ruleset import ChainDef, Ruleset
 
-_CMD = re.compile(r"^(add|delete|flush) (table|set|map|chain|element|rule) (bridge|inet) "
-                  + TABLE + r"(?: (\S+))?(?: (.*))?$")
-_DECL = re.compile(r"^\{ type (.+?)(?: : (\S+))?;( flags interval;)? \}$")
-_HOOK = re.compile(r"^\{ type (.+); policy accept; \}$")
+_SET_REF = re.compile(r"@([a-z0-9][a-z0-9-]*)")
+_JUMP = re.compile(r"\b(?:jump|goto) ([a-z0-9][a-z0-9-]*)")
 _COMMENT = re.compile(r' comment "([^"]*)"$')
 
 
 class FakeBackend:
-    """Kernel stand-in: tables, sets/maps with elements, chains with rule lists."""
+    """Kernel stand-in: tables, sets/maps with elements, chains with rule lists. Implements
+    :class:`fwsg.backends.base.Backend` (diff and desired state as the nft backend: the fake
+    stands in for the kernel, not for the layout)."""
 
     name = "fake"
+    tracks_conntrack = False  # no flows here
 
-    def __init__(self):
+    def __init__(self, netns=None):
+        self.netns = netns
         self.tables = set()
         self.sets = {}      # (family, name) -> SetDef
         self.elements = {}  # (family, name) -> set | dict
-        self.chains = {}    # (family, name) -> [hook, [rule text...]]
+        self.chains = {}    # (family, name) -> [hook, [(handle, rule text), ...]]
         self.commits = 0    # transactions that changed something
+        self.last_plan = None
         self._handle = 0
+        self._failures = []  # errnos of the next refused commits
+
+    # -- the Backend interface ----------------------------------------------------------------
+    def prepare_host(self, mode="bridge"):
+        return []
+
+    def conntrack_in_use(self):
+        return False
+
+    def desired(self, port_ids=None):
+        from fwsg.compile import Desired
+
+        return Desired(port_ids)
+
+    def port_ids(self, current):
+        from fwsg.compile import port_ids
+
+        return port_ids(current)
+
+    def diff(self, desired, current, pending=None):
+        return diff(desired.rs, current, pending, render)
+
+    def empty_plan(self):
+        return Plan((), {}, render)
+
+    def close(self):
+        pass
+
+    def fail_next(self, n=1, errno=E.EPERM):
+        """Refuse the next ``n`` non-empty commits with ``errno`` (state unchanged)."""
+        self._failures.extend([errno] * n)
 
     def commit(self, plan):
-        """Apply every command of ``plan`` or none (KernelError)."""
+        """Apply every operation of ``plan`` or none (KernelError carrying the errno)."""
+        self.last_plan = plan
         if not plan:
             return None
+        if self._failures:
+            code = self._failures.pop(0)
+            raise KernelError(f"fake: transaction refused (injected, errno {code})", code)
         saved = copy.deepcopy((self.tables, self.sets, self.elements, self.chains, self._handle))
         try:
-            for cmd in plan.commands:
-                self._apply(cmd)
+            for op in plan.ops:
+                self._apply(op)
         except KernelError:
             self.tables, self.sets, self.elements, self.chains, self._handle = saved
             raise
@@ -49,7 +97,7 @@ class FakeBackend:
     def flush(self):
         present = sorted(self.tables)
         for fam in present:
-            self._apply(f"delete table {fam} {TABLE}")
+            self._apply(DeleteTable(fam))
         return present
 
     def read(self):
@@ -59,119 +107,139 @@ class FakeBackend:
             rs.elements[k] = copy.copy(self.elements[k])
         for k, (hook, rules) in self.chains.items():
             c = ChainDef(k[0], k[1], tuple(f"#{h}" for h, _ in rules), hook)
-            object.__setattr__(c, "digest", _digest_of([_as_json(r) for _, r in rules]))
+            object.__setattr__(c, "digest", digest_of([_comment(r) for _, r in rules]))
             rs.chains[k] = c
         rs.meta = {"handles": {k: [h for h, _ in v[1]] for k, v in self.chains.items()}}
         return rs
 
+    # -- for tests ----------------------------------------------------------------------------
     def rules(self, family, chain):
-        """Rule texts of a chain (for tests)."""
+        """Rule texts of a chain."""
         return [r for _, r in self.chains[(family, chain)][1]]
 
-    # -- interpretation ---------------------------------------------------------------------
-    def _apply(self, cmd):
-        m = _CMD.match(cmd)
-        if not m:
-            raise KernelError(f"fake: cannot parse {cmd!r}")
-        verb, obj, fam, name, rest = m.groups()
-        key = (fam, name)
-        if obj == "table":
-            if verb == "add":
-                self.tables.add(fam)
-            elif verb == "delete":
-                self._need(fam in self.tables, cmd)
-                self.tables.discard(fam)
-                for d in (self.sets, self.elements, self.chains):
-                    for k in [k for k in d if k[0] == fam]:
-                        del d[k]
-            return
-        self._need(fam in self.tables, cmd)
-        if obj in ("set", "map"):
-            if verb == "add":
-                dm = _DECL.match(rest or "")
-                if not dm or (obj == "map") != bool(dm.group(2)):
-                    raise KernelError(f"fake: bad declaration {cmd!r}")
-                sd = SetDef(fam, name, dm.group(1), dm.group(2), bool(dm.group(3)))
-                if key in self.sets:
-                    self._need(self.sets[key] == sd, cmd, "File exists")
-                    return
-                self.sets[key] = sd
-                self.elements[key] = {} if sd.is_map else set()
+    def dump(self):
+        """The whole state as text, in a stable order (tables, sets with sorted elements,
+        chains with their rules)."""
+        out = []
+        for fam in sorted(self.tables):
+            out.append(f"table {fam} fwsg")
+            for k in sorted(k for k in self.sets if k[0] == fam):
+                sd, el = self.sets[k], self.elements[k]
+                kind = "map" if sd.is_map else "set"
+                typ = sd.key_type + (f" : {sd.value_type}" if sd.is_map else "")
+                items = (sorted(f"{a} : {b}" for a, b in el.items()) if sd.is_map
+                         else sorted(el))
+                out.append(f"  {kind} {k[1]} {{ {typ}{' interval' if sd.interval else ''} }}"
+                           + (f" = {{ {', '.join(items)} }}" if items else ""))
+            for k in sorted(k for k in self.chains if k[0] == fam):
+                hook, rules = self.chains[k]
+                out.append(f"  chain {k[1]}" + (f" {{ {hook} }}" if hook else ""))
+                out += [f"    {r}" for _, r in rules]
+        return "\n".join(out) + ("\n" if out else "")
+
+    # -- the kernel's rules -------------------------------------------------------------------
+    def _apply(self, op):
+        kind = type(op)
+        if kind is CreateTable:
+            self.tables.add(op.family)
+        elif kind is DeleteTable:
+            _need(op.family in self.tables, op)
+            self.tables.discard(op.family)
+            for d in (self.sets, self.elements, self.chains):
+                for k in [k for k in d if k[0] == op.family]:
+                    del d[k]
+        elif kind is CreateSet:
+            sd = op.set
+            _need(sd.family in self.tables, op)
+            if sd.key in self.sets:
+                _need(self.sets[sd.key] == sd, op, E.EEXIST)
+                return
+            self.sets[sd.key] = sd
+            self.elements[sd.key] = {} if sd.is_map else set()
+        elif kind is DeleteSet:
+            key = op.set.key
+            _need(key in self.sets, op)
+            for ck, (_, rules) in self.chains.items():
+                if ck[0] == key[0] and any(key[1] in _SET_REF.findall(r) for _, r in rules):
+                    raise KernelError(f"fake: set {key[1]} is in use by chain {ck[1]}",
+                                      E.EBUSY)
+            del self.sets[key], self.elements[key]
+        elif kind is AddElements:
+            key = op.set.key
+            _need(key in self.sets, op)
+            elems = self.elements[key]
+            if op.set.is_map:
+                for k, v in op.elements:
+                    _need(k not in elems or elems[k] == v, op, E.EEXIST)
+                    target = _jump_target(v)
+                    _need(target is None or (key[0], target) in self.chains, op)
+                    elems[k] = v
             else:
-                self._need(key in self.sets, cmd)
-                ref = f"@{name}"
-                for ck, (_, rules) in self.chains.items():
-                    if ck[0] == fam and any(ref in r.split() or f"{ref}," in r for _, r in rules):
-                        raise KernelError(f"fake: set {name} is in use: {cmd!r}")
-                del self.sets[key], self.elements[key]
-        elif obj == "element":
-            self._need(key in self.sets, cmd)
-            sd, elems = self.sets[key], self.elements[key]
-            items = _split_elements(rest)
-            if verb == "add":
-                for it in items:
-                    if sd.is_map:
-                        k, v = it.split(" : ", 1)
-                        if k in elems and elems[k] != v:
-                            raise KernelError(f"fake: element {k} exists: {cmd!r}")
-                        elems[k] = v
-                    else:
-                        elems.add(it)
-            else:
-                for it in items:
-                    k = it.split(" : ", 1)[0]
-                    self._need(k in elems, cmd)
-                    if sd.is_map:
-                        del elems[k]
-                    else:
-                        elems.discard(k)
-        elif obj == "chain":
-            if verb == "add":
-                hook = None
-                if rest:
-                    hm = _HOOK.match(rest)
-                    if not hm:
-                        raise KernelError(f"fake: bad chain spec {cmd!r}")
-                    hook = hm.group(1)
-                if key not in self.chains:
-                    self.chains[key] = [hook, []]
-            elif verb == "flush":
-                self._need(key in self.chains, cmd)
-                self.chains[key][1] = []
-            else:
-                self._need(key in self.chains, cmd)
-                self._need(not self.chains[key][1], cmd, "Device or resource busy")
-                target = f"jump {name}"
-                for ck, (_, rules) in self.chains.items():
-                    if ck[0] == fam and any(target in r for _, r in rules):
-                        raise KernelError(f"fake: chain {name} is in use: {cmd!r}")
-                for ek, el in self.elements.items():
-                    if ek[0] == fam and isinstance(el, dict) and target in el.values():
-                        raise KernelError(f"fake: chain {name} is in use by a map: {cmd!r}")
-                del self.chains[key]
-        elif obj == "rule":
-            self._need(key in self.chains, cmd)
-            for ref in re.findall(r"@([a-z0-9-]+)", rest or ""):
-                self._need((fam, ref) in self.sets, cmd)
-            for target in re.findall(r"jump ([a-z0-9-]+)", rest or ""):
-                self._need((fam, target) in self.chains, cmd)
-            self._handle += 1
-            self.chains[key][1].append((self._handle, rest))
-
-    @staticmethod
-    def _need(cond, cmd, why="No such file or directory"):
-        if not cond:
-            raise KernelError(f"fake: {why}: {cmd!r}")
+                elems.update(op.elements)
+        elif kind is DeleteElements:
+            key = op.set.key
+            _need(key in self.sets, op)
+            elems = self.elements[key]
+            for k in op.keys:
+                _need(k in elems, op)
+                if op.set.is_map:
+                    del elems[k]
+                else:
+                    elems.discard(k)
+        elif kind is DeclareChain:
+            c = op.chain
+            _need(c.family in self.tables, op)
+            if c.key not in self.chains:
+                self.chains[c.key] = [c.hook, []]
+        elif kind is FillChain:
+            c = op.chain
+            _need(c.key in self.chains, op)
+            for rule in c.rendered_rules():
+                for ref in _SET_REF.findall(rule):
+                    _need((c.family, ref) in self.sets, op)
+                for target in _JUMP.findall(rule):
+                    _need((c.family, target) in self.chains, op)
+                self._handle += 1
+                self.chains[c.key][1].append((self._handle, rule))
+        elif kind is FlushChain:
+            _need(op.key in self.chains, op)
+            self.chains[op.key][1] = []
+        elif kind is DeleteChain:
+            _need(op.key in self.chains, op)
+            _need(not self.chains[op.key][1], op, E.EBUSY)
+            for ck, (_, rules) in self.chains.items():
+                if ck[0] == op.family and any(op.name in _JUMP.findall(r) for _, r in rules):
+                    raise KernelError(f"fake: chain {op.name} is in use", E.EBUSY)
+            for ek, el in self.elements.items():
+                if ek[0] == op.family and isinstance(el, dict) and \
+                        any(_jump_target(v) == op.name for v in el.values()):
+                    raise KernelError(f"fake: chain {op.name} is in use by a map",
+                                      E.EBUSY)
+            del self.chains[op.key]
+        else:
+            raise TypeError(f"not a plan operation: {op!r}")
 
 
-def _split_elements(rest):
-    body = (rest or "").strip()
-    if not (body.startswith("{") and body.endswith("}")):
-        raise KernelError(f"fake: bad element list {rest!r}")
-    body = body[1:-1].strip()
-    return [e.strip() for e in body.split(", ")] if body else []
+def _need(cond, op, code=E.ENOENT):
+    if not cond:
+        import os
+
+        raise KernelError(f"fake: {os.strerror(code)}: {_what(op)}", code)
 
 
-def _as_json(rule_text):
+def _what(op):
+    """A short description of an operation for error messages (never its element list)."""
+    target = getattr(op, "set", None) or getattr(op, "chain", None)
+    if target is not None:
+        return f"{type(op).__name__} {target.family} {target.name}"
+    return f"{type(op).__name__} {getattr(op, 'family', '')} {getattr(op, 'name', '')}".rstrip()
+
+
+def _jump_target(value):
+    m = _JUMP.match(value) if isinstance(value, str) else None
+    return m.group(1) if m else None
+
+
+def _comment(rule_text):
     m = _COMMENT.search(rule_text)
-    return {"comment": m.group(1)} if m else {}
+    return m.group(1) if m else ""

@@ -63,8 +63,8 @@ def run(args):
         if not result.repaired:
             print("repaired: nothing (the kernel matched the model)")
     c, s = result.counts, result.summary
-    if hasattr(fw.backend, "describe"):
-        print(f"backend: {fw.backend.describe()}")
+    if hasattr(fw.backend, "describe_tools"):
+        print(f"backend: {fw.backend.describe_tools()}")
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if result.changed:
         print(f"applied to {where}: +{s['elements_added']}/-{s['elements_removed']} elements, "

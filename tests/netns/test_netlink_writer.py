@@ -8,7 +8,7 @@ import pytest
 from fwsg import _fast_py
 from fwsg.lab import netns_available
 from fwsg.netns import entered
-from fwsg.nlencode import encode_key, encode_value
+from fwsg.backends.nft.netlink import encode_key, encode_value
 
 try:
     from fwsg import _fast as _fast_c

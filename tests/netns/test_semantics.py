@@ -124,7 +124,7 @@ def test_remote_group_and_membership_changes_only_elements(env):
     doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"], "vm3": ["empty"]},
                 members={"web": ["192.0.2.99"]})
     plan = fw.plan(doc)
-    assert plan.commands and all(c.startswith("add element inet fwsg g") for c in plan.commands)
+    assert plan.lines() and all(c.startswith("add element inet fwsg g") for c in plan.lines())
     fw.apply(doc)
     assert lab.tcp_connect("out", "vm2", port=5432)
     assert _rule_handles(nft_handles(lab)) == _rule_handles(handles)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fwsg.nlencode import encodable, encode_key, encode_value
+from fwsg.backends.nft.netlink import encodable, encode_key, encode_value
 from fwsg.ruleset import SetDef
 
 

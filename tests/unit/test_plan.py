@@ -1,6 +1,7 @@
 """Diff and transaction semantics against the in-memory fake kernel."""
 
 import copy
+import errno
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 from fwsg.errors import KernelError
 from fwsg.firewall import Firewall
+from fwsg.ops import AddElements, DeleteElements
 from fwsg.plan import Plan
 from fwsg.lab.scenario import generate
 
@@ -35,11 +37,11 @@ def test_member_change_touches_only_elements(demo_model):
     doc = copy.deepcopy(demo_model)
     doc["sg_member_ips"]["sg-web"]["IPv4"].append("192.0.2.44")
     plan = fw.plan(doc)
-    assert plan.commands == [f"add element inet fwsg {_set(fw, 'sg-web', 4)} {{ 192.0.2.44 }}"]
+    assert plan.lines() == [f"add element inet fwsg {_set(fw, 'sg-web', 4)} {{ 192.0.2.44 }}"]
     fw.apply(doc)
     doc["sg_member_ips"]["sg-web"]["IPv4"].remove("192.0.2.11")
     plan = fw.plan(doc)
-    assert plan.commands == [f"delete element inet fwsg {_set(fw, 'sg-web', 4)} {{ 192.0.2.11 }}"]
+    assert plan.lines() == [f"delete element inet fwsg {_set(fw, 'sg-web', 4)} {{ 192.0.2.11 }}"]
 
 
 def _set(fw, sg, fam):
@@ -54,9 +56,9 @@ def test_rule_removal_refills_only_that_chain(demo_model):
     doc = copy.deepcopy(demo_model)
     doc["security_groups"]["sg-web"].pop(0)
     plan = fw.plan(doc)
-    flushed = [c for c in plan.commands if c.startswith("flush chain")]
+    flushed = [c for c in plan.lines() if c.startswith("flush chain")]
     assert len(flushed) == 1 and flushed[0].endswith("-i")
-    assert all(c.startswith(("flush chain", "add rule")) for c in plan.commands)
+    assert all(c.startswith(("flush chain", "add rule")) for c in plan.lines())
     fw.apply(doc)
     assert not fw.plan(doc)
 
@@ -77,13 +79,14 @@ def test_port_removal_deletes_its_objects_in_a_valid_order(demo_model):
 def test_failed_transaction_leaves_state_unchanged(demo_model):
     fw = fresh()
     fw.apply(demo_model)
-    before = fw.backend.read()
-    bad = Plan(["add element inet fwsg egress { 0x00090000 : jump p-nonexistent }",
-                "delete element inet fwsg ingress4 { 203.0.113.250 }"])
-    with pytest.raises(KernelError):
+    before = fw.backend.dump()
+    egress, ingress4 = (fw.backend.sets[("inet", n)] for n in ("egress", "ingress4"))
+    bad = Plan([AddElements(egress, (("0x00090000", "jump p-nonexistent"),)),
+                DeleteElements(ingress4, ("203.0.113.250",))])
+    with pytest.raises(KernelError) as e:
         fw.backend.commit(bad)
-    after = fw.backend.read()
-    assert after.elements == before.elements and after.chains.keys() == before.chains.keys()
+    assert e.value.errno == errno.ENOENT
+    assert fw.backend.dump() == before
 
 
 def test_kernel_refusal_resyncs_from_kernel(demo_model):

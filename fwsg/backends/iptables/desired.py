@@ -86,6 +86,12 @@ class Desired:
     def rs(self):
         return self.st
 
+    def clear_pending(self):
+        self.pending = Pending()
+
+    def counts(self):
+        return self.st.counts()
+
     # -- primitives ----------------------------------------------------------------------
     def _chain(self, key, chain):
         if self.st.chains.get(key) != chain:

@@ -29,11 +29,13 @@ class Tools:
         return {4: f"iptables-{self.variant}-save", 6: f"ip6tables-{self.variant}-save",
                 "eb": self.eb("save")}[fam]
 
-    def eb(self, what):
-        """ebtables of the same variant when installed (Debian ships only ebtables-nft
-        nowadays; ebtables-legacy-restore cannot leave other chains alone)."""
-        name = f"ebtables-{self.variant}-{what}"
-        return name if shutil.which(name) or self.variant == "nft" else f"ebtables-nft-{what}"
+    @staticmethod
+    def eb(what):
+        """ebtables: ebtables-nft (shipped by Debian's iptables package) whatever the iptables
+        variant - it coexists with iptables-legacy, while kernels built without the legacy
+        ebtables tables (as here) refuse ebtables-legacy; ebtables-legacy only without it."""
+        name = f"ebtables-nft-{what}"
+        return name if shutil.which(name) else f"ebtables-legacy-{what}"
 
     def describe(self):
         eb = self.eb("restore").rsplit("-", 1)[0]

@@ -1,0 +1,107 @@
+"""The interface every backend implements (nft, fake; iptables+ipset next).
+
+A backend owns everything kernel-specific for one network namespace: how a model becomes its
+objects (the desired-state builder), how two states differ (the diff, as a Plan of typed
+operations, :mod:`fwsg.ops`), how a plan reaches the kernel (its transports), how the kernel's
+state is read back, and what the host needs first (modules, sysctls). ``fwsg.Firewall`` keeps
+the model, the undo log, ``defer_apply`` and the conntrack sweeps, and calls only what is
+written here. The states a backend builds, reads and diffs are its own (for nft and the fake: a
+:class:`fwsg.ruleset.Ruleset`); Firewall never looks inside them.
+
+Model-delta based: the desired state is changed by the same small calls the agent makes
+(a group's rules, a group's members of one family, one port), and records what each call
+touched, so a commit costs O(change).
+"""
+
+from typing import Iterable, List, Optional, Protocol
+
+
+class DesiredState(Protocol):
+    """What the kernel should hold for a model, kept current change by change (no I/O).
+
+    Every mutator records what it touched in ``pending``; :meth:`Backend.diff` with that
+    pending looks only there. ``load`` from empty gives the same state as any sequence of
+    mutations that ends in the same model."""
+
+    pending: object
+    """What changed since the last commit (the backend's own record; falsy when nothing)."""
+
+    groups: dict    # group id -> tuple of model.Rule
+    members: dict   # (group id, family) -> set of canonical members
+    prefix_members: dict  # (group id, family) -> the prefixes among them
+    ports: dict     # port id -> model.Port
+
+    def load(self, model) -> "DesiredState":
+        """Make the state equal to ``model`` (a fwsg.model.Model), touching only what differs."""
+
+    def set_group(self, sg: str, rules: Optional[tuple]) -> None:
+        """Set a group's rules (a tuple of model.Rule), or remove the group (None)."""
+
+    def set_members(self, sg: str, family: int, members: Iterable[str]) -> None:
+        """Replace the members (canonical hosts and prefixes) of one group and family."""
+
+    def add_members(self, sg: str, family: int, members: Iterable[str]) -> None:
+        """Add canonical members of one family to a group."""
+
+    def remove_members(self, sg: str, family: int, members: Iterable[str]) -> None:
+        """Remove canonical members of one family from a group."""
+
+    def set_port(self, port) -> None:
+        """Add or replace a port (a model.Port)."""
+
+    def remove_port(self, port_id: str) -> None:
+        """Remove a port and everything it owns."""
+
+    def clear_pending(self) -> None:
+        """Forget what was recorded (after a commit, or after the changes were taken back)."""
+
+    def meta(self) -> dict:
+        """Derived names -> user ids, for display (``ports``, ``groups``)."""
+
+    def counts(self) -> dict:
+        """Sizes for reports: chains, rules, sets, maps, elements."""
+
+
+class Backend(Protocol):
+    """Kernel access for one network namespace."""
+
+    name: str
+    tracks_conntrack: bool
+    """True when the kernel keeps flows that a change may have to cut (Firewall sweeps them)."""
+
+    def prepare_host(self, mode: str) -> List[str]:
+        """Make the namespace able to filter ``mode`` traffic (kernel modules, sysctls), once;
+        returns notices of what was changed. EnvironmentProblem when impossible."""
+
+    def conntrack_in_use(self) -> bool:
+        """False when the namespace has no tracked flow (a sweep can be skipped)."""
+
+    def desired(self, port_ids: Optional[dict] = None) -> DesiredState:
+        """A new, empty desired state. ``port_ids`` (device -> number, from :meth:`port_ids`)
+        keeps the numbers the kernel already uses."""
+
+    def port_ids(self, current) -> dict:
+        """device -> port number in ``current`` (a state from :meth:`read`)."""
+
+    def read(self):
+        """The kernel's current state of the backend's own objects (nothing else is read)."""
+
+    def diff(self, desired, current, pending=None):
+        """The Plan turning ``current`` into the desired state's objects (both states of this
+        backend); with ``pending`` only what it names is compared. Pure: no I/O. An empty plan
+        is falsy; ``plan.summary`` counts what changes; ``plan.update(current)`` moves
+        ``current`` along once committed; ``str(plan)`` is the backend's text of it."""
+
+    def empty_plan(self):
+        """A Plan with nothing in it (what a call that changes nothing reports)."""
+
+    def commit(self, plan) -> Optional[str]:
+        """Commit ``plan`` as one atomic transaction (or in steps that are each atomic and
+        never more open than the target); returns the transport used, None for an empty
+        plan. KernelError (with ``errno``) when refused: then nothing of that step changed."""
+
+    def flush(self) -> List[str]:
+        """Remove every object of the backend (and nothing else); what was removed."""
+
+    def close(self) -> None:
+        """Release the namespace's handles (sockets, contexts)."""

@@ -1,0 +1,134 @@
+"""The nftables backend: fwsg's two tables (``bridge fwsg``, ``inet fwsg``) in one network
+namespace, through one long-lived libnftables context and one netlink writer.
+
+It only ever names ``bridge fwsg`` and ``inet fwsg``: it never lists, flushes or changes any
+other table.
+"""
+
+import errno
+import json
+
+from fwsg import fast
+from fwsg.backends.nft import netlink, readback, render
+from fwsg.backends.nft.host import ConntrackCount, prepare_host
+from fwsg.errors import KernelError
+from fwsg.netns import entered
+from fwsg.plan import Plan, diff
+from fwsg.ruleset import FAMILIES, TABLE, Ruleset
+
+
+class NftBackend:
+    """Kernel access for one network namespace (None = the caller's). Implements
+    :class:`fwsg.backends.base.Backend`."""
+
+    name = "nft"
+    tracks_conntrack = True  # the kernel keeps flows: sweep them after a change
+
+    def __init__(self, netns=None):
+        self.netns = netns
+        self._host_ready = False
+        self._ct = ConntrackCount(netns)
+        with entered(netns):
+            self._ctx = fast.NftContext()
+            self._writer = fast.NetlinkWriter()
+
+    def close(self):
+        self._ctx.close()
+        self._writer.close()
+
+    # -- host ---------------------------------------------------------------------------------
+    def prepare_host(self, mode="bridge"):
+        """Make the namespace able to filter ``mode`` traffic (bridged frames reach the inet
+        hooks: br_netfilter loaded, bridge-nf-call-ip{,6}tables on); the notices of what was
+        changed. Done once per backend; EnvironmentProblem when impossible."""
+        if self._host_ready:
+            return []
+        notices = prepare_host(self.netns, mode)
+        from fwsg.backends.iptables.switch import remove_iptables_state
+
+        notices += remove_iptables_state(self.netns, self._ctx.run("list tables"))
+        self._host_ready = True
+        return notices
+
+    def conntrack_in_use(self):
+        """False when the namespace's conntrack table is empty: no sweep needed."""
+        return self._ct.in_use()
+
+    # -- desired state, diff ------------------------------------------------------------------
+    def desired(self, port_ids=None):
+        """An empty desired state (a :class:`fwsg.desired.Desired`) for this backend's layout;
+        ``port_ids`` keeps the port numbers the kernel already uses."""
+        from fwsg.compile import Desired
+
+        return Desired(port_ids)
+
+    def port_ids(self, current):
+        """device -> port number, as the kernel holds them (``current`` from :meth:`read`)."""
+        from fwsg.compile import port_ids
+
+        return port_ids(current)
+
+    def diff(self, desired, current, pending=None):
+        """The Plan (typed operations) turning ``current`` (a Ruleset) into the Ruleset of
+        ``desired`` (a Desired); only the keys ``pending`` names when given. Pure."""
+        return diff(desired.rs, current, pending, render.render)
+
+    # -- kernel -------------------------------------------------------------------------------
+    def run(self, text, json_output=False):
+        """Run nft text in this namespace; KernelError when refused (nothing changed then)."""
+        return self._ctx.run(text, json_output)
+
+    def commit(self, plan):
+        """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan of
+        element changes and plain-verdict chains (port profiles) goes straight to netlink (no
+        libnftables cache refill); anything else through libnftables. A plan adding many
+        address elements (a cold start) is committed in steps: the structure through
+        libnftables, then the elements in bounded netlink batches, each step atomic and never
+        more open than the target. Returns which way it went."""
+        if not plan:
+            return None
+        ops = netlink.netlink_ops(plan)
+        if ops:
+            self._writer.commit(ops)
+            return "netlink"
+        split = netlink.split_bulk(plan)
+        if split is not None:
+            rest, batches = split
+            if rest:
+                self._ctx.run("".join(c + "\n" for c in render.render(rest)))
+            for batch in batches:
+                self._writer.commit(batch)
+            return "libnftables+netlink"
+        self._ctx.run(str(plan))
+        return "libnftables"
+
+    def flush(self):
+        """Delete fwsg's tables (those that exist); return the families removed."""
+        present = [f for f in FAMILIES if self._table_json(f) is not None]
+        if present:
+            self._ctx.run("".join(f"delete table {f} {TABLE}\n" for f in present))
+        return present
+
+    def _table_json(self, family):
+        try:
+            out = self._ctx.run(f"list table {family} {TABLE}", json_output=True)
+        except KernelError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        return json.loads(out)["nftables"] if out.strip() else []
+
+    def read(self):
+        """The current state of fwsg's tables as a Ruleset (chains carry the digest found in the
+        kernel; a chain whose rules were changed by someone else gets a digest that matches
+        nothing)."""
+        rs = Ruleset(tables=frozenset())
+        rs.meta = {"handles": {}}
+        for family in FAMILIES:
+            items = self._table_json(family)
+            if items is not None:
+                readback.parse_table(family, items, rs)
+        return rs
+
+    def empty_plan(self):
+        return Plan((), {}, render.render)

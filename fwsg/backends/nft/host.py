@@ -1,0 +1,60 @@
+"""Host preparation for the nft backend, inside the managed namespace: bridged frames must
+reach the inet hooks (conntrack lives only there on this kernel), so br_netfilter is loaded
+and ``net.bridge.bridge-nf-call-ip{,6}tables`` switched on; and the conntrack table's size, read
+before a sweep (an empty table needs no sweep).
+"""
+
+import os
+import subprocess
+
+from fwsg.errors import EnvironmentProblem
+from fwsg.netns import entered
+
+BRIDGE_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+
+
+def prepare_host(netns, mode="bridge"):
+    """Switch the sysctls ``mode`` needs on in ``netns``; the notices of what was changed.
+    EnvironmentProblem when br_netfilter is not available."""
+    if mode != "bridge":
+        return []
+    notices = []
+    with entered(netns):
+        for name in BRIDGE_SYSCTLS:
+            path = f"/proc/sys/net/bridge/{name}"
+            if not os.path.exists(path):
+                subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
+            try:
+                with open(path) as f:
+                    val = f.read().strip()
+                if val != "1":
+                    with open(path, "w") as f:
+                        f.write("1\n")
+                    notices.append(f"set net.bridge.{name}=1 in "
+                                   f"{netns or 'this namespace'} (was {val})")
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot enable net.bridge.{name}: {e} "
+                                         "(is br_netfilter available?)") from None
+    return notices
+
+
+class ConntrackCount:
+    """The number of conntrack entries of one namespace, read without a dump (an fd opened
+    once inside the namespace)."""
+
+    def __init__(self, netns):
+        self.netns = netns
+        self._fd = None
+
+    def in_use(self):
+        """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
+        if self._fd is None:
+            with entered(self.netns):
+                try:
+                    self._fd = os.open("/proc/sys/net/netfilter/nf_conntrack_count", os.O_RDONLY)
+                except OSError:
+                    return False
+        try:
+            return int(os.pread(self._fd, 32, 0) or b"0") > 0
+        except (OSError, ValueError):
+            return True

@@ -1,0 +1,146 @@
+"""The operations a plan is made of: a small closed set of frozen types.
+
+A transaction is an ordered tuple of these. The diff (:mod:`fwsg.plan`) produces them; every
+consumer reads them by name: the nft renderer and netlink encoder of the nft backend, the fake
+kernel, the in-memory mirror of the kernel (:func:`apply_to`), and the repair report. No I/O.
+
+``OPS`` lists every kind; a consumer that handles each of them handles every plan.
+
+Element conventions: a set's elements are canonical texts (``"192.0.2.1"``,
+``'"tap1" . fa:16:3e:00:00:01'``); a map's additions are ``(key, value)`` pairs and its
+deletions keys only.
+"""
+
+from dataclasses import dataclass
+from typing import Tuple
+
+from fwsg.ruleset import ChainDef, SetDef
+
+
+@dataclass(frozen=True)
+class CreateTable:
+    """Create fwsg's table of ``family`` (``bridge`` or ``inet``)."""
+
+    family: str
+
+
+@dataclass(frozen=True)
+class DeleteTable:
+    """Delete fwsg's table of ``family`` with everything in it."""
+
+    family: str
+
+
+@dataclass(frozen=True)
+class CreateSet:
+    """Declare a set or a map (``set.is_map``), empty."""
+
+    set: SetDef
+
+
+@dataclass(frozen=True)
+class DeleteSet:
+    """Delete a set or map (no rule may still reference it)."""
+
+    set: SetDef
+
+
+@dataclass(frozen=True)
+class AddElements:
+    """Add elements to a set (texts) or entries to a map ((key, value) pairs)."""
+
+    set: SetDef
+    elements: Tuple = ()
+
+
+@dataclass(frozen=True)
+class DeleteElements:
+    """Delete elements of a set, or entries of a map by key; each must exist."""
+
+    set: SetDef
+    keys: Tuple = ()
+
+
+@dataclass(frozen=True)
+class DeclareChain:
+    """Create a chain, empty (a base chain when ``chain.hook`` is set). Chains are declared
+    before any is filled, so jumps between new chains resolve."""
+
+    chain: ChainDef
+
+
+@dataclass(frozen=True)
+class FillChain:
+    """Append the chain's rules (as committed: the last carries the digest comment) to the
+    chain, which is empty at this point of the transaction."""
+
+    chain: ChainDef
+
+
+@dataclass(frozen=True)
+class FlushChain:
+    """Remove every rule of a chain (the chain stays)."""
+
+    family: str
+    name: str
+
+    @property
+    def key(self):
+        return (self.family, self.name)
+
+
+@dataclass(frozen=True)
+class DeleteChain:
+    """Delete an empty chain no rule or map entry jumps to any more."""
+
+    family: str
+    name: str
+
+    @property
+    def key(self):
+        return (self.family, self.name)
+
+
+OPS = (CreateTable, DeleteTable, CreateSet, DeleteSet, AddElements, DeleteElements,
+       DeclareChain, FillChain, FlushChain, DeleteChain)
+
+
+def apply_to(rs, op):
+    """Apply one operation's effect to ``rs`` (a Ruleset mirroring the kernel), without the
+    kernel's checks (the kernel accepted the transaction already). Chains are tracked by
+    definition: FillChain installs the chain's definition (and digest)."""
+    kind = type(op)
+    if kind is AddElements:
+        elems = rs.elements[op.set.key]
+        if op.set.is_map:
+            elems.update(op.elements)
+        else:
+            elems.update(op.elements)
+    elif kind is DeleteElements:
+        elems = rs.elements[op.set.key]
+        if op.set.is_map:
+            for k in op.keys:
+                elems.pop(k, None)
+        else:
+            elems.difference_update(op.keys)
+    elif kind is FillChain or kind is DeclareChain:
+        rs.chains[op.chain.key] = op.chain
+    elif kind is FlushChain:
+        pass  # always followed by a FillChain or a DeleteChain in the same transaction
+    elif kind is DeleteChain:
+        rs.chains.pop(op.key, None)
+    elif kind is CreateSet:
+        rs.sets[op.set.key] = op.set
+        rs.elements[op.set.key] = {} if op.set.is_map else set()
+    elif kind is DeleteSet:
+        rs.sets.pop(op.set.key, None)
+        rs.elements.pop(op.set.key, None)
+    elif kind is CreateTable:
+        rs.tables = rs.tables | {op.family}
+    elif kind is DeleteTable:
+        rs.tables = rs.tables - {op.family}
+        for d in (rs.sets, rs.elements, rs.chains):
+            for k in [k for k in d if k[0] == op.family]:
+                del d[k]
+    else:
+        raise TypeError(f"not a plan operation: {op!r}")
