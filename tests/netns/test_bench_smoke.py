@@ -85,4 +85,4 @@ def test_bench_iptables_quick(tmp_path, capsys):
         assert data[f"{variant}_noop"]["met"] is True, data[f"{variant}_noop"]
         assert data[f"{variant}_sizes"]["rules"] > 0
     assert "peer: Neutron iptables driver, one member added" in printed
-    assert _bench_namespaces() == set() or f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
+    assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()

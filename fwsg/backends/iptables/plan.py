@@ -11,7 +11,6 @@ missing from built-in chains, stale chains flushed then deleted; finally stale s
 from dataclasses import dataclass, field
 
 from fwsg.backends.iptables import names
-from fwsg.backends.iptables.state import Chain
 
 TABLE_ORDER = ("raw", "mangle", "filter", "nat")
 SWAP_MIN = 2000   # a full-list change touching more elements than this (and than half the

@@ -16,10 +16,11 @@ def summary(backend, st, ids=None):
         parts = rule.split()
         dev, profile = parts[parts.index("--physdev-out") + 1], parts[-1]
         pid, rec = by_device.get(dev, (None, {}))
-        ports.append({"device": dev, "id": pid, "profile": profile[5:-2],
+        ports.append({"device": dev, "number": None, "id": pid, "profile": profile[5:-2],
                       "groups": rec.get("groups", [])})
     groups = sorted({k[2][:-2] for k in st.chains if k[2].startswith("fwsg-g")})
     sets = [{"name": n, "family": f"IPv{s.family}", "kind": "ipset", "type": "hash:net",
+             "interval": False,
              "maxelem": s.maxelem, "elements": len(st.elements.get(n, ()))}
             for n, s in sorted(st.sets.items())]
     return {
