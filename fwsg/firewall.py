@@ -10,6 +10,10 @@ atomic transaction holding only what it touched (nothing changed: no kernel call
 in-memory mirror of the kernel is updated only after the kernel accepted a transaction; a
 refused one is undone in memory and the mirror re-read, so memory never diverges from the
 kernel. Conntrack entries that lost their rule are removed after the commit.
+
+Firewall orchestrates and nothing else: input is parsed by :mod:`fwsg.model`, and everything
+about kernel objects (desired state, diff, transports, read-back, host preparation) is the
+backend's, through the interface of :mod:`fwsg.backends.base`.
 """
 
 import contextlib
@@ -17,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 
 from fwsg import fast
-from fwsg.addr import canonical_member, is_prefix
+from fwsg.addr import is_prefix
 from fwsg.backends import make_backend
-from fwsg.compile import host_addresses, is_stateless
 from fwsg.errors import KernelError, UserError, ValidationError
-from fwsg.model import Model, member_order, parse_port, parse_rule
+from fwsg.model import (Model, check_id, host_addresses, is_stateless, member_order,
+                        members_by_family, pack_member_list, parse_device, parse_rules)
 from fwsg.netns import check
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeleteChain, DeleteElements, DeleteSet,
                       DeleteTable, FillChain)
@@ -62,8 +66,9 @@ class Firewall:
     """Keeps fwsg's tables in one namespace equal to a model.
 
     ``netns``: a named namespace (``ip netns``) or None for the caller's. ``mode``: ``bridge``
-    (VM taps on a Linux bridge). ``backend``: ``nft`` or ``fake``. ``conntrack``: remove entries
-    that lost their rule after each change (default: on with the nft backend).
+    (VM taps on a Linux bridge). ``backend``: ``nft`` or ``fake`` (see fwsg.backends.base for
+    what a backend provides). ``conntrack``: remove entries that lost their rule after each
+    change (default: when the backend's kernel tracks flows).
     """
 
     def __init__(self, netns=None, mode="bridge", backend="nft", conntrack=None):
@@ -115,13 +120,19 @@ class Firewall:
             self._model = Model(dict(d.groups), members, dict(d.ports))
         return self._model
 
+    def show(self, names=None):
+        """What the kernel holds now, summarised by the backend (read back, not remembered):
+        ports, groups, sets and their sizes; ``names`` (derived names -> user ids, as
+        :meth:`names` gives, or a saved record of them) adds the user ids."""
+        return self.backend.describe(self.backend.read(), names)
+
     def names(self):
         """Derived names -> user ids of the desired state (ports, groups), for display."""
         return self._desired.meta() if self._desired is not None else {}
 
     # -- whole models -----------------------------------------------------------------------
     def plan(self, model):
-        """The Plan that ``apply(model)`` would commit (``str(plan)`` is the nft batch).
+        """The Plan that ``apply(model)`` would commit (``str(plan)`` is the backend's batch text).
         Changes nothing."""
         model = Model.from_wire(model)
         current = self.current()
@@ -211,9 +222,8 @@ class Firewall:
 
     def update_security_group_rules(self, sg_id, rules):
         """Replace the rules of a group (a list of wire-format rule dicts)."""
-        _check_id("security_group_id", sg_id)
-        parsed = tuple(parse_rule(f"security_groups.{sg_id}[{i}]", r)
-                       for i, r in enumerate(_as_list(f"security_groups.{sg_id}", rules)))
+        check_id("security_group_id", sg_id)
+        parsed = parse_rules(sg_id, rules)
         d = self._ensure_desired()
         old = d.groups.get(sg_id)
         if old == parsed:
@@ -241,28 +251,10 @@ class Firewall:
         """Set the full member list of a group: ``{"IPv4": [...], "IPv6": [...]}`` (Neutron's
         form; bare IPs, prefixes or [ip, mac] pairs). Only the difference reaches the kernel;
         the list is parsed and compared packed, at C speed with the compiled hot path."""
-        _check_id("security_group_id", sg_id)
-        if not isinstance(members, dict):
-            raise ValidationError(f"sg_member_ips.{sg_id}", f"{members!r} is not an object "
-                                  "with IPv4/IPv6 lists")
+        check_id("security_group_id", sg_id)
+        changes = pack_member_list(sg_id, members)  # every family validated before any applied
         d = self._ensure_desired()
-        changes = []  # every family is validated before any is applied
-        for key, fam in (("IPv4", 4), ("IPv6", 6)):
-            if key not in members:
-                continue
-            path = f"sg_member_ips.{sg_id}.{key}"
-            packed, rejects = fast.pack_addrs(_as_list(path, members[key]), fam)
-            prefixes, extra = set(), []
-            for i, item in rejects:  # the slow path: prefixes, unusual forms, errors
-                m = item[0] if isinstance(item, (list, tuple)) and item else item
-                c = canonical_member(f"{path}[{i}]", m)
-                if (":" in c) != (fam == 6):
-                    raise ValidationError(f"{path}[{i}]", f"{m!r} is not an {key} address")
-                (prefixes.add if is_prefix(c) else extra.append)(c)
-            if extra:
-                packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
-            changes.append((fam, packed, prefixes))
-        for fam, packed, prefixes in changes:
+        for fam, (packed, prefixes) in changes.items():
             old = self._packed.get((sg_id, fam))
             if old is None:
                 cur_pfx = d.prefix_members.get((sg_id, fam), set())
@@ -280,8 +272,8 @@ class Firewall:
 
     def add_security_group_members(self, sg_id, ips):
         """Add addresses (a list, either family) to a group's members."""
-        _check_id("security_group_id", sg_id)
-        for fam, vals in _by_family(f"sg_member_ips.{sg_id}", ips).items():
+        check_id("security_group_id", sg_id)
+        for fam, vals in members_by_family(f"sg_member_ips.{sg_id}", ips).items():
             cur = self._ensure_desired().members.get((sg_id, fam), ())
             self._change_members(sg_id, fam, [m for m in vals if m not in cur], [])
         return self._maybe_commit()
@@ -289,8 +281,8 @@ class Firewall:
     def remove_security_group_members(self, sg_id, ips):
         """Remove addresses (a list, either family) from a group's members; connections that
         depended on them are cut."""
-        _check_id("security_group_id", sg_id)
-        for fam, vals in _by_family(f"sg_member_ips.{sg_id}", ips).items():
+        check_id("security_group_id", sg_id)
+        for fam, vals in members_by_family(f"sg_member_ips.{sg_id}", ips).items():
             cur = self._ensure_desired().members.get((sg_id, fam), ())
             self._change_members(sg_id, fam, [], [m for m in vals if m in cur])
         return self._maybe_commit()
@@ -314,12 +306,7 @@ class Firewall:
     # -- internals ---------------------------------------------------------------------------
     def _set_port(self, raw):
         d = self._ensure_desired()
-        if isinstance(raw, dict):
-            pid = raw.get("id")
-            _check_id("port.id", pid)
-            port = parse_port(f"devices.{pid}", pid, raw, d.groups)
-        else:
-            port = raw
+        port = parse_device(raw, d.groups) if isinstance(raw, dict) else raw
         other = next((p for p in d.ports.values() if p.device == port.device and p.id != port.id),
                      None)
         if other is not None:
@@ -494,27 +481,6 @@ def _describe(plan):
         elif kind is DeleteChain:
             out.append(f"stray chain {op.family} fwsg {op.name} removed")
     return out
-
-
-def _by_family(path, ips):
-    out = {4: [], 6: []}
-    for i, ip in enumerate(_as_list(path, ips)):
-        if isinstance(ip, (list, tuple)) and ip:
-            ip = ip[0]
-        m = canonical_member(f"{path}[{i}]", ip)
-        out[6 if ":" in m else 4].append(m)
-    return {f: v for f, v in out.items() if v}
-
-
-def _as_list(path, v):
-    if not isinstance(v, (list, tuple)):
-        raise ValidationError(path, f"{v!r} is not a list")
-    return v
-
-
-def _check_id(path, v):
-    if not isinstance(v, str) or not v or len(v) > 255:
-        raise ValidationError(path, f"{v!r} is not a valid id")
 
 
 def _ms(a, b):

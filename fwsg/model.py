@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Tuple
 import netaddr
 
 from fwsg import fast
-from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local
+from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local, is_prefix
 from fwsg.errors import ValidationError
 
 INGRESS, EGRESS = "ingress", "egress"
@@ -482,3 +482,76 @@ def _list(path, value):
 def _short(v):
     s = repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
+
+
+# -- pieces of a model, for incremental calls (an agent's updates between full syncs) --------
+
+def check_id(path, value):
+    """Return ``value`` if it is a valid id (a non-empty string of at most 255 characters)."""
+    if not isinstance(value, str) or not value or len(value) > 255:
+        _fail(path, f"{value!r} is not a valid id")
+    return value
+
+
+def parse_rules(sg, rules):
+    """A group's rule list (wire format) -> a tuple of :class:`Rule`."""
+    path = f"security_groups.{sg}"
+    return tuple(parse_rule(f"{path}[{i}]", r) for i, r in enumerate(_list(path, rules)))
+
+
+def parse_device(raw, groups):
+    """One port in the wire format with its ``id`` -> a :class:`Port` (its groups must be in
+    ``groups``)."""
+    if not isinstance(raw, Mapping):
+        _fail("port", f"{_short(raw)} is not an object")
+    pid = check_id("port.id", raw.get("id"))
+    return parse_port(f"devices.{pid}", pid, raw, groups)
+
+
+def members_by_family(path, ips):
+    """A list of addresses of either family (bare IPs, prefixes or [ip, mac] pairs) ->
+    ``{family: [canonical member, ...]}`` for the families present."""
+    out = {4: [], 6: []}
+    for i, ip in enumerate(_list(path, ips)):
+        if isinstance(ip, (list, tuple)) and ip:
+            ip = ip[0]
+        m = canonical_member(f"{path}[{i}]", ip)
+        out[6 if ":" in m else 4].append(m)
+    return {f: v for f, v in out.items() if v}
+
+
+def pack_member_list(sg, members):
+    """A group's full member list in Neutron's form (``{"IPv4": [...], "IPv6": [...]}``) ->
+    ``{family: (packed hosts, set of prefixes)}`` for the families given: host addresses
+    sorted, de-duplicated and packed (C speed with the compiled hot path), prefixes canonical.
+    Every family is validated before any is returned."""
+    if not isinstance(members, Mapping):
+        _fail(f"sg_member_ips.{sg}", f"{_short(members)} is not an object with IPv4/IPv6 lists")
+    out = {}
+    for key, fam in ((IPV4, 4), (IPV6, 6)):
+        if key not in members:
+            continue
+        path = f"sg_member_ips.{sg}.{key}"
+        packed, rejects = fast.pack_addrs(_list(path, members[key]), fam)
+        prefixes, extra = set(), []
+        for i, item in rejects:  # the slow path: prefixes, unusual forms, errors
+            m = item[0] if isinstance(item, (list, tuple)) and item else item
+            c = canonical_member(f"{path}[{i}]", m)
+            if (":" in c) != (fam == 6):
+                _fail(f"{path}[{i}]", f"{m!r} is not an {key} address")
+            (prefixes.add if is_prefix(c) else extra.append)(c)
+        if extra:
+            packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)
+        out[fam] = (packed, prefixes)
+    return out
+
+
+def host_addresses(port):
+    """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
+    the hypervisor sends or routes to them is the port's ingress."""
+    return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
+
+
+def is_stateless(rules):
+    """A group is stateless when it has rules and one of them says ``stateful: false``."""
+    return bool(rules) and not all(r.stateful for r in rules)

@@ -31,6 +31,9 @@ class DesiredState(Protocol):
     prefix_members: dict  # (group id, family) -> the prefixes among them
     ports: dict     # port id -> model.Port
 
+    def members_of(self, sg: str, family: int) -> set:
+        """The canonical members of a group, one family (what conntrack sweeps judge by)."""
+
     def load(self, model) -> "DesiredState":
         """Make the state equal to ``model`` (a fwsg.model.Model), touching only what differs."""
 
@@ -76,7 +79,7 @@ class Backend(Protocol):
     def conntrack_in_use(self) -> bool:
         """False when the namespace has no tracked flow (a sweep can be skipped)."""
 
-    def desired(self, port_ids: Optional[dict] = None) -> DesiredState:
+    def desired(self, port_ids: Optional[dict] = None) -> "DesiredState":
         """A new, empty desired state. ``port_ids`` (device -> number, from :meth:`port_ids`)
         keeps the numbers the kernel already uses."""
 
@@ -85,6 +88,12 @@ class Backend(Protocol):
 
     def read(self):
         """The kernel's current state of the backend's own objects (nothing else is read)."""
+
+    def describe(self, state, names: Optional[dict] = None) -> dict:
+        """A summary of ``state`` (from :meth:`read`) for people and ``fwsg show --json``:
+        ``tables``, ``ports`` (device, number, id, profile, groups), ``groups`` (name, id),
+        ``sets`` (family, name, kind, type, interval, elements), ``chains``, ``rules``,
+        ``elements``. ``names`` is the record of derived names -> user ids, if any."""
 
     def diff(self, desired, current, pending=None):
         """The Plan turning ``current`` into the desired state's objects (both states of this

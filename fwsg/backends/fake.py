@@ -54,12 +54,18 @@ class FakeBackend:
         return False
 
     def desired(self, port_ids=None):
-        from fwsg.compile import Desired
+        from fwsg.backends.nft.desired import Desired
 
         return Desired(port_ids)
 
+    def describe(self, state, names=None):
+        """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""
+        from fwsg.backends.nft.describe import describe
+
+        return describe(state, names)
+
     def port_ids(self, current):
-        from fwsg.compile import port_ids
+        from fwsg.backends.nft.desired import port_ids
 
         return port_ids(current)
 

@@ -15,35 +15,11 @@ def register(sub):
 
 
 def gather(netns):
-    """A summary dict of fwsg's kernel state in ``netns``."""
+    """A summary dict of fwsg's kernel state in ``netns`` (user ids from the names record)."""
     from fwsg import statefile
-    from fwsg.backends.nft import NftBackend
+    from fwsg.firewall import Firewall
 
-    rs = NftBackend(netns).read()
-    names = statefile.load(netns)
-    by_device = {v.get("device"): (k, v) for k, v in names.get("ports", {}).items()}
-    groups_by_name = {v.get("name"): k for k, v in names.get("groups", {}).items()}
-    egress = rs.elements.get(("inet", "egress"), {})
-    ports = []
-    for dev, val in sorted(rs.elements.get(("bridge", "port-src"), {}).items()):
-        number = int(val, 16) >> 16
-        pid, rec = by_device.get(dev.strip('"'), (None, {}))
-        ports.append({"device": dev.strip('"'), "number": number, "id": pid,
-                      "profile": egress.get(f"0x{number << 16:08x}", "").replace("jump ", "")[:-2],
-                      "groups": rec.get("groups", [])})
-    groups = sorted({c[1][:-2] for c in rs.chains if c[0] == "inet" and c[1].startswith("g")
-                     and c[1][-2:] in ("-i", "-e")})
-    sets = [{"family": k[0], "name": k[1], "kind": "map" if sd.is_map else "set",
-             "type": sd.key_type + (f" : {sd.value_type}" if sd.value_type else ""),
-             "interval": sd.interval, "elements": len(rs.elements.get(k, ()))}
-            for k, sd in sorted(rs.sets.items())]
-    return {
-        "netns": netns, "tables": sorted(rs.tables), "ports": ports,
-        "groups": [{"name": g, "id": groups_by_name.get(g)} for g in groups],
-        "sets": sets, "chains": len(rs.chains),
-        "rules": sum(len(c.rules) for c in rs.chains.values()),
-        "elements": sum(s["elements"] for s in sets),
-    }
+    return {"netns": netns, **Firewall(netns=netns).show(statefile.load(netns))}
 
 
 def run(args):

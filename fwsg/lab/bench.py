@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from fwsg import _fast_py
-from fwsg.compile import Names
+from fwsg.backends.nft.layout import Names
 from fwsg.model import Model
 from fwsg.lab.scenario import generate, member_v4, member_v6
 

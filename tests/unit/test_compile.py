@@ -4,7 +4,7 @@ import copy
 import pathlib
 import re
 
-from fwsg.compile import compile_model
+from fwsg.backends.nft.desired import compile_model
 from fwsg.plan import diff
 
 GOLDEN = pathlib.Path(__file__).with_name("golden") / "demo-model.nft"

@@ -3,12 +3,13 @@ calls leaves exactly the state a fresh apply of the resulting model leaves; each
 defer block is one transaction holding only its change; a refused transaction changes nothing."""
 
 import copy
+import errno
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fwsg.compile import Names
+from fwsg.backends.nft.layout import Names
 from fwsg.errors import KernelError, ValidationError
 from fwsg.firewall import Firewall
 from fwsg.lab.scenario import generate
@@ -99,22 +100,50 @@ def test_exception_in_defer_block_takes_changes_back():
     assert not fw.plan(fw.model)
 
 
-def test_refused_transaction_leaves_memory_equal_to_kernel(monkeypatch):
+def test_refused_transaction_leaves_memory_equal_to_kernel():
     fw = fresh()
     fw.apply(BASE)
     before = kernel_view(fw)
-
-    def refuse(plan):
-        raise KernelError("nftables refused the batch: injected")
-    monkeypatch.setattr(fw.backend, "commit", refuse)
-    with pytest.raises(KernelError):
+    fw.backend.fail_next(1, errno.ENOBUFS)
+    with pytest.raises(KernelError) as e:
         fw.update_security_group_rules("default", [])
-    monkeypatch.undo()
+    assert e.value.errno == errno.ENOBUFS
     assert kernel_view(fw) == before
     assert fw.model.groups["default"] != ()    # the refused change is not in memory
     assert not fw.plan(generate(ports=4, groups=3, rules=4, members=20, seed=7))
     fw.update_security_group_rules("default", [])  # and it can be done afterwards
     assert fw.model.groups["default"] == ()
+    same_as_fresh(fw)
+
+
+CALLS = {
+    "add members": lambda fw: fw.add_security_group_members("sg-1", ["203.0.113.61"]),
+    "remove members": lambda fw: fw.remove_security_group_members(
+        "default", BASE["sg_member_ips"]["default"]["IPv4"][:2]),
+    "full member list": lambda fw: fw.update_security_group_members(
+        "default", {"IPv4": ["203.0.113.62"], "IPv6": []}),
+    "rules": lambda fw: fw.update_security_group_rules(
+        "sg-2", [{"direction": "ingress", "ethertype": "IPv4", "protocol": "udp",
+                  "port_range_min": 53}]),
+    "new port": lambda fw: fw.prepare_port_filter(
+        {"id": "p-new", "device": "tap-new", "mac_address": "fa:16:3e:00:09:01",
+         "fixed_ips": ["203.0.113.63"], "security_groups": ["sg-1"]}),
+    "port removed": lambda fw: fw.remove_port_filter("port-1"),
+    "whole model": lambda fw: fw.apply(generate(ports=3, groups=2, rules=2, members=9, seed=3)),
+}
+
+
+@pytest.mark.parametrize("call", CALLS, ids=list(CALLS))
+def test_every_call_refused_by_the_kernel_changes_nothing_and_can_be_retried(call):
+    fw = fresh()
+    fw.apply(BASE)
+    before_kernel, before_model = kernel_view(fw), fw.model.to_wire()
+    fw.backend.fail_next(1, errno.EPERM)
+    with pytest.raises(KernelError):
+        CALLS[call](fw)
+    assert kernel_view(fw) == before_kernel
+    assert fw.model.to_wire() == before_model
+    assert CALLS[call](fw).changed                # the retry goes through whole
     same_as_fresh(fw)
 
 

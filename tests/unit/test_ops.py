@@ -16,7 +16,7 @@ from fwsg.backends.fake import FakeBackend
 from fwsg.backends.nft import netlink
 from fwsg.backends.nft.readback import parse_table
 from fwsg.backends.nft.render import render
-from fwsg.compile import compile_model
+from fwsg.backends.nft.desired import compile_model
 from fwsg.errors import KernelError
 from fwsg.ops import (OPS, AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain, apply_to)

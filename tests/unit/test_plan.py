@@ -45,7 +45,7 @@ def test_member_change_touches_only_elements(demo_model):
 
 
 def _set(fw, sg, fam):
-    from fwsg.compile import Names
+    from fwsg.backends.nft.layout import Names
 
     return Names.member_set(sg, fam)
 

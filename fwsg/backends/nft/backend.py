@@ -56,15 +56,21 @@ class NftBackend:
 
     # -- desired state, diff ------------------------------------------------------------------
     def desired(self, port_ids=None):
-        """An empty desired state (a :class:`fwsg.desired.Desired`) for this backend's layout;
+        """An empty desired state (a :class:`fwsg.backends.nft.desired.Desired`) for the layout;
         ``port_ids`` keeps the port numbers the kernel already uses."""
-        from fwsg.compile import Desired
+        from fwsg.backends.nft.desired import Desired
 
         return Desired(port_ids)
 
+    def describe(self, state, names=None):
+        """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""
+        from fwsg.backends.nft.describe import describe
+
+        return describe(state, names)
+
     def port_ids(self, current):
         """device -> port number, as the kernel holds them (``current`` from :meth:`read`)."""
-        from fwsg.compile import port_ids
+        from fwsg.backends.nft.desired import port_ids
 
         return port_ids(current)
 

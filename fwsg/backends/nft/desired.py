@@ -1,172 +1,19 @@
-"""Model -> desired Ruleset for the bridged mode (VM taps on a Linux bridge).
-
-Pure function, no I/O. Layout (see README "Design"):
-
-``table bridge fwsg``
-  prerouting (-200): tag the frame with the source port's number (``meta mark``, bits 16-31)
-  from ``iifname``; anti-spoofing for ports with port security (MAC, IPv4, IPv6, ARP).
-  forward (-200): set the mark to the destination port's number (bits 0-15) from ``oifname``.
-``table inet fwsg``
-  egress check (prerouting 0, after conntrack): ``meta mark & 0xffff0000 vmap @egress`` -> the
-  port's egress chain; covers VM->VM, VM->outside and VM->hypervisor alike.
-  ingress check (forward 0): ``meta mark & 0xffff vmap @ingress`` -> the port's ingress chain;
-  (output 0): ``ip daddr vmap @ingress4`` / ``ip6 daddr vmap @ingress6`` for traffic the host
-  itself sends to a VM.
-  Port chains ``jump`` to a shared chain of fixed rules (conntrack state, DHCP, ND), then to one
-  shared chain per group, then drop; remote groups are named member sets (hash sets for hosts,
-  a small interval set only while a group has prefix members).
-
-Object names are derived from a hash of the user's ids and never contain user text; interface
-names (validated) are the only user strings in the batch, always quoted.
+"""The nft backend's desired state: the Ruleset a model needs in the layout
+(:mod:`fwsg.backends.nft.layout`), kept current change by change (:class:`Desired`), and the
+record of what each change touched since the last commit (:class:`Pending`). No I/O here.
 """
-
-import hashlib
 
 import netaddr
 
 from fwsg.addr import is_prefix
-from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS, Model
+from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
+                                      MACS, MAX_PORT_ID, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
+                                      Names, antispoof_chain, dst_mark, fixed_chain,
+                                      fixed_chains, port_number, quote_ifname, spoof_type,
+                                      src_mark, unquote_ifname)
+from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
+from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
-
-MAX_PORT_ID = 0xFFFF
-_L4 = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
-# Fixed per-port rules live once in shared chains (no anonymous set per port: libnftables
-# fetches every set, anonymous ones included, before each transaction).
-STATE_RULES = ("ct state invalid drop", "ct state established,related accept")
-
-# Fixed objects. Priorities: the bridge chains run before br_netfilter hands the frame to the
-# inet hooks (bridge priority 0); the egress check runs before the ingress check.
-BRIDGE_PRE = "filter hook prerouting priority -200"
-BRIDGE_FWD = "filter hook forward priority -200"
-INET_PRE_EGRESS = "filter hook prerouting priority 0"
-INET_FWD_INGRESS = "filter hook forward priority 0"
-INET_OUT_INGRESS = "filter hook output priority 0"
-
-
-def short_hash(text, n=10):
-    """A stable, name-safe digest of a user id."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
-
-
-def mark(v):
-    return f"0x{v:08x}"
-
-
-def quote_ifname(name):
-    return f'"{name}"'  # names are validated by the model: no quotes or backslashes possible
-
-
-class Names:
-    """Derived object names for groups and ports."""
-
-    @staticmethod
-    def group(sg):
-        return "g" + short_hash(sg)
-
-    @classmethod
-    def member_set(cls, sg, family, prefixes=False):
-        return f"{cls.group(sg)}-m{family}{'n' if prefixes else ''}"
-
-
-def render_rule(rule, members_of, verdict="accept"):
-    """nft text for one Rule (a list: a remote group with prefixes needs two rules).
-
-    ``members_of(sg, family)`` returns (hosts, has_prefixes) of a group: whether its prefix
-    set exists."""
-    fam = rule.family
-    ipk = "ip" if fam == 4 else "ip6"
-    remote_key = "saddr" if rule.direction == INGRESS else "daddr"
-    parts = []
-    if rule.src:
-        parts.append(f"{ipk} saddr {rule.src}")
-    if rule.dst:
-        parts.append(f"{ipk} daddr {rule.dst}")
-    if not parts and rule.remote_group is None:
-        parts.append(f"meta nfproto ipv{fam}")
-    l4 = []
-    p = rule.protocol
-    if p in (ICMP4, ICMP6):
-        kw = "icmp" if p == ICMP4 else "icmpv6"
-        if rule.icmp_type is None:
-            l4.append(f"meta l4proto {p}")
-        else:
-            l4.append(f"{kw} type {rule.icmp_type}")
-            if rule.icmp_code is not None:
-                l4.append(f"{kw} code {rule.icmp_code}")
-    elif p in _L4 and (rule.port_min is not None or rule.sport_min is not None):
-        if rule.sport_min is not None:
-            l4.append(f"{_L4[p]} sport {_range(rule.sport_min, rule.sport_max)}")
-        if rule.port_min is not None:
-            l4.append(f"{_L4[p]} dport {_range(rule.port_min, rule.port_max)}")
-    elif p is not None:
-        l4.append(f"meta l4proto {p}")
-    tail = " ".join(l4 + [verdict])
-    if rule.remote_group is None:
-        return [" ".join(parts + [tail])]
-    out = [" ".join(parts + [f"{ipk} {remote_key} @{Names.member_set(rule.remote_group, fam)}", tail])]
-    _, has_prefixes = members_of(rule.remote_group, fam)
-    if has_prefixes:
-        out.append(" ".join(parts + [f"{ipk} {remote_key} "
-                                     f"@{Names.member_set(rule.remote_group, fam, True)}", tail]))
-    return out
-
-
-def _range(lo, hi):
-    return str(lo) if hi is None or hi == lo else f"{lo}-{hi}"
-
-
-def _dedupe(rules):
-    seen, out = set(), []
-    for r in rules:
-        if r not in seen:
-            seen.add(r)
-            out.append(r)
-    return tuple(out)
-
-
-def fixed_chain(direction, stateful):
-    """Name of the shared chain holding the rules every filtered port has in ``direction``."""
-    return f"fixed-{'e' if direction == EGRESS else 'i'}-{'sf' if stateful else 'sl'}"
-
-
-def fixed_rules(direction, stateful):
-    """The rules every filtered port has, before its groups' rules."""
-    out = list(STATE_RULES) if stateful else []
-    if direction == EGRESS:
-        out += [
-            "meta nfproto ipv4 udp sport 67 udp dport 68 drop",     # DHCP server from a VM
-            "meta nfproto ipv6 udp sport 547 udp dport 546 drop",   # DHCPv6 server from a VM
-            "icmpv6 type nd-router-advert drop",                    # RA from a VM
-            "meta nfproto ipv4 udp sport 68 udp dport 67 accept",   # DHCP client
-            "meta nfproto ipv6 udp sport 546 udp dport 547 accept",  # DHCPv6 client
-            "meta l4proto ipv6-icmp accept",                        # ND, DAD, MLD, ping6 out
-        ]
-    else:
-        out += [
-            "icmpv6 type { mld-listener-query, nd-neighbor-solicit, nd-neighbor-advert } accept",
-            "meta nfproto ipv4 udp sport 67 udp dport 68 accept",   # DHCP replies
-            "meta nfproto ipv6 udp sport 547 udp dport 546 accept",  # DHCPv6 replies
-        ]
-    return out
-
-
-def subsumed_by_fixed(rule):
-    """True when the fixed rules every port has already decide every packet ``rule`` matches
-    (Neutron's per-port DHCP reply rules, for instance): such a rule adds nothing."""
-    def within(lo, hi, port):
-        return lo is not None and lo == port and (hi is None or hi == port)
-
-    if rule.protocol == 17:
-        pairs = {(INGRESS, 4): (67, 68), (INGRESS, 6): (547, 546),
-                 (EGRESS, 4): (68, 67), (EGRESS, 6): (546, 547)}
-        sport, dport = pairs[(rule.direction, rule.family)]
-        return within(rule.sport_min, rule.sport_max, sport) and within(
-            rule.port_min, rule.port_max, dport)
-    if rule.protocol == ICMP6 and rule.direction == EGRESS:
-        return True  # every ICMPv6 leaves a VM but RA, which is dropped before any rule
-    if rule.protocol == ICMP6 and rule.direction == INGRESS:
-        return rule.icmp_type in (130, 135, 136)
-    return False
 
 
 class Pending:
@@ -198,9 +45,6 @@ class Pending:
 
     def touch_map(self, key, k):
         self.maps.setdefault(key, set()).add(k)
-
-
-SPOOF_SETS = {(4, False): "spoof4", (4, True): "spoof4n", (6, False): "spoof6", (6, True): "spoof6n"}
 
 
 class Desired:
@@ -238,63 +82,16 @@ class Desired:
 
     # -- fixed objects ------------------------------------------------------------------
     def _fixed(self):
-        for sd in (SetDef("inet", "egress", "mark", "verdict"),
-                   SetDef("inet", "ingress", "mark", "verdict"),
-                   SetDef("inet", "ingress4", "ipv4_addr", "verdict"),
-                   SetDef("inet", "ingress6", "ipv6_addr", "verdict"),
-                   SetDef("bridge", "port-src", "ifname", "mark"),
-                   SetDef("bridge", "port-dst", "ifname", "mark"),
-                   SetDef("bridge", "secured", "ifname"),
-                   SetDef("bridge", "macs", "ifname . ether_addr"),
-                   SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"),
-                   SetDef("bridge", "spoof6", "ifname . ether_addr . ipv6_addr")):
+        for sd in FIXED_SETS:
             self._declare(sd)
-        for c in (
-            ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
-            ChainDef("inet", "ingress-fwd", (
-                "meta mark & 0x0000ffff vmap @ingress",
-                # routed by the hypervisor into the bridge: no port tag, dispatch by address
-                "meta mark & 0x0000ffff == 0x0 ip daddr vmap @ingress4",
-                "meta mark & 0x0000ffff == 0x0 ip6 daddr vmap @ingress6"),
-                     INET_FWD_INGRESS),
-            ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
-                     INET_OUT_INGRESS),
-            ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
-                                              "iifname @secured jump antispoof"), BRIDGE_PRE),
-            ChainDef("bridge", "forward", ("meta mark set oifname map @port-dst",), BRIDGE_FWD),
-        ):
+        for c in fixed_chains():
             self._chain(c.key, c)
-        for direction in (EGRESS, INGRESS):
-            for stateful in (True, False):
-                name = fixed_chain(direction, stateful)
-                self._chain(("inet", name), ChainDef("inet", name,
-                                                     tuple(fixed_rules(direction, stateful))))
         self._antispoof()
 
     def _antispoof(self):
-        rules = ["iifname . ether saddr != @macs drop"]
-        for fam in (4, 6):
-            ipk = "ip" if fam == 4 else "ip6"
-            for pfx in (False, True):
-                name = SPOOF_SETS[(fam, pfx)]
-                if ("bridge", name) not in self.rs.sets:
-                    continue
-                rules.append(f"ether type {ipk} iifname . ether saddr . {ipk} saddr @{name} return")
-                if fam == 4:
-                    rules.append(f"ether type arp arp htype 1 arp ptype ip "
-                                 f"iifname . arp saddr ether . arp saddr ip @{name} return")
-        rules += [
-            # DHCP discover/request before the VM has an address
-            "ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
-            # ARP probe (RFC 5227): sender IP 0.0.0.0, sender MAC must be the port's
-            "ether type arp arp htype 1 arp ptype ip arp saddr ip 0.0.0.0 "
-            "iifname . arp saddr ether @macs return",
-            # DAD and MLD from the unspecified address
-            "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, "
-            "mld2-listener-report } return",
-            "drop",
-        ]
-        self._chain(("bridge", "antispoof"), ChainDef("bridge", "antispoof", tuple(rules)))
+        present = {name for name in SPOOF_SETS.values() if ("bridge", name) in self.rs.sets}
+        chain = antispoof_chain(present)
+        self._chain(chain.key, chain)
 
     # -- primitives that record what they touch ------------------------------------------
     def _declare(self, sd):
@@ -417,10 +214,9 @@ class Desired:
             self._elem_add(key, e)
 
     def _group_chains(self, sg):
-        g = Names.group(sg)
         rules = self.groups.get(sg)
-        for direction, suffix in ((INGRESS, "i"), (EGRESS, "e")):
-            key = ("inet", f"{g}-{suffix}")
+        for direction in (INGRESS, EGRESS):
+            key = ("inet", Names.group_chain(sg, direction))
             if rules is None:
                 self._chain(key, None)
             else:
@@ -505,9 +301,9 @@ class Desired:
         """(egress rules, ingress rules) of a filtered port's chains."""
         stateful = self._stateful(port)
         out = []
-        for direction, suffix in ((EGRESS, "e"), (INGRESS, "i")):
-            rules = [f"jump {fixed_chain(direction, stateful)}"]
-            rules += [f"jump {Names.group(sg)}-{suffix}" for sg in port.security_groups]
+        for direction in (EGRESS, INGRESS):
+            rules = [Names.jump(fixed_chain(direction, stateful))]
+            rules += [Names.jump(Names.group_chain(sg, direction)) for sg in port.security_groups]
             rules += self._render(r for r in port.rules
                                   if r.direction == direction and not subsumed_by_fixed(r))
             rules.append("drop")
@@ -522,16 +318,17 @@ class Desired:
         new = None
         if port is not None and port.port_security:
             egress, ingress = self._profile_rules(port)
-            new = "p" + short_hash("\n".join(egress) + "\0" + "\n".join(ingress))
+            new = Names.profile(egress, ingress)
             if new not in self.profile_refs:
                 self.profile_refs[new] = set()
-                self._chain(("inet", f"{new}-e"), ChainDef("inet", f"{new}-e", egress))
-                self._chain(("inet", f"{new}-i"), ChainDef("inet", f"{new}-i", ingress))
+                for direction, rules in ((EGRESS, egress), (INGRESS, ingress)):
+                    name = Names.profile_chain(new, direction)
+                    self._chain(("inet", name), ChainDef("inet", name, rules))
             self.profile_refs[new].add(pid)
             self.profile_of[pid] = new
             n = self.ids[port.device]
-            self._map_set(("inet", "egress"), mark(n << 16), f"jump {new}-e")
-            self._map_set(("inet", "ingress"), mark(n), f"jump {new}-i")
+            self._map_set(EGRESS_MAP, src_mark(n), Names.jump(Names.profile_chain(new, EGRESS)))
+            self._map_set(INGRESS_MAP, dst_mark(n), Names.jump(Names.profile_chain(new, INGRESS)))
             for ip in host_addresses(port):
                 self._dispatch_addr(ip)
         if old is not None and old != new:
@@ -539,8 +336,8 @@ class Desired:
             refs.discard(pid)
             if not refs:
                 self.profile_refs.pop(old, None)
-                self._chain(("inet", f"{old}-e"), None)
-                self._chain(("inet", f"{old}-i"), None)
+                for direction in (EGRESS, INGRESS):
+                    self._chain(("inet", Names.profile_chain(old, direction)), None)
 
     def _stateful(self, port):
         for sg in port.security_groups:
@@ -553,11 +350,11 @@ class Desired:
         """(set key, element) pairs and (map key, key, value) triples a filtered port adds
         besides its dispatch entries."""
         dev = quote_ifname(port.device)
-        elems = [(("bridge", "secured"), dev), (("bridge", "macs"), f"{dev} . {port.mac}")]
+        elems = [(SECURED, dev), (MACS, f"{dev} . {port.mac}")]
         for fam in (4, 6):
             prefixes = {}  # mac -> prefixes: merged, an interval set refuses overlaps
             for ip, mac in port.addresses(fam):
-                elems.append((("bridge", "macs"), f"{dev} . {mac}"))
+                elems.append((MACS, f"{dev} . {mac}"))
                 if is_prefix(ip):
                     prefixes.setdefault(mac, []).append(ip)
                 else:
@@ -565,8 +362,7 @@ class Desired:
             for mac, nets in sorted(prefixes.items()):
                 for net in netaddr.cidr_merge(nets):
                     elems.append((("bridge", SPOOF_SETS[(fam, True)]), f"{dev} . {mac} . {net}"))
-        maps = [(("bridge", "port-src"), dev, mark(n << 16)),
-                (("bridge", "port-dst"), dev, mark(n))]
+        maps = [(PORT_SRC, dev, src_mark(n)), (PORT_DST, dev, dst_mark(n))]
         return elems, maps
 
     def set_port(self, port):
@@ -582,7 +378,7 @@ class Desired:
         elems, maps = self._port_elements(port, n)
         for key, e in elems:
             if key not in self.rs.sets:  # first prefix address pair: its interval set
-                self._declare(SetDef("bridge", key[1], _spoof_type(key[1]), interval=True))
+                self._declare(SetDef("bridge", key[1], spoof_type(key[1]), interval=True))
                 self._antispoof()
             self._elem_add(key, e)
         for key, k, v in maps:
@@ -602,8 +398,8 @@ class Desired:
             self._elem_del(key, e)
         for key, k, _ in maps:
             self._map_set(key, k, None)
-        self._map_set(("inet", "egress"), mark(n << 16), None)
-        self._map_set(("inet", "ingress"), mark(n), None)
+        self._map_set(EGRESS_MAP, src_mark(n), None)
+        self._map_set(INGRESS_MAP, dst_mark(n), None)
         self._port_profile(pid)
         for ip in host_addresses(port):
             self.addr_owners.get(ip, set()).discard(pid)
@@ -619,12 +415,13 @@ class Desired:
                 self._antispoof()
 
     def _dispatch_addr(self, ip):
-        key = ("inet", "ingress6" if ":" in ip else "ingress4")
+        key = INGRESS6 if ":" in ip else INGRESS4
         owners = [p for p in self.addr_owners.get(ip, ()) if p in self.profile_of]
         if not self.addr_owners.get(ip):
             self.addr_owners.pop(ip, None)
         # an address on two ports cannot select one port: left to the bridge path
-        self._map_set(key, ip, f"jump {self.profile_of[owners[0]]}-i" if len(owners) == 1 else None)
+        profile = self.profile_of[owners[0]] if len(owners) == 1 else None
+        self._map_set(key, ip, Names.jump(Names.profile_chain(profile, INGRESS)) if profile else None)
 
     def refresh_ports_of_group(self, sg):
         """Re-derive the profiles of the ports whose statefulness depends on ``sg``."""
@@ -677,27 +474,22 @@ class Desired:
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
 
 
-def host_addresses(port):
-    """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
-    the hypervisor sends or routes to them is dispatched to the port's ingress."""
-    return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
-
-
-def is_stateless(rules):
-    return bool(rules) and not all(r.stateful for r in rules)
-
-
-def _spoof_type(name):
-    return "ifname . ether_addr . " + ("ipv4_addr" if name.startswith("spoof4") else "ipv6_addr")
+def _dedupe(rules):
+    seen, out = set(), []
+    for r in rules:
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return tuple(out)
 
 
 def port_ids(current):
     """device -> port number, as a Ruleset read back from the kernel holds them (the values of
     the ``port-src`` map), so a restarted agent keeps every port's number."""
     ids = {}
-    for key, val in current.elements.get(("bridge", "port-src"), {}).items():
+    for key, val in current.elements.get(PORT_SRC, {}).items():
         try:
-            ids[key.strip('"')] = int(val, 16) >> 16
+            ids[unquote_ifname(key)] = port_number(val)
         except ValueError:
             continue
     return ids

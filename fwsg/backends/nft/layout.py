@@ -1,0 +1,227 @@
+"""The nft layout of the bridged mode as data: every fixed object fwsg keeps in its two tables,
+the rules every filtered port shares, and the derived names (with their inverses). The
+compiler builds from it (:mod:`fwsg.backends.nft.desired`), ``fwsg show`` reads the kernel's
+state through it (:mod:`fwsg.backends.nft.describe`); nothing else spells a name of the layout.
+No I/O here.
+
+``table bridge fwsg``
+  ``prerouting`` (-200): the mark's high half := the sending port's number (``port-src``);
+  ports with port security go through ``antispoof``. ``forward`` (-200): the mark := the
+  receiving port's number (``port-dst``).
+``table inet fwsg``
+  ``egress-pre`` (prerouting 0, after conntrack): ``@egress`` dispatches the high half to the
+  sender's egress chain. ``ingress-fwd`` (forward 0): ``@ingress`` dispatches the low half to
+  the receiver's ingress chain, ``@ingress4``/``@ingress6`` what is routed into the bridge.
+  ``ingress-out`` (output 0): the hypervisor's own traffic, by destination address.
+  Port chains (profiles) jump to ``fixed-{e,i}-{sf,sl}``, then to group chains, then drop.
+"""
+
+import hashlib
+
+from fwsg.model import EGRESS, INGRESS
+from fwsg.ruleset import ChainDef, SetDef
+
+MAX_PORT_ID = 0xFFFF
+
+# Hooks. The bridge chains run before br_netfilter hands the frame to the inet hooks (bridge
+# priority 0); the egress check runs before the ingress check.
+BRIDGE_PRE = "filter hook prerouting priority -200"
+BRIDGE_FWD = "filter hook forward priority -200"
+INET_PRE_EGRESS = "filter hook prerouting priority 0"
+INET_FWD_INGRESS = "filter hook forward priority 0"
+INET_OUT_INGRESS = "filter hook output priority 0"
+
+# Keys of the fixed sets and maps.
+EGRESS_MAP = ("inet", "egress")      # mark (sender << 16) -> jump profile-e
+INGRESS_MAP = ("inet", "ingress")    # mark (receiver) -> jump profile-i
+INGRESS4 = ("inet", "ingress4")      # host address -> jump profile-i (routed, output)
+INGRESS6 = ("inet", "ingress6")
+PORT_SRC = ("bridge", "port-src")    # "tap" -> mark (number << 16)
+PORT_DST = ("bridge", "port-dst")    # "tap" -> mark (number)
+SECURED = ("bridge", "secured")      # taps with port security
+MACS = ("bridge", "macs")            # "tap" . mac
+SPOOF_SETS = {(4, False): "spoof4", (4, True): "spoof4n", (6, False): "spoof6", (6, True): "spoof6n"}
+
+FIXED_SETS = (
+    SetDef("inet", "egress", "mark", "verdict"),
+    SetDef("inet", "ingress", "mark", "verdict"),
+    SetDef("inet", "ingress4", "ipv4_addr", "verdict"),
+    SetDef("inet", "ingress6", "ipv6_addr", "verdict"),
+    SetDef("bridge", "port-src", "ifname", "mark"),
+    SetDef("bridge", "port-dst", "ifname", "mark"),
+    SetDef("bridge", "secured", "ifname"),
+    SetDef("bridge", "macs", "ifname . ether_addr"),
+    SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"),
+    SetDef("bridge", "spoof6", "ifname . ether_addr . ipv6_addr"),
+)
+
+BASE_CHAINS = (
+    ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
+    ChainDef("inet", "ingress-fwd", (
+        "meta mark & 0x0000ffff vmap @ingress",
+        # routed by the hypervisor into the bridge: no port tag, dispatch by address
+        "meta mark & 0x0000ffff == 0x0 ip daddr vmap @ingress4",
+        "meta mark & 0x0000ffff == 0x0 ip6 daddr vmap @ingress6"), INET_FWD_INGRESS),
+    ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
+             INET_OUT_INGRESS),
+    ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
+                                      "iifname @secured jump antispoof"), BRIDGE_PRE),
+    ChainDef("bridge", "forward", ("meta mark set oifname map @port-dst",), BRIDGE_FWD),
+)
+
+# Fixed per-port rules live once in shared chains (no anonymous set per port: libnftables
+# fetches every set, anonymous ones included, before each transaction).
+STATE_RULES = ("ct state invalid drop", "ct state established,related accept")
+EGRESS_FIXED = (
+    "meta nfproto ipv4 udp sport 67 udp dport 68 drop",     # DHCP server from a VM
+    "meta nfproto ipv6 udp sport 547 udp dport 546 drop",   # DHCPv6 server from a VM
+    "icmpv6 type nd-router-advert drop",                    # RA from a VM
+    "meta nfproto ipv4 udp sport 68 udp dport 67 accept",   # DHCP client
+    "meta nfproto ipv6 udp sport 546 udp dport 547 accept",  # DHCPv6 client
+    "meta l4proto ipv6-icmp accept",                        # ND, DAD, MLD, ping6 out
+)
+INGRESS_FIXED = (
+    "icmpv6 type { mld-listener-query, nd-neighbor-solicit, nd-neighbor-advert } accept",
+    "meta nfproto ipv4 udp sport 67 udp dport 68 accept",   # DHCP replies
+    "meta nfproto ipv6 udp sport 547 udp dport 546 accept",  # DHCPv6 replies
+)
+# Frames anti-spoofing lets through besides the port's own addresses (before the final drop).
+ANTISPOOF_TAIL = (
+    # DHCP discover/request before the VM has an address
+    "ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return",
+    # ARP probe (RFC 5227): sender IP 0.0.0.0, sender MAC must be the port's
+    "ether type arp arp htype 1 arp ptype ip arp saddr ip 0.0.0.0 iifname . arp saddr ether @macs "
+    "return",
+    # DAD and MLD from the unspecified address
+    "ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, "
+    "mld2-listener-report } return",
+    "drop",
+)
+ANTISPOOF = ("bridge", "antispoof")
+
+
+def fixed_chain(direction, stateful):
+    """Name of the shared chain holding the rules every filtered port has in ``direction``."""
+    return f"fixed-{'e' if direction == EGRESS else 'i'}-{'sf' if stateful else 'sl'}"
+
+
+def fixed_rules(direction, stateful):
+    """The rules every filtered port has, before its groups' rules."""
+    return list(STATE_RULES if stateful else ()) + list(
+        EGRESS_FIXED if direction == EGRESS else INGRESS_FIXED)
+
+
+def fixed_chains():
+    """Every fixed chain: the base chains and the four shared chains of fixed rules."""
+    out = list(BASE_CHAINS)
+    for direction in (EGRESS, INGRESS):
+        for stateful in (True, False):
+            name = fixed_chain(direction, stateful)
+            out.append(ChainDef("inet", name, tuple(fixed_rules(direction, stateful))))
+    return out
+
+
+def antispoof_chain(present):
+    """The anti-spoofing chain, given which of the SPOOF_SETS exist (``present``: a set of
+    their names): the address checks use only existing sets."""
+    rules = ["iifname . ether saddr != @macs drop"]
+    for fam in (4, 6):
+        ipk = "ip" if fam == 4 else "ip6"
+        for pfx in (False, True):
+            name = SPOOF_SETS[(fam, pfx)]
+            if name not in present:
+                continue
+            rules.append(f"ether type {ipk} iifname . ether saddr . {ipk} saddr @{name} return")
+            if fam == 4:
+                rules.append(f"ether type arp arp htype 1 arp ptype ip "
+                             f"iifname . arp saddr ether . arp saddr ip @{name} return")
+    return ChainDef(*ANTISPOOF, tuple(rules) + ANTISPOOF_TAIL)
+
+
+def spoof_type(name):
+    """The key type of one of the SPOOF_SETS."""
+    return "ifname . ether_addr . " + ("ipv4_addr" if name.startswith("spoof4") else "ipv6_addr")
+
+
+# -- derived names (never user text) and their inverses -------------------------------------
+
+def short_hash(text, n=10):
+    """A stable, name-safe digest of a user id."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def mark(v):
+    """A mark value as nft prints it."""
+    return f"0x{v:08x}"
+
+
+def src_mark(number):
+    """The mark (and ``egress`` key) of a sending port."""
+    return mark(number << 16)
+
+
+def dst_mark(number):
+    """The mark (and ``ingress`` key) of a receiving port."""
+    return mark(number)
+
+
+def port_number(src_mark_text):
+    """The port number a ``port-src`` value carries (inverse of :func:`src_mark`)."""
+    return int(src_mark_text, 16) >> 16
+
+
+def quote_ifname(name):
+    """An interface name as a set element (validated by the model: no quotes possible)."""
+    return f'"{name}"'
+
+
+def unquote_ifname(text):
+    return text.strip('"')
+
+
+_SUFFIX = {EGRESS: "e", INGRESS: "i"}
+
+
+class Names:
+    """Derived object names for groups, their member sets and port profiles."""
+
+    @staticmethod
+    def group(sg):
+        return "g" + short_hash(sg)
+
+    @classmethod
+    def group_chain(cls, sg, direction):
+        return f"{cls.group(sg)}-{_SUFFIX[direction]}"
+
+    @classmethod
+    def member_set(cls, sg, family, prefixes=False):
+        return f"{cls.group(sg)}-m{family}{'n' if prefixes else ''}"
+
+    @staticmethod
+    def profile(egress_rules, ingress_rules):
+        """A profile's name: a hash of its two chains' content."""
+        return "p" + short_hash("\n".join(egress_rules) + "\0" + "\n".join(ingress_rules))
+
+    @staticmethod
+    def profile_chain(profile, direction):
+        return f"{profile}-{_SUFFIX[direction]}"
+
+    @staticmethod
+    def jump(chain):
+        """A verdict-map value: jump to ``chain``."""
+        return f"jump {chain}"
+
+
+def group_of_chain(key):
+    """The group name (``g<hash>``) a chain key belongs to, or None for other chains."""
+    family, name = key
+    if family == "inet" and name.startswith("g") and name[-2:] in ("-i", "-e"):
+        return name[:-2]
+    return None
+
+
+def profile_of_verdict(value):
+    """The profile a dispatch-map value jumps to (``jump p<hash>-e`` -> ``p<hash>``), or None."""
+    if value and value.startswith("jump p") and value[-2:] in ("-i", "-e"):
+        return value[5:-2]
+    return None
