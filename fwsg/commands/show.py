@@ -14,27 +14,23 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def gather(netns):
+def gather(netns, backend="nft"):
     """A summary dict of fwsg's kernel state in ``netns`` (user ids from the names record)."""
     from fwsg import statefile
     from fwsg.firewall import Firewall
 
-    return {"netns": netns, **Firewall(netns=netns).show(statefile.load(netns))}
+    return {"netns": netns, **Firewall(netns=netns, backend=backend).show(statefile.load(netns))}
 
 
 def run(args):
-    if args.backend.startswith("iptables"):
-        from fwsg.backends.iptables.show import gather as gather_ipt, render
-
-        info = gather_ipt(args.netns, args.backend)
-        if args.json:
-            print_json(info)
-        else:
-            render(info)
-        return 0
-    info = gather(args.netns)
+    info = gather(args.netns, args.backend)
     if args.json:
         print_json(info)
+        return 0
+    if args.backend.startswith("iptables"):
+        from fwsg.backends.iptables.show import render
+
+        render(info)
         return 0
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if not info["tables"]:

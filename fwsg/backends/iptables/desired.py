@@ -21,9 +21,9 @@ changes touch only set elements, never a chain.
 from fwsg.addr import is_prefix
 from fwsg.backends.iptables import names, rules as R
 from fwsg.backends.iptables.state import Chain, SetSpec, State, eb_chain_name, size_for
-from fwsg.compile import host_addresses, is_stateless, subsumed_by_fixed
+from fwsg.backends.nft.rules import subsumed_by_fixed  # same fixed rules, same semantics
 from fwsg.errors import ValidationError
-from fwsg.model import EGRESS, INGRESS, Model
+from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
 
 FAMS = (4, 6)
 # dispatch chains (rule order free): (table, name)

@@ -37,16 +37,6 @@ def summary(backend, st, ids=None):
     }
 
 
-def gather(netns, backend="iptables"):
-    from fwsg.backends.iptables import IptablesBackend
-
-    be = IptablesBackend(netns, backend.partition("-")[2] or None)
-    try:
-        return be.describe()
-    finally:
-        be.close()
-
-
 def render(info):
     where = f"netns {info['netns']}" if info["netns"] else "this namespace"
     if not info["chains"] and not info["sets"]:
