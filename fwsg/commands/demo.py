@@ -31,6 +31,9 @@ def register(sub):
     p.add_argument("--timeout", type=float, default=0.5,
                    help="seconds a probe waits before calling a flow dropped (default 0.5)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    from fwsg.commands.common import add_backend
+
+    add_backend(p)
     p.set_defaults(func=run)
 
 
@@ -54,5 +57,5 @@ def _run(args):
         print(f"removed {', '.join(removed)}" if removed else f"no lab named {args.name!r}")
         return 0
     ok, _ = demo.run(args.model, name=args.name, keep=args.keep, timeout=args.timeout,
-                     as_json=args.json)
+                     as_json=args.json, backend=args.backend)
     return 0 if ok else 1
