@@ -54,3 +54,10 @@ SHARED = [
 ]
 for _name in SHARED:
     globals()[_name] = getattr(sem, _name)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bridge_netfilter_is_switched_on_and_reported(lab_factory, monkeypatch, variant):
+    monkeypatch.setattr(sem, "Firewall", functools.partial(Firewall,
+                                                           backend=f"iptables-{variant}"))
+    sem.test_bridge_netfilter_is_switched_on_and_reported(lab_factory)
