@@ -193,6 +193,34 @@ def test_refused_commit_leaves_memory_equal_to_kernel(env):
     assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(new)
 
 
+def test_failure_half_way_leaves_memory_equal_to_kernel(env):
+    """The restores are atomic per family, not across: when IPv6's is refused after IPv4's went
+    through, memory is re-read (equal to the kernel) and the next apply completes the rest."""
+    lab, fw, variant = env
+    groups = web_db(v6=True)
+    doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"]})
+    fw.apply(doc)
+    groups["db"].append(rule("ingress", protocol="tcp", ports=7000))
+    groups["db"].append(rule("ingress", "IPv6", protocol="tcp", ports=7000))
+    new = model(lab, groups, {"vm1": ["web"], "vm2": ["db"]})
+    k = fw.backend.kernel
+    argv = k._restore_argv
+    k._restore_argv = lambda fam: ["false"] if fam == 6 else argv(fam)
+    try:
+        with pytest.raises(KernelError):
+            fw.apply(new)
+    finally:
+        k._restore_argv = argv
+    reread = Firewall(netns=lab.host_ns, backend=f"iptables-{variant}")
+    assert str(fw.plan(new)) == str(reread.plan(new))     # memory == kernel
+    assert lab.tcp_connect("vm1", "vm2", port=7000)        # IPv4 went through
+    assert not lab.tcp_connect("vm1", "vm2", port=7000, family=6)
+    r = fw.apply(new)
+    assert r.summary["restores"] == 1                      # only IPv6 was left to do
+    assert lab.tcp_connect("vm1", "vm2", port=7000, family=6)
+    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(new)
+
+
 def test_group_beyond_ipset_default_size(env):
     """100,000 members in one group (ipset's default maxelem is 65,536: Neutron's sets fill up)."""
     lab, fw, variant = env
