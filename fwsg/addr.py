@@ -11,7 +11,7 @@ import socket
 
 import netaddr
 
-from fwsg.errors import ValidationError
+from fwsg.errors import ValidationError, short_repr
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -24,22 +24,24 @@ def canonical_ip(path, value):
             return socket.inet_ntop(fam, socket.inet_pton(fam, value))
         except (OSError, ValueError):
             pass
-    raise ValidationError(path, f"{value!r} is not an IP address")
+    raise ValidationError(path, f"{short_repr(value, 60)} is not an IP address")
 
 
 def canonical_network(path, value):
     """Return ``net/len`` (host bits cleared) for a prefix or a bare address (as /32, /128)."""
     if isinstance(value, str) and value.count("/") <= 1:
         addr, _, plen = value.partition("/")
+        if plen and not (plen.isascii() and plen.isdigit() and len(plen) <= 3):
+            raise ValidationError(path, f"{short_repr(value, 60)} is not an IP prefix")
         try:
             ip = canonical_ip(path, addr)
             net = netaddr.IPNetwork(f"{ip}/{plen}" if plen else ip)
         except (ValidationError, netaddr.AddrFormatError, ValueError, TypeError):
             pass
         else:
-            if not plen or plen.isdigit():
+            if not plen or (plen.isascii() and plen.isdigit()):
                 return f"{net.network}/{net.prefixlen}"
-    raise ValidationError(path, f"{value!r} is not an IP prefix")
+    raise ValidationError(path, f"{short_repr(value, 60)} is not an IP prefix")
 
 
 def canonical_member(path, value):

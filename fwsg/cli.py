@@ -10,7 +10,7 @@ import sys
 
 from fwsg import __version__
 from fwsg.commands import COMMANDS
-from fwsg.errors import FwsgError
+from fwsg.errors import MAX_LINE, FwsgError, printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +64,7 @@ def main(argv=None):
     try:
         return int(args.func(args) or 0)
     except FwsgError as e:
-        print(f"fwsg: {one_line(str(e))}", file=sys.stderr)
+        print(f"fwsg: {printable(one_line(str(e)), MAX_LINE)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("fwsg: interrupted", file=sys.stderr)

@@ -5,6 +5,42 @@ codes: :class:`UserError` (bad input, bad usage) -> 2, :class:`KernelError` -> 1
 """
 
 
+MAX_FIELD = 160   # characters of one user value or path quoted in an error line
+MAX_LINE = 400    # characters of one error line
+
+
+def printable(text, limit=MAX_FIELD):
+    """``text`` safe to print on one terminal line: control and other non-printable characters
+    escaped (``\\n``, ``\\x1b``), cut to ``limit`` characters with a marker saying how long it
+    was. Never raises, whatever ``text`` is (huge integers included)."""
+    if not isinstance(text, str):
+        try:
+            if isinstance(text, int) and not isinstance(text, bool) and text.bit_length() > 256:
+                return f"<integer of {text.bit_length()} bits>"
+            text = str(text)
+        except Exception:  # noqa: BLE001 - a hostile __str__
+            return f"<{type(text).__name__}>"
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > limit:
+        text = f"{text[:limit - 30]}...<{len(text)} characters>"
+    return text
+
+
+def short_repr(value, limit=MAX_FIELD):
+    """``repr(value)`` bounded to about ``limit`` characters (safe for huge or nested values);
+    a cut string says how long it was."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<integer of {value.bit_length()} bits>"
+    if type(value) is str and len(value) > limit:
+        return printable(repr(value[:limit - 30]), limit) + f"...<{len(value)} characters>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - recursion, huge ints inside containers
+        text = f"<{type(value).__name__}>"
+    return printable(text, limit)
+
+
 class FwsgError(Exception):
     """Base of every error fwsg raises on purpose."""
 
@@ -21,9 +57,9 @@ class ValidationError(UserError):
     """A model/document field is invalid. ``path`` names the field, e.g. ``devices.p1.fixed_ips[0]``."""
 
     def __init__(self, path, message):
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
+        self.path = printable(path)
+        self.message = printable(message, MAX_LINE)
+        super().__init__(f"{self.path}: {self.message}" if path else self.message)
 
 
 class KernelError(FwsgError):
@@ -52,6 +88,12 @@ def errno_in(text):
         if os.strerror(code) in text:
             return code
     return None
+
+
+class Busy(FwsgError):
+    """Another fwsg process (or Firewall) holds the namespace's lock; nothing was changed."""
+
+    exit_code = 1
 
 
 class EnvironmentProblem(FwsgError):

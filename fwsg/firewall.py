@@ -14,19 +14,33 @@ kernel. Conntrack entries that lost their rule are removed after the commit.
 Firewall orchestrates and nothing else: input is parsed by :mod:`fwsg.model`, and everything
 about kernel objects (desired state, diff, transports, read-back, host preparation) is the
 backend's, through the interface of :mod:`fwsg.backends.base`.
+
+Threads: a Firewall may be shared by several threads. Every public call (and a whole
+``defer_apply`` block) holds the Firewall's lock, so calls run one after another, each seeing
+the state the previous one left; the libnftables context and netlink sockets are only used under
+it. Processes: every transaction (read back, diff, commit, names record, conntrack sweep) holds
+the namespace's lock (:mod:`fwsg.nslock`), shared with every other fwsg process and Firewall on
+that namespace; a Firewall that finds another writer committed since its own last transaction
+re-reads the kernel first.
 """
 
 import contextlib
+import functools
+import itertools
+import os
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
-from fwsg import fast
+from fwsg import fast, testhooks
 from fwsg.addr import is_prefix
 from fwsg.backends import make_backend
-from fwsg.errors import KernelError, UserError, ValidationError
+from fwsg.errors import KernelError, UserError, ValidationError, short_repr
 from fwsg.model import (Model, check_id, host_addresses, is_stateless, member_order,
                         members_by_family, pack_member_list, parse_device, parse_rules)
 from fwsg.netns import check
+from fwsg.nslock import NamespaceLock
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeleteChain, DeleteElements, DeleteSet,
                       DeleteTable, FillChain)
 
@@ -62,18 +76,31 @@ class ApplyResult:
                 "repaired": self.repaired, "transport": self.transport}
 
 
+def _serialized(method):
+    """Run ``method`` holding the Firewall's (re-entrant) lock."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return call
+
+
 class Firewall:
     """Keeps fwsg's tables in one namespace equal to a model.
 
     ``netns``: a named namespace (``ip netns``) or None for the caller's. ``mode``: ``bridge``
     (VM taps on a Linux bridge). ``backend``: ``nft`` or ``fake`` (see fwsg.backends.base for
     what a backend provides). ``conntrack``: remove entries that lost their rule after each
-    change (default: when the backend's kernel tracks flows).
+    change (default: when the backend's kernel tracks flows). ``lock_wait``:
+    how long a transaction waits for another fwsg holding the namespace (None: as long as it
+    takes; 0: not at all, :class:`fwsg.errors.Busy` naming the holder's pid).
+
+    Safe to share between threads: public calls are serialized (see the module docstring).
     """
 
-    def __init__(self, netns=None, mode="bridge", backend="nft", conntrack=None):
+    def __init__(self, netns=None, mode="bridge", backend="nft", conntrack=None, lock_wait=None):
         if mode not in MODES:
-            raise UserError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
+            raise UserError(f"--mode: {short_repr(mode, 60)} is not one of {', '.join(MODES)}")
         self.netns = check(netns)
         self.mode = mode
         self.backend = make_backend(backend, self.netns)
@@ -89,8 +116,18 @@ class Firewall:
         self._gone = set()       # addresses of ports removed since the last commit
         self._packed = {}        # (sg, family) -> packed host members of the last full list
         self.last_result = None
+        self._lock = threading.RLock()
+        real = self.backend.name != "fake"  # a kernel backend: lock the namespace, keep the record
+        self._nslock = NamespaceLock(self.netns, lock_wait) if real else None
+        self._stamps = (f"{os.getpid()}.{uuid.uuid4().hex[:12]}.{n}" for n in itertools.count())
+        self._stamp = None       # stamp of our last transaction under the namespace lock
+        self._record = real      # keep the names record under /run/fwsg
+        self._recorded = None    # group names as last recorded
+        self._record_all = False  # next commit rewrites the whole record (a whole model)
+        self._swept = False      # a full conntrack sweep done by this Firewall
 
     # -- state ------------------------------------------------------------------------------
+    @_serialized
     def current(self):
         """The kernel's state as last committed or read (a Ruleset)."""
         if self._current is None:
@@ -105,11 +142,21 @@ class Firewall:
             if not create:
                 raise UserError("no model applied yet: call apply(model) or reconcile(model) "
                                 "first (an agent starts with a full sync)")
-            self._desired = self.backend.desired(self.backend.port_ids(self.current()))
+            self._desired = self.backend.desired(self.backend.port_ids(self.current()),
+                                                 group_names=self._recorded_names())
             self._full = True
         return self._desired
 
+    def _recorded_names(self):
+        """Group id -> derived name from the names record (nft backend only)."""
+        if not self._record:
+            return {}
+        from fwsg import statefile
+
+        return statefile.group_names(self.netns)
+
     @property
+    @_serialized
     def model(self):
         """The desired state as a Model (built on demand; O(model))."""
         if self._model is None and self._desired is not None:
@@ -120,25 +167,30 @@ class Firewall:
             self._model = Model(dict(d.groups), members, dict(d.ports))
         return self._model
 
+    @_serialized
     def show(self, names=None):
         """What the kernel holds now, summarised by the backend (read back, not remembered):
         ports, groups, sets and their sizes; ``names`` (derived names -> user ids, as
         :meth:`names` gives, or a saved record of them) adds the user ids."""
         return self.backend.describe(self.backend.read(), names)
 
+    @_serialized
     def names(self):
         """Derived names -> user ids of the desired state (ports, groups), for display."""
         return self._desired.meta() if self._desired is not None else {}
 
     # -- whole models -----------------------------------------------------------------------
+    @_serialized
     def plan(self, model):
         """The Plan that ``apply(model)`` would commit (``str(plan)`` is the backend's batch text).
         Changes nothing."""
         model = Model.from_wire(model)
         current = self.current()
-        desired = self.backend.desired(self.backend.port_ids(current)).load(model)
+        desired = self.backend.desired(self.backend.port_ids(current),
+                                       group_names=self._recorded_names()).load(model)
         return self.backend.diff(desired, current)
 
+    @_serialized
     def apply(self, model):
         """Make the kernel equal to ``model`` (a Model or a wire-format dict) in one atomic
         transaction; returns an ApplyResult. Nothing to change: no kernel call."""
@@ -164,13 +216,22 @@ class Firewall:
             if pid not in model.ports:
                 self._gone.update(port.fixed_ips)
         self._model = model
+        self._record_all = True
         if self._defer:
             return None
         return self._changed({"parse": _ms(t0, t1), "compile": _ms(t1, time.perf_counter())}, t0)
 
+    @_serialized
     def flush(self):
         """Remove fwsg's tables (and nothing else); the families removed."""
-        removed = self.backend.flush()
+        with self._namespace_locked():
+            removed = self.backend.flush()
+            if removed:
+                self._committed()
+            if self._record:
+                from fwsg import statefile
+
+                statefile.remove(self.netns)
         self._packed.clear()
         self._current = None
         self._desired = None
@@ -179,6 +240,7 @@ class Firewall:
         self._full = True
         return removed
 
+    @_serialized
     def reconcile(self, model=None):
         """Read fwsg's own tables back, repair whatever differs from the desired state
         (elements deleted, chains flushed or changed, tables deleted) in one transaction, and
@@ -194,20 +256,23 @@ class Firewall:
             self._undo.append(lambda: setattr(self, "_desired", None))
         if self._desired is None:
             raise UserError("nothing to reconcile: no model has been applied by this Firewall")
-        self._current = self.backend.read()
+        self._current = None  # read back under the namespace lock
         self._full = True
         self._want_sweep()
-        return self._changed({}, t0, repair=True)
+        return self._changed({}, t0, repair=True, record=True)
 
     # -- incremental calls (Neutron FirewallDriver names) ------------------------------------
+    @_serialized
     def prepare_port_filter(self, port):
         """Start filtering a port (a wire-format device dict with an ``id``, or a model.Port)."""
         return self._set_port(port)
 
+    @_serialized
     def update_port_filter(self, port):
         """Replace a port's filter (its groups, addresses, rules, port security)."""
         return self._set_port(port)
 
+    @_serialized
     def remove_port_filter(self, port_id):
         """Stop filtering a port and remove everything it owned; kill its connections."""
         d = self._ensure_desired()
@@ -220,6 +285,7 @@ class Firewall:
         self._note(lambda: d.set_port(old))
         return self._maybe_commit()
 
+    @_serialized
     def update_security_group_rules(self, sg_id, rules):
         """Replace the rules of a group (a list of wire-format rule dicts)."""
         check_id("security_group_id", sg_id)
@@ -234,12 +300,13 @@ class Firewall:
         self._note(lambda: d.set_group(sg_id, old))
         return self._maybe_commit()
 
+    @_serialized
     def remove_security_group(self, sg_id):
         """Forget a group no port uses any more."""
         d = self._ensure_desired()
         users = [pid for pid, p in d.ports.items() if sg_id in p.security_groups]
         if users:
-            raise ValidationError(f"security_groups.{sg_id}", f"still used by port {users[0]!r}")
+            raise ValidationError(f"security_groups.{sg_id}", f"still used by port {short_repr(users[0], 60)}")
         old = d.groups.get(sg_id)
         if old is None:
             return self._maybe_commit()
@@ -247,6 +314,7 @@ class Firewall:
         self._note(lambda: d.set_group(sg_id, old))
         return self._maybe_commit()
 
+    @_serialized
     def update_security_group_members(self, sg_id, members):
         """Set the full member list of a group: ``{"IPv4": [...], "IPv6": [...]}`` (Neutron's
         form; bare IPs, prefixes or [ip, mac] pairs). Only the difference reaches the kernel;
@@ -270,6 +338,7 @@ class Firewall:
             self._packed[(sg_id, fam)] = packed
         return self._maybe_commit()
 
+    @_serialized
     def add_security_group_members(self, sg_id, ips):
         """Add addresses (a list, either family) to a group's members."""
         check_id("security_group_id", sg_id)
@@ -278,6 +347,7 @@ class Firewall:
             self._change_members(sg_id, fam, [m for m in vals if m not in cur], [])
         return self._maybe_commit()
 
+    @_serialized
     def remove_security_group_members(self, sg_id, ips):
         """Remove addresses (a list, either family) from a group's members; connections that
         depended on them are cut."""
@@ -290,18 +360,20 @@ class Firewall:
     @contextlib.contextmanager
     def defer_apply(self):
         """Coalesce every change inside the block into one transaction, committed at its end.
-        If the block raises, nothing is committed and the changes are taken back."""
-        self._defer += 1
-        try:
-            yield self
-        except BaseException:
+        If the block raises, nothing is committed and the changes are taken back. The block holds
+        the Firewall's lock: other threads' calls wait until it is committed."""
+        with self._lock:
+            self._defer += 1
+            try:
+                yield self
+            except BaseException:
+                self._defer -= 1
+                if not self._defer:
+                    self._rollback()
+                raise
             self._defer -= 1
             if not self._defer:
-                self._rollback()
-            raise
-        self._defer -= 1
-        if not self._defer:
-            self._commit_pending()
+                self._commit_pending()
 
     # -- internals ---------------------------------------------------------------------------
     def _set_port(self, raw):
@@ -311,7 +383,7 @@ class Firewall:
                      None)
         if other is not None:
             raise ValidationError(f"devices.{port.id}.device",
-                                  f"{port.device!r} is also the device of port {other.id!r}")
+                                  f"{short_repr(port.device, 60)} is also the device of port {short_repr(other.id, 60)}")
         old = d.ports.get(port.id)
         if old == port:
             return self._maybe_commit()
@@ -363,7 +435,7 @@ class Firewall:
             for other in port.security_groups:
                 o = d.groups.get(other, ())
                 if other != sg and o and is_stateless(o) != stateless:
-                    raise ValidationError(f"security_groups.{sg}", f"port {pid!r} would mix "
+                    raise ValidationError(f"security_groups.{sg}", f"port {short_repr(pid, 60)} would mix "
                                           "stateful and stateless groups (Neutron forbids this)")
 
     def _note(self, undo):
@@ -379,35 +451,74 @@ class Firewall:
     def _commit_pending(self):
         return self._changed({}, time.perf_counter())
 
-    def _changed(self, timings, t0, repair=False):
+    def _changed(self, timings, t0, repair=False, record=False):
         """Commit what the desired state recorded as pending (everything after a cold start or
-        a failure); undo it in memory if the kernel refuses."""
+        a failure) under the namespace lock; undo it in memory if the kernel refuses."""
         d = self._desired
         if d is None:
             return self._result(self.backend.empty_plan(), timings, t0)
+        record = record or self._record_all
+        with self._namespace_locked():
+            result = self._commit_locked(d, timings, t0, repair)
+            if self._record and (record and result.changed or self._recorded is None
+                                 or self._recorded != d.names.by_key):
+                from fwsg import statefile
+
+                statefile.save(self.netns, self.names())
+                self._recorded = dict(d.names.by_key)
+        self._record_all = False
+        return result
+
+    def _commit_locked(self, d, timings, t0, repair):
         t2 = time.perf_counter()
         current = self.current()
+        repaired, rebuild = [], {}
+        if self._full:
+            current, rebuild, repaired = self._drift(d, current, deep=repair)
         plan = self.backend.diff(d, current, None if self._full else d.pending)
+        if rebuild:
+            from fwsg.backends.nft.drift import with_rebuild
+
+            plan = with_rebuild(plan, rebuild)
         t3 = time.perf_counter()
         notices = self.backend.prepare_host(self.mode) if plan else []
         self.notices.extend(notices)
+        testhooks.point("before-commit")
         try:
             transport = self.backend.commit(plan)
-        except KernelError:
-            self._rollback()
-            raise
+        except KernelError as e:
+            # the kernel may have drifted from our mirror (an element already deleted by
+            # someone else): re-read it and commit the full difference once
+            try:
+                retry = self._recommit(d, plan, e)
+            except KernelError:
+                self._rollback()
+                raise
+            if retry is None:
+                self._rollback()
+                raise
+            plan, current, transport, notes = retry
+            repaired = repaired + notes
+        if plan:
+            self._committed()
+        testhooks.point("after-commit")
         t4 = time.perf_counter()
         plan.update(current)
         d.clear_pending()
         self._full = False
         self._undo.clear()
         killed = 0
-        if (self.conntrack and plan and self._sweep is not None
-                and self.backend.conntrack_in_use()):
+        # A process that died between its commit and its sweep left flows no rule allows: the
+        # first whole-model transaction of every Firewall sweeps, even when nothing changed.
+        first = not self._swept and self._sweep is FULL
+        if self.conntrack and (plan or first) and self._sweep is not None \
+                and self.backend.conntrack_in_use():
             from fwsg.conntrack import sweep
 
             killed = sweep(self.netns, d, self._gone,
                            None if self._sweep is FULL else self._sweep)
+        if self._sweep is FULL:
+            self._swept = True
         self._sweep = None
         self._gone = set()
         t5 = time.perf_counter()
@@ -415,10 +526,56 @@ class Firewall:
                         "total": _ms(t0, t5)})
         result = self._result(plan, timings, t0, killed, notices)
         result.transport = transport
-        if repair:
-            result.repaired = _describe(plan)
+        if repair or repaired:
+            result.repaired = repaired + _describe(plan)
         self.last_result = result
         return result
+
+    def _drift(self, d, current, deep):
+        """The backend's drift check on a full comparison; the marked mirror becomes ours."""
+        marked, rebuild, notes = self.backend.drift(d, current, deep)
+        if marked is not current:
+            self._current = marked
+        return marked, rebuild, notes
+
+    def _recommit(self, d, failed, error):
+        """After a refused commit: re-read the kernel and, if the full difference is another
+        transaction than the refused one, commit that. (plan, current, transport, notes) or
+        None (the refusal stands)."""
+        try:
+            current = self.backend.read()
+        except KernelError:
+            return None
+        plan = self.backend.diff(d, current)
+        if plan.ops == failed.ops:
+            return None
+        self._current = current
+        transport = self.backend.commit(plan)  # refused again: the caller rolls back
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+        return plan, current, transport, [f"kernel differed from fwsg's mirror ({reason[:120]}): "
+                                          "re-read and committed the full difference"]
+
+    @contextlib.contextmanager
+    def _namespace_locked(self):
+        """Hold the namespace lock (no-op for the fake backend); a mirror another writer made
+        stale since our last transaction is dropped (re-read, full diff)."""
+        if self._nslock is None:
+            yield
+            return
+        stamp = self._nslock.acquire()
+        try:
+            if stamp != self._stamp:
+                self._current = None
+                self._full = True
+            yield
+        finally:
+            self._nslock.release()
+
+    def _committed(self):
+        """Stamp the namespace lock with our transaction (held)."""
+        if self._nslock is not None:
+            self._stamp = next(self._stamps)
+            self._nslock.committed(self._stamp)
 
     def _rollback(self):
         """Take back the uncommitted changes in memory and re-read the kernel."""

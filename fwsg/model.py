@@ -6,6 +6,7 @@ lower-case with colons, protocols as numbers. Parsing does no I/O. Bad input rai
 :class:`fwsg.errors.ValidationError` naming the path and the value.
 """
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,7 +16,7 @@ import netaddr
 
 from fwsg import fast
 from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local, is_prefix
-from fwsg.errors import ValidationError
+from fwsg.errors import ValidationError, short_repr
 
 INGRESS, EGRESS = "ingress", "egress"
 IPV4, IPV6 = "IPv4", "IPv6"
@@ -31,8 +32,9 @@ PORT_PROTOCOLS = frozenset({6, 17, 33, 132, 136})  # tcp udp dccp sctp udplite
 ICMP4, ICMP6 = 1, 58
 
 # Linux accepts more, but these are what hypervisors use, and they are safe inside nft quotes.
-_MAC_FAST = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
+_MAC_FAST = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")   # fullmatch only
+_IFNAME = re.compile(r"[A-Za-z0-9_.@+=-]{1,15}")                  # fullmatch only
+_INT_TEXT = re.compile(r"-?[0-9]{1,10}")                          # ASCII digits only
 
 
 def _fail(path, msg):
@@ -41,32 +43,33 @@ def _fail(path, msg):
 
 def validate_ifname(path, name):
     """Return ``name`` if it is a valid Linux interface name (<= 15 safe chars)."""
-    if not isinstance(name, str) or not _IFNAME.match(name) or name in (".", ".."):
-        _fail(path, f"{name!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . @ + = -)")
+    if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", ".."):
+        _fail(path, f"{_short(name)} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . @ + = -)")
     return name
 
 
 def canonical_mac(path, value):
     """Return the MAC as ``aa:bb:cc:dd:ee:ff``; raise ValidationError otherwise."""
-    if not isinstance(value, str):
-        _fail(path, f"{value!r} is not a MAC address")
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable() \
+            or value != value.strip():
+        _fail(path, f"{_short(value)} is not a MAC address")
     try:
         eui = netaddr.EUI(value, version=48)
     except (netaddr.AddrFormatError, TypeError, ValueError):
-        _fail(path, f"{value!r} is not a MAC address")
+        _fail(path, f"{_short(value)} is not a MAC address")
     eui.dialect = netaddr.mac_unix_expanded
     return str(eui)
 
 
 def _int(path, value, lo, hi):
     if isinstance(value, bool) or value is None:
-        _fail(path, f"{value!r} is not an integer")
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        _fail(path, f"{_short(value)} is not an integer")
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
         value = int(value)
     if not isinstance(value, int):
-        _fail(path, f"{value!r} is not an integer")
+        _fail(path, f"{_short(value)} is not an integer")
     if not lo <= value <= hi:
-        _fail(path, f"{value} is out of range {lo}..{hi}")
+        _fail(path, f"{_short(value)} is out of range {lo}..{hi}")
     return value
 
 
@@ -127,10 +130,10 @@ def _parse_rule(path, raw):
         _fail(path, f"{_short(raw)} is not an object")
     direction = raw.get("direction")
     if direction not in (INGRESS, EGRESS):
-        _fail(f"{path}.direction", f"{direction!r} is not 'ingress' or 'egress'")
+        _fail(f"{path}.direction", f"{_short(direction)} is not 'ingress' or 'egress'")
     ethertype = raw.get("ethertype", IPV4)
-    if ethertype not in FAMILY:
-        _fail(f"{path}.ethertype", f"{ethertype!r} is not 'IPv4' or 'IPv6'")
+    if not isinstance(ethertype, str) or ethertype not in FAMILY:
+        _fail(f"{path}.ethertype", f"{_short(ethertype)} is not 'IPv4' or 'IPv6'")
     fam = FAMILY[ethertype]
 
     proto = raw.get("protocol")
@@ -142,13 +145,13 @@ def _parse_rule(path, raw):
         try:
             proto = _int(f"{path}.protocol", proto, 0, 255)
         except ValidationError:
-            _fail(f"{path}.protocol", f"{raw.get('protocol')!r} is not a known protocol")
+            _fail(f"{path}.protocol", f"{_short(raw.get('protocol'))} is not a known protocol")
     else:
-        _fail(f"{path}.protocol", f"{proto!r} is not a known protocol")
+        _fail(f"{path}.protocol", f"{_short(proto)} is not a known protocol")
     if proto == ICMP4 and fam == 6:
         proto = ICMP6  # Neutron: 'icmp' on an IPv6 rule means ICMPv6
     if proto == ICMP6 and fam == 4:
-        _fail(f"{path}.protocol", f"{raw.get('protocol')!r} (ICMPv6) does not fit ethertype IPv4")
+        _fail(f"{path}.protocol", f"{_short(raw.get('protocol'))} (ICMPv6) does not fit ethertype IPv4")
 
     def opt_int(key, lo, hi):
         v = raw.get(key)
@@ -175,7 +178,7 @@ def _parse_rule(path, raw):
                 continue
             if proto not in PORT_PROTOCOLS:
                 _fail(f"{path}.{lo_key}", f"ports need protocol tcp, udp, sctp, dccp or udplite, "
-                      f"not {raw.get('protocol')!r}")
+                      f"not {_short(raw.get('protocol'))}")
             if lo is None:
                 _fail(f"{path}.{hi_key}", f"{hi} given without {lo_key}")
             if hi is not None and lo > hi:
@@ -191,7 +194,7 @@ def _parse_rule(path, raw):
             return None
         net = canonical_network(f"{path}.{key}", v)
         if netaddr.IPNetwork(net).version != fam:
-            _fail(f"{path}.{key}", f"{v!r} is not an {ethertype} prefix (ethertype is {ethertype})")
+            _fail(f"{path}.{key}", f"{_short(v)} is not an {ethertype} prefix (ethertype is {ethertype})")
         return net
 
     remote = prefix("remote_ip_prefix")
@@ -204,12 +207,12 @@ def _parse_rule(path, raw):
     rgroup = raw.get("remote_group_id")
     if rgroup is not None:
         if not isinstance(rgroup, str) or not rgroup:
-            _fail(f"{path}.remote_group_id", f"{rgroup!r} is not a group id")
+            _fail(f"{path}.remote_group_id", f"{_short(rgroup)} is not a group id")
         if (src if direction == INGRESS else dst) is not None:
             _fail(f"{path}.remote_group_id", "remote_group_id and a remote prefix are exclusive")
     stateful = raw.get("stateful", True)
     if not isinstance(stateful, bool):
-        _fail(f"{path}.stateful", f"{stateful!r} is not true or false")
+        _fail(f"{path}.stateful", f"{_short(stateful)} is not true or false")
 
     def drop_any(net):  # 0.0.0.0/0 and ::/0 match everything of the family
         return None if net is not None and net.endswith("/0") else net
@@ -267,29 +270,31 @@ def parse_port(path, port_id, raw, groups):
         _fail(f"{path}.mac_address", "missing")
     mac = canonical_mac(f"{path}.mac_address", raw["mac_address"])
     if int(mac[:2], 16) & 1:
-        _fail(f"{path}.mac_address", f"{raw['mac_address']!r} is a multicast address")
+        _fail(f"{path}.mac_address", f"{_short(raw['mac_address'])} is a multicast address")
     fixed = []
     for i, ip in enumerate(_list(f"{path}.fixed_ips", raw.get("fixed_ips", []))):
         if isinstance(ip, Mapping):  # Neutron's port form {"ip_address": ..., "subnet_id": ...}
             ip = ip.get("ip_address")
-        fixed.append(canonical_ip(f"{path}.fixed_ips[{i}]", ip))
+        fixed.append(usable_host(f"{path}.fixed_ips[{i}]", canonical_ip(f"{path}.fixed_ips[{i}]", ip)))
     pairs = []
     for i, p in enumerate(_list(f"{path}.allowed_address_pairs", raw.get("allowed_address_pairs", []))):
         ppath = f"{path}.allowed_address_pairs[{i}]"
         if not isinstance(p, Mapping) or "ip_address" not in p:
             _fail(ppath, f"{_short(p)} needs an ip_address")
         ip = canonical_member(f"{ppath}.ip_address", p["ip_address"])
+        if "/" not in ip:
+            usable_host(f"{ppath}.ip_address", ip)
         pmac = canonical_mac(f"{ppath}.mac_address", p["mac_address"]) if p.get("mac_address") else mac
         pairs.append(AddressPair(ip, pmac))
     sgs = []
     for i, sg in enumerate(_list(f"{path}.security_groups", raw.get("security_groups", []))):
-        if sg not in groups:
-            _fail(f"{path}.security_groups[{i}]", f"{sg!r} is not in security_groups")
+        if not isinstance(sg, str) or sg not in groups:
+            _fail(f"{path}.security_groups[{i}]", f"{_short(sg)} is not in security_groups")
         if sg not in sgs:
             sgs.append(sg)
     psec = raw.get("port_security_enabled", True)
     if not isinstance(psec, bool):
-        _fail(f"{path}.port_security_enabled", f"{psec!r} is not true or false")
+        _fail(f"{path}.port_security_enabled", f"{_short(psec)} is not true or false")
     rules = tuple(parse_rule(f"{path}.security_group_rules[{i}]", r)
                   for i, r in enumerate(_list(f"{path}.security_group_rules",
                                               raw.get("security_group_rules", []))))
@@ -316,7 +321,7 @@ class Model:
         for pid, port in self.ports.items():
             other = devices.setdefault(port.device, pid)
             if other != pid:
-                _fail(f"devices.{pid}.device", f"{port.device!r} is also the device of port {other!r}")
+                _fail(f"devices.{pid}.device", f"{_short(port.device)} is also the device of port {_short(other)}")
             if port.port_security:
                 # a group without rules says nothing about statefulness: it mixes with either
                 kinds = {self.group_stateful(sg) for sg in port.security_groups
@@ -403,7 +408,7 @@ def parse_members(path, fams):
         packed, rejects = fast.pack_addrs(_list(f"{path}.{key}", ips), fam)
         for i, item in enumerate(ips):  # the MAC of an [ip, mac] pair: null or a MAC
             if isinstance(item, (list, tuple)) and len(item) > 1 and item[1] is not None:
-                if not (isinstance(item[1], str) and _MAC_FAST.match(item[1])):
+                if not (isinstance(item[1], str) and _MAC_FAST.fullmatch(item[1])):
                     canonical_mac(f"{path}.{key}[{i}][1]", item[1])
         hosts = fast.unpack_addrs(packed, fam)
         extra = set()
@@ -413,10 +418,10 @@ def parse_members(path, fams):
                     _fail(f"{path}.{key}[{i}]", "empty member entry")
                 m = m[0]
             if not isinstance(m, str):
-                _fail(f"{path}.{key}[{i}]", f"{m!r} is not an IP address")
+                _fail(f"{path}.{key}[{i}]", f"{_short(m)} is not an IP address")
             ip = canonical_member(f"{path}.{key}[{i}]", m)
             if (":" in ip) != (fam == 6):
-                _fail(f"{path}.{key}[{i}]", f"{m!r} is not an {key} address")
+                _fail(f"{path}.{key}[{i}]", f"{_short(m)} is not an {key} address")
             extra.add(ip)
         if extra:
             host_set = set(hosts)
@@ -468,9 +473,21 @@ def port_to_wire(p):
     }
 
 
+def usable_host(path, ip):
+    """Return ``ip`` (canonical) if a port may own it: not unspecified, loopback, multicast or
+    the IPv4 broadcast address."""
+    a = ipaddress.ip_address(ip)
+    if a.is_unspecified or a.is_loopback or a.is_multicast or ip == "255.255.255.255":
+        kind = ("the unspecified address" if a.is_unspecified else "a loopback address"
+                if a.is_loopback else "a multicast address" if a.is_multicast
+                else "the broadcast address")
+        _fail(path, f"{_short(ip)} is {kind}, not a port's address")
+    return ip
+
+
 def _group_id(path, key):
     if not isinstance(key, str) or not key or len(key) > 255:
-        _fail(path, f"{key!r} is not a valid id (1-255 characters)")
+        _fail(path, f"{_short(key)} is not a valid id (1-255 characters)")
 
 
 def _list(path, value):
@@ -480,8 +497,7 @@ def _list(path, value):
 
 
 def _short(v):
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
+    return short_repr(v, 60)
 
 
 # -- pieces of a model, for incremental calls (an agent's updates between full syncs) --------
@@ -489,7 +505,7 @@ def _short(v):
 def check_id(path, value):
     """Return ``value`` if it is a valid id (a non-empty string of at most 255 characters)."""
     if not isinstance(value, str) or not value or len(value) > 255:
-        _fail(path, f"{value!r} is not a valid id")
+        _fail(path, f"{_short(value)} is not a valid id")
     return value
 
 
@@ -538,7 +554,7 @@ def pack_member_list(sg, members):
             m = item[0] if isinstance(item, (list, tuple)) and item else item
             c = canonical_member(f"{path}[{i}]", m)
             if (":" in c) != (fam == 6):
-                _fail(f"{path}[{i}]", f"{m!r} is not an {key} address")
+                _fail(f"{path}[{i}]", f"{_short(m)} is not an {key} address")
             (prefixes.add if is_prefix(c) else extra.append)(c)
         if extra:
             packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + extra, fam)

@@ -111,11 +111,7 @@ def apply_to(rs, op):
     definition: FillChain installs the chain's definition (and digest)."""
     kind = type(op)
     if kind is AddElements:
-        elems = rs.elements[op.set.key]
-        if op.set.is_map:
-            elems.update(op.elements)
-        else:
-            elems.update(op.elements)
+        rs.elements[op.set.key].update(op.elements)  # a set's texts, or a map's (key, value)s
     elif kind is DeleteElements:
         elems = rs.elements[op.set.key]
         if op.set.is_map:

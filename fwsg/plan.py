@@ -5,7 +5,7 @@ A Plan is an ordered tuple of typed operations (:mod:`fwsg.ops`). Order inside t
 tables, replaced and new sets/maps, added set elements (an interval set's deletions before its
 additions), new chains (all declared before any is filled, so jumps resolve), changed chains
 flushed and refilled, map entries (changed keys deleted, then added, then stale ones deleted),
-stale set elements, stale chains (all flushed before any is deleted), stale sets, tables. A
+stale set elements, stale chains flushed, stale sets, stale chains deleted, tables. A
 chain is never empty for a moment. Pure: no I/O.
 
 ``diff(desired, current)`` compares everything (cold start, drift repair); with ``pending``
@@ -99,8 +99,13 @@ def diff(desired, current, pending=None, render=None):
     for k in stale_sets:  # declaration changed (someone else's doing): drop and re-create
         if k in desired.sets:
             ops.append(DeleteSet(current.sets[k]))
+    # libnftables 1.0.6 refuses (ENOENT) an element of an interval verdict map jumping to a
+    # chain of the same batch when the map is declared before that chain: such maps are
+    # declared after the chains (before any rule references them).
+    late_sets = [k for k in new_sets if desired.sets[k].interval and desired.sets[k].is_map]
     for k in new_sets:
-        ops.append(CreateSet(desired.sets[k]))
+        if k not in late_sets:
+            ops.append(CreateSet(desired.sets[k]))
     s["sets_added"] = len(new_sets)
 
     map_adds, map_dels, map_changed_dels, set_dels = [], [], [], []
@@ -156,6 +161,7 @@ def diff(desired, current, pending=None, render=None):
         if k in current.chains:  # hook changed: a base chain must be re-created
             ops.append(DeleteChain(*k))
         ops.append(DeclareChain(desired.chains[k]))
+    ops.extend(CreateSet(desired.sets[k]) for k in late_sets)
     for k in new_chains:
         ops.append(FillChain(desired.chains[k]))
     for k in changed_chains:
@@ -169,12 +175,14 @@ def diff(desired, current, pending=None, render=None):
     ops.extend(map_dels)
     ops.extend(set_dels)
 
-    # Stale chains may jump to each other: flush them all before deleting any.
+    # Stale chains may jump to each other: flush them all before deleting any. Stale sets go
+    # in between: no rule references them once the chains are flushed, and a stale verdict
+    # map may still jump to a stale chain.
     ops.extend(FlushChain(*k) for k in stale_chains)
-    ops.extend(DeleteChain(*k) for k in stale_chains)
-    s["chains_removed"] = len(stale_chains)
     gone_sets = [k for k in stale_sets if k not in desired.sets]
     ops.extend(DeleteSet(current.sets[k]) for k in gone_sets)
     s["sets_removed"] = len(gone_sets)
+    ops.extend(DeleteChain(*k) for k in stale_chains)
+    s["chains_removed"] = len(stale_chains)
     ops.extend(DeleteTable(fam) for fam in sorted(current.tables - desired.tables))
     return Plan(ops, s, render)

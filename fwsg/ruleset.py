@@ -83,6 +83,20 @@ class ChainDef:
         return max(1, len(self.rules))
 
 
+def digest_of(comments):
+    """The digest a chain's rules carry (``comments``: each rule's comment, '' for none, in
+    order) if they are exactly what fwsg committed; '' for an empty chain, else ``drift``."""
+    if not comments:
+        return ""
+    comment = comments[-1] or ""
+    if not comment.startswith(MARKER):
+        return "drift"
+    digest, _, count = comment[len(MARKER):].partition("/")
+    if not count.isdigit() or int(count) != len(comments):
+        return "drift"
+    return digest
+
+
 @dataclass
 class Ruleset:
     """Sets, elements and chains of fwsg's tables, plus ``meta`` (names -> user ids)."""

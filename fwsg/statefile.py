@@ -1,10 +1,23 @@
 """The small record fwsg keeps next to the kernel: which derived names belong to which user ids
-(nft never holds user strings). One JSON file per namespace under /run/fwsg."""
+(nft never holds user strings). One JSON file per namespace under /run/fwsg.
+
+Writers replace the record atomically (a temporary file of their own, fsync, rename), under the
+namespace's lock (see :mod:`fwsg.nslock`); readers see the old record or the new one, never a
+mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`.
+"""
 
 import json
 import os
+import tempfile
+
+from fwsg.errors import UserError, printable
 
 STATE_DIR = os.environ.get("FWSG_STATE_DIR", "/run/fwsg")
+MAX_RECORD = 64 << 20  # bytes
+
+
+class CorruptRecord(UserError):
+    """The names record exists but is not what fwsg writes (the next apply rewrites it)."""
 
 
 def path_for(netns):
@@ -12,23 +25,69 @@ def path_for(netns):
 
 
 def save(netns, meta):
-    """Write the names record atomically; failures are ignored (it is only for display)."""
+    """Write the names record atomically (unique temporary file, fsync, rename); failures are
+    ignored (the record is for display and for keeping derived names stable)."""
+    target = path_for(netns)
     try:
         os.makedirs(STATE_DIR, exist_ok=True)
-        tmp = path_for(netns) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"ports": meta.get("ports", {}), "groups": meta.get("groups", {})}, f)
-        os.replace(tmp, path_for(netns))
+        fd, tmp = tempfile.mkstemp(dir=STATE_DIR, prefix=".rec-", suffix=".tmp")
     except OSError:
-        pass
-
-
-def load(netns):
+        return
     try:
-        with open(path_for(netns)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with os.fdopen(fd, "w") as f:
+            json.dump({"ports": meta.get("ports", {}), "groups": meta.get("groups", {})}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def load(netns, strict=False):
+    """The record of ``netns`` (``{"ports": {...}, "groups": {...}}``); ``{}`` when there is
+    none. A record that is not valid JSON of that shape: CorruptRecord with ``strict``, else
+    ``{}``."""
+    path = path_for(netns)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECORD + 1)
+    except OSError:
         return {}
+    try:
+        if len(data) > MAX_RECORD:
+            raise ValueError(f"larger than {MAX_RECORD} bytes")
+        doc = json.loads(data.decode("utf-8"))
+        _check_shape(doc)
+    except (ValueError, RecursionError) as e:
+        if strict:
+            raise CorruptRecord(f"{path}: the names record is corrupt ({printable(str(e), 80)}); "
+                                "'fwsg apply' rewrites it, 'fwsg flush' removes it") from None
+        return {}
+    return doc
+
+
+def _check_shape(doc):
+    if not isinstance(doc, dict):
+        raise ValueError("not an object")
+    for part in ("ports", "groups"):
+        val = doc.get(part, {})
+        if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
+            raise ValueError(f"{part} is not an object of objects")
+    for rec in doc.get("ports", {}).values():
+        if not isinstance(rec.get("device", ""), str) or not isinstance(rec.get("groups", []), list):
+            raise ValueError("a port entry has the wrong shape")
+    for rec in doc.get("groups", {}).values():
+        if not isinstance(rec.get("name", ""), str):
+            raise ValueError("a group entry has the wrong shape")
+
+
+def group_names(netns):
+    """Group id -> derived name as last recorded for ``netns`` (empty if none or corrupt)."""
+    return {sg: rec["name"] for sg, rec in load(netns).get("groups", {}).items()
+            if isinstance(rec.get("name"), str)}
 
 
 def remove(netns):

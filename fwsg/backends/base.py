@@ -79,9 +79,17 @@ class Backend(Protocol):
     def conntrack_in_use(self) -> bool:
         """False when the namespace has no tracked flow (a sweep can be skipped)."""
 
-    def desired(self, port_ids: Optional[dict] = None) -> "DesiredState":
+    def desired(self, port_ids: Optional[dict] = None,
+                group_names: Optional[dict] = None) -> "DesiredState":
         """A new, empty desired state. ``port_ids`` (device -> number, from :meth:`port_ids`)
-        keeps the numbers the kernel already uses."""
+        keeps the numbers the kernel already uses; ``group_names`` (group id -> derived name,
+        from the names record) keeps names that were lengthened to avoid a collision."""
+
+    def drift(self, desired, current, deep: bool = False):
+        """Drift a digest comparison cannot show: (``current`` with what differs marked,
+        {family: reason} of tables the plan must delete and re-create
+        (``fwsg.backends.nft.drift.with_rebuild``), report lines). ``deep``: compare every
+        object by content (reconcile); else only what would make the diff's plan fail."""
 
     def port_ids(self, current) -> dict:
         """device -> port number in ``current`` (a state from :meth:`read`)."""

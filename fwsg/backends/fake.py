@@ -14,13 +14,12 @@ import copy
 import errno as E
 import re
 
-from fwsg.backends.nft.readback import digest_of
 from fwsg.backends.nft.render import render
 from fwsg.errors import KernelError
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
 from fwsg.plan import Plan, diff
-from fwsg.ruleset import ChainDef, Ruleset
+from fwsg.ruleset import ChainDef, Ruleset, digest_of
 
 _SET_REF = re.compile(r"@([a-z0-9][a-z0-9-]*)")
 _JUMP = re.compile(r"\b(?:jump|goto) ([a-z0-9][a-z0-9-]*)")
@@ -53,10 +52,14 @@ class FakeBackend:
     def conntrack_in_use(self):
         return False
 
-    def desired(self, port_ids=None):
+    def desired(self, port_ids=None, group_names=None):
         from fwsg.backends.nft.desired import Desired
 
-        return Desired(port_ids)
+        return Desired(port_ids, group_names=group_names)
+
+    def drift(self, desired, current, deep=False):
+        """The fake kernel only changes through plans: no drift beyond what diff sees."""
+        return current, {}, []
 
     def describe(self, state, names=None):
         """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""

@@ -2,7 +2,7 @@
 
 import sys
 
-from fwsg.commands.common import add_backend, add_netns, print_json, read_json
+from fwsg.commands.common import add_backend, add_netns, add_wait, print_json, read_json
 
 HELP = """\
 Compile MODEL.json (Neutron's security_group_info_for_devices reply, as JSON) to nftables and
@@ -13,8 +13,10 @@ examples:
   fwsg apply examples/demo-model.json --netns fwsg-demo-host
   fwsg apply model.json --dry-run            # print the batch, change nothing
   cat model.json | fwsg apply - --json       # machine-readable result
+  fwsg apply model.json --wait 30            # another fwsg busy on this namespace: wait <= 30 s
 
-exit status: 0 applied (or nothing to do), 2 bad input or usage, 1 the kernel refused.
+exit status: 0 applied (or nothing to do), 2 bad input or usage, 1 the kernel refused (or
+another fwsg held the namespace and --wait was not given or ran out; its pid is named).
 """
 
 
@@ -31,16 +33,20 @@ def register(sub):
     p.add_argument("--reconcile", action="store_true", help="read fwsg's tables back, repair "
                    "whatever differs from the model (drift) and list what was repaired")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_wait(p)
     p.set_defaults(func=run)
 
 
 def run(args):
-    from fwsg import statefile
     from fwsg.firewall import Firewall
     from fwsg.model import Model
 
-    fw = Firewall(netns=args.netns, mode=args.mode, backend=args.backend)
+    from fwsg.netns import check
+
+    check(args.netns)
     model = Model.from_wire(read_json(args.model))
+    fw = Firewall(netns=args.netns, mode=args.mode, backend=args.backend,
+                  lock_wait=args.wait)
     if args.dry_run:
         plan = fw.plan(model)
         if args.json:
@@ -50,8 +56,6 @@ def run(args):
             sys.stdout.write(str(plan) if plan else "# nothing to change\n")
         return 0
     result = fw.reconcile(model) if args.reconcile else fw.apply(model)
-    if args.backend != "fake":
-        statefile.save(args.netns, fw.names())
     if args.json:
         print_json(result.as_dict())
         return 0
@@ -73,7 +77,9 @@ def run(args):
               + (f"; {result.conntrack_killed} conntrack entries removed"
                  if result.conntrack_killed else ""))
     else:
-        print(f"no change in {where}")
+        print(f"no change in {where}" + (f"; {result.conntrack_killed} conntrack entries "
+                                         "without a rule removed" if result.conntrack_killed
+                                         else ""))
     print(f"fwsg holds {len(model.ports)} ports, {c['chains']} chains, {c['rules']} rules, "
           f"{c['sets']} sets, {c['maps']} maps, {c['elements']} elements")
     return 0

@@ -1,6 +1,6 @@
 """fwsg flush: remove fwsg's own tables, nothing else."""
 
-from fwsg.commands.common import add_backend, add_netns
+from fwsg.commands.common import add_backend, add_netns, add_wait
 
 
 def register(sub):
@@ -9,6 +9,7 @@ def register(sub):
                        "the namespace. No other table is listed or touched.")
     add_netns(p)
     add_backend(p)
+    add_wait(p)
     p.set_defaults(func=run)
 
 
@@ -16,7 +17,7 @@ def run(args):
     from fwsg import statefile
     from fwsg.firewall import Firewall
 
-    removed = Firewall(netns=args.netns, backend=args.backend).flush()
+    removed = Firewall(netns=args.netns, backend=args.backend, lock_wait=args.wait).flush()
     statefile.remove(args.netns)
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if removed and args.backend.startswith("iptables"):

@@ -1,6 +1,7 @@
 """fwsg show: what fwsg has in the kernel (ports, groups, sets and their sizes)."""
 
 from fwsg.commands.common import add_backend, add_netns, print_json
+from fwsg.errors import printable
 
 
 def register(sub):
@@ -19,7 +20,8 @@ def gather(netns, backend="nft"):
     from fwsg import statefile
     from fwsg.firewall import Firewall
 
-    return {"netns": netns, **Firewall(netns=netns, backend=backend).show(statefile.load(netns))}
+    return {"netns": netns, **Firewall(netns=netns, backend=backend).show(
+        statefile.load(netns, strict=True))}
 
 
 def run(args):
@@ -40,12 +42,14 @@ def run(args):
           f"{len(info['groups'])} groups, {info['chains']} chains, {info['rules']} rules, "
           f"{info['elements']} elements")
     print("ports:")
-    for p in info["ports"]:
-        print(f"  {p['device']:<16} #{p['number']:<5} {p['profile']:<12} {p['id'] or ''}"
-              + (f"  groups: {', '.join(p['groups'])}" if p["groups"] else ""))
+    for p in info["ports"]:  # user ids: control characters escaped, length bounded
+        print(f"  {p['device']:<16} #{p['number']:<5} {p['profile']:<12} "
+              f"{printable(p['id'] or '', 80)}"
+              + (f"  groups: {', '.join(printable(str(g), 80) for g in p['groups'])}"
+                 if p["groups"] else ""))
     print("groups:")
     for g in info["groups"]:
-        print(f"  {g['name']:<14} {g['id'] or ''}")
+        print(f"  {g['name']:<14} {printable(g['id'] or '', 80)}")
     print("sets and maps:")
     for s in info["sets"]:
         print(f"  {s['family']:<6} {s['kind']:<3} {s['name']:<18} {s['elements']:>8} elements"

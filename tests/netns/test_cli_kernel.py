@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -320,8 +321,41 @@ def test_other_tables_are_never_touched(make_ns):
 
 def test_kernel_refusal_exits_1_and_changes_nothing(make_ns):
     ns = make_ns()
-    # someone else's objects in fwsg's table: a *set* "egress" (fwsg wants a map of that
-    # name, so it must delete this one) that a rule still uses -> EBUSY, the batch fails
+    # another program owns a table named like fwsg's (nft "flags owner": only the socket that
+    # made it may change it, while it lives) -> the kernel refuses every change
+    holder = subprocess.Popen(["ip", "netns", "exec", ns, "nft", "-i"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        holder.stdin.write("add table inet fwsg { flags owner; }\n")
+        holder.stdin.flush()
+        for _ in range(50):
+            if tables(ns):
+                break
+            time.sleep(0.05)
+        before = snapshot(ns)
+        for extra in ([], ["--json"], ["--reconcile"]):
+            rc, out, err = fwsg("apply", DEMO, "--netns", ns, *extra)
+            assert rc == 1, (extra, out, err)
+            assert out == ""
+            assert err.startswith("fwsg: ") and err.count("\n") == 1, err
+            assert "Traceback" not in err
+            assert "owner" in err, err
+            assert snapshot(ns) == before
+        assert tables(ns) == ["table inet fwsg"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    # once the owner is gone (its table with it), the same command works
+    rc, out, err = fwsg("apply", DEMO, "--netns", ns)
+    assert rc == 0, err
+    assert "map egress" in nft(ns, "list", "table", "inet", "fwsg")
+
+
+def test_someone_elses_objects_in_fwsgs_table_are_replaced(make_ns):
+    """A *set* "egress" where fwsg wants a map of that name, used by someone's rule in fwsg's
+    table: the set cannot be deleted on its own (Device or resource busy); fwsg rebuilds its
+    table in the same transaction."""
+    ns = make_ns()
     subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], text=True, check=True,
                    capture_output=True, timeout=10, input="""\
 table inet fwsg {
@@ -329,25 +363,13 @@ table inet fwsg {
     chain mine { ip saddr @egress counter drop; }
 }
 """)
-    before = snapshot(ns)
-    for extra in ([], ["--json"], ["--reconcile"]):
-        rc, out, err = fwsg("apply", DEMO, "--netns", ns, *extra)
-        assert rc == 1, (extra, out, err)
-        assert out == ""
-        assert err.startswith("fwsg: ") and err.count("\n") == 1, err
-        assert "Traceback" not in err
-        assert "refused" in err and "Device or resource busy" in err, err
-        assert snapshot(ns) == before
-    assert tables(ns) == ["table inet fwsg"]
-    # the dry run shows what it would have tried, and still changes nothing
-    rc, out, err = fwsg("apply", DEMO, "--netns", ns, "--dry-run")
-    assert rc == 0 and "delete set inet fwsg egress" in out
-    assert snapshot(ns) == before
-    # once the conflict is gone, the same command works
-    nft(ns, "delete", "chain", "inet", "fwsg", "mine")
-    rc, out, err = fwsg("apply", DEMO, "--netns", ns)
+    rc, out, err = fwsg("apply", DEMO, "--netns", ns, "--reconcile")
     assert rc == 0, err
-    assert "map egress" in nft(ns, "list", "table", "inet", "fwsg")
+    assert "rebuilt" in out and "set egress was re-declared" in out, out
+    listing = nft(ns, "list", "table", "inet", "fwsg")
+    assert "map egress" in listing and "chain mine" not in listing
+    rc, out, _ = fwsg("apply", DEMO, "--netns", ns, "--dry-run")
+    assert out == "# nothing to change\n"
 
 
 # ------------------------------------------------------------------------ stdin and --json

@@ -66,3 +66,15 @@ def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["apply"])
     assert e.value.code == 2
+
+
+def test_demo_reports_the_labs_own_errors_in_one_line(capsys):
+    """The lab's errors are not fwsg's (fwsg.lab.errors), yet the demo's CLI glue gives them
+    the same treatment: one line, exit 2 for bad usage, no traceback, nothing built."""
+    from fwsg.errors import FwsgError
+    from fwsg.lab import LabError
+
+    assert not issubclass(LabError, FwsgError)
+    rc, out, err = run(capsys, "demo", "--model", "/nonexistent/model.json", "--name", "t0")
+    assert rc == 2 and out == ""
+    assert err == "fwsg demo: /nonexistent/model.json: cannot read model: No such file or directory\n"

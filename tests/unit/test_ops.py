@@ -2,7 +2,8 @@
 netlink writer (or declined, for the kinds only libnftables carries), applied by the fake kernel
 and by the in-memory mirror, with the same result. Then the fake's atomicity and failure
 injection, the netlink path of whole plans (decoded again by the pure-Python writer), the bulk
-split, and the nft JSON read-back of every object kind, parsed from what this kernel printed."""
+split, and the nft JSON read-back of every object kind, parsed from what this kernel printed.
+Tests that go through the hot path run with both of its twins (the ``hot_path`` fixture)."""
 
 import copy
 import errno
@@ -122,7 +123,7 @@ def test_every_operation_kind_is_covered():
 
 
 @pytest.mark.parametrize("kind, ops, text, nl, holds", CASES, ids=[c[0] for c in CASES])
-def test_operation(kind, ops, text, nl, holds):
+def test_operation(kind, ops, text, nl, holds, hot_path):
     plan = Plan(ops, {}, render)
     assert render(ops) == text
     assert str(plan) == "".join(t + "\n" for t in text)
@@ -212,7 +213,7 @@ def _decode(ops):
     return writer._ctx.texts
 
 
-def test_model_changes_take_the_netlink_path_with_the_same_content(demo_model):
+def test_model_changes_take_the_netlink_path_with_the_same_content(demo_model, hot_path):
     desired_before = compile_model(demo_model)
     fake = FakeBackend()
     fake.commit(diff(desired_before, None))
@@ -239,7 +240,7 @@ def test_a_plan_with_real_matches_or_declarations_is_left_to_libnftables(demo_mo
     assert netlink.netlink_ops(diff(compile_model(demo_model), None)) is None
 
 
-def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batches():
+def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batches(hot_path):
     big = SetDef("inet", "g9-m4", "ipv4_addr")
     addrs = tuple(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in range(25000))
     plan = Plan([CreateTable("inet"), CreateSet(big), AddElements(big, addrs),
@@ -252,7 +253,7 @@ def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batch
     assert netlink.split_bulk(plan, threshold=30000) is None
 
 
-def test_readback_parses_every_object_kind_as_compiled():
+def test_readback_parses_every_object_kind_as_compiled(hot_path):
     """The kernel's own listing (captured from nft 1.0.6 here; tests/netns/test_readback.py
     checks it is still what the kernel prints) parses back into exactly the compiled state."""
     listing = json.loads((FIXTURES / "nft-readback.json").read_text())
@@ -283,3 +284,10 @@ def test_a_chain_edited_behind_fwsgs_back_reads_as_drift():
     rs = parse_table("inet", items)
     assert rs.chains[("inet", "egress-pre")].digest == "drift"
     assert isinstance(rs, Ruleset)
+
+
+def test_the_hot_path_fixture_really_switches_twins(hot_path):
+    from fwsg import fast
+
+    assert fast.pack_addrs is hot_path.pack_addrs and fast.render_elements is hot_path.render_elements
+    assert fast.COMPILED is (hot_path is not _fast_py)

@@ -10,7 +10,7 @@ import json
 
 from fwsg import fast
 from fwsg.backends.nft import netlink, readback, render
-from fwsg.backends.nft.host import ConntrackCount, prepare_host
+from fwsg.backends.nft.host import ConntrackCount, prepare_host, require_net_admin
 from fwsg.errors import KernelError
 from fwsg.netns import entered
 from fwsg.plan import Plan, diff
@@ -26,6 +26,7 @@ class NftBackend:
 
     def __init__(self, netns=None):
         self.netns = netns
+        require_net_admin()
         self._host_ready = False
         self._ct = ConntrackCount(netns)
         with entered(netns):
@@ -33,8 +34,10 @@ class NftBackend:
             self._writer = fast.NetlinkWriter()
 
     def close(self):
+        """Free the libnftables context, the netlink socket and the conntrack fd."""
         self._ctx.close()
         self._writer.close()
+        self._ct.close()
 
     # -- host ---------------------------------------------------------------------------------
     def prepare_host(self, mode="bridge"):
@@ -55,12 +58,13 @@ class NftBackend:
         return self._ct.in_use()
 
     # -- desired state, diff ------------------------------------------------------------------
-    def desired(self, port_ids=None):
+    def desired(self, port_ids=None, group_names=None):
         """An empty desired state (a :class:`fwsg.backends.nft.desired.Desired`) for the layout;
-        ``port_ids`` keeps the port numbers the kernel already uses."""
+        ``port_ids`` keeps the port numbers the kernel already uses, ``group_names`` the
+        derived names recorded for group ids (see fwsg.naming)."""
         from fwsg.backends.nft.desired import Desired
 
-        return Desired(port_ids)
+        return Desired(port_ids, group_names=group_names)
 
     def describe(self, state, names=None):
         """A summary of ``state`` (from :meth:`read`) for people: ports, groups, sets."""
@@ -73,6 +77,15 @@ class NftBackend:
         from fwsg.backends.nft.desired import port_ids
 
         return port_ids(current)
+
+    def drift(self, desired, current, deep=False):
+        """Drift the digests cannot show (see :mod:`fwsg.backends.nft.drift`): (``current``
+        with what differs marked, {family: reason} of tables to rebuild in the transaction
+        (:func:`~fwsg.backends.nft.drift.with_rebuild`), report lines). ``deep`` compares
+        every rule, base chain and declaration by content (reconcile)."""
+        from fwsg.backends.nft import drift
+
+        return drift.inspect(self, desired.rs, current, deep)
 
     def diff(self, desired, current, pending=None):
         """The Plan (typed operations) turning ``current`` (a Ruleset) into the Ruleset of
@@ -122,7 +135,12 @@ class NftBackend:
             if e.errno == errno.ENOENT:
                 return None
             raise
-        return json.loads(out)["nftables"] if out.strip() else []
+        try:
+            return json.loads(out)["nftables"] if out.strip() else []
+        except (ValueError, KeyError, TypeError):
+            raise KernelError(f"cannot read table {family} {TABLE}: nftables printed a listing "
+                              "that is not JSON (a table flagged 'owner' by another program?)"
+                              ) from None
 
     def read(self):
         """The current state of fwsg's tables as a Ruleset (chains carry the digest found in the

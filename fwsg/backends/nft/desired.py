@@ -6,14 +6,42 @@ record of what each change touched since the last commit (:class:`Pending`). No 
 import netaddr
 
 from fwsg.addr import is_prefix
+from fwsg import dispatch
 from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
-                                      MACS, MAX_PORT_ID, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
-                                      Names, antispoof_chain, dst_mark, fixed_chain,
+                                      MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS, Names,
+                                      antispoof_chain, dispatch_chains, dst_mark, fixed_chain,
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
+from fwsg.naming import GroupNames, NameRegistry
+from fwsg.portnum import PortNumbers
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
+
+
+class RegisteredNames(Names):
+    """The layout's names, made collision-free (see :mod:`fwsg.naming`): a group id or a
+    profile whose short hash another already holds gets a longer one."""
+
+    def __init__(self, group_names=None):
+        self.groups = GroupNames()
+        self.groups.seed(group_names or {})
+        self.profiles = NameRegistry("p")
+
+    def group(self, sg):
+        return self.groups.group(sg)
+
+    def group_chain(self, sg, direction):
+        return f"{self.group(sg)}-{'i' if direction == INGRESS else 'e'}"
+
+    def member_set(self, sg, family, prefixes=False):
+        return self.groups.member_set(sg, family, prefixes)
+
+    def profile(self, egress_rules, ingress_rules):
+        return self.profiles.name("\n".join(egress_rules) + "\0" + "\n".join(ingress_rules))
+
+    def release_profile(self, name):
+        self.profiles.release(self.profiles.by_name.get(name))
 
 
 class Pending:
@@ -55,19 +83,21 @@ class Desired:
     gives the same Ruleset as any sequence of changes that ends in that model. No I/O here.
     """
 
-    def __init__(self, port_ids=None):
+    def __init__(self, port_ids=None, group_names=None):
         self.rs = Ruleset()
+        self.names = RegisteredNames(group_names)  # derived names, injective
         self.pending = Pending()
         self.groups = {}        # sg -> tuple of Rule
         self.members = {}       # (sg, family) -> set of canonical hosts and prefixes
         self.prefix_members = {}  # (sg, family) -> the prefixes among them
         self.loaded_members = {}  # (sg, family) -> the member tuple of the last model loaded
         self.ports = {}         # pid -> Port
-        self.ids = {}           # device -> port number
-        self.reserved = dict(port_ids or {})  # numbers the kernel already uses, by device
+        self.numbers = PortNumbers(port_ids)  # device -> port number (kernel's kept)
+        self.ids = self.numbers.ids             # device -> port number (read only)
         self.refs = {}          # (sg, family) -> set of owners ("g", sg) / ("p", pid)
         self.prefixed = set()   # (sg, family) whose prefix set exists
         self.addr_owners = {}   # ip -> set of port ids (ingress4/6 dispatch)
+        self.pfx_owners = {}    # address-pair prefix -> set of port ids (ingress4n/6n)
         self.profile_of = {}    # port id -> profile (shared port chains) name
         self.profile_refs = {}  # profile name -> port ids using it
         self._fixed()
@@ -156,7 +186,8 @@ class Desired:
     def _render(self, rules):
         out = []
         for r in rules:
-            out.extend(render_rule(r, lambda sg, fam: ((), self._has_prefixes(sg, fam))))
+            out.extend(render_rule(r, lambda sg, fam: ((), self._has_prefixes(sg, fam)),
+                                   names=self.names))
         return out
 
     def _set_refs(self, owner, rules):
@@ -177,8 +208,8 @@ class Desired:
 
     def _member_sets(self, sg, fam):
         """Make the member sets of (sg, fam) exist iff referenced, with the right elements."""
-        host_key = ("inet", Names.member_set(sg, fam))
-        pfx_key = ("inet", Names.member_set(sg, fam, True))
+        host_key = ("inet", self.names.member_set(sg, fam))
+        pfx_key = ("inet", self.names.member_set(sg, fam, True))
         atype = "ipv4_addr" if fam == 4 else "ipv6_addr"
         if (sg, fam) not in self.refs:
             self._undeclare(host_key)
@@ -216,7 +247,7 @@ class Desired:
     def _group_chains(self, sg):
         rules = self.groups.get(sg)
         for direction in (INGRESS, EGRESS):
-            key = ("inet", Names.group_chain(sg, direction))
+            key = ("inet", self.names.group_chain(sg, direction))
             if rules is None:
                 self._chain(key, None)
             else:
@@ -258,7 +289,7 @@ class Desired:
         if pfx:
             self._member_sets(sg, fam)
             return
-        key = ("inet", Names.member_set(sg, fam))
+        key = ("inet", self.names.member_set(sg, fam))
         for m in new:
             self._elem_add(key, m)
 
@@ -277,25 +308,13 @@ class Desired:
         if pfx:
             self._member_sets(sg, fam)
             return
-        key = ("inet", Names.member_set(sg, fam))
+        key = ("inet", self.names.member_set(sg, fam))
         for m in gone:
             self._elem_del(key, m)
 
     # -- ports --------------------------------------------------------------------------
     def _allocate(self, device):
-        if device in self.ids:
-            return self.ids[device]
-        used = set(self.ids.values())
-        n = self.reserved.get(device)
-        if n is None or n in used:
-            reserved_other = {v for d, v in self.reserved.items() if d != device}
-            n = 1
-            while n in used or n in reserved_other:
-                n += 1
-            if n > MAX_PORT_ID:
-                raise ValueError(f"more than {MAX_PORT_ID} filtered ports")
-        self.ids[device] = n
-        return n
+        return self.numbers.assign(device)
 
     def _profile_rules(self, port):
         """(egress rules, ingress rules) of a filtered port's chains."""
@@ -303,7 +322,7 @@ class Desired:
         out = []
         for direction in (EGRESS, INGRESS):
             rules = [Names.jump(fixed_chain(direction, stateful))]
-            rules += [Names.jump(Names.group_chain(sg, direction)) for sg in port.security_groups]
+            rules += [Names.jump(self.names.group_chain(sg, direction)) for sg in port.security_groups]
             rules += self._render(r for r in port.rules
                                   if r.direction == direction and not subsumed_by_fixed(r))
             rules.append("drop")
@@ -318,7 +337,7 @@ class Desired:
         new = None
         if port is not None and port.port_security:
             egress, ingress = self._profile_rules(port)
-            new = Names.profile(egress, ingress)
+            new = self.names.profile(egress, ingress)
             if new not in self.profile_refs:
                 self.profile_refs[new] = set()
                 for direction, rules in ((EGRESS, egress), (INGRESS, ingress)):
@@ -331,11 +350,14 @@ class Desired:
             self._map_set(INGRESS_MAP, dst_mark(n), Names.jump(Names.profile_chain(new, INGRESS)))
             for ip in host_addresses(port):
                 self._dispatch_addr(ip)
+            if prefix_pairs(port):
+                self._dispatch_prefixes()
         if old is not None and old != new:
             refs = self.profile_refs.get(old, set())
             refs.discard(pid)
             if not refs:
                 self.profile_refs.pop(old, None)
+                self.names.release_profile(old)
                 for direction in (EGRESS, INGRESS):
                     self._chain(("inet", Names.profile_chain(old, direction)), None)
 
@@ -371,7 +393,7 @@ class Desired:
             self.remove_port(port.id, _keep_number=self.ports[port.id].device == port.device)
         self.ports[port.id] = port
         if not port.port_security:
-            self.ids.pop(port.device, None)
+            self.numbers.release(port.device)
             return
         n = self._allocate(port.device)
         self._set_refs(("p", port.id), port.rules)
@@ -385,6 +407,8 @@ class Desired:
             self._map_set(key, k, v)
         for ip in host_addresses(port):
             self.addr_owners.setdefault(ip, set()).add(port.id)
+        for pfx in prefix_pairs(port):
+            self.pfx_owners.setdefault(pfx, set()).add(port.id)
         self._port_profile(port.id)
 
     def remove_port(self, pid, _keep_number=False):
@@ -404,10 +428,16 @@ class Desired:
         for ip in host_addresses(port):
             self.addr_owners.get(ip, set()).discard(pid)
             self._dispatch_addr(ip)
+        if prefix_pairs(port):
+            for pfx in prefix_pairs(port):
+                owners = self.pfx_owners.get(pfx, set())
+                owners.discard(pid)
+                if not owners:
+                    self.pfx_owners.pop(pfx, None)
+            self._dispatch_prefixes()
         self._set_refs(("p", pid), ())
         if not _keep_number:
-            del self.ids[port.device]
-            self.reserved.pop(port.device, None)
+            self.numbers.release(port.device, drop_reservation=True)
         for fam in (4, 6):  # the last prefix address pair gone: its interval set goes too
             key = ("bridge", SPOOF_SETS[(fam, True)])
             if key in self.rs.sets and not self.rs.elements[key]:
@@ -419,9 +449,35 @@ class Desired:
         owners = [p for p in self.addr_owners.get(ip, ()) if p in self.profile_of]
         if not self.addr_owners.get(ip):
             self.addr_owners.pop(ip, None)
-        # an address on two ports cannot select one port: left to the bridge path
-        profile = self.profile_of[owners[0]] if len(owners) == 1 else None
-        self._map_set(key, ip, Names.jump(Names.profile_chain(profile, INGRESS)) if profile else None)
+        # an address of several ports: their shared profile, or drop (see fwsg.dispatch)
+        self._map_set(key, ip, dispatch.verdict({self.profile_of[p] for p in owners}))
+
+    def _dispatch_prefixes(self):
+        """Re-derive the interval maps dispatching address-pair prefixes (see fwsg.dispatch);
+        declared only while some filtered port has a prefix pair."""
+        changed = False
+        for fam in (4, 6):
+            owned = {}
+            for pfx, pids in self.pfx_owners.items():
+                if (":" in pfx) == (fam == 6):
+                    owned[pfx] = {self.profile_of[p] for p in pids if p in self.profile_of}
+            wanted = dispatch.prefix_map(owned)
+            key = ("inet", f"ingress{fam}n")
+            if wanted and key not in self.rs.sets:
+                self._declare(SetDef("inet", key[1], f"ipv{fam}_addr", "verdict", interval=True))
+                changed = True
+            if key not in self.rs.sets:
+                continue
+            for k in [k for k in self.rs.elements[key] if k not in wanted]:
+                self._map_set(key, k, None)
+            for k, v in wanted.items():
+                self._map_set(key, k, v)
+            if not wanted:
+                self._undeclare(key)
+                changed = True
+        if changed:
+            for c in dispatch_chains({f for f in (4, 6) if ("inet", f"ingress{f}n") in self.rs.sets}):
+                self._chain(c.key, c)
 
     def refresh_ports_of_group(self, sg):
         """Re-derive the profiles of the ports whose statefulness depends on ``sg``."""
@@ -434,7 +490,7 @@ class Desired:
         """Make the desired state equal to ``model`` (a Model), touching only what differs."""
         model = Model.from_wire(model)
         devices = {p.device for p in model.ports.values()}
-        self.reserved = {d: n for d, n in self.reserved.items() if d in devices}
+        self.numbers.keep_reserved(devices)
         # Ports that go away or move to another device leave first, so that no device is ever
         # held by two ports at once (a swap of two taps would otherwise share numbers).
         for pid in [p for p in self.ports if p not in model.ports
@@ -470,8 +526,15 @@ class Desired:
                               "groups": list(p.security_groups)}
             else:
                 ports[pid] = {"device": p.device, "filtered": False}
-        groups = {sg: {"name": Names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
+        groups = {sg: {"name": self.names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
+        for sg, _ in self.refs:  # remote groups with members only: their sets carry names too
+            groups.setdefault(sg, {"name": self.names.group(sg), "rules": 0})
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
+
+
+def prefix_pairs(port):
+    """The address-pair prefixes a port may use (dispatched through the interval maps)."""
+    return sorted({p.ip for p in port.allowed_address_pairs if is_prefix(p.ip)})
 
 
 def _dedupe(rules):

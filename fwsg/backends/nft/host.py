@@ -7,10 +7,22 @@ before a sweep (an empty table needs no sweep).
 import os
 import subprocess
 
-from fwsg.errors import EnvironmentProblem
+from fwsg.errors import EnvironmentProblem, UserError
 from fwsg.netns import entered
 
 BRIDGE_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
+
+
+def require_net_admin():
+    """UserError unless this process may change the packet filter (CAP_NET_ADMIN, i.e. root)."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next((ln.split()[1] for ln in f if ln.startswith("CapEff:")), "0")
+        ok = bool(int(caps, 16) & (1 << 12))  # CAP_NET_ADMIN
+    except (OSError, ValueError):
+        ok = os.geteuid() == 0
+    if not ok:
+        raise UserError("fwsg needs root (CAP_NET_ADMIN) to read or change the packet filter")
 
 
 def prepare_host(netns, mode="bridge"):
@@ -45,6 +57,12 @@ class ConntrackCount:
     def __init__(self, netns):
         self.netns = netns
         self._fd = None
+
+    def close(self):
+        """Close the fd (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def in_use(self):
         """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""

@@ -16,12 +16,11 @@ No I/O here.
   Port chains (profiles) jump to ``fixed-{e,i}-{sf,sl}``, then to group chains, then drop.
 """
 
-import hashlib
 
+from fwsg import naming
 from fwsg.model import EGRESS, INGRESS
+from fwsg.portnum import MAX_PORT_ID  # noqa: F401 - numbers fit the mark's 16 bits
 from fwsg.ruleset import ChainDef, SetDef
-
-MAX_PORT_ID = 0xFFFF
 
 # Hooks. The bridge chains run before br_netfilter hands the frame to the inet hooks (bridge
 # priority 0); the egress check runs before the ingress check.
@@ -55,15 +54,26 @@ FIXED_SETS = (
     SetDef("bridge", "spoof6", "ifname . ether_addr . ipv6_addr"),
 )
 
+def dispatch_chains(prefix_families):
+    """The base chains judging traffic to a VM: by port tag (bridged), else by destination
+    address (sent or routed by the hypervisor): host addresses, then the interval maps
+    ``ingress4n``/``ingress6n`` of address-pair prefixes for the families in
+    ``prefix_families`` (they exist only while some port has such a prefix)."""
+    by_addr = []
+    for fam, ipk in ((4, "ip"), (6, "ip6")):
+        by_addr.append(f"{ipk} daddr vmap @ingress{fam}")
+        if fam in prefix_families:
+            by_addr.append(f"{ipk} daddr vmap @ingress{fam}n")
+    # routed by the hypervisor into the bridge: no port tag, dispatch by address
+    fwd = ("meta mark & 0x0000ffff vmap @ingress",) + tuple(
+        f"meta mark & 0x0000ffff == 0x0 {r}" for r in by_addr)
+    return (ChainDef("inet", "ingress-fwd", fwd, INET_FWD_INGRESS),
+            ChainDef("inet", "ingress-out", tuple(by_addr), INET_OUT_INGRESS))
+
+
 BASE_CHAINS = (
     ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
-    ChainDef("inet", "ingress-fwd", (
-        "meta mark & 0x0000ffff vmap @ingress",
-        # routed by the hypervisor into the bridge: no port tag, dispatch by address
-        "meta mark & 0x0000ffff == 0x0 ip daddr vmap @ingress4",
-        "meta mark & 0x0000ffff == 0x0 ip6 daddr vmap @ingress6"), INET_FWD_INGRESS),
-    ChainDef("inet", "ingress-out", ("ip daddr vmap @ingress4", "ip6 daddr vmap @ingress6"),
-             INET_OUT_INGRESS),
+    *dispatch_chains(()),
     ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
                                       "iifname @secured jump antispoof"), BRIDGE_PRE),
     ChainDef("bridge", "forward", ("meta mark set oifname map @port-dst",), BRIDGE_FWD),
@@ -145,9 +155,9 @@ def spoof_type(name):
 
 # -- derived names (never user text) and their inverses -------------------------------------
 
-def short_hash(text, n=10):
-    """A stable, name-safe digest of a user id."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+def short_hash(text, n=None):
+    """A stable, name-safe digest of a user id (see :mod:`fwsg.naming`)."""
+    return naming.short_hash(text, n)
 
 
 def mark(v):

@@ -6,7 +6,7 @@ Chains come back with the digest their last rule's comment carries (``drift`` wh
 is missing or the rule count differs: someone else changed the chain). No I/O here.
 """
 
-from fwsg.ruleset import MARKER, ChainDef, Ruleset, SetDef
+from fwsg.ruleset import ChainDef, Ruleset, SetDef, digest_of
 
 
 def parse_table(family, items, rs=None):
@@ -42,20 +42,6 @@ def parse_table(family, items, rs=None):
         object.__setattr__(chain, "rules", tuple(f"#{r.get('handle')}" for r in rlist))
         handles[key] = [r.get("handle") for r in rlist]
     return rs
-
-
-def digest_of(comments):
-    """The digest a chain's rules carry (``comments``: each rule's comment, '' for none, in
-    order) if they are exactly what fwsg committed; '' for an empty chain, else ``drift``."""
-    if not comments:
-        return ""
-    comment = comments[-1] or ""
-    if not comment.startswith(MARKER):
-        return "drift"
-    digest, _, count = comment[len(MARKER):].partition("/")
-    if not count.isdigit() or int(count) != len(comments):
-        return "drift"
-    return digest
 
 
 def parse_set(obj, is_map):

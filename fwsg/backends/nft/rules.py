@@ -9,11 +9,11 @@ from fwsg.model import EGRESS, ICMP4, ICMP6, INGRESS
 _L4 = {6: "tcp", 17: "udp", 33: "dccp", 132: "sctp", 136: "udplite"}
 
 
-def render_rule(rule, members_of, verdict="accept"):
+def render_rule(rule, members_of, verdict="accept", names=Names):
     """nft text for one Rule (a list: a remote group with prefixes needs two rules).
 
     ``members_of(sg, family)`` returns (hosts, has_prefixes) of a group: whether its prefix
-    set exists."""
+    set exists. ``names`` gives the member sets' names (a Desired's registry)."""
     fam = rule.family
     ipk = "ip" if fam == 4 else "ip6"
     remote_key = "saddr" if rule.direction == INGRESS else "daddr"
@@ -44,11 +44,11 @@ def render_rule(rule, members_of, verdict="accept"):
     tail = " ".join(l4 + [verdict])
     if rule.remote_group is None:
         return [" ".join(parts + [tail])]
-    out = [" ".join(parts + [f"{ipk} {remote_key} @{Names.member_set(rule.remote_group, fam)}", tail])]
+    out = [" ".join(parts + [f"{ipk} {remote_key} @{names.member_set(rule.remote_group, fam)}", tail])]
     _, has_prefixes = members_of(rule.remote_group, fam)
     if has_prefixes:
         out.append(" ".join(parts + [f"{ipk} {remote_key} "
-                                     f"@{Names.member_set(rule.remote_group, fam, True)}", tail]))
+                                     f"@{names.member_set(rule.remote_group, fam, True)}", tail]))
     return out
 
 

@@ -1,0 +1,90 @@
+"""The per-namespace lock every fwsg writer takes around a transaction (read back, diff,
+commit, names record, conntrack sweep): two processes (or two Firewalls) never interleave their
+changes in one namespace, whatever names they use for it.
+
+An ``flock`` on ``/run/fwsg/locks/<namespace identity>.lock`` (the identity is the namespace's
+nsfs inode, see :func:`fwsg.netns.identity`). The file holds the holder's pid (for the message
+a waiting process prints) and a stamp of the last transaction committed under the lock: a
+Firewall that finds another writer's stamp knows its mirror of the kernel is stale.
+"""
+
+import fcntl
+import os
+import time
+
+from fwsg import netns as nsmod
+from fwsg.errors import Busy, EnvironmentProblem
+from fwsg.statefile import STATE_DIR
+
+LOCK_DIR = os.path.join(STATE_DIR, "locks")
+_POLL = 0.01
+
+
+class NamespaceLock:
+    """Exclusive lock of one network namespace. ``wait``: None waits for ever, 0 not at all,
+    else that many seconds; a busy lock raises :class:`fwsg.errors.Busy` naming the holder."""
+
+    def __init__(self, netns=None, wait=None):
+        self.netns = netns
+        self.wait = wait
+        self.path = os.path.join(LOCK_DIR, f"{nsmod.identity(netns)}.lock")
+        self._fd = None
+        self.stamp = None   # last-commit stamp found when acquired
+
+    def acquire(self):
+        """Take the lock; returns the stamp of the last transaction committed under it."""
+        try:
+            os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot open the namespace lock {self.path}: "
+                                     f"{e.strerror}") from None
+        deadline = None if self.wait is None else time.monotonic() + max(0.0, self.wait)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    holder = _read(fd)[0]
+                    os.close(fd)
+                    where = f"namespace {self.netns!r}" if self.netns else "this namespace"
+                    waited = f" after waiting {self.wait:g} s" if self.wait else ""
+                    raise Busy(f"{where} is locked by another fwsg (pid {holder or '?'}){waited}; "
+                               "retry, or pass --wait [SECONDS]") from None
+                time.sleep(_POLL)
+        self._fd = fd
+        self.stamp = _read(fd)[1]
+        _write(fd, os.getpid(), self.stamp)
+        return self.stamp
+
+    def committed(self, stamp):
+        """Record ``stamp`` as the last transaction committed under this lock (held)."""
+        self.stamp = stamp
+        _write(self._fd, os.getpid(), stamp)
+
+    def release(self):
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read(fd):
+    try:
+        text = os.pread(fd, 128, 0).decode("ascii", "replace").split()
+    except OSError:
+        return None, None
+    pid = text[0] if text and text[0].isdigit() else None
+    return pid, (text[1] if len(text) > 1 else None)
+
+
+def _write(fd, pid, stamp):
+    data = f"{pid} {stamp or '-'}\n".encode()
+    os.pwrite(fd, data.ljust(64), 0)
