@@ -50,10 +50,16 @@ class IptablesBackend:
         return self._ct.in_use()
 
     # -- desired state, diff (pure) -----------------------------------------------------------
-    def desired(self, port_ids=None):
+    def desired(self, port_ids=None, group_names=None):
         """An empty desired state; ``port_ids`` (device -> conntrack zone, see port_ids) keeps
-        the zones the kernel already uses."""
+        the zones the kernel already uses. ``group_names`` is not needed: chain and set names
+        are derived from the ids alone (a collision is refused, see desired._member_set)."""
         return _desired.Desired(port_ids)
+
+    def drift(self, desired, current, deep=False):
+        """Nothing beyond what diff sees: chains are compared by digest and rule count,
+        dispatch rules and set members one by one, hooks by position."""
+        return current, {}, []
 
     def port_ids(self, current):
         """device -> conntrack zone in ``current`` (this backend numbers zones, not ports)."""

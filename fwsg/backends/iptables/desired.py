@@ -86,6 +86,11 @@ class Desired:
     def rs(self):
         return self.st
 
+    @property
+    def names(self):
+        """Group id -> derived name (what Firewall keeps in the names record)."""
+        return _GroupNames({sg: names.group_chain(sg, INGRESS)[:-2] for sg in self.groups})
+
     def clear_pending(self):
         self.pending = Pending()
 
@@ -482,9 +487,15 @@ class Desired:
         ports = {pid: {"device": p.device, "filtered": p.port_security,
                        "profile": self.profile_of.get(pid), "groups": list(p.security_groups)}
                  for pid, p in self.ports.items()}
-        groups = {sg: {"chain": names.group_chain(sg, INGRESS)[:-2], "rules": len(r)}
+        groups = {sg: {"name": names.group_chain(sg, INGRESS)[:-2],
+                       "chain": names.group_chain(sg, INGRESS)[:-2], "rules": len(r)}
                   for sg, r in self.groups.items()}
         return {"ports": ports, "groups": groups}
+
+
+class _GroupNames:
+    def __init__(self, by_key):
+        self.by_key = by_key
 
 
 _HALVES = {"0.0.0.0/0": ("0.0.0.0/1", "128.0.0.0/1"), "::/0": ("::/1", "8000::/1")}

@@ -107,6 +107,12 @@ class Plan:
         return "".join(line + "\n" for line in lines)
 
     @property
+    def ops(self):
+        """What the plan does, comparable between plans (Firewall compares a refused plan with
+        the one a re-read gives)."""
+        return str(self)
+
+    @property
     def commands(self):
         return str(self).splitlines() if self else []
 

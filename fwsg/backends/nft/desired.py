@@ -28,6 +28,11 @@ class RegisteredNames(Names):
         self.groups.seed(group_names or {})
         self.profiles = NameRegistry("p")
 
+    @property
+    def by_key(self):
+        """Group id -> derived name (what Firewall keeps in the names record)."""
+        return self.groups.by_key
+
     def group(self, sg):
         return self.groups.group(sg)
 
