@@ -5,11 +5,17 @@ changes in one namespace, whatever names they use for it.
 An ``flock`` on ``/run/fwsg/locks/<namespace identity>.lock`` (the identity is the namespace's
 nsfs inode, see :func:`fwsg.netns.identity`). The file holds the holder's pid (for the message
 a waiting process prints) and a stamp of the last transaction committed under the lock: a
-Firewall that finds another writer's stamp knows its mirror of the kernel is stale.
+Firewall that finds another writer's stamp knows its mirror of the kernel is stale. Next to
+it, ``<identity>.state`` proves what the kernel holds: the nf_tables generation id right after
+the last transaction that left fwsg's tables equal to a desired state, and that state's
+fingerprint (a fresh process with the same desired state and an unchanged generation need not
+read the ruleset back).
 """
 
 import fcntl
+import json
 import os
+import tempfile
 import time
 
 from fwsg import netns as nsmod
@@ -62,6 +68,33 @@ class NamespaceLock:
         """Record ``stamp`` as the last transaction committed under this lock (held)."""
         self.stamp = stamp
         _write(self._fd, os.getpid(), stamp)
+
+    def read_state(self):
+        """The kernel-state proof the last full transaction left (``{"generation": int,
+        "fingerprint": str}``), or {} (held)."""
+        try:
+            with open(self.path[:-5] + ".state") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def write_state(self, doc):
+        """Replace the kernel-state proof atomically (held); None removes it."""
+        target = self.path[:-5] + ".state"
+        if doc is None:
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(dir=LOCK_DIR, prefix=".state-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, target)
+        except OSError:
+            pass
 
     def release(self):
         fd, self._fd = self._fd, None

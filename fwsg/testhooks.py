@@ -2,6 +2,8 @@
 
 ``FWSG_TEST_HOOKS="before-commit=sleep:0.3,after-commit=kill"``: at ``point("before-commit")``
 sleep 0.3 s; at ``point("after-commit")`` die at once with SIGKILL (no cleanup, like a crash).
+Points: ``before-commit``, ``between-steps`` (a commit in steps, after the first),
+``after-commit`` (before the conntrack sweep).
 Read once at import; unset (always, outside tests) every point is a dictionary miss.
 """
 

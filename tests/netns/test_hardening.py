@@ -108,7 +108,7 @@ def test_parallel_apply_processes_end_equal_to_one_model(ns, tmp_path):
         assert set(record["ports"]) == set(want["devices"])
         rc, _, err = fwsg("flush", "--netns", ns)
         assert rc == 0, err
-    leftovers = [f for f in os.listdir(statefile.STATE_DIR) if f.endswith(".tmp")]
+    leftovers = [f for f in os.listdir(statefile.STATE_DIR) if f.startswith(f".{ns}.")]
     assert not leftovers
 
 
@@ -315,3 +315,34 @@ def test_non_root_and_a_plain_file_as_netns(ns, tmp_path):
         assert rc == 2 and "not a network namespace" in err and err.count("\n") == 1, err
     finally:
         os.unlink(plain)
+
+
+# -- (10a) a fresh process reads back only what it must -----------------------------------------
+
+def test_fresh_process_trusts_an_unmoved_generation_and_reads_after_any_change(ns):
+    doc = demo()
+    Firewall(netns=ns).apply(doc)
+
+    def fresh():
+        fw = Firewall(netns=ns)
+        reads = []
+        real = fw.backend.read
+        fw.backend.read = lambda: reads.append(1) or real()
+        return fw, reads
+
+    fw, reads = fresh()
+    assert not fw.apply(doc).changed and reads == []      # proven: nothing read back
+    assert not Firewall(netns=ns).plan(fw.model)           # and the kernel really matches
+    web = fw._desired.names.member_set("sg-web", 4)
+    nft(ns, "delete", "element", "inet", "fwsg", web, "{ 192.0.2.11 }")   # drift
+    fw, reads = fresh()
+    r = fw.apply(doc)
+    assert reads and r.changed                             # the generation moved: read, repair
+    assert "192.0.2.11" in nft(ns, "list", "set", "inet", "fwsg", web)
+    fw, reads = fresh()
+    assert not fw.apply(doc).changed and reads == []      # proven again after the repair
+    other = demo()
+    other["sg_member_ips"]["sg-web"]["IPv4"].append("198.51.100.9")
+    fw, reads = fresh()
+    assert fw.apply(other).changed and reads               # another desired state: read back
+    assert "198.51.100.9" in nft(ns, "list", "set", "inet", "fwsg", web)

@@ -61,6 +61,19 @@ class IptablesBackend:
         dispatch rules and set members one by one, hooks by position."""
         return current, {}, []
 
+    def generation(self):
+        """None: iptables has no generation a fresh process could trust, so a fresh Firewall
+        always reads fwsg's chains and sets back."""
+        return None
+
+    def read_port_ids(self):
+        """device -> conntrack zone, reading only the raw table (IPv4)."""
+        from fwsg.backends.iptables.state import State
+
+        st = State()
+        self.kernel.parse(st, 4, "raw", self.kernel.run([self.tools.save(4), "-t", "raw"]))
+        return dict(st.zones)
+
     def port_ids(self, current):
         """device -> conntrack zone in ``current`` (this backend numbers zones, not ports)."""
         return dict(current.zones)

@@ -494,8 +494,11 @@ class Desired:
 
 
 class _GroupNames:
+    """The shape Firewall reads the names record from (``names.groups.by_key``)."""
+
     def __init__(self, by_key):
         self.by_key = by_key
+        self.groups = self
 
 
 _HALVES = {"0.0.0.0/0": ("0.0.0.0/1", "128.0.0.0/1"), "::/0": ("::/1", "8000::/1")}

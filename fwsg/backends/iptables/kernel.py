@@ -70,14 +70,15 @@ class Kernel:
         st = State()
         for fam in (4, 6):
             for table in IP_TABLES:
-                self._parse(st, fam, table, self.run([self.tools.save(fam), "-t", table]))
-        self._parse(st, "eb", "nat", self.run([self.tools.save("eb"), "-t", "nat"]))
+                self.parse(st, fam, table, self.run([self.tools.save(fam), "-t", table]))
+        self.parse(st, "eb", "nat", self.run([self.tools.save("eb"), "-t", "nat"]))
         for name in self.run(["ipset", "list", "-n"]).split():
             if names.is_ours(name):
                 self._read_set(st, name)
         return st
 
-    def _parse(self, st, fam, table, text):
+    def parse(self, st, fam, table, text):
+        """Keep from ``text`` (a ``*-save -t table`` output) only fwsg's chains and hooks."""
         rules, first = {}, set()
         for line in text.splitlines():
             if line.startswith(":fwsg-"):

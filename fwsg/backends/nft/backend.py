@@ -8,9 +8,9 @@ other table.
 import errno
 import json
 
-from fwsg import fast
+from fwsg import fast, testhooks
 from fwsg.backends.nft import netlink, readback, render
-from fwsg.backends.nft.host import ConntrackCount, prepare_host, require_net_admin
+from fwsg.backends.nft.host import ConntrackCount, Generation, prepare_host, require_net_admin
 from fwsg.errors import KernelError
 from fwsg.netns import entered
 from fwsg.plan import Plan, diff
@@ -29,6 +29,8 @@ class NftBackend:
         require_net_admin()
         self._host_ready = False
         self._ct = ConntrackCount(netns)
+        self._gen = Generation(netns)
+        self.steps = 0  # kernel transactions the last commit made
         with entered(netns):
             self._ctx = fast.NftContext()
             self._writer = fast.NetlinkWriter()
@@ -38,6 +40,7 @@ class NftBackend:
         self._ctx.close()
         self._writer.close()
         self._ct.close()
+        self._gen.close()
 
     # -- host ---------------------------------------------------------------------------------
     def prepare_host(self, mode="bridge"):
@@ -104,22 +107,48 @@ class NftBackend:
         address elements (a cold start) is committed in steps: the structure through
         libnftables, then the elements in bounded netlink batches, each step atomic and never
         more open than the target. Returns which way it went."""
+        self.steps = 0
         if not plan:
             return None
         ops = netlink.netlink_ops(plan)
         if ops:
             self._writer.commit(ops)
+            self.steps = 1
             return "netlink"
         split = netlink.split_bulk(plan)
         if split is not None:
             rest, batches = split
             if rest:
                 self._ctx.run("".join(c + "\n" for c in render.render(rest)))
+                self.steps += 1
             for batch in batches:
+                testhooks.point("between-steps")
                 self._writer.commit(batch)
+                self.steps += 1
             return "libnftables+netlink"
         self._ctx.run(str(plan))
+        self.steps = 1
         return "libnftables"
+
+    def generation(self):
+        """(namespace cookie, nf_tables generation id): the id moves with every transaction
+        anyone commits in the namespace; None if unknown."""
+        return self._gen.current()
+
+    def read_port_ids(self):
+        """device -> port number, reading only the small map that holds them (not the whole
+        ruleset)."""
+        try:
+            out = self._ctx.run(f"list map bridge {TABLE} port-src", json_output=True)
+        except KernelError as e:
+            if e.errno == errno.ENOENT:
+                return {}
+            raise
+        try:
+            items = json.loads(out)["nftables"]
+        except (ValueError, KeyError, TypeError):
+            return self.port_ids(self.read())
+        return self.port_ids(readback.parse_table("bridge", items))
 
     def flush(self):
         """Delete fwsg's tables (those that exist); return the families removed."""

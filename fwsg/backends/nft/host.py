@@ -5,6 +5,8 @@ before a sweep (an empty table needs no sweep).
 """
 
 import os
+import socket
+import struct
 import subprocess
 
 from fwsg.errors import EnvironmentProblem, UserError
@@ -76,3 +78,51 @@ class ConntrackCount:
             return int(os.pread(self._fd, 32, 0) or b"0") > 0
         except (OSError, ValueError):
             return True
+
+
+class Generation:
+    """The nf_tables generation id of one namespace (it moves with every committed
+    transaction, whoever commits it), asked over a netlink socket opened once inside it."""
+
+    _GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
+
+    def __init__(self, netns):
+        self.netns = netns
+        self._sock = None
+        self._cookie = None
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def current(self):
+        """``(namespace cookie, generation id)`` now; None when the kernel does not say. The
+        cookie (SO_NETNS_COOKIE) is never reused by another namespace, so a generation seen
+        in one namespace is never mistaken for the same number in a later one."""
+        try:
+            if self._sock is None:
+                with entered(self.netns):
+                    self._sock = socket.socket(socket.AF_NETLINK,
+                                               socket.SOCK_RAW | socket.SOCK_CLOEXEC, 12)
+                self._sock.bind((0, 0))
+                self._cookie = struct.unpack("=Q", self._sock.getsockopt(
+                    socket.SOL_SOCKET, 71, 8))[0]  # SO_NETNS_COOKIE
+            body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
+            self._sock.send(struct.pack("=IHHII", 16 + len(body), self._GETGEN, 1, 1, 0) + body)
+            data = self._sock.recv(4096)
+        except OSError:
+            self.close()
+            return None
+        if len(data) < 20:
+            return None
+        length, kind = struct.unpack_from("=IH", data, 0)
+        off = 20
+        while kind != 2 and off + 4 <= min(length, len(data)):  # 2: NLMSG_ERROR
+            alen, atype = struct.unpack_from("=HH", data, off)
+            if alen < 4:
+                break
+            if atype & 0x7FFF == 1:  # NFTA_GEN_ID
+                return self._cookie, struct.unpack_from(">I", data, off + 4)[0]
+            off += (alen + 3) & ~3
+        return None
