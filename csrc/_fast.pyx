@@ -202,11 +202,35 @@ cdef void _radix32(uint32_t *a, uint32_t *tmp, Py_ssize_t n) noexcept nogil:
     # four passes: the sorted data is back in ``a``
 
 
-def pack_addrs(seq, int family):
+cdef bint _plain_mac(object m):
+    """``m`` is a MAC written aa:bb:cc:dd:ee:ff (hex digits of either case)."""
+    cdef Py_ssize_t ln, i
+    cdef const char *s
+    cdef char c
+    if type(m) is not str:
+        return False
+    try:
+        s = PyUnicode_AsUTF8AndSize(m, &ln)
+    except UnicodeError:
+        return False
+    if ln != 17:
+        return False
+    for i in range(17):
+        c = s[i]
+        if i % 3 == 2:
+            if c != c':':
+                return False
+        elif not ((c'0' <= c <= c'9') or (c'a' <= c <= c'f') or (c'A' <= c <= c'F')):
+            return False
+    return True
+
+
+def pack_addrs(seq, int family, bint check_macs=False):
     """(packed, rejects): the host addresses of ``seq`` (str, or [ip, mac] pairs) of one family
     as sorted, de-duplicated big-endian records (4 or 16 bytes each), and the (index, item)
     pairs that are not plain host addresses of that family (prefixes, bad values) for the
-    caller's slow path. No I/O."""
+    caller's slow path; with ``check_macs`` also the pairs whose MAC is neither null nor
+    written aa:bb:cc:dd:ee:ff. No I/O."""
     cdef int af = AF_INET if family == 4 else AF_INET6
     cdef Py_ssize_t width = 4 if family == 4 else 16
     cdef Py_ssize_t n = len(seq)
@@ -223,6 +247,9 @@ def pack_addrs(seq, int family):
     for i in range(n):
         item = seq[i]
         if type(item) is list or type(item) is tuple:
+            if check_macs and len(item) > 1 and item[1] is not None and not _plain_mac(item[1]):
+                rejects.append((i, item))
+                continue
             item = item[0] if len(item) else None
         if type(item) is not str:
             rejects.append((i, seq[i]))
@@ -321,6 +348,7 @@ def unpack_addrs(bytes packed, int family):
 # ---- direct element batches: set elements without libnftables' cache refill ------------------
 
 cimport netlink as N
+cimport nftexpr as X
 from posix.time cimport timespec
 from libc.errno cimport errno
 from libc.string cimport strerror
@@ -398,7 +426,9 @@ cdef class NetlinkWriter:
         """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
         ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
         comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("flush", family, chain) removes a chain's rules;
+        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
+        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
+        text); ("flush", family, chain) removes a chain's rules;
         ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
@@ -427,6 +457,8 @@ cdef class NetlinkWriter:
                     continue
                 if kind == "rule":
                     self._rule(b, op)
+                elif kind == "xrule":
+                    self._xrule(b, op)
                 elif kind in ("chain", "flush", "delchain"):
                     self._chain(b, kind, op)
                 else:
@@ -503,6 +535,79 @@ cdef class NetlinkWriter:
             nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
             N.nftnl_rule_nlmsg_build_payload(nlh, r)
         finally:
+            if ud != NULL:
+                N.nftnl_udata_buf_free(ud)
+            N.nftnl_rule_free(r)
+
+    cdef _xrule(self, N.nftnl_batch *b, tuple op):
+        """Append a rule built from expressions (fwsg.backends.nft.matches): ("meta", key),
+        ("cmp", op, data), ("payload", base, offset, length), ("bitwise", mask, xor),
+        ("lookup", set name), ("verdict", code); every load goes to register 1."""
+        _, family, chain, _text, exprs, comment = op
+        cdef int fam = _FAMILIES[family]
+        cdef bytes chain_b = chain.encode()
+        cdef bytes data, data2, comment_b
+        cdef N.nftnl_rule *r = N.nftnl_rule_alloc()
+        cdef N.nftnl_expr *e = NULL
+        cdef N.nftnl_udata_buf *ud = NULL
+        cdef N.nlmsghdr *nlh
+        try:
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_TABLE, b"fwsg")
+            N.nftnl_rule_set_str(r, N.NFTNL_RULE_CHAIN, chain_b)
+            for ex in exprs:
+                kind = ex[0]
+                if kind == "meta":
+                    e = N.nftnl_expr_alloc(b"meta")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_KEY, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_DREG, X.NFT_REG_1)
+                elif kind == "cmp":
+                    data = ex[2]
+                    e = N.nftnl_expr_alloc(b"cmp")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_OP, ex[1])
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_CMP_DATA, <const char *>data, len(data))
+                elif kind == "payload":
+                    e = N.nftnl_expr_alloc(b"payload")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_BASE, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_OFFSET, ex[2])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_LEN, ex[3])
+                elif kind == "bitwise":
+                    data, data2 = ex[1], ex[2]
+                    e = N.nftnl_expr_alloc(b"bitwise")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_LEN, len(data))
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_BITWISE_MASK, <const char *>data, len(data))
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_BITWISE_XOR, <const char *>data2,
+                                     len(data2))
+                elif kind == "lookup":
+                    data = ex[1].encode()
+                    e = N.nftnl_expr_alloc(b"lookup")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_str(e, X.NFTNL_EXPR_LOOKUP_SET, data)
+                elif kind == "verdict":
+                    e = N.nftnl_expr_alloc(b"immediate")
+                    N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_DREG, N.NFT_REG_VERDICT)
+                    N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_VERDICT, <uint32_t><int>ex[1])
+                else:
+                    raise ValueError(f"unknown expression {kind!r}")
+                if e == NULL:
+                    raise MemoryError()
+                N.nftnl_rule_add_expr(r, e)   # owned by the rule from here on
+                e = NULL
+            if comment is not None:
+                comment_b = comment.encode()
+                ud = N.nftnl_udata_buf_alloc(256)
+                if not N.nftnl_udata_put_strz(ud, N.NFTNL_UDATA_RULE_COMMENT, comment_b):
+                    raise ValueError("comment too long")
+                N.nftnl_rule_set_data(r, N.NFTNL_RULE_USERDATA, N.nftnl_udata_buf_data(ud),
+                                      N.nftnl_udata_buf_len(ud))
+            nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
+            N.nftnl_rule_nlmsg_build_payload(nlh, r)
+        finally:
+            if e != NULL:
+                X.nftnl_expr_free(e)
             if ud != NULL:
                 N.nftnl_udata_buf_free(ud)
             N.nftnl_rule_free(r)
@@ -702,6 +807,67 @@ cdef class ConntrackTable:
             raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
         return out
 
+    def sweep(self, FlowJudge judge, look, gone):
+        """Delete, in one pass over the table, the flows ``judge`` no longer allows and those
+        of an address in ``gone``; with ``look`` (a set of addresses, canonical text) only
+        flows involving one of them or of ``gone`` are judged, and only their families dumped.
+        Deletions are sent in batches while the dump goes on. Returns (judged, deleted)."""
+        cdef _Sweep sw = _Sweep()
+        cdef uint32_t family = 0
+        sw.judge = judge
+        sw.gone = {_pack_text(a) for a in gone}
+        if look is not None:
+            sw.look = {_pack_text(a) for a in look} | sw.gone
+            fams = {len(a) for a in sw.look}
+            if not fams:
+                return 0, 0
+            if len(fams) == 1:
+                family = AF_INET if fams == {4} else AF_INET6
+        sw.deletes = _Batch()
+        sw.deletes.open(C.IPCTNL_MSG_CT_DELETE, 0)
+        C.nfct_callback_register(self.h, C.NFCT_T_ALL, _sweep_cb, <void *>sw)
+        rc = C.nfct_query(self.h, C.NFCT_Q_DUMP, &family)
+        if sw.error is not None:
+            raise KernelError(f"conntrack: sweep failed: {sw.error!r}")
+        if rc < 0:
+            raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
+        sw.deletes.flush()
+        return sw.judged, sw.deletes.done
+
+    def track(self, flows, int timeout=600):
+        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport), TCP ones as
+        established, with ``timeout`` seconds to live, in batches; returns how many the kernel
+        took (for tests and benchmarks)."""
+        cdef _Batch b = _Batch()
+        cdef C.nf_conntrack *ct
+        cdef bytes a, z
+        b.open(C.IPCTNL_MSG_CT_NEW, N.NLM_F_CREATE | 0x200)   # NLM_F_EXCL
+        for fam, l4, src, dst, sport, dport in flows:
+            ct = C.nfct_new()
+            if ct == NULL:
+                raise MemoryError()
+            try:
+                af = AF_INET if fam == 4 else AF_INET6
+                a = socket_pton(af, src)
+                z = socket_pton(af, dst)
+                C.nfct_set_attr_u8(ct, C.ATTR_ORIG_L3PROTO, af)
+                C.nfct_set_attr(ct, C.ATTR_ORIG_IPV4_SRC if fam == 4 else C.ATTR_ORIG_IPV6_SRC,
+                                <const char *>a)
+                C.nfct_set_attr(ct, C.ATTR_ORIG_IPV4_DST if fam == 4 else C.ATTR_ORIG_IPV6_DST,
+                                <const char *>z)
+                C.nfct_set_attr_u8(ct, C.ATTR_ORIG_L4PROTO, l4)
+                C.nfct_set_attr_u16(ct, C.ATTR_ORIG_PORT_SRC, htons(sport))
+                C.nfct_set_attr_u16(ct, C.ATTR_ORIG_PORT_DST, htons(dport))
+                C.nfct_setobjopt(ct, C.NFCT_SOPT_SETUP_REPLY)
+                C.nfct_set_attr_u32(ct, C.ATTR_TIMEOUT, timeout)
+                if l4 == 6:
+                    C.nfct_set_attr_u8(ct, C.ATTR_TCP_STATE, 3)   # established
+                b.queue(ct, af)
+            finally:
+                C.nfct_destroy(ct)
+        b.flush()
+        return b.done
+
     def delete(self, flows):
         """Delete flows (tuples as dump() gives); returns how many the kernel removed (a flow
         already gone is not an error)."""
@@ -740,8 +906,357 @@ cdef class ConntrackTable:
         return n
 
 
+def _pack_text(str text):
+    return socket_pton(AF_INET6 if ":" in text else AF_INET, text)
+
+
 def socket_pton(int af, str text):
     cdef char buf[16]
     if inet_pton(af, text.encode("ascii"), buf) != 1:
         raise ValueError(text)
     return buf[:4] if af == AF_INET else buf[:16]
+
+
+# ---- flow judge: which tracked flows the policy still allows, O(1) in the group sizes ------
+
+cdef struct _Net:
+    int fam            # 0: none; 4 or 6
+    int plen
+    unsigned char a[16]
+
+cdef struct _Rule:
+    int fam, proto, pmin, pmax, smin, smax, itype, icode, group, direction
+    _Net src
+    _Net dst
+
+
+cdef int _set_net(_Net *n, object spec) except -1:
+    n.fam = 0
+    if spec is None:
+        return 0
+    cdef bytes packed = spec[0]
+    if len(packed) not in (4, 16):
+        raise ValueError("a network is 4 or 16 bytes")
+    n.fam = 4 if len(packed) == 4 else 6
+    n.plen = spec[1]
+    memcpy(n.a, <const char *>packed, len(packed))
+    return 0
+
+
+cdef inline bint _in_net(const unsigned char *a, int fam, const _Net *n) noexcept nogil:
+    cdef int bits = n.plen, i = 0
+    if n.fam != fam:
+        return False
+    while bits >= 8:
+        if a[i] != n.a[i]:
+            return False
+        i += 1
+        bits -= 8
+    if bits:
+        return ((a[i] ^ n.a[i]) & (0xff << (8 - bits)) & 0xff) == 0
+    return True
+
+
+cdef class FlowJudge:
+    """The policy flattened by ``policy.flow_tables``: ``allowed(flow)`` says whether a
+    tracked flow's original direction passes the sender's egress and the receiver's ingress.
+    Address ownership is a hash lookup, remote groups a set lookup (their prefixes are
+    scanned, and they are few): the cost of a flow does not grow with the groups' sizes. No
+    I/O here."""
+
+    cdef _Rule *rules
+    cdef int nrules
+    cdef list ports       # (port security, egress ranges, ingress ranges)
+    cdef dict hosts       # packed -> port index
+    cdef _Net *pnets
+    cdef int *pnet_port
+    cdef int npnets
+    cdef list gsets       # group index -> member set (canonical text)
+    cdef list gnets       # group index -> bytes holding _Net records
+
+    def __cinit__(self, tables):
+        rules, ports, hosts, prefixes, groups = tables
+        cdef int i
+        cdef _Rule *r
+        self.nrules = len(rules)
+        self.rules = <_Rule *>malloc(max(1, self.nrules) * sizeof(_Rule))
+        self.pnets = <_Net *>malloc(max(1, len(prefixes)) * sizeof(_Net))
+        self.pnet_port = <int *>malloc(max(1, len(prefixes)) * sizeof(int))
+        if self.rules == NULL or self.pnets == NULL or self.pnet_port == NULL:
+            raise MemoryError()
+        for i, row in enumerate(rules):
+            r = &self.rules[i]
+            (r.direction, r.fam, r.proto, r.pmin, r.pmax, r.smin, r.smax, r.itype, r.icode,
+             src, dst, r.group) = row
+            _set_net(&r.src, src)
+            _set_net(&r.dst, dst)
+        self.npnets = len(prefixes)
+        for i, (packed, plen, idx) in enumerate(prefixes):
+            _set_net(&self.pnets[i], (packed, plen))
+            self.pnet_port[i] = idx
+        self.ports = list(ports)
+        self.hosts = dict(hosts)
+        self.gsets = [g[0] for g in groups]
+        self.gnets = []
+        cdef _Net tmp
+        for _members, nets in groups:
+            chunk = bytearray()
+            for spec in nets:
+                _set_net(&tmp, spec)
+                chunk += (<char *>&tmp)[:sizeof(_Net)]
+            self.gnets.append(bytes(chunk))
+
+    def __dealloc__(self):
+        free(self.rules)
+        free(self.pnets)
+        free(self.pnet_port)
+
+    cdef int _port_of(self, bytes packed, const unsigned char *a, int fam) except -2:
+        cdef object idx = self.hosts.get(packed)
+        cdef int i
+        if idx is not None:
+            return idx
+        for i in range(self.npnets):
+            if _in_net(a, fam, &self.pnets[i]):
+                return self.pnet_port[i]
+        return -1
+
+    cdef int _member(self, int g, const unsigned char *a, int fam) except -1:
+        cdef char text[64]
+        cdef bytes nets = self.gnets[g]
+        cdef const _Net *n = <const _Net *>PyBytes_AS_STRING(nets)
+        cdef Py_ssize_t i, k = len(nets) // sizeof(_Net)
+        inet_ntop(AF_INET if fam == 4 else AF_INET6, a, text, 64)
+        if text.decode("ascii") in self.gsets[g]:
+            return 1
+        for i in range(k):
+            if _in_net(a, fam, &n[i]):
+                return 1
+        return 0
+
+    cdef int _matches(self, const _Rule *r, int fam, int proto, const unsigned char *src,
+                      const unsigned char *dst, int sport, int dport, int itype,
+                      int icode) except -1:
+        if r.fam != fam:
+            return 0
+        if r.src.fam and not _in_net(src, fam, &r.src):
+            return 0
+        if r.dst.fam and not _in_net(dst, fam, &r.dst):
+            return 0
+        if r.proto >= 0 and r.proto != proto:
+            return 0
+        if r.itype >= 0 and r.itype != itype:
+            return 0
+        if r.icode >= 0 and r.icode != icode:
+            return 0
+        if r.pmin >= 0 and not (dport >= 0 and r.pmin <= dport <= r.pmax):
+            return 0
+        if r.smin >= 0 and not (sport >= 0 and r.smin <= sport <= r.smax):
+            return 0
+        if r.group >= 0:
+            return self._member(r.group, src if r.direction == 1 else dst, fam)
+        return 1
+
+    cdef int _allows(self, int port, int direction, int fam, int proto,
+                     const unsigned char *src, const unsigned char *dst, int sport, int dport,
+                     int itype, int icode) except -1:
+        psec, egress, ingress = self.ports[port]
+        if not psec:
+            return 1
+        cdef bint udp = proto == 17
+        if direction == 0:
+            if udp and ((sport == 67 and dport == 68) or (sport == 547 and dport == 546)):
+                return 0
+            if proto == 58 and itype == 134:
+                return 0
+            if udp and ((sport == 68 and dport == 67) or (sport == 546 and dport == 547)):
+                return 1
+            if proto == 58:
+                return 1
+        else:
+            if proto == 58 and (itype == 130 or itype == 135 or itype == 136):
+                return 1
+            if udp and ((sport == 67 and dport == 68) or (sport == 547 and dport == 546)):
+                return 1
+        cdef int start, end, i
+        for start, end in (egress if direction == 0 else ingress):
+            for i in range(start, end):
+                if self._matches(&self.rules[i], fam, proto, src, dst, sport, dport, itype,
+                                 icode):
+                    return 1
+        return 0
+
+    cdef int _flow_allowed(self, int fam, int proto, bytes src_b, bytes dst_b, int sport,
+                           int dport, int itype, int icode) except -1:
+        cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(src_b)
+        cdef const unsigned char *dst = <const unsigned char *>PyBytes_AS_STRING(dst_b)
+        cdef int sp = self._port_of(src_b, src, fam)
+        cdef int dp = self._port_of(dst_b, dst, fam)
+        if sp >= 0 and not self._allows(sp, 0, fam, proto, src, dst, sport, dport, itype, icode):
+            return 0
+        if dp >= 0 and not self._allows(dp, 1, fam, proto, src, dst, sport, dport, itype, icode):
+            return 0
+        return 1
+
+    cdef int _owned(self, bytes src_b, bytes dst_b, int fam) except -1:
+        """1 when either end belongs to a port (otherwise no rule of fwsg applies)."""
+        return (self._port_of(src_b, <const unsigned char *>PyBytes_AS_STRING(src_b), fam) >= 0
+                or self._port_of(dst_b, <const unsigned char *>PyBytes_AS_STRING(dst_b), fam) >= 0)
+
+    def allowed(self, flow):
+        """True when the model still allows ``flow`` (a tuple as ConntrackTable.dump gives)."""
+        fam, proto, src, dst, sport, dport, itype, icode = flow[:8]
+        af = AF_INET if fam == 4 else AF_INET6
+        return bool(self._flow_allowed(fam, proto, socket_pton(af, src), socket_pton(af, dst),
+                                       -1 if sport is None else sport,
+                                       -1 if dport is None else dport,
+                                       -1 if itype is None else itype,
+                                       -1 if icode is None else icode))
+
+
+# ---- sweep: dump, judge and delete in one pass, deletions sent in batches as found ----------
+
+cdef enum:
+    _DEL_BUF = 256 * 1024
+    _DEL_BATCH = 512     # deletions per send
+
+
+cdef class _Batch:
+    """Conntrack requests of one type (delete or create) sent in batches on a netlink socket
+    of their own; ``done`` counts the requests the kernel accepted (a flow already gone or
+    already there is not an error)."""
+    cdef N.mnl_socket *nl
+    cdef char *buf
+    cdef size_t used
+    cdef int pending
+    cdef int msg_type
+    cdef int flags
+    cdef unsigned int seq
+    cdef public int done
+
+    def __cinit__(self):
+        self.buf = <char *>malloc(_DEL_BUF)
+        if self.buf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.buf)
+        if self.nl != NULL:
+            N.mnl_socket_close(self.nl)
+
+    cdef int open(self, int msg_type, int flags) except -1:
+        cdef int size = 8 * 1024 * 1024
+        self.msg_type = msg_type
+        self.flags = flags
+        self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
+        if self.nl == NULL or N.mnl_socket_bind(self.nl, 0, N.MNL_SOCKET_AUTOPID) < 0:
+            raise KernelError("conntrack: cannot open a netlink socket: " + strerror(errno).decode())
+        setsockopt(N.mnl_socket_get_fd(self.nl), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(int))
+        self.seq = 1
+        return 0
+
+    cdef int queue(self, C.nf_conntrack *ct, int l3) except -1:
+        """Append one request built from ``ct`` (for a deletion the dumped entry itself: tuple,
+        zone and id, so a newer flow reusing the tuple is never hit); send when full."""
+        cdef N.nlmsghdr *nlh
+        cdef C.nfgenmsg *nfh
+        if self.used + 4096 > _DEL_BUF:
+            self.flush()
+        nlh = <N.nlmsghdr *>C.mnl_nlmsg_put_header(self.buf + self.used)
+        nlh.nlmsg_type = (C.NFNL_SUBSYS_CTNETLINK << 8) | self.msg_type
+        nlh.nlmsg_flags = 1 | N.NLM_F_ACK | self.flags   # NLM_F_REQUEST
+        nlh.nlmsg_seq = self.seq
+        self.seq += 1
+        nfh = <C.nfgenmsg *>C.mnl_nlmsg_put_extra_header(nlh, sizeof(C.nfgenmsg))
+        nfh.nfgen_family = l3
+        nfh.version = C.NFNETLINK_V0
+        nfh.res_id = 0
+        if C.nfct_nlmsg_build(nlh, ct) < 0:
+            raise KernelError("conntrack: cannot build a request")
+        self.used += nlh.nlmsg_len
+        self.pending += 1
+        if self.pending >= _DEL_BATCH:
+            self.flush()
+        return 0
+
+    cdef int flush(self) except -1:
+        """Send the queued requests and count the kernel's answers."""
+        cdef ssize_t ret
+        cdef char rbuf[65536]
+        cdef int left, answers = 0, err
+        cdef N.nlmsghdr *nlh
+        if not self.pending:
+            return 0
+        with nogil:
+            ret = N.mnl_socket_sendto(self.nl, self.buf, self.used)
+        if ret < 0:
+            raise KernelError("conntrack: send failed: " + strerror(errno).decode())
+        while answers < self.pending:
+            with nogil:
+                ret = N.mnl_socket_recvfrom(self.nl, rbuf, sizeof(rbuf))
+            if ret <= 0:
+                raise KernelError("conntrack: no answer to a batch: " + strerror(errno).decode())
+            left = <int>ret
+            nlh = <N.nlmsghdr *>rbuf
+            while N.mnl_nlmsg_ok(nlh, left):
+                if nlh.nlmsg_type == N.NLMSG_ERROR:
+                    answers += 1
+                    err = (<N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)).error
+                    if err == 0:
+                        self.done += 1
+                nlh = N.mnl_nlmsg_next(nlh, &left)
+        self.used = 0
+        self.pending = 0
+        return 0
+
+
+cdef class _Sweep:
+    cdef FlowJudge judge
+    cdef object look      # None or set of packed addresses
+    cdef set gone         # packed addresses
+    cdef _Batch deletes
+    cdef public int judged
+    cdef public object error
+
+
+cdef int _sweep_cb(C.nf_conntrack_msg_type type, C.nf_conntrack *ct, void *data) noexcept with gil:
+    cdef _Sweep sw = <_Sweep>data
+    try:
+        return _sweep_one(sw, ct)
+    except BaseException as e:  # recorded: sweep() raises it
+        sw.error = e
+        return -1
+
+
+cdef int _sweep_one(_Sweep sw, C.nf_conntrack *ct) except -2:
+    cdef uint8_t l3 = C.nfct_get_attr_u8(ct, C.ATTR_ORIG_L3PROTO)
+    cdef uint8_t l4 = C.nfct_get_attr_u8(ct, C.ATTR_ORIG_L4PROTO)
+    cdef int fam, sport = -1, dport = -1, itype = -1, icode = -1
+    cdef bytes src, dst
+    if l3 == AF_INET:
+        src = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV4_SRC), 4)
+        dst = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV4_DST), 4)
+        fam = 4
+    elif l3 == AF_INET6:
+        src = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV6_SRC), 16)
+        dst = PyBytes_FromStringAndSize(<const char *>C.nfct_get_attr(ct, C.ATTR_ORIG_IPV6_DST), 16)
+        fam = 6
+    else:
+        return C.NFCT_CB_CONTINUE
+    if sw.look is not None and src not in sw.look and dst not in sw.look:
+        return C.NFCT_CB_CONTINUE
+    sw.judged += 1
+    if src in sw.gone or dst in sw.gone:
+        sw.deletes.queue(ct, l3)
+        return C.NFCT_CB_CONTINUE
+    if not sw.judge._owned(src, dst, fam):
+        return C.NFCT_CB_CONTINUE
+    if l4 == 6 or l4 == 17 or l4 == 33 or l4 == 132 or l4 == 136:
+        sport = ntohs(C.nfct_get_attr_u16(ct, C.ATTR_ORIG_PORT_SRC))
+        dport = ntohs(C.nfct_get_attr_u16(ct, C.ATTR_ORIG_PORT_DST))
+    elif l4 == 1 or l4 == 58:
+        itype = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_TYPE)
+        icode = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_CODE)
+    if not sw.judge._flow_allowed(fam, l4, src, dst, sport, dport, itype, icode):
+        sw.deletes.queue(ct, l3)
+    return C.NFCT_CB_CONTINUE

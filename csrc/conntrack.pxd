@@ -33,6 +33,8 @@ cdef extern from "libnetfilter_conntrack/libnetfilter_conntrack.h" nogil:
         ATTR_ORIG_L3PROTO
         ATTR_ORIG_L4PROTO
         ATTR_ZONE
+        ATTR_TIMEOUT
+        ATTR_TCP_STATE
 
     ctypedef int (*nfct_cb)(nf_conntrack_msg_type type, nf_conntrack *ct, void *data)
 
@@ -51,3 +53,31 @@ cdef extern from "libnetfilter_conntrack/libnetfilter_conntrack.h" nogil:
     void nfct_set_attr_u8(nf_conntrack *ct, int type, uint8_t value)
     void nfct_set_attr_u16(nf_conntrack *ct, int type, uint16_t value)
     void nfct_set_attr_u32(nf_conntrack *ct, int type, uint32_t value)
+
+    int nfct_nlmsg_build(void *nlh, const nf_conntrack *ct)
+    int nfct_setobjopt(nf_conntrack *ct, unsigned int option)
+
+    enum:
+        NFCT_SOPT_SETUP_REPLY
+
+
+cdef extern from "libmnl/libmnl.h" nogil:
+    void *mnl_nlmsg_put_header(void *buf)
+    void *mnl_nlmsg_put_extra_header(void *nlh, size_t size)
+
+
+cdef extern from "linux/netfilter/nfnetlink.h" nogil:
+    struct nfgenmsg:
+        uint8_t nfgen_family
+        uint8_t version
+        uint16_t res_id
+
+    enum:
+        NFNETLINK_V0
+        NFNL_SUBSYS_CTNETLINK
+
+
+cdef extern from "linux/netfilter/nfnetlink_conntrack.h" nogil:
+    enum:
+        IPCTNL_MSG_CT_DELETE
+        IPCTNL_MSG_CT_NEW

@@ -5,6 +5,7 @@ NftContext calls libnftables in-process through ctypes.
 
 import ctypes
 import ctypes.util
+import re
 import socket
 import sys
 
@@ -142,16 +143,25 @@ def diff_map_keys(desired, current, keys):
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
-def pack_addrs(seq, family):
+_PLAIN_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def pack_addrs(seq, family, check_macs=False):
     """(packed, rejects): the host addresses of ``seq`` (str, or [ip, mac] pairs) of one family
     as sorted, de-duplicated big-endian records (4 or 16 bytes each), and the (index, item)
     pairs that are not plain host addresses of that family (prefixes, bad values) for the
-    caller's slow path. No I/O."""
+    caller's slow path; with ``check_macs`` also the pairs whose MAC is neither null nor
+    written aa:bb:cc:dd:ee:ff. No I/O."""
     af = _AF[family]
     out, rejects = set(), []
     for i, raw in enumerate(seq):
         item = raw
         if type(item) is list or type(item) is tuple:
+            mac = item[1] if len(item) > 1 else None
+            if check_macs and mac is not None and not (
+                    type(mac) is str and mac.isascii() and _PLAIN_MAC.fullmatch(mac)):
+                rejects.append((i, raw))
+                continue
             item = item[0] if len(item) else None
         if type(item) is not str:
             rejects.append((i, raw))
@@ -194,7 +204,9 @@ class NetlinkWriter:
         """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
         ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
         comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("flush", family, chain) removes a chain's rules;
+        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
+        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
+        text); ("flush", family, chain) removes a chain's rules;
         ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
@@ -216,6 +228,11 @@ class NetlinkWriter:
                 if verdict not in ("jump", "drop"):
                     raise ValueError(f"unsupported verdict {verdict!r}")
                 text = f"jump {target}" if verdict == "jump" else "drop"
+                if comment is not None:
+                    text += f' comment "{comment}"'
+                cmds.append(f"add rule {family} fwsg {chain} {text}")
+            elif kind == "xrule":
+                _, family, chain, text, _exprs, comment = op
                 if comment is not None:
                     text += f' comment "{comment}"'
                 cmds.append(f"add rule {family} fwsg {chain} {text}")
@@ -244,6 +261,16 @@ def _value_text(v):
 _PORT_PROTOS = frozenset((6, 17, 33, 132, 136))
 
 
+def _flow_of(fam, t, zone):
+    """A flow tuple (as dump() gives) from pyroute2's original tuple."""
+    ports = t.proto in _PORT_PROTOS
+    icmp = t.proto in (1, 58)
+    return (fam, t.proto, t.saddr, t.daddr, t.sport if ports else None,
+            t.dport if ports else None, t.icmp_type if icmp else None,
+            (getattr(t, "icmp_code", None) or 0) if icmp else None,
+            t.icmp_id if icmp else None, zone or 0)
+
+
 class ConntrackTable:
     """The conntrack table of the network namespace current when used (the twin speaks
     conntrack netlink through pyroute2: keep calls inside the namespace): ``dump()`` lists every
@@ -265,16 +292,78 @@ class ConntrackTable:
                 fam = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(t.family)
                 if fam is None or t.saddr is None:
                     continue
-                ports = t.proto in _PORT_PROTOS
-                icmp = t.proto in (1, 58)
-                out.append((fam, t.proto, t.saddr, t.daddr,
-                            t.sport if ports else None, t.dport if ports else None,
-                            t.icmp_type if icmp else None,
-                            (getattr(t, "icmp_code", None) or 0) if icmp else None,
-                            t.icmp_id if icmp else None, e.zone or 0))
+                out.append(_flow_of(fam, t, e.zone))
         finally:
             ct.close()
         return out
+
+    def sweep(self, judge, look, gone):
+        """Delete, in one pass over the table, the flows ``judge`` no longer allows and those
+        of an address in ``gone``; with ``look`` (a set of addresses, canonical text) only
+        flows involving one of them or of ``gone`` are judged, and only their families dumped.
+        Deletions are sent in batches while the dump goes on. Returns (judged, deleted)."""
+        from pyroute2 import Conntrack
+
+        gone_p = {_pack_text(a) for a in gone}
+        look_p = None if look is None else {_pack_text(a) for a in look} | gone_p
+        family = socket.AF_UNSPEC
+        if look_p is not None:
+            fams = {len(a) for a in look_p}
+            if not fams:
+                return 0, 0
+            if len(fams) == 1:
+                family = socket.AF_INET if fams == {4} else socket.AF_INET6
+        judged, deleted, batch = 0, 0, []
+        ct = Conntrack(nfgen_family=family)
+        try:
+            for e in ct.dump_entries():
+                t = e.tuple_orig
+                fam = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(t.family)
+                if fam is None or t.saddr is None:
+                    continue
+                src, dst = socket.inet_pton(t.family, t.saddr), socket.inet_pton(t.family, t.daddr)
+                if look_p is not None and src not in look_p and dst not in look_p:
+                    continue
+                judged += 1
+                flow = _flow_of(fam, t, e.zone)
+                if src in gone_p or dst in gone_p:
+                    batch.append(flow)
+                elif judge._owned(src, dst) and not judge.allowed(flow):
+                    batch.append(flow)
+                if len(batch) >= 512:
+                    deleted += self.delete(batch)
+                    batch = []
+        finally:
+            ct.close()
+        if batch:
+            deleted += self.delete(batch)
+        return judged, deleted
+
+    def track(self, flows, timeout=600):
+        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport), TCP ones as
+        established, with ``timeout`` seconds to live, in batches; returns how many the kernel
+        took (for tests and benchmarks)."""
+        from pyroute2 import Conntrack
+        from pyroute2.conntrack import NFCTAttrTuple
+
+        n = 0
+        for fam in (4, 6):
+            af = _AF[fam]
+            ct = Conntrack(nfgen_family=af)
+            try:
+                for _, l4, src, dst, sport, dport in (f for f in flows if f[0] == fam):
+                    try:
+                        ct.entry("add", timeout=timeout, tuple_orig=NFCTAttrTuple(
+                            family=af, saddr=src, daddr=dst, proto=l4, sport=sport,
+                            dport=dport), tuple_reply=NFCTAttrTuple(
+                            family=af, saddr=dst, daddr=src, proto=l4, sport=dport,
+                            dport=sport))
+                        n += 1
+                    except Exception:  # noqa: BLE001 - already tracked
+                        pass
+            finally:
+                ct.close()
+        return n
 
     def delete(self, flows):
         """Delete flows (tuples as dump() gives); returns how many the kernel removed (a flow
@@ -301,3 +390,115 @@ class ConntrackTable:
             finally:
                 ct.close()
         return n
+
+
+def _in_net(addr, net):
+    """``addr`` (packed) inside ``net`` ((packed network, prefix length)), same family."""
+    packed, plen = net
+    if len(packed) != len(addr):
+        return False
+    full, rest = divmod(plen, 8)
+    if addr[:full] != packed[:full]:
+        return False
+    if rest:
+        mask = (0xff << (8 - rest)) & 0xff
+        return (addr[full] ^ packed[full]) & mask == 0
+    return True
+
+
+class FlowJudge:
+    """The policy flattened by ``policy.flow_tables``: ``allowed(flow)`` says whether a
+    tracked flow's original direction passes the sender's egress and the receiver's ingress.
+    Address ownership is a hash lookup, remote groups a set lookup (their prefixes are
+    scanned, and they are few): the cost of a flow does not grow with the groups' sizes. No
+    I/O here."""
+
+    def __init__(self, tables):
+        self.rules, self.ports, self.hosts, self.prefixes, self.groups = tables
+
+    def _port_of(self, addr):
+        idx = self.hosts.get(addr)
+        if idx is not None:
+            return idx
+        for packed, plen, port in self.prefixes:
+            if _in_net(addr, (packed, plen)):
+                return port
+        return -1
+
+    def _matches(self, r, fam, proto, src, dst, sport, dport, itype, icode):
+        direction, rfam, rproto, pmin, pmax, smin, smax, rtype, rcode, snet, dnet, group = r
+        if rfam != fam:
+            return False
+        if snet is not None and not _in_net(src, snet):
+            return False
+        if dnet is not None and not _in_net(dst, dnet):
+            return False
+        if rproto >= 0 and rproto != proto:
+            return False
+        if rtype >= 0 and rtype != itype:
+            return False
+        if rcode >= 0 and rcode != icode:
+            return False
+        if pmin >= 0 and not (dport >= 0 and pmin <= dport <= pmax):
+            return False
+        if smin >= 0 and not (sport >= 0 and smin <= sport <= smax):
+            return False
+        if group >= 0:
+            remote = src if direction == 1 else dst
+            members, nets = self.groups[group]
+            if socket.inet_ntop(_AF[fam], remote) in members:
+                return True
+            return any(_in_net(remote, n) for n in nets)
+        return True
+
+    def _allows(self, port, direction, fam, proto, src, dst, sport, dport, itype, icode):
+        psec, egress, ingress = self.ports[port]
+        if not psec:
+            return True
+        udp = proto == 17
+        if direction == 0:
+            if udp and (sport, dport) in ((67, 68), (547, 546)):
+                return False
+            if proto == 58 and itype == 134:
+                return False
+            if udp and (sport, dport) in ((68, 67), (546, 547)):
+                return True
+            if proto == 58:
+                return True
+        else:
+            if proto == 58 and itype in (130, 135, 136):
+                return True
+            if udp and (sport, dport) in ((67, 68), (547, 546)):
+                return True
+        for start, end in (egress if direction == 0 else ingress):
+            for i in range(start, end):
+                if self._matches(self.rules[i], fam, proto, src, dst, sport, dport, itype, icode):
+                    return True
+        return False
+
+    def _owned(self, src, dst):
+        return self._port_of(src) >= 0 or self._port_of(dst) >= 0
+
+    def _flow_allowed(self, fam, proto, src, dst, sport, dport, itype, icode):
+        sp, dp = self._port_of(src), self._port_of(dst)
+        if sp >= 0 and not self._allows(sp, 0, fam, proto, src, dst, sport, dport, itype, icode):
+            return False
+        if dp >= 0 and not self._allows(dp, 1, fam, proto, src, dst, sport, dport, itype, icode):
+            return False
+        return True
+
+    def allowed(self, flow):
+        """True when the model still allows ``flow`` (a tuple as ConntrackTable.dump gives)."""
+        fam, proto, src, dst, sport, dport, itype, icode = flow[:8]
+        af = _AF[fam]
+        return self._flow_allowed(fam, proto, socket.inet_pton(af, src),
+                                  socket.inet_pton(af, dst), _num(sport), _num(dport),
+                                  _num(itype), _num(icode))
+
+
+def _num(v):
+    return -1 if v is None else v
+
+
+def _pack_text(text):
+    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)

@@ -1,43 +1,31 @@
 """Removal of conntrack entries that lost the rule behind them (after a commit, never before).
 
 The table is read and changed inside the managed namespace through ``fast.ConntrackTable``
-(libnetfilter_conntrack when compiled; pyroute2 in the pure-Python twin).
+(libnetfilter_conntrack when compiled; pyroute2 in the pure-Python twin); flows are judged by
+``fast.FlowJudge`` on the policy flattened by ``policy.flow_tables``.
 """
 
 from fwsg import fast
 from fwsg.netns import entered
-from fwsg.policy import Packet, PortIndex
+from fwsg.policy import flow_tables
 
 
-def _packet(flow):
-    fam, l4, src, dst, sport, dport, itype, icode, _iid, _zone = flow
-    return Packet(fam, l4, src, dst, sport, dport, itype, icode)
+def sweep(netns, state, gone_addresses=(), suspects=None):
+    """Delete the flows whose original direction ``state`` (a compile.Desired) no longer
+    allows, and those of addresses that no longer belong to any port (``gone_addresses``);
+    with ``suspects`` (a set of addresses) only flows involving them are judged. Returns how
+    many were deleted.
 
-
-def sweep(netns, model, gone_addresses=(), suspects=None):
-    """Delete the flows whose original direction the model no longer allows, and those of
-    addresses that no longer belong to any port (``gone_addresses``); with ``suspects`` (a set
-    of addresses) only flows involving them are judged. Returns how many were deleted.
-
-    One dump for both families (the kernel walks its whole conntrack hash table for every dump,
-    ~10 ms here whatever the filter); the compiled hot path parses it at C speed."""
-    index = PortIndex(model)
-    gone = set(gone_addresses)
-    look = None if suspects is None else set(suspects) | gone
+    One pass: the kernel dumps the table (only the suspects' families when that narrows it;
+    it walks its whole hash table for every dump), each flow is judged as it arrives (hash
+    lookups, whatever the groups' sizes) and the doomed ones are deleted in batches while the
+    dump goes on."""
+    judge = fast.FlowJudge(flow_tables(state))
+    look = None if suspects is None else set(suspects)
     with entered(netns):
         table = fast.ConntrackTable()
         try:
-            doomed = []
-            for flow in table.dump():
-                src, dst = flow[2], flow[3]
-                if look is not None and src not in look and dst not in look:
-                    continue
-                if src in gone or dst in gone:
-                    doomed.append(flow)
-                elif index.port_of(src) is None and index.port_of(dst) is None:
-                    continue
-                elif not index.flow_allowed(_packet(flow)):
-                    doomed.append(flow)
-            return table.delete(doomed) if doomed else 0
+            _judged, deleted = table.sweep(judge, look, set(gone_addresses))
+            return deleted
         finally:
             table.close()

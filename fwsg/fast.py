@@ -7,8 +7,8 @@ Both modules define exactly the names in ``__all__``.
 
 import os
 
-__all__ = ["COMPILED", "ConntrackTable", "NetlinkWriter", "NftContext", "diff_delta", "diff_keys",
-           "diff_map", "diff_map_keys", "diff_packed", "pack_addrs", "render_elements",
+__all__ = ["COMPILED", "ConntrackTable", "FlowJudge", "NetlinkWriter", "NftContext", "diff_delta",
+           "diff_keys", "diff_map", "diff_map_keys", "diff_packed", "pack_addrs", "render_elements",
            "unpack_addrs"]
 
 if os.environ.get("FWSG_NO_EXTENSIONS"):
@@ -23,6 +23,7 @@ else:
 
 COMPILED = impl.COMPILED
 ConntrackTable = impl.ConntrackTable
+FlowJudge = impl.FlowJudge
 NetlinkWriter = impl.NetlinkWriter
 NftContext = impl.NftContext
 diff_delta = impl.diff_delta

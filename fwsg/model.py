@@ -8,15 +8,17 @@ lower-case with colons, protocols as numbers. Parsing does no I/O. Bad input rai
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional, Tuple
+from typing import Optional, Tuple
 
 import netaddr
 
 from fwsg import fast
 from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local, is_prefix
 from fwsg.errors import ValidationError, short_repr
+from fwsg.members import Members
 
 INGRESS, EGRESS = "ingress", "egress"
 IPV4, IPV6 = "IPv4", "IPv6"
@@ -53,6 +55,8 @@ def canonical_mac(path, value):
     if not isinstance(value, str) or not value.isascii() or not value.isprintable() \
             or value != value.strip():
         _fail(path, f"{_short(value)} is not a MAC address")
+    if len(value) == 17 and _MAC_FAST.match(value):
+        return value.lower()
     try:
         eui = netaddr.EUI(value, version=48)
     except (netaddr.AddrFormatError, TypeError, ValueError):
@@ -110,8 +114,11 @@ def parse_rule(path, raw):
     bounded cache; errors are never cached (they name ``path``)."""
     try:
         # with the types: True == 1 and 1.0 == 1, but only one of each is valid input
-        key = tuple((v, type(v)) for v in map(raw.get, _RULE_KEYS)) \
-            if isinstance(raw, Mapping) else None
+        if isinstance(raw, Mapping):
+            vals = tuple(map(raw.get, _RULE_KEYS))
+            key = (vals, tuple(map(type, vals)))
+        else:
+            key = None
         hash(key)
     except TypeError:
         key = None
@@ -123,6 +130,33 @@ def parse_rule(path, raw):
             _rule_cache.clear()
         _rule_cache[key] = rule
     return rule
+
+
+_rules_cache = {}
+
+
+def _text_key(raw):
+    """``repr(raw)`` as a cache key, or None when it has none (hostile input: an integer too
+    long to print, nesting too deep, an object whose repr fails); such input is then parsed,
+    and refused, as usual."""
+    try:
+        return repr(raw)
+    except Exception:  # noqa: BLE001 - any object's repr may fail; no key, no cache
+        return None
+
+
+def _rule_list(path, raw):
+    """Parse a list of rule dicts into a tuple of :class:`Rule`; a list seen before (by its
+    exact text, ``repr``) comes from a bounded cache; errors are never cached."""
+    key = _text_key(raw) if type(raw) is list else None
+    if key is not None and key in _rules_cache:
+        return _rules_cache[key]
+    rules = tuple(parse_rule(f"{path}[{i}]", r) for i, r in enumerate(_list(path, raw)))
+    if key is not None:
+        if len(_rules_cache) > 4096:
+            _rules_cache.clear()
+        _rules_cache[key] = rules
+    return rules
 
 
 def _parse_rule(path, raw):
@@ -259,8 +293,29 @@ class Port:
         return out
 
 
+_port_cache = {}
+
+
 def parse_port(path, port_id, raw, groups):
-    """Parse one ``devices`` entry into a :class:`Port`."""
+    """Parse one ``devices`` entry into a :class:`Port`. An entry seen before (an agent gets
+    every port again in each full reply) comes from a bounded cache keyed by its exact text
+    (``repr`` of a JSON value tells every type and value apart); its groups are checked
+    against ``groups`` each time; errors are never cached (they name ``path``)."""
+    key = None
+    if type(raw) is dict and type(port_id) is str and (text := _text_key(raw)) is not None:
+        key = (port_id, text)
+        port = _port_cache.get(key)
+        if port is not None and all(sg in groups for sg in port.security_groups):
+            return port
+    port = _parse_port(path, port_id, raw, groups)
+    if key is not None:
+        if len(_port_cache) > 65536:
+            _port_cache.clear()
+        _port_cache[key] = port
+    return port
+
+
+def _parse_port(path, port_id, raw, groups):
     if not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     if "device" not in raw:
@@ -318,14 +373,14 @@ class Model:
 
     def _check(self):
         devices = {}
+        stateful = {sg: self.group_stateful(sg) for sg, rules in self.groups.items() if rules}
         for pid, port in self.ports.items():
             other = devices.setdefault(port.device, pid)
             if other != pid:
                 _fail(f"devices.{pid}.device", f"{_short(port.device)} is also the device of port {_short(other)}")
             if port.port_security:
                 # a group without rules says nothing about statefulness: it mixes with either
-                kinds = {self.group_stateful(sg) for sg in port.security_groups
-                         if self.groups.get(sg)}
+                kinds = {stateful[sg] for sg in port.security_groups if sg in stateful}
                 if len(kinds) > 1:
                     _fail(f"devices.{pid}.security_groups",
                           "mixes stateful and stateless groups (Neutron forbids this)")
@@ -357,8 +412,7 @@ class Model:
         groups = {}
         for sg, rules in raw_groups.items():
             _group_id("security_groups", sg)
-            groups[sg] = tuple(parse_rule(f"security_groups.{sg}[{i}]", r)
-                               for i, r in enumerate(_list(f"security_groups.{sg}", rules)))
+            groups[sg] = _rule_list(f"security_groups.{sg}", rules)
         members = {}
         raw_members = doc.get("sg_member_ips", {})
         if not isinstance(raw_members, Mapping):
@@ -394,49 +448,42 @@ class Model:
 
 def parse_members(path, fams):
     """Parse ``{"IPv4": [...], "IPv6": [...]}`` (bare IPs, prefixes or [ip, mac] pairs) into
-    ``{4: tuple, 6: tuple}`` of canonical, de-duplicated addresses (in numeric order), then
-    prefixes."""
+    ``{4: Members, 6: Members}``: canonical, de-duplicated, packed (hosts in numeric order, then
+    prefixes). Host addresses are parsed in bulk (C speed with the compiled module); prefixes,
+    unusual spellings, unusual MACs and errors go through the careful path, whose errors name
+    the item."""
     if not isinstance(fams, Mapping):
         _fail(path, f"{_short(fams)} is not an object with IPv4/IPv6 lists")
-    out = {4: (), 6: ()}
+    out = {4: Members(4), 6: Members(6)}
     for key, ips in fams.items():
         if key not in FAMILY:
             continue  # unknown keys are ignored
         fam = FAMILY[key]
-        # Bulk path: host addresses parsed and sorted packed (C speed with the compiled module);
-        # prefixes, unusual spellings and errors go through the careful path.
-        packed, rejects = fast.pack_addrs(_list(f"{path}.{key}", ips), fam)
-        for i, item in enumerate(ips):  # the MAC of an [ip, mac] pair: null or a MAC
-            if isinstance(item, (list, tuple)) and len(item) > 1 and item[1] is not None:
-                if not (isinstance(item[1], str) and _MAC_FAST.fullmatch(item[1])):
-                    canonical_mac(f"{path}.{key}[{i}][1]", item[1])
-        hosts = fast.unpack_addrs(packed, fam)
-        extra = set()
+        packed, rejects = fast.pack_addrs(_list(f"{path}.{key}", ips), fam, True)
+        hosts, prefixes = [], set()
         for i, m in rejects:
             if isinstance(m, (list, tuple)):
                 if not m:
                     _fail(f"{path}.{key}[{i}]", "empty member entry")
+                if len(m) > 1 and m[1] is not None:
+                    canonical_mac(f"{path}.{key}[{i}][1]", m[1])
                 m = m[0]
             if not isinstance(m, str):
                 _fail(f"{path}.{key}[{i}]", f"{_short(m)} is not an IP address")
             ip = canonical_member(f"{path}.{key}[{i}]", m)
             if (":" in ip) != (fam == 6):
                 _fail(f"{path}.{key}[{i}]", f"{_short(m)} is not an {key} address")
-            extra.add(ip)
-        if extra:
-            host_set = set(hosts)
-            hosts += sorted(e for e in extra if e not in host_set and "/" not in e)
-            hosts += sorted(e for e in extra if "/" in e)
-        out[fam] = tuple(hosts)
+            (prefixes.add if "/" in ip else hosts.append)(ip)
+        if hosts:  # unusual spellings of host addresses: merged in numeric order
+            packed, _ = fast.pack_addrs(fast.unpack_addrs(packed, fam) + hosts, fam)
+        out[fam] = Members(fam, packed, sorted(prefixes))
     return out
 
 
 def member_order(members, fam):
-    """Canonical members (a collection) as the tuple parse_members gives: hosts in numeric
-    order, then prefixes."""
-    hosts = [m for m in members if "/" not in m]
-    packed, _ = fast.pack_addrs(hosts, fam)
-    return tuple(fast.unpack_addrs(packed, fam)) + tuple(sorted(m for m in members if "/" in m))
+    """Canonical members (a collection) as parse_members gives them (Members: hosts in
+    numeric order, then prefixes)."""
+    return Members.of(fam, members)
 
 
 def rule_to_wire(r):
@@ -511,8 +558,7 @@ def check_id(path, value):
 
 def parse_rules(sg, rules):
     """A group's rule list (wire format) -> a tuple of :class:`Rule`."""
-    path = f"security_groups.{sg}"
-    return tuple(parse_rule(f"{path}[{i}]", r) for i, r in enumerate(_list(path, rules)))
+    return _rule_list(f"security_groups.{sg}", rules)
 
 
 def parse_device(raw, groups):

@@ -186,6 +186,7 @@ class Bench:
         self.row("noop_equal", "2b. no-op apply, an equal new Model (compare only)",
                  _median_ms(equal_nop), target="< 10 ms", met=_median_ms(equal_nop) < 10)
         self.row("noop_wire", "2c. no-op apply, wire dict (parse + compare)", _median_ms(equal))
+        self.wire_rows(fw2, doc)
 
         # 3. member add / remove (delta), full-list form, baselines
         self.say("== 3. member changes")
@@ -316,6 +317,43 @@ class Bench:
         self.twins()
         Firewall().flush()
 
+        # 9. conntrack cleanup: flows that lose their rule
+        if not a.quick:
+            from fwsg.lab.benchflows import conntrack_rows
+
+            self.say("== 9. conntrack cleanup")
+            conntrack_rows(self, scenario, repeat=max(1, a.repeat))
+            Firewall().flush()
+            from fwsg.lab.benchmem import memory_rows
+
+            self.say("== 10. memory")
+            memory_rows(self)
+
+    def wire_rows(self, fw, doc):
+        """apply(dict) of a freshly decoded reply (JSON decoding not timed): equal, and with
+        one member of the big group changed."""
+        text = json.dumps(doc)
+        fresh = [json.loads(text) for _ in range(7)]
+        equal = []
+        for d in fresh:
+            t = time.perf_counter()
+            fw.apply(d)
+            equal.append(time.perf_counter() - t)
+        changed = []
+        for i in range(8):
+            d = json.loads(text)
+            d["sg_member_ips"]["default"]["IPv4"][5] = f"203.0.113.{i % 2 + 1}"
+            t = time.perf_counter()
+            r = fw.apply(d)
+            changed.append(time.perf_counter() - t)
+        fw.apply(json.loads(text))
+        self.row("wire_equal", "2d. apply(dict), an equal freshly decoded reply", _median_ms(equal),
+                 target="<= 10 ms", met=_median_ms(equal) <= 10)
+        self.row("wire_one_member", "2e. apply(dict), fresh reply with 1 member changed",
+                 _median_ms(changed), target="<= 12 ms", met=_median_ms(changed) <= 12,
+                 note=f"{r.summary['elements_added']} added, {r.summary['elements_removed']} "
+                      "removed per call")
+
     def flows_cost(self, fw, sg, n=1000):
         """(flows, median ms) of removing one member while ``n`` flows are tracked (flows from
         that member's address to a port, inserted through conntrack netlink)."""
@@ -410,6 +448,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--json-out", metavar="FILE", help="write the results as JSON")
+    ap.add_argument("--peer", choices=["neutron"], help="also measure a peer on the same "
+                    "scenario: neutron = OpenStack Neutron's agent code and its iptables "
+                    "driver (ipset on), installed into a virtualenv of its own on first use")
+    ap.add_argument("--peer-repeat", type=int, default=1, help="repetitions of the peer's "
+                    "small steps (it is slow)")
     args = ap.parse_args(argv)
     if args.quick:
         args.ports, args.groups, args.rules, args.members = 20, 5, 5, 2000
@@ -429,6 +472,11 @@ def main(argv=None):
             bench = Bench(args, sys.stderr)
             bench.data["compiled"] = fast.COMPILED
             bench.run()
+        if args.peer == "neutron":
+            from fwsg.lab.peer import neutron_rows
+
+            neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
+                                         args.seed), repeat=args.peer_repeat)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

@@ -41,3 +41,59 @@ def test_dump_and_delete_twins(lab_factory):
         finally:
             for conn in conns:
                 conn.close()
+
+
+def _tracked():
+    return {(f[2], f[3], f[4], f[5]) for f in _fast_py.ConntrackTable().dump() if f[1] == 6}
+
+
+@pytest.mark.parametrize("twin", ["compiled", "pure"])
+def test_sweep_cuts_exactly_the_flows_that_lost_their_rule(twin, tmp_path):
+    """A member leaves a group that a port admits by remote group: its flows to that port are
+    deleted, in batches, while its flows elsewhere and other members' flows stay; the compiled
+    sweep and the pyroute2 twin leave the same table (flows inserted by each twin's track)."""
+    import os
+    import subprocess
+
+    from fwsg import conntrack, fast
+
+    if twin == "compiled" and _fast_c is None:
+        pytest.skip("fwsg._fast not built")
+    impl = _fast_c if twin == "compiled" else _fast_py
+    ns = f"fwsg-ct-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        fw = Firewall(netns=ns)
+        doc = {"security_groups": {
+                   "db": [rule("ingress", protocol="tcp", ports=5432, remote_group_id="web"),
+                          rule("ingress", "IPv6", protocol="tcp", ports=5432,
+                               remote_group_id="web")],
+                   "web": list(ALL_EGRESS)},
+               "sg_member_ips": {"web": {"IPv4": ["198.51.100.7", "198.51.100.8"],
+                                         "IPv6": ["2001:db8:5::7"]}},
+               "devices": {"p1": {"device": "tapdb", "mac_address": "fa:16:3e:00:00:01",
+                                  "fixed_ips": ["192.0.2.1", "2001:db8::1"],
+                                  "security_groups": ["db"]}}}
+        fw.apply(doc)
+        doomed = {("198.51.100.7", "192.0.2.1", 20000 + i, 5432) for i in range(700)}
+        doomed |= {("2001:db8:5::7", "2001:db8::1", 30000 + i, 5432) for i in range(50)}
+        spared = {("198.51.100.8", "192.0.2.1", 20000 + i, 5432) for i in range(50)}
+        spared |= {("198.51.100.7", "203.0.113.5", 20000 + i, 5432) for i in range(50)}
+        with entered(ns):
+            table = impl.ConntrackTable()
+            assert table.track([(6 if ":" in f[0] else 4, 6) + f for f in doomed | spared]) \
+                == len(doomed | spared)
+            assert _tracked() == doomed | spared
+        fw.conntrack = False
+        fw.remove_security_group_members("web", ["198.51.100.7", "2001:db8:5::7"])
+        orig = fast.ConntrackTable, fast.FlowJudge
+        fast.ConntrackTable, fast.FlowJudge = impl.ConntrackTable, impl.FlowJudge
+        try:
+            killed = conntrack.sweep(ns, fw._desired, (), {"198.51.100.7", "2001:db8:5::7"})
+        finally:
+            fast.ConntrackTable, fast.FlowJudge = orig
+        with entered(ns):
+            assert _tracked() == spared
+        assert killed == len(doomed)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

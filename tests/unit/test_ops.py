@@ -15,6 +15,7 @@ import pytest
 from fwsg import _fast_py
 from fwsg.backends.fake import FakeBackend
 from fwsg.backends.nft import netlink
+from fwsg.backends.nft.matches import encode
 from fwsg.backends.nft.readback import parse_table
 from fwsg.backends.nft.render import render
 from fwsg.backends.nft.desired import compile_model
@@ -108,7 +109,9 @@ CASES = [
      lambda f: f.rules("inet", "p1-e") == ["jump g1-e", f"drop {dig(PROFILE)}"]),
     ("FillChain (real matches)", [FlushChain("inet", "g1-e"), FillChain(GROUP)],
      ["flush chain inet fwsg g1-e", f"add rule inet fwsg g1-e {GROUP.rules[0]} {dig(GROUP)}"],
-     None, lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
+     [("flush", "inet", "g1-e"),    # real matches as expressions (backends/nft/matches.py)
+      ("xrule", "inet", "g1-e", GROUP.rules[0], encode(GROUP.rules[0]), dig(GROUP)[9:-1])],
+     lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
     ("FlushChain", [FlushChain("inet", "p0-e")], ["flush chain inet fwsg p0-e"],
      [("flush", "inet", "p0-e")], lambda f: f.rules("inet", "p0-e") == []),
     ("DeleteChain", [FlushChain("inet", "p0-e"), DeleteChain("inet", "p0-e")],
@@ -149,7 +152,8 @@ def test_operation(kind, ops, text, nl, holds, hot_path):
     ([AddElements(VMAP, (("0x00010000", "jump nowhere"),))], errno.ENOENT),
     ([AddElements(VMAP, (("0x00010000", "jump g1-e"),)),
       AddElements(VMAP, (("0x00010000", "jump p0-e"),))], errno.EEXIST),
-    ([DeleteChain("inet", "g1-e")], errno.EBUSY),             # not empty
+    ([DeclareChain(PROFILE), FillChain(PROFILE), DeleteChain("inet", "g1-e")],
+     errno.EBUSY),                                            # a rule jumps to it
     ([FillChain(PROFILE)], errno.ENOENT),                     # never declared
     ([DeclareChain(PROFILE), FillChain(ChainDef("inet", "p1-e", ("jump nowhere",)))],
      errno.ENOENT),

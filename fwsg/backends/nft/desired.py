@@ -13,6 +13,7 @@ from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
+from fwsg.members import Members
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
 from fwsg.naming import GroupNames, NameRegistry
 from fwsg.portnum import PortNumbers
@@ -70,6 +71,24 @@ class Pending:
             added.discard(e)
         else:
             removed.add(e)
+
+    def add_many(self, key, new):
+        """``add`` for each element of the set ``new``."""
+        added, removed = self.elems.setdefault(key, (set(), set()))
+        back = new & removed if removed else None
+        if back:
+            removed -= back
+            new = new - back
+        added |= new
+
+    def remove_many(self, key, gone):
+        """``remove`` for each element of the set ``gone``."""
+        added, removed = self.elems.setdefault(key, (set(), set()))
+        back = gone & added if added else None
+        if back:
+            added -= back
+            gone = gone - back
+        removed |= gone
 
     def touch_map(self, key, k):
         self.maps.setdefault(key, set()).add(k)
@@ -237,12 +256,18 @@ class Desired:
                     self._port_profile(owner)
 
     def _sync_elements(self, key, wanted):
+        """Make the elements of ``key`` equal to ``wanted`` (set operations: a cold start of
+        a million members is one union, not a million calls)."""
         have = self.rs.elements[key]
-        wanted = set(wanted)
-        for e in [e for e in have if e not in wanted]:
-            self._elem_del(key, e)
-        for e in wanted:
-            self._elem_add(key, e)
+        if not isinstance(wanted, (set, frozenset)):
+            wanted = set(wanted)
+        gone, new = have - wanted, wanted - have
+        if gone:
+            have -= gone
+            self.pending.remove_many(key, gone)
+        if new:
+            have |= new
+            self.pending.add_many(key, new)
 
     def _group_chains(self, sg):
         rules = self.groups.get(sg)
@@ -271,7 +296,9 @@ class Desired:
         """Replace the members (canonical hosts/prefixes) of one group and family."""
         self.loaded_members.pop((sg, fam), None)
         self.members[(sg, fam)] = set(members)
-        self.prefix_members[(sg, fam)] = {m for m in self.members[(sg, fam)] if is_prefix(m)}
+        self.prefix_members[(sg, fam)] = (set(members.prefixes) if isinstance(members, Members)
+                                          else {m for m in self.members[(sg, fam)]
+                                                if is_prefix(m)})
         if (sg, fam) in self.refs:
             self._member_sets(sg, fam)
 
@@ -498,9 +525,14 @@ class Desired:
             self.remove_port(pid)
         for sg, fams in model.members.items():
             for fam, ips in fams.items():
-                if self.loaded_members.get((sg, fam)) == ips:
-                    continue  # the same tuple as last loaded (compared without hashing)
-                if set(ips) != self.members.get((sg, fam), set()):
+                old = self.loaded_members.get((sg, fam))
+                if old == ips:
+                    continue  # the same list as last loaded (packed: one memory compare)
+                if isinstance(old, Members) and isinstance(ips, Members):
+                    added, removed = ips.delta(old)   # packed merge: only the difference
+                    self.remove_members(sg, fam, removed)
+                    self.add_members(sg, fam, added)
+                elif set(ips) != self.members.get((sg, fam), set()):
                     self.set_members(sg, fam, ips)
                 self.loaded_members[(sg, fam)] = ips
         for (sg, fam) in [k for k in self.members if k[0] not in model.members]:

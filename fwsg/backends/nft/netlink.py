@@ -14,6 +14,7 @@ import socket
 import sys
 
 from fwsg import fast
+from fwsg.backends.nft import matches
 from fwsg.ops import (AddElements, DeclareChain, DeleteChain, DeleteElements, FillChain,
                       FlushChain)
 
@@ -81,24 +82,32 @@ _SIMPLE = re.compile(r"^(?:jump ([a-z0-9][a-z0-9-]*)|drop)$")
 
 
 def simple_rules(chain):
-    """NetlinkWriter "rule" ops for a regular chain whose rules are all plain verdicts
-    (``jump X``/``drop``: the port profiles), else None."""
+    """NetlinkWriter ops for the rules of a regular chain: "rule" for plain verdicts
+    (``jump X``/``drop``: the port profiles), "xrule" for the matches of group chains in the
+    inet table (``matches.encode``); None when one rule is neither."""
     if chain.hook is not None:
         return None
     rendered = chain.rendered_rules()
     out = []
     for i, rule in enumerate(chain.rules or ("return",)):
-        m = _SIMPLE.match(rule)
-        if not m:
-            return None
         comment = None
         if i == len(rendered) - 1:
             comment = rendered[-1][len(rule):].strip()
             if not (comment.startswith('comment "') and comment.endswith('"')):
                 return None
             comment = comment[9:-1]
-        out.append(("rule", chain.family, chain.name, "jump" if m.group(1) else "drop",
-                    m.group(1), comment))
+        m = _SIMPLE.match(rule)
+        if m:
+            out.append(("rule", chain.family, chain.name, "jump" if m.group(1) else "drop",
+                        m.group(1), comment))
+        elif chain.family == "inet":
+            try:
+                exprs = matches.encode(rule)
+            except ValueError:
+                return None
+            out.append(("xrule", chain.family, chain.name, rule, exprs, comment))
+        else:
+            return None
     return out
 
 

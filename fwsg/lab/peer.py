@@ -1,0 +1,80 @@
+"""``scripts/bench --peer neutron``: OpenStack Neutron's own agent code and its
+``IptablesFirewallDriver`` (ipset on), measured on the bench's scenario beside fwsg.
+
+Neutron is installed from the package index (pinned below) into a virtualenv of its own, never
+into fwsg's and never as a test dependency; ``fwsg/lab/peer_neutron.py`` (standard library and
+Neutron only) drives it there, in a network namespace of its own, and prints its timings.
+What exactly it runs is written in that file's docstring. Not a test: no assertion on time.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+NEUTRON = "neutron==28.0.2"   # 2025.2; installs on Python 3.11
+DEFAULT_VENV = pathlib.Path(os.environ.get("XDG_CACHE_HOME", "/root/.cache")) / "fwsg" / \
+    f"peer-{NEUTRON.replace('==', '-')}"
+# (fwsg row, Neutron step, what, target ratio fwsg/Neutron)
+STEPS = (("full_apply_parse", "initial", "initial apply, all ports", 1 / 20),
+         ("member_add_big", "member", "one member added to the big group", 1 / 1000),
+         ("rule_add", "rule", "one rule added to the group every port uses", None),
+         ("port_add", "port", "one port added", None))
+
+
+def ensure_venv(venv, log):
+    """The peer virtualenv with Neutron installed (created on first use); its python."""
+    venv = pathlib.Path(venv)
+    py = venv / "bin" / "python"
+    version = NEUTRON.split("==")[1]
+    probe = [str(py), "-c", "from importlib import metadata; print(metadata.version('neutron'))"]
+    if py.exists() and subprocess.run(probe, capture_output=True, text=True).stdout.strip() \
+            == version:
+        return py
+    log(f"== peer: installing {NEUTRON} into {venv} (a few minutes, once)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", NEUTRON], check=True)
+    return py
+
+
+def run_neutron(doc, venv, repeat, log):
+    """Neutron's timings (a dict) on the wire-format scenario ``doc``."""
+    py = ensure_venv(venv, log)
+    script = pathlib.Path(__file__).with_name("peer_neutron.py")
+    ns = f"fwsg-peer-{os.getpid()}"
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="fwsg-peer-") as f:
+        json.dump(doc, f)
+        f.flush()
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            log(f"== peer: Neutron's agent code + IptablesFirewallDriver (ipset) in {ns}")
+            out = subprocess.run(["ip", "netns", "exec", ns, str(py), str(script), f.name,
+                                  str(repeat)], capture_output=True, text=True)
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    if out.returncode != 0:
+        raise RuntimeError("the Neutron peer failed: " + out.stderr.strip()[-500:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def neutron_rows(bench, doc, venv=DEFAULT_VENV, repeat=1):
+    """Adds the peer rows to ``bench`` (a fwsg.lab.bench.Bench, after its own run)."""
+    peer = run_neutron(doc, venv, repeat, bench.say)
+    bench.data["peer_neutron"] = peer
+    if "error" in peer:
+        bench.row("peer_error", f"11. Neutron {peer['neutron']} iptables+ipset", float("nan"),
+                  note=peer["error"])
+        return
+    for key, step, what, target in STEPS:
+        mine = bench.data.get(key, {}).get("fwsg_ms")
+        if mine is None or step not in peer:
+            continue
+        ratio = peer[step] / mine
+        bench.row(f"peer_{step}", f"11. {what}", mine, peer[step],
+                  f"Neutron {peer['neutron']} iptables+ipset",
+                  f">= {1 / target:.0f}x faster" if target else "",
+                  (mine <= target * peer[step]) if target else None, f"{ratio:.0f}x faster")
+    bench.say(f"   Neutron reached {peer['iptables_rules']} iptables rules and "
+              f"{peer['ipset_entries']} ipset entries; steps median of {peer['repeat']}")
