@@ -605,6 +605,8 @@ class Firewall:
                 self._current = None
                 self._full = True
             yield
+            # our mirror is now the kernel as of the lock's stamp (ours if we committed)
+            self._stamp = self._nslock.stamp
         finally:
             self._nslock.release()
 
