@@ -88,6 +88,8 @@ def equivalent_model(ports, naming="auto"):
                                "security_groups", "port_security_enabled")}
         d["device"] = tap_name(dev, naming)
         d["security_group_rules"] = p["security_group_rules"]
+        if p.get("network_id"):  # the conntrack zone of the port's network
+            d["network_id"] = p["network_id"]
         devices[dev] = d
     groups = copy.deepcopy(GROUPS)
     for r in groups[DB]:

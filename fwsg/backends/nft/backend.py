@@ -136,8 +136,8 @@ class NftBackend:
         return self._gen.current()
 
     def read_port_ids(self):
-        """device -> port number, reading only the small map that holds them (not the whole
-        ruleset)."""
+        """device -> port number (and ``.zones``), reading only the small maps that hold them
+        (not the whole ruleset)."""
         try:
             out = self._ctx.run(f"list map bridge {TABLE} port-src", json_output=True)
         except KernelError as e:
@@ -148,7 +148,17 @@ class NftBackend:
             items = json.loads(out)["nftables"]
         except (ValueError, KeyError, TypeError):
             return self.port_ids(self.read())
-        return self.port_ids(readback.parse_table("bridge", items))
+        rs = readback.parse_table("bridge", items)
+        try:  # the conntrack zones of the ports' networks (kept across processes)
+            zones = json.loads(self._ctx.run(f"list map inet {TABLE} zone-mark",
+                                             json_output=True))["nftables"]
+            readback.parse_table("inet", zones, rs)
+        except KernelError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        except (ValueError, KeyError, TypeError):
+            return self.port_ids(self.read())
+        return self.port_ids(rs)
 
     def flush(self):
         """Delete fwsg's tables (those that exist); return the families removed."""

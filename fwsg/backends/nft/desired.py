@@ -8,13 +8,17 @@ import netaddr
 from fwsg.addr import is_prefix
 from fwsg import dispatch
 from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
-                                      MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS, Names,
+                                      MAC_DST, MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
+                                      ZONE4, ZONE6, ZONE_MARK, Names, zone_chain,
+                                      zone_chain_def, zone_of_chain,
                                       antispoof_chain, dispatch_chains, dst_mark, fixed_chain,
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
 from fwsg.members import Members
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
+from fwsg import naming
+from fwsg.errors import ValidationError, short_repr
 from fwsg.naming import GroupNames, NameRegistry
 from fwsg.portnum import PortNumbers
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
@@ -119,6 +123,9 @@ class Desired:
         self.pfx_owners = {}    # address-pair prefix -> set of port ids (ingress4n/6n)
         self.profile_of = {}    # port id -> profile (shared port chains) name
         self.profile_refs = {}  # profile name -> port ids using it
+        self.zones = ZoneNumbers(getattr(port_ids, "zones", None))  # network -> conntrack zone
+        self.port_zone = {}     # port id -> zone (filtered ports with a network_id)
+        self.mac_owners = {}    # MAC -> zoned port ids (frames from outside: @mac-dst)
         self._fixed()
 
     def clear_pending(self):
@@ -437,6 +444,7 @@ class Desired:
         for pfx in prefix_pairs(port):
             self.pfx_owners.setdefault(pfx, set()).add(port.id)
         self._port_profile(port.id)
+        self._zone_port(port, n, True)
 
     def remove_port(self, pid, _keep_number=False):
         """Remove a port and everything it owns."""
@@ -444,6 +452,7 @@ class Desired:
         if port is None or not port.port_security:
             return
         n = self.ids[port.device]
+        self._zone_port(port, n, False)
         elems, maps = self._port_elements(port, n)
         for key, e in elems:
             self._elem_del(key, e)
@@ -470,6 +479,62 @@ class Desired:
             if key in self.rs.sets and not self.rs.elements[key]:
                 self._undeclare(key)
                 self._antispoof()
+
+    # -- conntrack zones (one per network) -----------------------------------------------
+    def _zone_port(self, port, n, present):
+        """Add (``present``) or remove a filtered port's share of the zone maps: its marks,
+        MACs and host addresses, and its network's ``zone-<n>`` chain while it has ports."""
+        if present:
+            if not port.network_id:
+                if self.port_zone:  # an address shared with a zoned port: now ambiguous
+                    for ip in host_addresses(port):
+                        self._zone_addr(ip)
+                return
+            z = self.zones.assign(port.network_id, port.device, port.id)
+            self.port_zone[port.id] = z
+            self._chain(("inet", zone_chain(z)), zone_chain_def(z))
+            jump = Names.jump(zone_chain(z))
+            self._map_set(ZONE_MARK, src_mark(n), jump)
+            self._map_set(ZONE_MARK, dst_mark(n), jump)
+        else:
+            z = self.port_zone.pop(port.id, None)
+            if z is None:
+                if self.port_zone:
+                    for ip in host_addresses(port):
+                        self._zone_addr(ip, gone=port.id)
+                return
+            self._map_set(ZONE_MARK, src_mark(n), None)
+            self._map_set(ZONE_MARK, dst_mark(n), None)
+            if self.zones.release(port.network_id, port.id):
+                self._chain(("inet", zone_chain(z)), None)
+        for mac in port_macs(port):
+            owners = self.mac_owners.setdefault(mac, set())
+            (owners.add if present else owners.discard)(port.id)
+            self._zone_mac(mac)
+        for ip in host_addresses(port):
+            self._zone_addr(ip, gone=None if present else port.id)
+
+    def _zone_mac(self, mac):
+        """``@mac-dst``: a MAC of exactly one zoned port -> that port's receiver tag (a MAC of
+        several: none, such frames stay in zone 0)."""
+        owners = self.mac_owners.get(mac)
+        if not owners:
+            self.mac_owners.pop(mac, None)
+        value = None
+        if owners and len(owners) == 1:
+            (pid,) = owners
+            value = dst_mark(self.ids[self.ports[pid].device])
+        self._map_set(MAC_DST, mac, value)
+
+    def _zone_addr(self, ip, gone=None):
+        """``@zone4``/``@zone6``: an address whose owners are all in one zone -> that zone
+        (owners in several zones, or in zone 0: none)."""
+        owners = [p for p in self.addr_owners.get(ip, ()) if p != gone]
+        zones = {self.port_zone.get(p, 0) for p in owners}
+        value = None
+        if len(zones) == 1 and 0 not in zones:
+            value = Names.jump(zone_chain(zones.pop()))
+        self._map_set(ZONE6 if ":" in ip else ZONE4, ip, value)
 
     def _dispatch_addr(self, ip):
         key = INGRESS6 if ":" in ip else INGRESS4
@@ -558,10 +623,63 @@ class Desired:
                               "groups": list(p.security_groups)}
             else:
                 ports[pid] = {"device": p.device, "filtered": False}
+            if pid in self.port_zone:
+                ports[pid]["zone"] = self.port_zone[pid]
         groups = {sg: {"name": self.names.group(sg), "rules": len(r)} for sg, r in self.groups.items()}
         for sg, _ in self.refs:  # remote groups with members only: their sets carry names too
             groups.setdefault(sg, {"name": self.names.group(sg), "rules": 0})
         return {"ports": ports, "groups": groups, "port_ids": dict(self.ids)}
+
+
+class ZoneNumbers:
+    """Conntrack zone numbers of networks: 1..65535 (0 is the default zone of ports without a
+    network), one per network while it has ports, never two networks on one number. A network
+    keeps the number the kernel already gives one of its devices (``seed``: device -> zone,
+    read back), else it gets the first free number from a hash of its id: stable across
+    processes. No I/O here."""
+
+    def __init__(self, seed=None):
+        self.seed = dict(seed or {})
+        self.seeded = set(self.seed.values())
+        self.of = {}     # network id -> zone
+        self.net = {}    # zone -> network id
+        self.refs = {}   # network id -> port ids
+
+    def assign(self, network, device, pid):
+        z = self.of.get(network)
+        if z is None:
+            z = self.seed.get(device)
+            if z is None or z in self.net or not 1 <= z <= 65535:
+                z = 1 + int(naming.short_hash(network, 8), 16) % 65535
+                for _ in range(65535):
+                    if z not in self.net and z not in self.seeded:
+                        break
+                    z = z % 65535 + 1
+                else:
+                    z = next((x for x in range(1, 65536) if x not in self.net), None)
+                    if z is None:
+                        raise ValidationError(f"network_id {short_repr(network, 60)}",
+                                              "more than 65535 networks: no conntrack zone free")
+            self.of[network], self.net[z] = z, network
+        self.refs.setdefault(network, set()).add(pid)
+        return z
+
+    def release(self, network, pid):
+        """Drop ``pid`` from its network; True when the network's zone is free again."""
+        refs = self.refs.get(network)
+        if refs is None:
+            return False
+        refs.discard(pid)
+        if refs:
+            return False
+        del self.refs[network]
+        self.net.pop(self.of.pop(network), None)
+        return True
+
+
+def port_macs(port):
+    """The MACs a port receives on (its own and its address pairs')."""
+    return sorted({port.mac} | {mac for fam in (4, 6) for _ip, mac in port.addresses(fam)})
 
 
 def prefix_pairs(port):
@@ -578,15 +696,30 @@ def _dedupe(rules):
     return tuple(out)
 
 
+class PortIds(dict):
+    """device -> port number, with ``zones``: device -> conntrack zone, as the kernel holds
+    them."""
+
+    zones = None
+
+
 def port_ids(current):
     """device -> port number, as a Ruleset read back from the kernel holds them (the values of
-    the ``port-src`` map), so a restarted agent keeps every port's number."""
-    ids = {}
+    the ``port-src`` map), so a restarted agent keeps every port's number; ``.zones`` the
+    devices' conntrack zones (``zone-mark``), so it keeps every network's zone too."""
+    ids = PortIds()
     for key, val in current.elements.get(PORT_SRC, {}).items():
         try:
             ids[unquote_ifname(key)] = port_number(val)
         except ValueError:
             continue
+    marks = current.elements.get(ZONE_MARK, {})
+    ids.zones = {}
+    for dev, n in ids.items():
+        val = marks.get(src_mark(n))
+        z = zone_of_chain(val[5:]) if isinstance(val, str) and val.startswith("jump ") else None
+        if z:
+            ids.zones[dev] = z
     return ids
 
 

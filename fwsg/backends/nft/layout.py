@@ -14,6 +14,14 @@ No I/O here.
   the receiver's ingress chain, ``@ingress4``/``@ingress6`` what is routed into the bridge.
   ``ingress-out`` (output 0): the hypervisor's own traffic, by destination address.
   Port chains (profiles) jump to ``fixed-{e,i}-{sf,sl}``, then to group chains, then drop.
+
+Conntrack zones (one per network, ports without ``network_id``: zone 0): ``bridge
+prerouting`` also tags frames from outside (no port tag) with the receiving port's number,
+found by destination MAC (``@mac-dst``); ``zone-pre`` (inet prerouting -300, before
+conntrack) jumps by the mark (``@zone-mark``: either half) to ``zone-<n>`` (``ct zone set
+n``), untagged packets (routed) by destination address (``@zone4``/``@zone6``);
+``zone-out`` (output -300) by destination address. ``bridge forward`` clears the low half
+first (a frame to a port that is not filtered keeps no receiver tag).
 """
 
 
@@ -29,6 +37,8 @@ BRIDGE_FWD = "filter hook forward priority -200"
 INET_PRE_EGRESS = "filter hook prerouting priority 0"
 INET_FWD_INGRESS = "filter hook forward priority 0"
 INET_OUT_INGRESS = "filter hook output priority 0"
+INET_PRE_ZONE = "filter hook prerouting priority -300"   # before conntrack (-200)
+INET_OUT_ZONE = "filter hook output priority -300"
 
 # Keys of the fixed sets and maps.
 EGRESS_MAP = ("inet", "egress")      # mark (sender << 16) -> jump profile-e
@@ -39,6 +49,10 @@ PORT_SRC = ("bridge", "port-src")    # "tap" -> mark (number << 16)
 PORT_DST = ("bridge", "port-dst")    # "tap" -> mark (number)
 SECURED = ("bridge", "secured")      # taps with port security
 MACS = ("bridge", "macs")            # "tap" . mac
+ZONE_MARK = ("inet", "zone-mark")   # mark (either half) -> jump zone-<n>
+ZONE4 = ("inet", "zone4")            # host address -> jump zone-<n> (routed, output)
+ZONE6 = ("inet", "zone6")
+MAC_DST = ("bridge", "mac-dst")      # MAC of a zoned port -> mark (number), frames from outside
 SPOOF_SETS = {(4, False): "spoof4", (4, True): "spoof4n", (6, False): "spoof6", (6, True): "spoof6n"}
 
 FIXED_SETS = (
@@ -52,6 +66,10 @@ FIXED_SETS = (
     SetDef("bridge", "macs", "ifname . ether_addr"),
     SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"),
     SetDef("bridge", "spoof6", "ifname . ether_addr . ipv6_addr"),
+    SetDef("inet", "zone-mark", "mark", "verdict"),
+    SetDef("inet", "zone4", "ipv4_addr", "verdict"),
+    SetDef("inet", "zone6", "ipv6_addr", "verdict"),
+    SetDef("bridge", "mac-dst", "ether_addr", "mark"),
 )
 
 def dispatch_chains(prefix_families):
@@ -75,8 +93,16 @@ BASE_CHAINS = (
     ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",), INET_PRE_EGRESS),
     *dispatch_chains(()),
     ChainDef("bridge", "prerouting", ("meta mark set iifname map @port-src",
+                                      "meta mark & 0xffff0000 == 0x0 "
+                                      "meta mark set ether daddr map @mac-dst",
                                       "iifname @secured jump antispoof"), BRIDGE_PRE),
-    ChainDef("bridge", "forward", ("meta mark set oifname map @port-dst",), BRIDGE_FWD),
+    ChainDef("bridge", "forward", ("meta mark set meta mark & 0xffff0000",
+                                   "meta mark set oifname map @port-dst"), BRIDGE_FWD),
+    ChainDef("inet", "zone-pre", ("meta mark vmap @zone-mark",
+                                  "meta mark 0x0 ip daddr vmap @zone4",
+                                  "meta mark 0x0 ip6 daddr vmap @zone6"), INET_PRE_ZONE),
+    ChainDef("inet", "zone-out", ("ip daddr vmap @zone4", "ip6 daddr vmap @zone6"),
+             INET_OUT_ZONE),
 )
 
 # Fixed per-port rules live once in shared chains (no anonymous set per port: libnftables
@@ -173,6 +199,22 @@ def src_mark(number):
 def dst_mark(number):
     """The mark (and ``ingress`` key) of a receiving port."""
     return mark(number)
+
+
+def zone_chain(zone):
+    """The chain setting conntrack zone ``zone`` (1..65535)."""
+    return f"zone-{zone}"
+
+
+def zone_of_chain(name):
+    """The zone a ``zone-<n>`` chain sets, or None for other chains."""
+    if name.startswith("zone-") and name[5:].isdigit():
+        return int(name[5:])
+    return None
+
+
+def zone_chain_def(zone):
+    return ChainDef("inet", zone_chain(zone), (f"ct zone set {zone}",))
 
 
 def port_number(src_mark_text):
