@@ -807,17 +807,28 @@ cdef class ConntrackTable:
             raise KernelError("conntrack: dump failed: " + strerror(errno).decode())
         return out
 
-    def sweep(self, FlowJudge judge, look, gone):
+    def sweep(self, FlowJudge judge, look, gone, zones=None):
         """Delete, in one pass over the table, the flows ``judge`` no longer allows and those
         of an address in ``gone``; with ``look`` (a set of addresses, canonical text) only
         flows involving one of them or of ``gone`` are judged, and only their families dumped.
-        Deletions are sent in batches while the dump goes on. Returns (judged, deleted)."""
+        With ``zones`` (conntrack zone -> (FlowJudge or None, addresses gone)), a flow of a
+        zone listed there is judged by that judge and gone set instead (None: not judged),
+        a flow of another zone by ``judge`` (may be None) and ``gone``. Deletions name the
+        flow's zone and are sent in batches while the dump goes on. Returns (judged,
+        deleted)."""
         cdef _Sweep sw = _Sweep()
         cdef uint32_t family = 0
         sw.judge = judge
         sw.gone = {_pack_text(a) for a in gone}
+        all_gone = set(sw.gone)
+        if zones is not None:
+            sw.zones = {}
+            for z, (zj, zg) in zones.items():
+                packed = {_pack_text(a) for a in zg}
+                sw.zones[int(z)] = (zj, packed)
+                all_gone |= packed
         if look is not None:
-            sw.look = {_pack_text(a) for a in look} | sw.gone
+            sw.look = {_pack_text(a) for a in look} | all_gone
             fams = {len(a) for a in sw.look}
             if not fams:
                 return 0, 0
@@ -835,14 +846,16 @@ cdef class ConntrackTable:
         return sw.judged, sw.deletes.done
 
     def track(self, flows, int timeout=600):
-        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport), TCP ones as
-        established, with ``timeout`` seconds to live, in batches; returns how many the kernel
-        took (for tests and benchmarks)."""
+        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport[, zone]), TCP ones
+        as established, with ``timeout`` seconds to live, in batches; returns how many the
+        kernel took (for tests and benchmarks)."""
         cdef _Batch b = _Batch()
         cdef C.nf_conntrack *ct
         cdef bytes a, z
         b.open(C.IPCTNL_MSG_CT_NEW, N.NLM_F_CREATE | 0x200)   # NLM_F_EXCL
-        for fam, l4, src, dst, sport, dport in flows:
+        for flow in flows:
+            fam, l4, src, dst, sport, dport = flow[:6]
+            zone = flow[6] if len(flow) > 6 else 0
             ct = C.nfct_new()
             if ct == NULL:
                 raise MemoryError()
@@ -862,6 +875,8 @@ cdef class ConntrackTable:
                 C.nfct_set_attr_u32(ct, C.ATTR_TIMEOUT, timeout)
                 if l4 == 6:
                     C.nfct_set_attr_u8(ct, C.ATTR_TCP_STATE, 3)   # established
+                if zone:
+                    C.nfct_set_attr_u16(ct, C.ATTR_ZONE, zone)
                 b.queue(ct, af)
             finally:
                 C.nfct_destroy(ct)
@@ -1214,6 +1229,7 @@ cdef class _Sweep:
     cdef FlowJudge judge
     cdef object look      # None or set of packed addresses
     cdef set gone         # packed addresses
+    cdef object zones     # None or dict zone -> (FlowJudge or None, set of packed addresses)
     cdef _Batch deletes
     cdef public int judged
     cdef public object error
@@ -1245,11 +1261,18 @@ cdef int _sweep_one(_Sweep sw, C.nf_conntrack *ct) except -2:
         return C.NFCT_CB_CONTINUE
     if sw.look is not None and src not in sw.look and dst not in sw.look:
         return C.NFCT_CB_CONTINUE
+    cdef FlowJudge judge = sw.judge
+    cdef set gone = sw.gone
+    if sw.zones is not None:
+        zone = C.nfct_get_attr_u16(ct, C.ATTR_ZONE) if C.nfct_attr_is_set(ct, C.ATTR_ZONE) > 0 else 0
+        entry = sw.zones.get(zone)
+        if entry is not None:
+            judge, gone = entry
     sw.judged += 1
-    if src in sw.gone or dst in sw.gone:
+    if src in gone or dst in gone:
         sw.deletes.queue(ct, l3)
         return C.NFCT_CB_CONTINUE
-    if not sw.judge._owned(src, dst, fam):
+    if judge is None or not judge._owned(src, dst, fam):
         return C.NFCT_CB_CONTINUE
     if l4 == 6 or l4 == 17 or l4 == 33 or l4 == 132 or l4 == 136:
         sport = ntohs(C.nfct_get_attr_u16(ct, C.ATTR_ORIG_PORT_SRC))
@@ -1257,6 +1280,6 @@ cdef int _sweep_one(_Sweep sw, C.nf_conntrack *ct) except -2:
     elif l4 == 1 or l4 == 58:
         itype = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_TYPE)
         icode = C.nfct_get_attr_u8(ct, C.ATTR_ICMP_CODE)
-    if not sw.judge._flow_allowed(fam, l4, src, dst, sport, dport, itype, icode):
+    if not judge._flow_allowed(fam, l4, src, dst, sport, dport, itype, icode):
         sw.deletes.queue(ct, l3)
     return C.NFCT_CB_CONTINUE

@@ -297,15 +297,25 @@ class ConntrackTable:
             ct.close()
         return out
 
-    def sweep(self, judge, look, gone):
+    def sweep(self, judge, look, gone, zones=None):
         """Delete, in one pass over the table, the flows ``judge`` no longer allows and those
         of an address in ``gone``; with ``look`` (a set of addresses, canonical text) only
         flows involving one of them or of ``gone`` are judged, and only their families dumped.
-        Deletions are sent in batches while the dump goes on. Returns (judged, deleted)."""
+        With ``zones`` (conntrack zone -> (FlowJudge or None, addresses gone)), a flow of a
+        zone listed there is judged by that judge and gone set instead (None: not judged),
+        a flow of another zone by ``judge`` (may be None) and ``gone``. Deletions name the
+        flow's zone and are sent in batches while the dump goes on. Returns (judged,
+        deleted)."""
         from pyroute2 import Conntrack
 
         gone_p = {_pack_text(a) for a in gone}
-        look_p = None if look is None else {_pack_text(a) for a in look} | gone_p
+        by_zone = None
+        all_gone = set(gone_p)
+        if zones is not None:
+            by_zone = {int(z): (zj, {_pack_text(a) for a in zg}) for z, (zj, zg) in zones.items()}
+            for _zj, zg in by_zone.values():
+                all_gone |= zg
+        look_p = None if look is None else {_pack_text(a) for a in look} | all_gone
         family = socket.AF_UNSPEC
         if look_p is not None:
             fams = {len(a) for a in look_p}
@@ -326,9 +336,13 @@ class ConntrackTable:
                     continue
                 judged += 1
                 flow = _flow_of(fam, t, e.zone)
-                if src in gone_p or dst in gone_p:
+                zjudge, zgone = judge, gone_p
+                if by_zone is not None:
+                    zjudge, zgone = by_zone.get(flow[9], (judge, gone_p))
+                if src in zgone or dst in zgone:
                     batch.append(flow)
-                elif judge._owned(src, dst) and not judge.allowed(flow):
+                elif (zjudge is not None and zjudge._owned(src, dst)
+                      and not zjudge.allowed(flow)):
                     batch.append(flow)
                 if len(batch) >= 512:
                     deleted += self.delete(batch)
@@ -340,9 +354,9 @@ class ConntrackTable:
         return judged, deleted
 
     def track(self, flows, timeout=600):
-        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport), TCP ones as
-        established, with ``timeout`` seconds to live, in batches; returns how many the kernel
-        took (for tests and benchmarks)."""
+        """Insert TCP/UDP flows (family, l4 proto, src, dst, sport, dport[, zone]), TCP ones
+        as established, with ``timeout`` seconds to live, in batches; returns how many the
+        kernel took (for tests and benchmarks)."""
         from pyroute2 import Conntrack
         from pyroute2.conntrack import NFCTAttrTuple
 
@@ -351,9 +365,11 @@ class ConntrackTable:
             af = _AF[fam]
             ct = Conntrack(nfgen_family=af)
             try:
-                for _, l4, src, dst, sport, dport in (f for f in flows if f[0] == fam):
+                for flow in (f for f in flows if f[0] == fam):
+                    _, l4, src, dst, sport, dport = flow[:6]
+                    zone = flow[6] if len(flow) > 6 else 0
                     try:
-                        ct.entry("add", timeout=timeout, tuple_orig=NFCTAttrTuple(
+                        ct.entry("add", timeout=timeout, zone=zone or None, tuple_orig=NFCTAttrTuple(
                             family=af, saddr=src, daddr=dst, proto=l4, sport=sport,
                             dport=dport), tuple_reply=NFCTAttrTuple(
                             family=af, saddr=dst, daddr=src, proto=l4, sport=dport,

@@ -280,9 +280,10 @@ class Node:
     host-side veth; None for the host), ``mac``, ``ipv4``/``ipv6`` (addresses without prefix),
     ``ipv4_cidrs``/``ipv6_cidrs`` (with prefix), ``link_local`` (EUI-64 of ``mac``)."""
 
-    def __init__(self, name, kind, ns, iface, tap, mac, ipv4, ipv6):
+    def __init__(self, name, kind, ns, iface, tap, mac, ipv4, ipv6, bridge=None):
         self.name, self.kind, self.ns, self.iface, self.tap = name, kind, ns, iface, tap
         self.mac = mac
+        self.bridge = bridge  # the host bridge its tap is in (guests)
         self.ipv4_cidrs, self.ipv4 = _split_addrs(ipv4, 4)
         self.ipv6_cidrs, self.ipv6 = _split_addrs(ipv6, 6)
 
@@ -345,7 +346,7 @@ class Lab:
             raise LabUsageError(f"not a unicast MAC address: {mac!r}")
         return mac
 
-    def _add(self, kind, name, mac, ipv4, ipv6, tap):
+    def _add(self, kind, name, mac, ipv4, ipv6, tap, bridge=None):
         if self.is_up:
             raise LabError("add nodes before up()")
         if not isinstance(name, str) or not _NODE_NAME.match(name) or name == HOST:
@@ -357,24 +358,30 @@ class Lab:
             raise LabUsageError(f"not a valid interface name for a tap: {tap!r}")
         if any(n.tap == tap for n in self._nodes.values()):
             raise LabUsageError(f"tap {tap!r} already used")
+        bridge = bridge or self.bridge
+        if not _IFNAME.match(bridge) or bridge in (".", "..", "lo") or any(
+                bridge == n.tap for n in self._nodes.values()) or bridge == tap:
+            raise LabUsageError(f"not a valid bridge name: {bridge!r}")
         if mac is None:
             h = hashlib.sha256(f"{self.name}/{name}".encode()).digest()
             mac = "fa:16:3e:" + ":".join(f"{x:02x}" for x in h[:3])
         node = Node(name, kind, f"fwsg-{self.name}-{name}", "eth0", tap, self._check_mac(mac),
-                    ipv4, ipv6)
+                    ipv4, ipv6, bridge)
         self._nodes[name] = node
         return node
 
-    def add_vm(self, name, mac=None, ipv4=(), ipv6=(), tap=None) -> Node:
+    def add_vm(self, name, mac=None, ipv4=(), ipv6=(), tap=None, bridge=None) -> Node:
         """Declare a VM: namespace ``fwsg-<lab>-<name>`` with ``eth0`` (``mac``, addresses as
         "a.b.c.d/len" / "x::y/len"), linked to ``br0`` through host-side veth ``tap``
-        (default ``tap-<name>``)."""
-        return self._add("vm", name, mac, ipv4, ipv6, tap)
+        (default ``tap-<name>``). ``bridge``: another bridge of the host namespace instead
+        (created without addresses: a second network, which may reuse the addresses)."""
+        return self._add("vm", name, mac, ipv4, ipv6, tap, bridge)
 
-    def add_outside(self, name="out", mac=None, ipv4=(), ipv6=(), tap=None) -> Node:
+    def add_outside(self, name="out", mac=None, ipv4=(), ipv6=(), tap=None,
+                    bridge=None) -> Node:
         """Declare the unfiltered outside peer; built like a VM (host-side veth default
-        ``up-<name>``)."""
-        return self._add("outside", name, mac, ipv4, ipv6, tap)
+        ``up-<name>``), on ``bridge`` as for :meth:`add_vm`."""
+        return self._add("outside", name, mac, ipv4, ipv6, tap, bridge)
 
     # ---------------------------------------------------------------- lookup
 
@@ -468,9 +475,14 @@ class Lab:
                 f"link add {self.bridge} type bridge stp_state 0 forward_delay 0 "
                 f"mcast_snooping 0",
                 f"link set {self.bridge} address {host.mac}"]
+        extra = sorted({n.bridge for n in guests} - {self.bridge})
+        for br in extra:  # further networks: bridges without host addresses
+            cmds.append(f"link add {br} type bridge stp_state 0 forward_delay 0 mcast_snooping 0")
         for n in guests:
             cmds.append(f"link add {n.tap} type veth peer name eth0 netns {n.ns}")
-            cmds.append(f"link set {n.tap} master {self.bridge} up")
+            cmds.append(f"link set {n.tap} master {n.bridge} up")
+        for br in extra:
+            cmds.append(f"link set {br} up")
         cmds.append(f"link set {self.bridge} up")
         cmds += [f"addr add {a} dev {self.bridge}" for a in host.ipv4_cidrs]
         cmds += [f"addr add {a} dev {self.bridge} nodad" for a in host.ipv6_cidrs]
@@ -724,14 +736,15 @@ class Lab:
             return False
 
     def open_tcp(self, src, dst, port: int = 2222, family: int = 4, dst_ip=None, src_ip=None,
-                 timeout: float = 1.0) -> traffic.TcpConn:
-        """An established TCP connection from ``src`` to ``dst``; ``conn.alive()`` tells whether
-        it still carries data, ``conn.close()`` ends it (so does the lab's teardown). Raises
-        :class:`LabError` if it cannot be established within ``timeout``."""
+                 timeout: float = 1.0, sport: int = 0) -> traffic.TcpConn:
+        """An established TCP connection from ``src`` (source port ``sport``, 0: any) to
+        ``dst``; ``conn.alive()`` tells whether it still carries data, ``conn.close()`` ends it
+        (so does the lab's teardown). Raises :class:`LabError` if it cannot be established
+        within ``timeout``."""
         self._need_up()
         c = traffic.open_stream(self.ns(src), self.ns(dst), self._dst(dst, family, dst_ip), port,
                                 src_ip=src_ip, timeout=timeout, src_if=self._src_if(src),
-                                dst_if=self._src_if(dst), registry=self._registry)
+                                dst_if=self._src_if(dst), registry=self._registry, sport=sport)
         self._conns.append(c)
         return c
 

@@ -431,9 +431,10 @@ class TcpConn:
 
 
 def open_stream(src_ns, dst_ns, dst_ip, port, *, src_ip=None, timeout=1.0, src_if="eth0",
-                dst_if="eth0", registry=None) -> TcpConn:
-    """Open a TCP connection from ``src_ns`` to a one-shot echo listener on ``port`` in
-    ``dst_ns``; the listener is closed once the connection is accepted.
+                dst_if="eth0", registry=None, sport=0) -> TcpConn:
+    """Open a TCP connection from ``src_ns`` (source port ``sport``, 0: any) to a one-shot
+    echo listener on ``port`` in ``dst_ns``; the listener is closed once the connection is
+    accepted.
 
     Raises :class:`LabError` if the connection is not established within ``timeout``.
     """
@@ -446,8 +447,8 @@ def open_stream(src_ns, dst_ns, dst_ip, port, *, src_ip=None, timeout=1.0, src_i
         _bind(lst, dst_ns, fam, None, port, dst_if, freebind=False)
         lst.listen(1)
         cli = ns_socket(src_ns, fam, socket.SOCK_STREAM, 0, reg)
-        if src_ip:
-            _bind(cli, src_ns, fam, src_ip, 0, src_if)
+        if src_ip or sport:
+            _bind(cli, src_ns, fam, src_ip, sport, src_if)
         deadline = time.monotonic() + timeout
         if _connect_stream(cli, addr, deadline):
             srv = _accept(lst, deadline)

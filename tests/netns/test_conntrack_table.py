@@ -97,3 +97,55 @@ def test_sweep_cuts_exactly_the_flows_that_lost_their_rule(twin, tmp_path):
         assert killed == len(doomed)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def _tracked_zones():
+    return {(f[2], f[3], f[4], f[5], f[9]) for f in _fast_py.ConntrackTable().dump() if f[1] == 6}
+
+
+@pytest.mark.parametrize("twin", ["compiled", "pure"])
+def test_zones_track_sweep_and_delete_alike(twin):
+    """Two networks with the same addresses: identical flows in their two zones (inserted by
+    each twin's track); a member removal in network a sweeps only zone a's flows, a delete
+    names the flow's zone and removes only that entry; both twins dump the zones alike."""
+    import os
+    import subprocess
+
+    from fwsg import conntrack, fast
+    from tests.netns.test_zones import model as two_networks
+
+    if twin == "compiled" and _fast_c is None:
+        pytest.skip("fwsg._fast not built")
+    impl = _fast_c if twin == "compiled" else _fast_py
+    ns = f"fwsg-ctz-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        fw = Firewall(netns=ns)
+        fw.apply(two_networks())
+        za, zb = fw._desired.port_zone["port-a1"], fw._desired.port_zone["port-b1"]
+        base = {("192.0.2.11", "192.0.2.12", 20000 + i, 80) for i in range(300)}
+        with entered(ns):
+            table = impl.ConntrackTable()
+            flows = [(4, 6) + f + (z,) for f in base for z in (za, zb)]
+            assert table.track(flows) == len(flows)
+            assert _tracked_zones() == {f + (z,) for f in base for z in (za, zb)}
+            if _fast_c is not None:
+                assert sorted(_fast_c.ConntrackTable().dump(), key=repr) == \
+                    sorted(_fast_py.ConntrackTable().dump(), key=repr)
+        fw.conntrack = False
+        fw.remove_security_group_members("cl-a", ["192.0.2.11"])
+        orig = fast.ConntrackTable, fast.FlowJudge
+        fast.ConntrackTable, fast.FlowJudge = impl.ConntrackTable, impl.FlowJudge
+        try:
+            killed = conntrack.sweep(ns, fw._desired, (), {"192.0.2.11"})
+        finally:
+            fast.ConntrackTable, fast.FlowJudge = orig
+        assert killed == len(base)
+        with entered(ns):
+            assert _tracked_zones() == {f + (zb,) for f in base}
+            one = next(f for f in impl.ConntrackTable().dump() if f[1] == 6)
+            assert impl.ConntrackTable().delete([one[:9] + (za,)]) == 0   # not in zone a
+            assert impl.ConntrackTable().delete([one]) == 1
+            assert len(_tracked_zones()) == len(base) - 1
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

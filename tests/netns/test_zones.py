@@ -1,0 +1,150 @@
+"""Conntrack zones per network, with real packets: two networks on one hypervisor (two bridges
+in the host namespace) using the SAME addresses and the same 5-tuples.
+
+- each network's flows are stateful on their own: VM -> VM replies, VM -> outside with the
+  reply arriving from the uplink, outside -> VM with the VM's reply, hypervisor <-> VM (an
+  address only one network uses); what no rule allows is dropped;
+- a cleanup in one network (a member removed, a rule removed, a port removed) cuts that
+  network's flow and leaves the other network's identical flow alive;
+- the kernel holds one conntrack entry per network for the identical 5-tuple, each in its
+  network's zone, and a second process keeps the zone numbers.
+"""
+
+import copy
+
+import pytest
+
+from fwsg import fast
+from fwsg.firewall import Firewall
+from fwsg.lab import traffic
+from fwsg.netns import entered
+
+SPORT = 40123   # the client port of both networks' identical flows
+
+NETS = {"a": ("br0", "fa:16:3e:0a:00:"), "b": ("br1", "fa:16:3e:0b:00:")}
+
+
+def _rules(net):
+    return [
+        # from VMs of this network's client group, and from the outside peer
+        {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+         "port_range_min": 80, "port_range_max": 80, "remote_group_id": f"cl-{net}"},
+        {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+         "port_range_min": 8080, "port_range_max": 8080, "remote_ip_prefix": "192.0.2.100/32"},
+        {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+         "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "192.0.2.1/32"},
+        # out: only to port 80 (replies to 8080 pass by state alone)
+        {"direction": "egress", "ethertype": "IPv4", "protocol": "tcp",
+         "port_range_min": 80, "port_range_max": 80},
+    ]
+
+
+def model():
+    groups, members, devices = {}, {}, {}
+    for net, (_br, mac) in NETS.items():
+        groups[f"sg-{net}"] = _rules(net)
+        groups[f"cl-{net}"] = []
+        members[f"cl-{net}"] = {"IPv4": ["192.0.2.11"], "IPv6": []}
+        members[f"sg-{net}"] = {"IPv4": ["192.0.2.11", "192.0.2.12"], "IPv6": []}
+        for i in (1, 2):
+            devices[f"port-{net}{i}"] = {
+                "device": f"tap-{net}{i}", "mac_address": f"{mac}{i:02x}",
+                "fixed_ips": [f"192.0.2.1{i}"], "security_groups": [f"sg-{net}"],
+                "network_id": f"net-{net}"}
+    # a VM whose address only network a uses: the hypervisor (br0's address) talks to it
+    devices["port-a3"] = {"device": "tap-a3", "mac_address": "fa:16:3e:0a:00:03",
+                          "fixed_ips": ["192.0.2.13"], "security_groups": ["sg-a"],
+                          "network_id": "net-a"}
+    return {"security_groups": groups, "sg_member_ips": members, "devices": devices}
+
+
+@pytest.fixture
+def twolab(lab_factory):
+    lab = lab_factory(host_ipv4="192.0.2.1/24", host_ipv6=None)   # on br0 (network a)
+    lab.add_vm("a3", mac="fa:16:3e:0a:00:03", ipv4=["192.0.2.13/24"], bridge="br0")
+    for net, (br, mac) in NETS.items():
+        for i in (1, 2):
+            lab.add_vm(f"{net}{i}", mac=f"{mac}{i:02x}", ipv4=[f"192.0.2.1{i}/24"], bridge=br)
+        lab.add_outside(f"o{net}", mac=f"{mac}64", ipv4=["192.0.2.100/24"], bridge=br)
+    lab.up()
+    fw = Firewall(netns=lab.host_ns)
+    fw.apply(model())
+    # a TCP segment without its conntrack entry is invalid (not picked up again as new): a
+    # deleted flow is cut for good, so "alive" below means "its entry was kept"
+    traffic.sysctl_write(lab.host_ns, {"net.netfilter.nf_conntrack_tcp_loose": 0})
+    yield lab, fw
+
+
+def zones_of(lab, dport):
+    """{zone} of the conntrack entries 192.0.2.11:SPORT -> 192.0.2.12:dport in the host."""
+    with entered(lab.host_ns):
+        table = fast.ConntrackTable()
+        try:
+            flows = table.dump()
+        finally:
+            table.close()
+    return sorted(f[9] for f in flows if f[1] == 6 and f[2] == "192.0.2.11"
+                  and f[3] == "192.0.2.12" and f[4] == SPORT and f[5] == dport)
+
+
+def test_each_network_is_stateful_on_its_own(twolab):
+    lab, fw = twolab
+    zone = {n: fw._desired.port_zone[f"port-{n}1"] for n in NETS}
+    assert zone["a"] != zone["b"] and 0 not in zone.values()
+    for net in NETS:
+        vm1, vm2, out = f"{net}1", f"{net}2", f"o{net}"
+        # VM -> VM: the reply passes only by state (vm2's egress allows only port 80)
+        assert lab.tcp_connect(vm1, vm2, port=80, sport=SPORT)
+        # VM -> outside: the reply arrives from the uplink (vm1's ingress has no rule for it)
+        assert lab.tcp_connect(vm1, out, port=80)
+        # outside -> VM, the VM's reply passes by state only
+        assert lab.tcp_connect(out, vm2, port=8080)
+        # and what no rule allows is dropped
+        assert not lab.tcp_connect(vm2, vm1, port=80, timeout=0.5)   # not in cl-<net>
+        assert not lab.tcp_connect(out, vm1, port=80, timeout=0.5)
+        assert not lab.tcp_connect(vm1, out, port=8080, timeout=0.5)  # egress: 80 only
+    # the hypervisor and a VM of network a (an address no other network uses): its output
+    # is zoned by destination address, the VM's replies by their port
+    assert lab.tcp_connect("host", "a3", port=22)       # the reply passes by state only
+    assert lab.tcp_connect("a3", "host", port=80)       # the host's reply by state only
+    assert not lab.tcp_connect("host", "a3", port=23, timeout=0.5)
+
+
+def test_identical_flows_live_in_their_networks_zones(twolab):
+    lab, fw = twolab
+    ca = lab.open_tcp("a1", "a2", port=80, sport=SPORT)
+    cb = lab.open_tcp("b1", "b2", port=80, sport=SPORT)
+    assert ca.alive() and cb.alive()
+    zone = {n: fw._desired.port_zone[f"port-{n}1"] for n in NETS}
+    assert zones_of(lab, 80) == sorted(zone.values())   # one entry per network, same 5-tuple
+    # a second process keeps every network's zone (read back from the kernel)
+    fw2 = Firewall(netns=lab.host_ns)
+    fw2.apply(model())
+    assert {n: fw2._desired.port_zone[f"port-{n}1"] for n in NETS} == zone
+    assert ca.alive() and cb.alive()
+
+
+@pytest.mark.parametrize("cleanup", ["member", "rule", "port"])
+def test_a_cleanup_in_one_network_keeps_the_others_identical_flow(twolab, cleanup):
+    lab, fw = twolab
+    ca = lab.open_tcp("a1", "a2", port=80, sport=SPORT)
+    cb = lab.open_tcp("b1", "b2", port=80, sport=SPORT)
+    assert ca.alive() and cb.alive()
+    if cleanup == "member":
+        fw.remove_security_group_members("cl-a", ["192.0.2.11"])
+    elif cleanup == "rule":
+        fw.update_security_group_rules("sg-a", [r for r in _rules("a")
+                                                if r.get("port_range_min") != 80])
+    else:  # the client's port goes (its address is gone from network a only)
+        m = copy.deepcopy(model())
+        del m["devices"]["port-a1"]
+        fw.apply(m)
+    # read back before any packet: network a's entry is gone, b's identical one is not
+    assert zones_of(lab, 80) == [fw._desired.port_zone["port-b1"]]
+    assert not ca.alive(), f"network a's flow survived the {cleanup} removal"
+    assert cb.alive(), f"network b's identical flow was cut by network a's {cleanup} removal"
+    if cleanup == "port":
+        return  # a1 is unfiltered now
+    # network b still works, network a refuses what it no longer allows
+    assert lab.tcp_connect("b1", "b2", port=80)
+    assert not lab.tcp_connect("a1", "a2", port=80, timeout=0.5)
