@@ -40,9 +40,13 @@ def register(subparsers):
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("cluster", metavar="CLUSTER.json", help="the cluster document (see docs/placement.md)")
+    p.add_argument("cluster", metavar="CLUSTER.json", nargs="?",
+                   help="the cluster document (see docs/placement.md)")
+    p.add_argument("--source", metavar="URL", help="etcd://HOST:PORT[/PREFIX]: read the cluster "
+                   "document and the nodes' live stats from the store (docs/sync.md)")
     p.add_argument("--failed", metavar="NODE", action="append", required=True,
-                   help="a failed node whose guests must be placed (repeat for several)")
+                   help="a failed node whose guests must be placed (repeat for several); with "
+                   "--source, 'auto' means every node whose stats lease has expired")
     p.add_argument("--strategy", metavar="NAME", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
                    help=f"how candidates are ranked (default {DEFAULT_STRATEGY}; see below)")
     p.add_argument("--use", choices=("peak", "mean", "latest"), default="peak",
@@ -74,10 +78,17 @@ def _read_json(path):
 
 
 def read_cluster_document(args):
-    """The decoded cluster document named by the arguments (today: the CLUSTER.json file).
+    """The decoded cluster document named by the arguments: CLUSTER.json, or with ``--source``
+    the store's cluster document with every node's live stats (``--failed auto`` is resolved to
+    the nodes whose stats lease has expired)."""
+    if args.source:
+        from fwsg.sync.placement_source import cluster_and_failed
 
-    The one place the document comes from; another source returns the same decoded dict."""
-    return _read_json(args.cluster)
+        doc, args.failed = cluster_and_failed(args.source, args.failed)
+        return doc
+    if args.cluster:
+        return _read_json(args.cluster)
+    raise UserError("give CLUSTER.json or --source etcd://...")
 
 
 def limits_from_args(args):
