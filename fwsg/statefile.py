@@ -30,9 +30,11 @@ def save(netns, meta):
     target = path_for(netns)
     try:
         os.makedirs(STATE_DIR, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=STATE_DIR, prefix=".rec-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=STATE_DIR, prefix=f".{netns or '_default'}.",
+                                   suffix=".tmp")
     except OSError:
         return
+    _prune()
     try:
         with os.fdopen(fd, "w") as f:
             # dumps (the C encoder) then one write: json.dump streams through the Python one
@@ -45,6 +47,22 @@ def save(netns, meta):
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def _prune():
+    """Remove the records of named namespaces that no longer exist (labs, tests, deleted
+    hypervisor namespaces); nothing else."""
+    try:
+        names = os.listdir(STATE_DIR)
+    except OSError:
+        return
+    for name in names:
+        ns = name[:-5] if name.endswith(".json") else None
+        if ns and ns != "_default" and not os.path.exists(f"/run/netns/{ns}"):
+            try:
+                os.unlink(os.path.join(STATE_DIR, name))
+            except OSError:
+                pass
 
 
 def load(netns, strict=False):

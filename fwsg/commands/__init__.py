@@ -4,4 +4,4 @@ Each module defines ``register(subparsers)`` (adds its parser and sets ``func``)
 function it sets, ``run(args) -> int``. ``fwsg.cli`` imports the modules listed in ``COMMANDS``.
 """
 
-COMMANDS = ("apply", "flush", "show", "demo", "probe", "place")
+COMMANDS = ("apply", "flush", "show", "demo", "probe", "place", "publish", "agent")

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 from fwsg.errors import ValidationError
 from fwsg.firewall import Firewall
+from fwsg.model import parse_members, parse_rule
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ NAMINGS = ("auto", "direct", "hybrid")
 TAP_PREFIX = "tap"
 IFNAME_MAX = 15       # Linux interface names: 15 characters
 HYBRID_ID_CHARS = 11  # os-vif/Nova: tap + the first 11 characters of the port id
-_EMPTY_MODEL = {"devices": {}}
 _NO_MEMBERS = {"IPv4": [], "IPv6": []}
 
 
@@ -109,13 +109,15 @@ class FwsgFirewallDriver:
         self._port_remote = {}  # device -> remote group ids of its own (server-added) rules
         self._groups = {}       # group id -> remote group ids its rules reference
         self._member_ids = set()
-        self._updated = {"sg_rule": set(), "sg_member": set()}
         self._lock = threading.RLock()
         self._depth = 0
+        self._owner = None      # the thread whose block is open
         self._block = None
         self._saved = None
-        self._started = False
+        self._started = False   # fwsg holds the agent's state (the first port call starts it)
         self._starting = False
+        self._boot_rules = {}   # before the start: group id -> rules, members (validated)
+        self._boot_members = {}
 
     # -- what the agent reads -----------------------------------------------------------------
     @property
@@ -131,32 +133,22 @@ class FwsgFirewallDriver:
         self._depth += 1
         if self._depth > 1:
             return
+        self._owner = threading.get_ident()
         self._saved = (dict(self._ports), dict(self._port_remote), dict(self._groups),
                        set(self._member_ids), list(self.trusted_ports))
         self._block = self.firewall.defer_apply()
         self._block.__enter__()
-        if not self._started:
-            # The first block replaces whatever an earlier run left in the kernel with what the
-            # agent tells from now on, in that block's one transaction.
-            try:
-                self.firewall.apply(_EMPTY_MODEL)
-            except BaseException as e:
-                block, self._block, self._depth = self._block, None, 0
-                self._lock.release()
-                block.__exit__(type(e), e, e.__traceback__)
-                raise
-            self._started = self._starting = True
 
     def filter_defer_apply_off(self):
         """End a block; the outermost commits it. If the kernel refuses, nothing of the block
         stays (kernel, fwsg's state and ``ports`` as before) and the error is raised."""
-        if self._depth == 0:
-            return  # unbalanced: nothing is open (and no lock is held)
+        if self._depth == 0 or self._owner != threading.get_ident():
+            return  # unbalanced: no block of this thread is open (and it holds no lock)
         try:
             self._depth -= 1
             if self._depth:
                 return
-            block, self._block = self._block, None
+            block, self._block, self._owner = self._block, None, None
             try:
                 self._prune()
             except BaseException as e:
@@ -169,7 +161,9 @@ class FwsgFirewallDriver:
                 self._restore()
                 raise
             self._saved = None
-            self._starting = False
+            if self._starting:
+                self._starting = False
+                self._boot_rules, self._boot_members = {}, {}
             result = self.firewall.last_result
             if result is not None and result.notices:
                 for notice in result.notices:
@@ -224,9 +218,22 @@ class FwsgFirewallDriver:
         tap_name(device)  # a non-empty string
         return device
 
+    def _start(self):
+        """The first port call: fwsg's state becomes what the agent said so far (groups and
+        members, no ports yet), replacing whatever an earlier run left in the kernel, in this
+        block's one transaction. Until then nothing reaches the kernel, so an agent that
+        restarts and first removes or refreshes something does not unfilter every port."""
+        self.firewall.apply({"security_groups": self._boot_rules,
+                             "sg_member_ips": self._boot_members, "devices": {}})
+        self._started = self._starting = True
+        self._groups.update({sg: _remote_ids(r) for sg, r in self._boot_rules.items()})
+        self._member_ids.update(self._boot_members)
+
     def _set_port(self, port):
         device = self._device(port)
         raw = self._fwsg_port(device, port)
+        if not self._started:
+            self._start()
         for sg in raw["security_groups"] if isinstance(raw["security_groups"], list) else ():
             if isinstance(sg, str) and sg not in self._groups:
                 # a group whose rules have not arrived allows nothing yet
@@ -263,6 +270,14 @@ class FwsgFirewallDriver:
 
     def _set_rules(self, sg_id, sg_rules):
         rules = _rules(sg_rules)
+        if not self._started:
+            _check_id(sg_id)
+            if not isinstance(rules, (list, tuple)):
+                raise ValidationError(f"security_groups.{sg_id}", f"{_short(rules)} is not a list")
+            for i, r in enumerate(rules):
+                parse_rule(f"security_groups.{sg_id}[{i}]", r)
+            self._boot_rules[sg_id] = list(rules)
+            return
         self.firewall.update_security_group_rules(sg_id, rules)
         self._groups[sg_id] = _remote_ids(rules)
 
@@ -273,20 +288,26 @@ class FwsgFirewallDriver:
         self._one(self._set_members, sg_id, sg_members)
 
     def _set_members(self, sg_id, sg_members):
-        self.firewall.update_security_group_members(sg_id, _flat_members(sg_members))
+        members = _flat_members(sg_members)
+        if not self._started:
+            _check_id(sg_id)
+            parse_members(f"sg_member_ips.{sg_id}", members)
+            self._boot_members[sg_id] = members
+            return
+        self.firewall.update_security_group_members(sg_id, members)
         self._member_ids.add(sg_id)
 
     def security_group_updated(self, action_type, sec_group_ids, device_ids=None):
-        """Noted only: the agent follows with the new rules/members and port updates, and fwsg
+        """Logged only: the agent follows with the new rules/members and port updates, and fwsg
         applies those as they come (there is no per-port state to refresh)."""
-        if action_type in self._updated:
-            self._updated[action_type].update(sec_group_ids or ())
         LOG.debug("fwsg: %s updated for groups %s, devices %s", action_type,
                   sorted(sec_group_ids or ()), sorted(device_ids or ()))
 
     def _prune(self):
         """Forget groups no port uses any more and members no used rule references (as
         Neutron's iptables driver does at the end of a block)."""
+        if not self._started:
+            return
         used = set()
         remote = set()
         for device, port in self._ports.items():
@@ -322,6 +343,11 @@ class FwsgHybridFirewallDriver(FwsgFirewallDriver):
     as ``iptables_hybrid`` reads it (``firewall_driver = fwsg_hybrid``)."""
 
     naming = "hybrid"
+
+
+def _check_id(sg_id):
+    if not isinstance(sg_id, str) or not sg_id or len(sg_id) > 255:
+        raise ValidationError("security_group_id", f"{sg_id!r} is not a valid id")
 
 
 def _short(v):

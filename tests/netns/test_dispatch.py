@@ -5,7 +5,9 @@ the hypervisor's traffic to it is dropped (never more than every owner allows)."
 
 import pytest
 
+from fwsg.lab import traffic
 from tests.netns.fwlab import ALL_EGRESS, flush_conntrack, model, rule, running_lab
+from tests.netns.test_semantics import routed_peer  # noqa: F401 - a fixture (uses env)
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +63,16 @@ def test_host_to_a_shared_vip(env, groups2):
         assert lab.tcp_connect("host", "vm1", port=80)      # its own address: its rules
     finally:
         lab.del_address("vm1", "192.0.2.50/24")
+
+
+def test_routed_to_an_address_pair_prefix_takes_the_vms_ingress_rules(env, routed_peer):
+    lab, fw = env
+    fw.apply(model(lab, GROUPS, {"vm1": ["in80"]},
+                   vm1={"allowed_address_pairs": [{"ip_address": "192.0.2.64/28"}]}))
+    lab.add_address("vm1", "192.0.2.66/24")
+    try:
+        vm1 = lab.ns("vm1")
+        assert traffic.tcp_connect(routed_peer, vm1, "192.0.2.66", 80, timeout=1.0)
+        assert not traffic.tcp_connect(routed_peer, vm1, "192.0.2.66", 22, timeout=1.0)
+    finally:
+        lab.del_address("vm1", "192.0.2.66/24")

@@ -108,7 +108,7 @@ def test_parallel_apply_processes_end_equal_to_one_model(ns, tmp_path):
         assert set(record["ports"]) == set(want["devices"])
         rc, _, err = fwsg("flush", "--netns", ns)
         assert rc == 0, err
-    leftovers = [f for f in os.listdir(statefile.STATE_DIR) if f.endswith(".tmp")]
+    leftovers = [f for f in os.listdir(statefile.STATE_DIR) if f.startswith(f".{ns}.")]
     assert not leftovers
 
 

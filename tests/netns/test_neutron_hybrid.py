@@ -177,3 +177,22 @@ def test_direct_naming_on_one_bridge(require_root):
         assert r == [True, False, True, False, True]
     finally:
         lab.down()
+
+
+def test_agent_restart_keeps_filtering_until_the_full_sync(env):
+    """A new agent process (a new driver on the same kernel) whose first calls touch no port
+    leaves the previous filtering in place; its full sync then takes over in one transaction."""
+    lab, _ = env
+    drv = FwsgFirewallDriver(namespace=lab.host_ns)
+    reply = neutron_reply(lab, GROUPS, PORTS)
+    with drv.defer_apply():
+        for sg, rules in reply["security_groups"].items():
+            drv.update_security_group_rules(sg, copy.deepcopy(rules))
+        drv.remove_port_filter({"device": "0d0d0d0d-0000-4000-8000-000000000000"})
+    probes = [("tcp_connect", "out", "vm1", {"port": 80}),
+              ("tcp_connect", "out", "vm1", {"port": 22}),
+              ("tcp_connect", "vm3", "out", {"port": 443})]
+    assert lab.matrix(probes) == [True, False, False]      # still filtered
+    sync(drv, neutron_reply(lab, GROUPS, {"vm1": ["web"], "vm3": ["egress-80"]}))
+    assert lab.matrix(probes) == [True, False, False]
+    assert lab.tcp_connect("out", "vm2", port=22)            # vm2 not re-prepared: unfiltered

@@ -252,6 +252,28 @@ def test_first_block_replaces_what_an_earlier_run_left():
     assert fw.backend.commits == 2
 
 
+def test_a_restarted_agent_that_first_removes_or_refreshes_groups_unfilters_nothing():
+    fw = Firewall(backend="fake")
+    fw.apply(equivalent_model(hybrid_ports()))        # what the previous agent process left
+    drv = driver()
+    drv.firewall = fw
+    with drv.defer_apply():                           # no port prepared: nothing committed
+        drv.update_security_group_rules(DB, GROUPS[DB])
+        drv.update_security_group_members(WEB, MEMBERS[WEB])
+        drv.remove_port_filter(hybrid_ports()[P1])
+        drv.process_trusted_ports(["dhcp"])
+    assert fw.backend.commits == 1 and taps(drv) == {"tap4f468977-09", "tap9c4792da-4a"}
+    with pytest.raises(ValidationError, match=rf"security_groups\.{DB}\[0\]\.direction"):
+        drv.update_security_group_rules(DB, [{"direction": "up"}])
+    with pytest.raises(ValidationError, match=rf"sg_member_ips\.{AG}\.IPv4\[0\]"):
+        drv.update_security_group_members(AG, {"IPv4": ["192.0.2.999"]})
+    with drv.defer_apply():                           # the full sync: what came before counts
+        drv.prepare_port_filter(hybrid_ports()[P2])
+    assert fw.backend.commits == 2 and taps(drv) == {"tap9c4792da-4a"}
+    assert drv.firewall.model.groups[DB][0].remote_group == WEB
+    assert set(drv.firewall.model.members[WEB][4]) == {"192.0.2.11"}
+
+
 # -- trusted ports ------------------------------------------------------------------------------
 def test_trusted_ports_are_recorded_and_never_touch_the_kernel():
     drv = driver()
@@ -347,11 +369,21 @@ def test_refused_first_block_starts_over(monkeypatch):
 
 
 def test_unbalanced_off_is_harmless_and_the_lock_is_free():
+    import threading
+
     drv = driver()
     drv.filter_defer_apply_off()
     agent_sync(drv, hybrid_ports())
     assert drv._lock.acquire(blocking=False)
     drv._lock.release()
+    drv.filter_defer_apply_on()           # a stray off from another thread closes nothing
+    t = threading.Thread(target=drv.filter_defer_apply_off)
+    t.start()
+    t.join(5)
+    drv.update_security_group_rules(WEB, GROUPS[WEB][1:])
+    n = drv.firewall.backend.commits
+    drv.filter_defer_apply_off()
+    assert drv.firewall.backend.commits == n + 1
 
 
 # -- construction -------------------------------------------------------------------------------

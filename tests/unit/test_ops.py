@@ -152,7 +152,8 @@ def test_operation(kind, ops, text, nl, holds, hot_path):
     ([AddElements(VMAP, (("0x00010000", "jump nowhere"),))], errno.ENOENT),
     ([AddElements(VMAP, (("0x00010000", "jump g1-e"),)),
       AddElements(VMAP, (("0x00010000", "jump p0-e"),))], errno.EEXIST),
-    ([DeleteChain("inet", "g1-e")], errno.EBUSY),             # not empty
+    ([DeclareChain(PROFILE), FillChain(PROFILE), DeleteChain("inet", "g1-e")],
+     errno.EBUSY),                                            # a rule jumps to it
     ([FillChain(PROFILE)], errno.ENOENT),                     # never declared
     ([DeclareChain(PROFILE), FillChain(ChainDef("inet", "p1-e", ("jump nowhere",)))],
      errno.ENOENT),

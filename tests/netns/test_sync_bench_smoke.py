@@ -1,0 +1,26 @@
+"""The sync benchmark runs end to end in its smoke size and loses nothing (no time asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fwsg.lab import netns_available
+
+
+def test_sync_bench_smoke(tmp_path):
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "fwsg.lab.sync_bench", "--quick", "--rates", "50",
+                        "--seconds", "1", "--json-out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "put -> commit at 50/s" in p.stdout and "storm: agent CPU" in p.stdout
+    data = json.loads(out.read_text())
+    assert data["rates"][0]["lost_updates"] == 0 and data["storm"]["lost_updates"] == 0
+    assert data["wire"]["expanded_bytes"] > data["wire"]["grouped_bytes"]
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "fwsg-syncb-" not in left
