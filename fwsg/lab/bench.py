@@ -282,12 +282,18 @@ class Bench:
         # 5. port added / removed
         self.say("== 5. port add/remove")
         shared = list(model.ports["port-0"].security_groups)  # joins an existing profile
-        for label, sgs in (("existing profile", shared), ("new profile", ["default", "sg-1", "sg-2",
-                                                                           "sg-3"])):
+        for label, sgs, net in (("existing profile", shared, None),
+                                ("new profile", ["default", "sg-1", "sg-2", "sg-3"], None),
+                                ("existing profile, network", shared, "net-bench")):
+            if net:  # a network (conntrack zone) that already has a port
+                fw.prepare_port_filter({
+                    "id": "bench-net", "device": "tapbenchnet", "mac_address": "fa:16:3e:ff:00:02",
+                    "fixed_ips": ["198.51.100.78"], "security_groups": sgs, "network_id": net})
             padd, pdel, tr = [], [], set()
             for _ in range(max(6, a.ops // 10)):
                 port = {"id": "bench-port", "device": "tapbench", "mac_address": "fa:16:3e:ff:00:01",
-                        "fixed_ips": ["198.51.100.77", "2001:db8:ff::77"], "security_groups": sgs}
+                        "fixed_ips": ["198.51.100.77", "2001:db8:ff::77"], "security_groups": sgs,
+                        **({"network_id": net} if net else {})}
                 t = time.perf_counter()
                 rp = fw.prepare_port_filter(port)
                 padd.append(time.perf_counter() - t)
@@ -295,7 +301,10 @@ class Bench:
                 rd = fw.remove_port_filter("bench-port")
                 pdel.append(time.perf_counter() - t)
                 tr.update((rp.transport, rd.transport))
-            key = "port" if label == "existing profile" else "port_newprofile"
+            key = {"existing profile": "port", "new profile": "port_newprofile"}.get(
+                label, "port_network")
+            if key == "port":
+                port_bytes = (rp.batch_bytes, rd.batch_bytes)
             self.row(f"{key}_add", f"5. port added ({label})", _median_ms(padd), target="< 1 ms",
                      met=_median_ms(padd) < 1, note="via " + "/".join(sorted(tr)))
             self.row(f"{key}_del", f"5. port removed ({label})", _median_ms(pdel),
@@ -309,8 +318,8 @@ class Bench:
         self.data["sizes"] = {"kernel_rules": kernel_rules, "kernel_elements": kernel_elems,
                               "naive_rules": naive, "chains": len(rs.chains)}
         self.data["batch_bytes"] = {"full_apply": sizes[-1], "member_delta": bytes_delta,
-                                    "rule_add": rule_r.batch_bytes, "port_add": rp.batch_bytes,
-                                    "port_del": rd.batch_bytes}
+                                    "rule_add": rule_r.batch_bytes, "port_add": port_bytes[0],
+                                    "port_del": port_bytes[1]}
 
         # 7. twins on 1M-element states
         self.say("== 7. compiled vs pure-Python twin, 1M elements")
