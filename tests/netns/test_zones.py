@@ -33,9 +33,11 @@ def _rules(net):
          "port_range_min": 8080, "port_range_max": 8080, "remote_ip_prefix": "192.0.2.100/32"},
         {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
          "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "192.0.2.1/32"},
-        # out: only to port 80 (replies to 8080 pass by state alone)
+        # out: only to port 80 (replies to 8080 pass by state alone), and UDP to 9000
         {"direction": "egress", "ethertype": "IPv4", "protocol": "tcp",
          "port_range_min": 80, "port_range_max": 80},
+        {"direction": "egress", "ethertype": "IPv4", "protocol": "udp",
+         "port_range_min": 9000, "port_range_max": 9000},
     ]
 
 
@@ -148,3 +150,24 @@ def test_a_cleanup_in_one_network_keeps_the_others_identical_flow(twolab, cleanu
     # network b still works, network a refuses what it no longer allows
     assert lab.tcp_connect("b1", "b2", port=80)
     assert not lab.tcp_connect("a1", "a2", port=80, timeout=0.5)
+
+
+def test_a_frame_from_outside_cannot_borrow_another_networks_flow(twolab):
+    """Network a has a UDP flow a2:7000 -> outside:9000. The "reply" sent on network b's
+    uplink to a2's MAC (unknown on b's bridge: flooded to b's ports) would be tagged with a2's
+    zone and pass b2's ingress as established; it must not reach b2. The same frame on
+    network a's uplink is a2's reply and passes (by state only: no ingress rule allows it)."""
+    lab, _fw = twolab
+    a2, b2 = lab.node("a2"), lab.node("b2")
+    assert lab.udp_reaches("a2", "oa", 9000, sport=7000)
+
+    def reply(src, tag):
+        return traffic.udp4_frame(lab.node(src).mac, a2.mac, "192.0.2.100", "192.0.2.12",
+                                  9000, 7000, tag)
+
+    with lab.sniff("b2") as sb:
+        lab.send_frame("ob", reply("ob", b"zone-leak"))
+        assert not sb.seen(lambda f: f.payload == b"zone-leak", timeout=1.0)
+    with lab.sniff("a2") as sa:
+        lab.send_frame("oa", reply("oa", b"zone-reply"))
+        assert sa.seen(lambda f: f.payload == b"zone-reply", timeout=1.0)

@@ -20,8 +20,8 @@ prerouting`` also tags frames from outside (no port tag) with the receiving port
 found by destination MAC (``@mac-dst``); ``zone-pre`` (inet prerouting -300, before
 conntrack) jumps by the mark (``@zone-mark``: either half) to ``zone-<n>`` (``ct zone set
 n``), untagged packets (routed) by destination address (``@zone4``/``@zone6``);
-``zone-out`` (output -300) by destination address. ``bridge forward`` clears the low half
-first (a frame to a port that is not filtered keeps no receiver tag).
+``zone-out`` (output -300) by destination address. ``bridge forward`` drops a frame tagged by
+destination MAC that leaves through another port than the MAC's (its zone would be wrong).
 """
 
 
@@ -96,7 +96,11 @@ BASE_CHAINS = (
                                       "meta mark & 0xffff0000 == 0x0 "
                                       "meta mark set ether daddr map @mac-dst",
                                       "iifname @secured jump antispoof"), BRIDGE_PRE),
-    ChainDef("bridge", "forward", ("meta mark set meta mark & 0xffff0000",
+    # a frame from outside tagged by destination MAC leaves only through the port owning that
+    # MAC (a copy flooded elsewhere, e.g. to another network's bridge ports, would be judged
+    # in the wrong zone)
+    ChainDef("bridge", "forward", ("meta mark & 0xffff0000 == 0x0 meta mark != 0x0 "
+                                   "oifname . ether daddr != @macs drop",
                                    "meta mark set oifname map @port-dst"), BRIDGE_FWD),
     ChainDef("inet", "zone-pre", ("meta mark vmap @zone-mark",
                                   "meta mark 0x0 ip daddr vmap @zone4",
