@@ -38,6 +38,11 @@ def _rules(net):
          "port_range_min": 80, "port_range_max": 80},
         {"direction": "egress", "ethertype": "IPv4", "protocol": "udp",
          "port_range_min": 9000, "port_range_max": 9000},
+        # IPv6: the same addresses in both networks too
+        {"direction": "ingress", "ethertype": "IPv6", "protocol": "tcp",
+         "port_range_min": 80, "port_range_max": 80, "remote_group_id": f"cl-{net}"},
+        {"direction": "egress", "ethertype": "IPv6", "protocol": "tcp",
+         "port_range_min": 80, "port_range_max": 80},
     ]
 
 
@@ -46,12 +51,12 @@ def model():
     for net, (_br, mac) in NETS.items():
         groups[f"sg-{net}"] = _rules(net)
         groups[f"cl-{net}"] = []
-        members[f"cl-{net}"] = {"IPv4": ["192.0.2.11"], "IPv6": []}
+        members[f"cl-{net}"] = {"IPv4": ["192.0.2.11"], "IPv6": ["2001:db8::11"]}
         members[f"sg-{net}"] = {"IPv4": ["192.0.2.11", "192.0.2.12"], "IPv6": []}
         for i in (1, 2):
             devices[f"port-{net}{i}"] = {
                 "device": f"tap-{net}{i}", "mac_address": f"{mac}{i:02x}",
-                "fixed_ips": [f"192.0.2.1{i}"], "security_groups": [f"sg-{net}"],
+                "fixed_ips": [f"192.0.2.1{i}", f"2001:db8::1{i}"], "security_groups": [f"sg-{net}"],
                 "network_id": f"net-{net}"}
     # a VM whose address only network a uses: the hypervisor (br0's address) talks to it
     devices["port-a3"] = {"device": "tap-a3", "mac_address": "fa:16:3e:0a:00:03",
@@ -66,8 +71,10 @@ def twolab(lab_factory):
     lab.add_vm("a3", mac="fa:16:3e:0a:00:03", ipv4=["192.0.2.13/24"], bridge="br0")
     for net, (br, mac) in NETS.items():
         for i in (1, 2):
-            lab.add_vm(f"{net}{i}", mac=f"{mac}{i:02x}", ipv4=[f"192.0.2.1{i}/24"], bridge=br)
-        lab.add_outside(f"o{net}", mac=f"{mac}64", ipv4=["192.0.2.100/24"], bridge=br)
+            lab.add_vm(f"{net}{i}", mac=f"{mac}{i:02x}", ipv4=[f"192.0.2.1{i}/24"],
+                       ipv6=[f"2001:db8::1{i}/64"], bridge=br)
+        lab.add_outside(f"o{net}", mac=f"{mac}64", ipv4=["192.0.2.100/24"],
+                        ipv6=["2001:db8::100/64"], bridge=br)
     lab.up()
     fw = Firewall(netns=lab.host_ns)
     fw.apply(model())
@@ -105,6 +112,10 @@ def test_each_network_is_stateful_on_its_own(twolab):
         assert not lab.tcp_connect(vm2, vm1, port=80, timeout=0.5)   # not in cl-<net>
         assert not lab.tcp_connect(out, vm1, port=80, timeout=0.5)
         assert not lab.tcp_connect(vm1, out, port=8080, timeout=0.5)  # egress: 80 only
+        # IPv6 alike: VM -> VM, VM -> outside (the reply from the uplink), and a drop
+        assert lab.tcp_connect(vm1, vm2, port=80, family=6)
+        assert lab.tcp_connect(vm1, out, port=80, family=6)
+        assert not lab.tcp_connect(vm2, vm1, port=80, family=6, timeout=0.5)
     # the hypervisor and a VM of network a (an address no other network uses): its output
     # is zoned by destination address, the VM's replies by their port
     assert lab.tcp_connect("host", "a3", port=22)       # the reply passes by state only
