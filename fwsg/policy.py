@@ -5,6 +5,7 @@ expects next to what real packets did. It mirrors the compiled chains (the fixed
 then group rules, then per-port rules; default drop) but knows nothing of nft. No I/O here.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -141,8 +142,10 @@ class PortIndex:
 
 # -- the same semantics, flattened for the compiled flow judge (fast.FlowJudge) ---------------
 
+@functools.lru_cache(maxsize=65536)
 def _net(prefix):
-    """(packed network, prefix length) of a canonical prefix, or None."""
+    """(packed network, prefix length) of a canonical prefix, or None (cached: the same
+    prefixes recur in every flattening, one per conntrack zone)."""
     if prefix is None:
         return None
     net = netaddr.IPNetwork(prefix)
