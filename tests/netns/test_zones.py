@@ -2,8 +2,9 @@
 in the host namespace) using the SAME addresses and the same 5-tuples.
 
 - each network's flows are stateful on their own: VM -> VM replies, VM -> outside with the
-  reply arriving from the uplink, outside -> VM with the VM's reply, hypervisor <-> VM (an
-  address only one network uses); what no rule allows is dropped;
+  reply arriving from the uplink, outside -> VM with the VM's reply, hypervisor <-> VM and
+  traffic routed by the hypervisor (to an address only one network uses); what no rule allows
+  is dropped; a frame on one network's uplink cannot borrow the other network's flow;
 - a cleanup in one network (a member removed, a rule removed, a port removed) cuts that
   network's flow and leaves the other network's identical flow alive;
 - the kernel holds one conntrack entry per network for the identical 5-tuple, each in its
@@ -11,6 +12,7 @@ in the host namespace) using the SAME addresses and the same 5-tuples.
 """
 
 import copy
+import subprocess
 
 import pytest
 
@@ -33,6 +35,8 @@ def _rules(net):
          "port_range_min": 8080, "port_range_max": 8080, "remote_ip_prefix": "192.0.2.100/32"},
         {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
          "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "192.0.2.1/32"},
+        {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",   # routed peer
+         "port_range_min": 2222, "port_range_max": 2222, "remote_ip_prefix": "198.51.100.0/24"},
         # out: only to port 80 (replies to 8080 pass by state alone), and UDP to 9000
         {"direction": "egress", "ethertype": "IPv4", "protocol": "tcp",
          "port_range_min": 80, "port_range_max": 80},
@@ -182,3 +186,29 @@ def test_a_frame_from_outside_cannot_borrow_another_networks_flow(twolab):
     with lab.sniff("a2") as sa:
         lab.send_frame("oa", reply("oa", b"zone-reply"))
         assert sa.seen(lambda f: f.payload == b"zone-reply", timeout=1.0)
+
+
+def test_traffic_routed_into_a_network_is_zoned_by_address(twolab):
+    """A peer routed by the hypervisor (not on a bridge) reaches a3 (an address only network
+    a uses): the packet carries no port tag, its zone comes from the destination address, and
+    a3's reply (zoned by its port) matches it: it passes by state only."""
+    lab, _fw = twolab
+    ns = f"{lab.host_ns[:-5]}-rt"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for argv in (
+                ["ip", "-n", lab.host_ns, "link", "add", "rt-host", "type", "veth", "peer",
+                 "name", "eth0", "netns", ns],
+                ["ip", "-n", lab.host_ns, "addr", "add", "198.51.100.1/24", "dev", "rt-host"],
+                ["ip", "-n", lab.host_ns, "link", "set", "rt-host", "up"],
+                ["ip", "-n", ns, "addr", "add", "198.51.100.2/24", "dev", "eth0"],
+                ["ip", "-n", ns, "link", "set", "eth0", "up"],
+                ["ip", "-n", ns, "route", "add", "default", "via", "198.51.100.1"],
+                ["ip", "netns", "exec", lab.host_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]):
+            subprocess.run(argv, check=True, capture_output=True)
+        a3 = lab.ns("a3")
+        assert traffic.tcp_connect(ns, a3, "192.0.2.13", 2222, timeout=1.0)
+        assert not traffic.tcp_connect(ns, a3, "192.0.2.13", 2223, timeout=0.5)
+    finally:
+        subprocess.run(["ip", "-n", lab.host_ns, "link", "del", "rt-host"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
