@@ -38,7 +38,7 @@ log = logging.getLogger("fwsg.agent")
 QUEUE_MAX = 1024       # event batches waiting (each is one etcd watch response)
 BATCH_MAX = 20000      # events folded into one transaction at most
 READERS = 4            # concurrent range reads during a full sync
-QUIET_GAP = 0.002      # seconds without a new event that close the coalescing window early
+QUIET_GAP = 0.0005     # seconds without a new event that close the coalescing window early
 
 
 class _Stream:
