@@ -379,11 +379,11 @@ class ConntrackTable:
             af = socket.AF_INET if fam == 4 else socket.AF_INET6
             ct = Conntrack(nfgen_family=af)
             try:
-                for _, l4, src, dst, sport, dport, itype, _icode, iid, _zone in mine:
+                for _, l4, src, dst, sport, dport, itype, _icode, iid, zone in mine:
                     try:
                         ct.entry("del", tuple_orig=NFCTAttrTuple(
                             family=af, saddr=src, daddr=dst, proto=l4, sport=sport, dport=dport,
-                            icmp_type=itype, icmp_id=iid))
+                            icmp_type=itype, icmp_id=iid), zone=zone or None)
                         n += 1
                     except Exception:  # noqa: BLE001 - already gone
                         pass

@@ -117,7 +117,7 @@ class Firewall:
         self._packed = {}        # (sg, family) -> packed host members of the last full list
         self.last_result = None
         self._lock = threading.RLock()
-        real = self.backend.name == "nft"
+        real = self.backend.name != "fake"  # a kernel backend: lock the namespace, keep the record
         self._nslock = NamespaceLock(self.netns, lock_wait) if real else None
         self._stamps = (f"{os.getpid()}.{uuid.uuid4().hex[:12]}.{n}" for n in itertools.count())
         self._stamp = None       # stamp of our last transaction under the namespace lock
@@ -201,6 +201,7 @@ class Firewall:
             return self._result(self.backend.empty_plan(), {"parse": _ms(t0, time.perf_counter())},
                                 t0)
         t1 = time.perf_counter()
+        self._check(model)
         loaded = self._desired is not None
         d = self._ensure_desired(create=True)
         previous = self.model if loaded else None  # what a refusal goes back to
@@ -249,6 +250,7 @@ class Firewall:
         t0 = time.perf_counter()
         if model is not None:
             model = Model.from_wire(model)
+            self._check(model)
             self._ensure_desired(create=True).load(model)
             self._model = model
             self._packed.clear()
@@ -415,6 +417,12 @@ class Firewall:
             if removed:
                 d.add_members(sg, fam, removed)
         self._note(undo)
+
+    def _check(self, model):
+        """ValidationError, before anything changes, for a model the backend cannot express."""
+        check = getattr(self.backend, "check_model", None)
+        if check is not None:
+            check(model)
 
     def _check_statefulness(self, sg, rules):
         """Refuse a rule change that would make a port mix stateful and stateless groups."""
@@ -597,6 +605,8 @@ class Firewall:
                 self._current = None
                 self._full = True
             yield
+            # our mirror is now the kernel as of the lock's stamp (ours if we committed)
+            self._stamp = self._nslock.stamp
         finally:
             self._nslock.release()
 
@@ -639,6 +649,8 @@ class Firewall:
 
 def _describe(plan):
     """Human lines for what a repairing plan did."""
+    if hasattr(plan, "describe"):  # a backend whose plans describe themselves
+        return plan.describe()
     out = []
     for op in plan.ops:
         kind = type(op)

@@ -35,16 +35,21 @@ class NamespaceLock:
         self.wait = wait
         self.path = os.path.join(LOCK_DIR, f"{nsmod.identity(netns)}.lock")
         self._fd = None
+        self._held = False
         self.stamp = None   # last-commit stamp found when acquired
 
     def acquire(self):
-        """Take the lock; returns the stamp of the last transaction committed under it."""
-        try:
-            os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise EnvironmentProblem(f"cannot open the namespace lock {self.path}: "
-                                     f"{e.strerror}") from None
+        """Take the lock; returns the stamp of the last transaction committed under it. The
+        lock file stays open between transactions (one descriptor per NamespaceLock: two
+        NamespaceLocks exclude each other, in one process or several)."""
+        if self._fd is None:
+            try:
+                os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot open the namespace lock {self.path}: "
+                                         f"{e.strerror}") from None
+        fd = self._fd
         deadline = None if self.wait is None else time.monotonic() + max(0.0, self.wait)
         while True:
             try:
@@ -53,13 +58,12 @@ class NamespaceLock:
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
                     holder = _read(fd)[0]
-                    os.close(fd)
                     where = f"namespace {self.netns!r}" if self.netns else "this namespace"
                     waited = f" after waiting {self.wait:g} s" if self.wait else ""
                     raise Busy(f"{where} is locked by another fwsg (pid {holder or '?'}){waited}; "
                                "retry, or pass --wait [SECONDS]") from None
                 time.sleep(_POLL)
-        self._fd = fd
+        self._held = True
         self.stamp = _read(fd)[1]
         _write(fd, os.getpid(), self.stamp)
         return self.stamp
@@ -97,9 +101,17 @@ class NamespaceLock:
             pass
 
     def release(self):
+        """Let the lock go (the file stays open for the next transaction)."""
+        if self._fd is not None and self._held:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self):
+        """Release and close the lock file."""
+        self.release()
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # closing the only descriptor releases the flock
+            os.close(fd)
 
     def __enter__(self):
         self.acquire()

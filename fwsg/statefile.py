@@ -37,7 +37,8 @@ def save(netns, meta):
     _prune()
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump({"ports": meta.get("ports", {}), "groups": meta.get("groups", {})}, f)
+            # dumps (the C encoder) then one write: json.dump streams through the Python one
+            f.write(json.dumps({"ports": meta.get("ports", {}), "groups": meta.get("groups", {})}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

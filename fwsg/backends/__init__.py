@@ -1,12 +1,14 @@
 """Kernel backends behind one interface (:mod:`fwsg.backends.base`).
 
 ``nft`` (libnftables and netlink in-process, :mod:`fwsg.backends.nft`) is the default;
+``iptables`` (:mod:`fwsg.backends.iptables`: iptables/ip6tables chains, ebtables ARP checks,
+ipset members; ``iptables-legacy`` / ``iptables-nft`` force a variant, else it is detected);
 ``fake`` keeps the state in memory with the kernel's atomic semantics, for unit tests.
 """
 
 from fwsg.errors import UserError
 
-BACKENDS = ("nft", "fake")
+BACKENDS = ("nft", "iptables", "iptables-legacy", "iptables-nft", "fake")
 
 
 def make_backend(name, netns=None):
@@ -15,6 +17,10 @@ def make_backend(name, netns=None):
         from fwsg.backends.nft import NftBackend
 
         return NftBackend(netns)
+    if name in ("iptables", "iptables-legacy", "iptables-nft"):
+        from fwsg.backends.iptables import IptablesBackend
+
+        return IptablesBackend(netns, name.partition("-")[2] or None)
     if name == "fake":
         from fwsg.backends.fake import FakeBackend
 

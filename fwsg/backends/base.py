@@ -1,4 +1,4 @@
-"""The interface every backend implements (nft, fake; iptables+ipset next).
+"""The interface every backend implements (nft, iptables, fake).
 
 A backend owns everything kernel-specific for one network namespace: how a model becomes its
 objects (the desired-state builder), how two states differ (the diff, as a Plan of typed

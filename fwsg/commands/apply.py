@@ -2,7 +2,7 @@
 
 import sys
 
-from fwsg.commands.common import add_netns, add_wait, print_json, read_json
+from fwsg.commands.common import add_backend, add_netns, add_wait, print_json, read_json
 
 HELP = """\
 Compile MODEL.json (Neutron's security_group_info_for_devices reply, as JSON) to nftables and
@@ -27,8 +27,7 @@ def register(sub):
     add_netns(p)
     p.add_argument("--mode", default="bridge", choices=["bridge"],
                    help="bridge: VM taps on a Linux bridge (default)")
-    p.add_argument("--backend", default="nft", choices=["nft", "fake"],
-                   help=argparse_suppress())
+    add_backend(p)
     p.add_argument("--dry-run", action="store_true", help="print the batch that would be "
                    "committed and change nothing")
     p.add_argument("--reconcile", action="store_true", help="read fwsg's tables back, repair "
@@ -68,6 +67,8 @@ def run(args):
         if not result.repaired:
             print("repaired: nothing (the kernel matched the model)")
     c, s = result.counts, result.summary
+    if hasattr(fw.backend, "describe_tools"):
+        print(f"backend: {fw.backend.describe_tools()}")
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if result.changed:
         print(f"applied to {where}: +{s['elements_added']}/-{s['elements_removed']} elements, "
@@ -89,8 +90,3 @@ def _raw():
 
     return argparse.RawDescriptionHelpFormatter
 
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS

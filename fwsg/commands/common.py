@@ -13,6 +13,18 @@ def add_netns(parser):
                         help="the network namespace to manage (default: this one)")
 
 
+BACKEND_CHOICES = ("nft", "iptables", "iptables-legacy", "iptables-nft")
+
+
+def add_backend(parser):
+    parser.add_argument("--backend", default="nft", choices=BACKEND_CHOICES + ("fake",),
+                        metavar="{" + ",".join(BACKEND_CHOICES) + "}",
+                        help="nft: nftables sets and chains (default); iptables: iptables/"
+                        "ip6tables chains, ebtables ARP checks and ipsets, with the variant the "
+                        "host uses (iptables-legacy or iptables-nft, detected; name one to force "
+                        "it, or set FWSG_IPTABLES)")
+
+
 def add_wait(parser):
     parser.add_argument("--wait", metavar="SECONDS", nargs="?", type=_seconds, const=None,
                         default=0.0, help="when another fwsg is changing the same namespace, "

@@ -35,6 +35,9 @@ def register(sub):
     p.add_argument("--cluster", action="store_true", help="the demo model on two hypervisors "
                    "fed from a private etcd by an agent each; prints the matrix across hosts "
                    "and the time from a member put to packets passing (docs/sync.md)")
+    from fwsg.commands.common import add_backend
+
+    add_backend(p)
     p.set_defaults(func=run)
 
 
@@ -62,5 +65,5 @@ def _run(args):
         print(f"removed {', '.join(removed)}" if removed else f"no lab named {args.name!r}")
         return 0
     ok, _ = demo.run(args.model, name=args.name, keep=args.keep, timeout=args.timeout,
-                     as_json=args.json)
+                     as_json=args.json, backend=args.backend)
     return 0 if ok else 1

@@ -1,6 +1,6 @@
 """fwsg flush: remove fwsg's own tables, nothing else."""
 
-from fwsg.commands.common import add_netns, add_wait
+from fwsg.commands.common import add_backend, add_netns, add_wait
 
 
 def register(sub):
@@ -8,6 +8,7 @@ def register(sub):
                        description="Delete the tables fwsg owns (bridge fwsg and inet fwsg) in "
                        "the namespace. No other table is listed or touched.")
     add_netns(p)
+    add_backend(p)
     add_wait(p)
     p.set_defaults(func=run)
 
@@ -16,10 +17,12 @@ def run(args):
     from fwsg import statefile
     from fwsg.firewall import Firewall
 
-    removed = Firewall(netns=args.netns, lock_wait=args.wait).flush()
+    removed = Firewall(netns=args.netns, backend=args.backend, lock_wait=args.wait).flush()
     statefile.remove(args.netns)
     where = f"netns {args.netns}" if args.netns else "this namespace"
-    if removed:
+    if removed and args.backend.startswith("iptables"):
+        print(f"removed fwsg's chains and sets ({', '.join(removed)}) from {where}")
+    elif removed:
         print(f"removed {', '.join(f'table {f} fwsg' for f in removed)} from {where}")
     else:
         print(f"fwsg has no tables in {where}")

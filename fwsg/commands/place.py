@@ -14,11 +14,14 @@ examples:
   fwsg place examples/cluster.json --failed pve2 --failed pve3 --strategy bestfit --json
   fwsg place cluster.json --failed pve2 --stats pve1.json --stats pve3.json --explain
 
-Guests are placed largest first (max memory, then cpu). A node is a candidate only if it passes
-every hard constraint (online, HA group, affinity/anti-affinity, cores, storages, networks,
-memory headroom >= max memory, projected cpu/memory <= --threshold, conntrack headroom); the
-strategy ranks the candidates; ties go to the node name. Exit status: 0 every guest placed,
-3 some guest could not be placed, 2 bad input. Schema: docs/placement.md.
+Guests are placed by HA priority, then largest first (max memory, then cpu). A node is a
+candidate only if it passes every hard constraint: online, restricted HA group, affinity and
+anti-affinity, cores >= vCPUs, storages, networks, memory (measured use + max memory of the
+guests restarted there <= memory minus --memory-reserve), conntrack room, and cpu only with
+--cpu-limit (cpu is otherwise weighed, not limited: overcommitted cpu slows guests, overcommitted
+memory kills them). The strategy ranks the candidates; ties go to the node name. Guests that fit
+nowhere are listed most important first, each with its reason. Exit status: 0 every guest
+placed, 3 some guest could not be placed, 2 bad input. Schema: docs/placement.md.
 
 strategies:
 """
@@ -47,11 +50,13 @@ def register(subparsers):
     p.add_argument("--strategy", metavar="NAME", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
                    help=f"how candidates are ranked (default {DEFAULT_STRATEGY}; see below)")
     p.add_argument("--use", choices=("peak", "mean", "latest"), default="peak",
-                   help="usage statistic checked against the threshold (default: peak = the percentile)")
+                   help="usage statistic the admission rule and the scorers read (default: peak = the percentile)")
     p.add_argument("--percentile", metavar="N", type=int, default=95,
                    help="which percentile of the usage metrics is the peak (default 95: key p95)")
-    p.add_argument("--threshold", metavar="PCT", type=float, default=95.0,
-                   help="hard limit on projected cpu and memory usage, percent (default 95)")
+    p.add_argument("--memory-reserve", metavar="PCT", type=float, default=0.0,
+                   help="percent of every node's memory never promised to guests (default 0)")
+    p.add_argument("--cpu-limit", metavar="PCT", type=float, default=None,
+                   help="make cpu hard: projected cpu use <= PCT of the cores (default: cpu is soft)")
     p.add_argument("--conntrack-threshold", metavar="PCT", type=float, default=95.0,
                    help="hard limit on projected conntrack entries, percent of max (default 95)")
     p.add_argument("--stats", metavar="FILE", action="append", default=[],
@@ -72,28 +77,49 @@ def _read_json(path):
         raise ValidationError(path, f"not valid JSON: {e}") from None
 
 
-def run(args):
-    """Plan and print; 0 when every guest is placed, 3 when some is not."""
-    from fwsg.placement import Limits, parse_cluster, plan_recovery
-    from fwsg.placement.stats import apply_probe_stats
-
-    if not 50 <= args.percentile <= 99:
-        raise ValidationError("--percentile", f"{args.percentile} must be between 50 and 99")
-    for name, value in (("--threshold", args.threshold), ("--conntrack-threshold", args.conntrack_threshold)):
-        if not 0 < value <= 100:
-            raise ValidationError(name, f"{value:g} must be in (0, 100]")
+def read_cluster_document(args):
+    """The decoded cluster document named by the arguments: CLUSTER.json, or with ``--source``
+    the store's cluster document with every node's live stats (``--failed auto`` is resolved to
+    the nodes whose stats lease has expired)."""
     if args.source:
         from fwsg.sync.placement_source import cluster_and_failed
 
         doc, args.failed = cluster_and_failed(args.source, args.failed)
-    elif args.cluster:
-        doc = _read_json(args.cluster)
-    else:
-        raise UserError("give CLUSTER.json or --source etcd://...")
+        return doc
+    if args.cluster:
+        return _read_json(args.cluster)
+    raise UserError("give CLUSTER.json or --source etcd://...")
+
+
+def limits_from_args(args):
+    """The :class:`~fwsg.placement.admission.Limits` the options ask for; ValidationError naming
+    the option when one is out of range."""
+    from fwsg.placement import Limits
+
+    if not 0 <= args.memory_reserve < 100:
+        raise ValidationError("--memory-reserve", f"{args.memory_reserve:g} must be in [0, 100)")
+    if args.cpu_limit is not None and not 0 < args.cpu_limit <= 1000:
+        raise ValidationError("--cpu-limit", f"{args.cpu_limit:g} must be in (0, 1000]")
+    if not 0 < args.conntrack_threshold <= 100:
+        raise ValidationError("--conntrack-threshold", f"{args.conntrack_threshold:g} must be in (0, 100]")
+    return Limits(memory_reserve=args.memory_reserve / 100.0,
+                  cpu_limit=None if args.cpu_limit is None else args.cpu_limit / 100.0,
+                  conntrack_threshold=args.conntrack_threshold / 100.0)
+
+
+def run(args, document=read_cluster_document):
+    """Plan and print; 0 when every guest is placed, 3 when some is not. ``document(args)``
+    returns the decoded cluster document."""
+    from fwsg.placement import parse_cluster, plan_recovery
+    from fwsg.placement.stats import apply_probe_stats
+
+    if not 50 <= args.percentile <= 99:
+        raise ValidationError("--percentile", f"{args.percentile} must be between 50 and 99")
+    limits = limits_from_args(args)
+    doc = document(args)
     for path in args.stats:
         doc = apply_probe_stats(doc, _read_json(path), where=path)
     cluster = parse_cluster(doc, peak_key=f"p{args.percentile}")
-    limits = Limits(threshold=args.threshold / 100.0, conntrack_threshold=args.conntrack_threshold / 100.0)
     plan = plan_recovery(cluster, args.failed, args.strategy, use=args.use, limits=limits)
     if args.json:
         json.dump(plan.to_dict(), sys.stdout, indent=2)
@@ -112,9 +138,11 @@ def _gib(n):
 def render_text(plan, cluster, *, explain=False):
     """The plan for humans: decisions, unplaced guests with every node's reason, node loads."""
     stat = plan.peak_key if plan.use == "peak" else plan.use
+    lim = plan.limits
+    cpu = "soft" if lim.cpu_limit is None else f"<= {lim.cpu_limit:.0%}"
     lines = [
         f"Recovery plan for {', '.join(plan.failed)}: strategy {plan.strategy}, usage {stat}, "
-        f"threshold {plan.limits.threshold:.0%} - {len(plan.placed)} of {len(plan.placements)} "
+        f"memory reserve {lim.memory_reserve:.0%}, cpu {cpu} - {len(plan.placed)} of {len(plan.placements)} "
         f"guests placed, {len(plan.unplaced)} unplaced ({plan.seconds * 1000:.1f} ms)",
         "",
     ]
@@ -125,15 +153,20 @@ def render_text(plan, cluster, *, explain=False):
             note = ""
             if len(p.unit) > 1:
                 note = "with " + ", ".join(u for u in p.unit if u != p.guest)
+            if p.moved_for:
+                note = (note + "; " if note else "") + f"moved to make room for {p.moved_for}"
             rows.append((p.guest, p.source, p.target or "-", str(g.cores), _gib(g.memory),
                          note if p.placed else "UNPLACED " + note))
         lines += _table(rows, right={3, 4})
-    for p in plan.placements:
-        if p.placed and not (explain and p.rejected):
-            continue
-        head = "cannot be placed" if not p.placed else f"-> {p.target}; not chosen"
-        lines += ["", f"{p.guest} {head}:"]
+    for p in plan.unplaced:
+        lines += ["", f"{p.guest} cannot be placed: {p.reason}"]
         lines += [f"  {n.name}: {p.rejected[n.name]}" for n in plan.nodes if n.name in p.rejected]
+    for p in plan.placements if explain else ():
+        why = p.explain()
+        if not p.placed or not why:
+            continue
+        lines += ["", f"{p.guest} -> {p.target}; not chosen:"]
+        lines += [f"  {n.name}: {why[n.name]}" for n in plan.nodes if n.name in why]
     lines += ["", f"Projected load ({stat}):"]
     rows = [("NODE", "STATUS", "CPU BEFORE", "CPU AFTER", "MEM BEFORE", "MEM AFTER", "GUESTS")]
     for n in plan.nodes:

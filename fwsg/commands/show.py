@@ -1,6 +1,6 @@
 """fwsg show: what fwsg has in the kernel (ports, groups, sets and their sizes)."""
 
-from fwsg.commands.common import add_netns, print_json
+from fwsg.commands.common import add_backend, add_netns, print_json
 from fwsg.errors import printable
 
 
@@ -10,22 +10,29 @@ def register(sub):
                        "them: ports (tap, number), groups, sets/maps with element counts. User "
                        "ids come from the record written by the last 'fwsg apply'.")
     add_netns(p)
+    add_backend(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run)
 
 
-def gather(netns):
+def gather(netns, backend="nft"):
     """A summary dict of fwsg's kernel state in ``netns`` (user ids from the names record)."""
     from fwsg import statefile
     from fwsg.firewall import Firewall
 
-    return {"netns": netns, **Firewall(netns=netns).show(statefile.load(netns, strict=True))}
+    return {"netns": netns, **Firewall(netns=netns, backend=backend).show(
+        statefile.load(netns, strict=True))}
 
 
 def run(args):
-    info = gather(args.netns)
+    info = gather(args.netns, args.backend)
     if args.json:
         print_json(info)
+        return 0
+    if args.backend.startswith("iptables"):
+        from fwsg.backends.iptables.show import render
+
+        render(info)
         return 0
     where = f"netns {args.netns}" if args.netns else "this namespace"
     if not info["tables"]:

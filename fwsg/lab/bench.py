@@ -186,7 +186,7 @@ class Bench:
         self.row("noop_equal", "2b. no-op apply, an equal new Model (compare only)",
                  _median_ms(equal_nop), target="< 10 ms", met=_median_ms(equal_nop) < 10)
         self.row("noop_wire", "2c. no-op apply, wire dict (parse + compare)", _median_ms(equal))
-        self.wire_rows(fw2, doc)
+        self.wire_rows(fw, doc)   # fw committed last here: fw2 would re-read on every call
 
         # 3. member add / remove (delta), full-list form, baselines
         self.say("== 3. member changes")
@@ -448,6 +448,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--json-out", metavar="FILE", help="write the results as JSON")
+    ap.add_argument("--backend", choices=["nft", "iptables"], default="nft",
+                    help="nft: the nftables rows (default); iptables: the iptables backend's "
+                    "rows, iptables-legacy and iptables-nft, with Neutron's figures as the peer")
     ap.add_argument("--peer", choices=["neutron"], help="also measure a peer on the same "
                     "scenario: neutron = OpenStack Neutron's agent code and its iptables "
                     "driver (ipset on), installed into a virtualenv of its own on first use")
@@ -469,7 +472,12 @@ def main(argv=None):
         # this thread and the nft processes it starts live there until the bench ends; then the
         # thread returns to its own namespace (main() may be called in-process)
         with entered(ns):
-            bench = Bench(args, sys.stderr)
+            if args.backend == "iptables":
+                from fwsg.lab.bench_iptables import IptablesBench
+
+                bench = IptablesBench(args, sys.stderr)
+            else:
+                bench = Bench(args, sys.stderr)
             bench.data["compiled"] = fast.COMPILED
             bench.run()
         if args.peer == "neutron":

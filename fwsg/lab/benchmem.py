@@ -56,8 +56,8 @@ def memory_rows(bench, sizes=(100000, 1000000)):
     """Adds one row per size to ``bench`` (a fwsg.lab.bench.Bench)."""
     a = bench.a
     for members in sizes:
-        out = subprocess.run([sys.executable, "-m", "fwsg.lab.benchmem", str(a.ports), str(a.groups),
-                              str(a.rules), str(members), str(a.seed)],
+        out = subprocess.run([sys.executable, "-m", "fwsg.lab.benchmem", str(a.ports),
+                              str(a.groups), str(a.rules), str(members), str(a.seed)],
                              capture_output=True, text=True)
         if out.returncode != 0:
             bench.say(f"   memory row for {members} members failed: {out.stderr.strip()[-300:]}")

@@ -80,7 +80,7 @@ def expected(model, lab, service, src, dst):
 
 
 def run(model_path=None, name="demo", keep=False, timeout=0.5, as_json=False, out=sys.stdout,
-        log=sys.stderr):
+        log=sys.stderr, backend="nft"):
     """Build the lab, apply the model, probe every pair and service; return (ok, report)."""
     from fwsg.firewall import Firewall
 
@@ -98,8 +98,8 @@ def run(model_path=None, name="demo", keep=False, timeout=0.5, as_json=False, ou
           f"3 VMs and an outside host", file=log)
     lab.up()
     try:
-        fw = Firewall(netns=lab.host_ns)
-        print(f"== applying {path.name} in {lab.host_ns}", file=log)
+        fw = Firewall(netns=lab.host_ns, backend=backend)
+        print(f"== applying {path.name} in {lab.host_ns} ({backend} backend)", file=log)
         result = fw.apply(model)
         for n in result.notices:
             print(f"   notice: {n}", file=log)

@@ -109,9 +109,9 @@ class FwsgFirewallDriver:
         self._port_remote = {}  # device -> remote group ids of its own (server-added) rules
         self._groups = {}       # group id -> remote group ids its rules reference
         self._member_ids = set()
-        self._updated = {"sg_rule": set(), "sg_member": set()}
         self._lock = threading.RLock()
         self._depth = 0
+        self._owner = None      # the thread whose block is open
         self._block = None
         self._saved = None
         self._started = False   # fwsg holds the agent's state (the first port call starts it)
@@ -133,6 +133,7 @@ class FwsgFirewallDriver:
         self._depth += 1
         if self._depth > 1:
             return
+        self._owner = threading.get_ident()
         self._saved = (dict(self._ports), dict(self._port_remote), dict(self._groups),
                        set(self._member_ids), list(self.trusted_ports))
         self._block = self.firewall.defer_apply()
@@ -141,13 +142,13 @@ class FwsgFirewallDriver:
     def filter_defer_apply_off(self):
         """End a block; the outermost commits it. If the kernel refuses, nothing of the block
         stays (kernel, fwsg's state and ``ports`` as before) and the error is raised."""
-        if self._depth == 0:
-            return  # unbalanced: nothing is open (and no lock is held)
+        if self._depth == 0 or self._owner != threading.get_ident():
+            return  # unbalanced: no block of this thread is open (and it holds no lock)
         try:
             self._depth -= 1
             if self._depth:
                 return
-            block, self._block = self._block, None
+            block, self._block, self._owner = self._block, None, None
             try:
                 self._prune()
             except BaseException as e:
@@ -297,10 +298,8 @@ class FwsgFirewallDriver:
         self._member_ids.add(sg_id)
 
     def security_group_updated(self, action_type, sec_group_ids, device_ids=None):
-        """Noted only: the agent follows with the new rules/members and port updates, and fwsg
+        """Logged only: the agent follows with the new rules/members and port updates, and fwsg
         applies those as they come (there is no per-port state to refresh)."""
-        if action_type in self._updated:
-            self._updated[action_type].update(sec_group_ids or ())
         LOG.debug("fwsg: %s updated for groups %s, devices %s", action_type,
                   sorted(sec_group_ids or ()), sorted(device_ids or ()))
 

@@ -2,23 +2,16 @@
 
 Pure: no I/O here. Each filter is ``f(node_state, demand, limits) -> None | str``: ``None`` when
 the node may take the demand, else one line saying why not (without the node name, which the
-caller prefixes: ``node2: 3.1 GiB free < 8 GiB max memory``). :data:`FILTERS` lists them in the
+caller prefixes: ``node2: memory room 3.1 GiB < 8 GiB max memory``). :data:`FILTERS` lists them in the
 order they are tried; a node's reported reason is the first that fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from fwsg.placement.admission import Limits, cores_reason, group_reason, networks_reason, storages_reason
 from fwsg.quantities import fmt_bytes
 
-
-@dataclass(frozen=True)
-class Limits:
-    """The thresholds of the hard constraints (fractions of capacity)."""
-
-    threshold: float = 0.95  # projected cpu and memory usage after placement
-    conntrack_threshold: float = 0.95  # projected conntrack entries vs nf_conntrack_max
+__all__ = ["FILTERS", "Limits", "fmt_bytes", "reject_reason"]
 
 
 def online(ns, d, limits):
@@ -28,10 +21,7 @@ def online(ns, d, limits):
 
 def group(ns, d, limits):
     """Every restricted HA group of the unit lists the node."""
-    for gr in d.groups:
-        if gr.restricted and ns.name not in gr.nodes:
-            return f"not in restricted group '{gr.name}'"
-    return None
+    return group_reason(ns.node, d.groups)
 
 
 def pinned(ns, d, limits):
@@ -43,19 +33,17 @@ def pinned(ns, d, limits):
 
 def cores(ns, d, limits):
     """The node has at least as many cores as the unit's largest guest."""
-    return None if ns.cores >= d.cores else f"{ns.cores} cores < {d.cores} guest cores"
+    return cores_reason(ns.node, d.cores)
 
 
 def storages(ns, d, limits):
     """Every storage the unit uses is present on the node."""
-    missing = d.storages - ns.node.storages
-    return f"missing storage {', '.join(sorted(missing))}" if missing else None
+    return storages_reason(ns.node, d.storages)
 
 
 def networks(ns, d, limits):
     """Every network/bridge the unit uses is present on the node."""
-    missing = d.networks - ns.node.networks
-    return f"missing network {', '.join(sorted(missing))}" if missing else None
+    return networks_reason(ns.node, d.networks)
 
 
 def anti_affinity(ns, d, limits):
@@ -69,29 +57,10 @@ def anti_affinity(ns, d, limits):
 
 
 def capacity(ns, d, limits):
-    """Capacity, checked in this order:
-
-    - memory headroom (total - used - max memory already committed by the plan) >= the unit's
-      max memory: a restarted guest must be able to grow to its configured maximum;
-    - projected cpu, then memory, usage after placement <= the hard threshold;
-    - conntrack entries after placement <= the conntrack threshold of the node's max (not checked
-      when the node reported no max).
-    """
-    free = ns.memory - ns.mem - ns.committed
-    if free < d.max_memory:
-        return f"{fmt_bytes(max(free, 0))} free < {fmt_bytes(d.max_memory)} max memory"
-    t = limits.threshold
-    cpu = (ns.cpu + d.cpu) / ns.cores
-    if cpu > t:
-        return f"cpu would reach {cpu:.0%} of {ns.cores} cores > {t:.0%}"
-    mem = (ns.mem + d.mem) / ns.memory
-    if mem > t:
-        return f"memory would reach {mem:.0%} of {fmt_bytes(ns.memory)} > {t:.0%}"
-    if ns.conntrack_max:
-        after = ns.conntrack + d.conntrack
-        if after > limits.conntrack_threshold * ns.conntrack_max:
-            return f"conntrack {after}/{ns.conntrack_max} entries > {limits.conntrack_threshold:.0%}"
-    return None
+    """The admission rule (:func:`fwsg.placement.admission.capacity_reason`): memory room for
+    the unit's max memory, cpu room when ``--cpu-limit`` makes cpu hard, conntrack room. The
+    limits are those the node state was built with."""
+    return ns.reason(d)
 
 
 STATIC_FILTERS = (

@@ -72,6 +72,7 @@ class Guest:
     storages: frozenset = frozenset()
     networks: frozenset = frozenset()
     group: str | None = None
+    priority: int = 0  # HA restart priority: higher is placed first and listed first when unplaced
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def stat(value, path, *, peak_key="p95", scale=None):
 # -- the document --------------------------------------------------------------------------
 
 _NODE_FIELDS = {"cores", "memory", "online", "storages", "networks", "usage", "conntrack"}
-_GUEST_FIELDS = {"node", "cores", "memory", "usage", "storages", "networks", "group", "type", "conntrack"}
+_GUEST_FIELDS = {"node", "cores", "memory", "usage", "storages", "networks", "group", "type", "conntrack",
+                 "priority"}
 _GROUP_FIELDS = {"nodes", "restricted"}
 _RULE_FIELDS = {"type", "guests", "name"}
 RULE_KINDS = ("affinity", "anti-affinity")
@@ -257,6 +259,7 @@ def _guest(name, obj, path, peak_key):
         storages=_names(obj.get("storages"), f"{path}.storages"),
         networks=_names(obj.get("networks"), f"{path}.networks"),
         group=group,
+        priority=int(number(obj.get("priority", 0), f"{path}.priority", minimum=-1000000, integer=True)),
     )
 
 

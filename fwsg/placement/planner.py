@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from fwsg.errors import ValidationError
-from fwsg.placement.filters import DYNAMIC_FILTERS, STATIC_FILTERS, Limits
+from fwsg.placement.admission import Limits, Reason, capacity_reasons
+from fwsg.placement.filters import STATIC_FILTERS, anti_affinity
+from fwsg.placement.repair import repair, trade
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES, Context
 from fwsg.placement.state import USES, Demand, NodeState, z_for
 
@@ -23,7 +25,10 @@ class Placement:
 
     ``rejected`` maps every node that was not chosen for a reason to that reason (one line; in no
     particular order, :meth:`RecoveryPlan.to_dict` orders it like the nodes);
-    ``unit`` lists the guests placed together with it (affinity), itself included.
+    ``unit`` lists the guests placed together with it (affinity), itself included; ``ranked``
+    (candidate node states, their scores) as the scorer saw them (the losers' explanation); ``reason`` one
+    line summing up why an unplaced guest fits nowhere; ``moved_for`` the guest whose room the
+    repair step made by moving this one; ``key`` orders unplaced guests (HA priority, then size).
     """
 
     guest: str
@@ -32,10 +37,30 @@ class Placement:
     unit: tuple
     score: float | None = None
     rejected: dict = field(default_factory=dict)
+    ranked: tuple = ()
+    reason: str = ""
+    moved_for: str | None = None
+    key: tuple = ()
 
     @property
     def placed(self):
         return self.target is not None
+
+    def explain(self):
+        """{node: why it is not the target}: filter rejections, then lost scores and ties."""
+        out = dict(self.rejected)
+        if self.target is None or not self.ranked:
+            return out
+        ranked = [(ns.name, x) for ns, x in zip(*self.ranked)]
+        best = dict(ranked).get(self.target)
+        for name, score in ranked:
+            if name == self.target or name in out:
+                continue
+            if best is not None and score == best:
+                out[name] = f"same score {score:.6g}; {self.target} sorts first by name"
+            else:
+                out[name] = f"score {score:.6g} < {best:.6g} of {self.target}"
+        return out
 
 
 @dataclass
@@ -77,8 +102,7 @@ class RecoveryPlan:
     placements: list
     nodes: list
     seconds: float = 0.0
-    fallback: str | None = None  # the strategy whose pass was kept because it placed more
-
+    repaired: int = 0  # units the repair step placed by moving an already placed unit
 
     @property
     def placed(self):
@@ -86,31 +110,37 @@ class RecoveryPlan:
 
     @property
     def unplaced(self):
-        return [p for p in self.placements if not p.placed]
+        """Guests left down, most important first: HA priority, then max memory, cores, name."""
+        return sorted((p for p in self.placements if not p.placed), key=lambda p: p.key)
 
     def target_of(self):
         """guest name -> target node (placed guests only)."""
         return {p.guest: p.target for p in self.placements if p.placed}
+
+    def _placement(self, p):
+        why = p.explain()
+        return {"guest": p.guest, "from": p.source, "to": p.target,
+                **({"score": round(p.score, 6)} if p.score is not None else {}),
+                **({"with": [u for u in p.unit if u != p.guest]} if len(p.unit) > 1 else {}),
+                **({"reason": p.reason} if p.reason else {}),
+                **({"moved_for": p.moved_for} if p.moved_for else {}),
+                "rejected": {n.name: str(why[n.name]) for n in self.nodes if n.name in why}}
 
     def to_dict(self):
         """The plan as JSON-ready data (the ``fwsg place --json`` document)."""
         return {
             "schema": "fwsg.plan/1",
             "strategy": self.strategy,
-            **({"fallback": self.fallback} if self.fallback else {}),
             "failed": list(self.failed),
             "use": self.use if self.use != "peak" else self.peak_key,
-            "threshold": self.limits.threshold,
+            "limits": {"memory_reserve": self.limits.memory_reserve, "cpu_limit": self.limits.cpu_limit,
+                       "conntrack_threshold": self.limits.conntrack_threshold},
             "placed": len(self.placed),
             "unplaced": len(self.unplaced),
+            "repaired": self.repaired,
             "seconds": round(self.seconds, 6),
-            "placements": [
-                {"guest": p.guest, "from": p.source, "to": p.target,
-                 **({"score": round(p.score, 6)} if p.score is not None else {}),
-                 **({"with": [u for u in p.unit if u != p.guest]} if len(p.unit) > 1 else {}),
-                 "rejected": {n.name: p.rejected[n.name] for n in self.nodes if n.name in p.rejected}}
-                for p in self.placements
-            ],
+            "placements": [self._placement(p) for p in self.placements],
+            "unplaced_guests": [{"guest": p.guest, "reason": p.reason} for p in self.unplaced],
             "nodes": [
                 {"name": n.name, "status": n.status, "cores": n.cores, "memory": n.memory,
                  "cpu": {"before": round(n.cpu_before, 3), "after": round(n.cpu_after, 3)},
@@ -144,15 +174,19 @@ def _units(cluster, moving, failed):
     comps = {}
     for g in moving:
         comps.setdefault(find(g.name), []).append(g)
+    rules_of = {}
+    for r in cluster.rules:
+        for m in r.guests:
+            if m in parent:
+                rules_of.setdefault(m, []).append(r)
     out = []
     for guests in comps.values():
         names = {g.name for g in guests}
         pinned = pinned_by = None
         avoid = {}
         conflict = None
-        for r in cluster.rules:
-            if not names.intersection(r.guests):
-                continue
+        mine = {id(r): r for g in guests for r in rules_of.get(g.name, ())}
+        for r in sorted(mine.values(), key=lambda r: r.index):
             if r.kind == "affinity" and pinned is None:
                 for m in r.guests:
                     node = cluster.guests[m].node
@@ -174,15 +208,17 @@ def _units(cluster, moving, failed):
 def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", limits=None):
     """Plan where every guest of the ``failed`` nodes restarts.
 
-    Guests are placed largest first (max memory, then cpu, then name); each decision updates the
-    projected usage of its target before the next. A strategy with ``fallback`` strategies (``fwsg``)
-    that leaves guests unplaced is re-run with each; the pass placing the most guests wins
-    (ties: the earlier pass). Every node not chosen for a guest carries a
-    reason. ``use`` picks the usage statistic checked against the hard threshold and used by the
-    usage-based scorers (``peak`` = the document's percentile, ``mean`` or ``latest``).
-    Raises ValidationError for an unknown failed node or strategy; never modifies ``cluster``.
+    Units (guests bound by affinity) are placed by HA priority, then largest first (max memory,
+    then cpu, then name); each node passes the admission filters, the highest HA-group priority
+    tier is kept, the strategy scores, ties go to the smallest node name, and the decision
+    updates its target before the next. A strategy with ``repair`` (``fwsg``) then tries to place
+    each unit left over by moving one already placed unit to another node that admits it.
+    Every node not chosen carries a reason. ``use`` picks the usage statistic (``peak`` = the
+    document's percentile, ``mean`` or ``latest``) the admission rule and the usage-based
+    scorers read. Raises ValidationError for an unknown failed node, strategy, ``use`` or a
+    limit out of range; never modifies ``cluster``.
     """
-    limits = limits or Limits()
+    limits = (limits or Limits()).check()
     failed = tuple(dict.fromkeys(failed))
     if not failed:
         raise ValidationError("failed", "name at least one failed node")
@@ -193,29 +229,38 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
         raise ValidationError("strategy", f"unknown strategy {strategy!r} (one of: {', '.join(STRATEGIES)})")
     if use not in USES:
         raise ValidationError("use", f"{use!r} is not one of {', '.join(USES)}")
-    for name, value in (("threshold", limits.threshold), ("conntrack_threshold", limits.conntrack_threshold)):
-        if not 0 < value <= 1:
-            raise ValidationError(name, f"{value} must be in (0, 1]")
     started = time.perf_counter()
     scorer = STRATEGIES[strategy]
-    placements, states = _run(cluster, failed, scorer, use, limits)
-    fallback = None
-    for alt_name in scorer.fallback if any(not p.placed for p in placements) else ():
-        alt, alt_states = _run(cluster, failed, STRATEGIES[alt_name], use, limits)
-        if sum(not p.placed for p in alt) < sum(not p.placed for p in placements):
-            placements, states, fallback = alt, alt_states, alt_name
+    setup = prepare(cluster, failed, use, limits)
+    placements, decided = _run(setup, scorer, limits)
+    repaired = 0
+    if scorer.repair and any(t is None for _, t in decided):
+        repaired = repair(setup, decided, scorer, limits, placements)
+        if any(t is None for _, t in decided):
+            trade(setup, decided, scorer, limits, placements)
+    _explain_unplaced(setup, decided, placements, limits)
     seconds = time.perf_counter() - started
-    z = z_for(cluster.peak_key)
     return RecoveryPlan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
-                placements=placements, nodes=_node_loads(cluster, states, set(failed), use, z),
-                seconds=seconds, fallback=fallback)
+                placements=placements, nodes=_node_loads(cluster, setup.states, set(failed), use, setup.ctx.z),
+                seconds=seconds, repaired=repaired)
 
 
-def _run(cluster, failed, scorer, use, limits):
-    """One greedy pass with ``scorer``: (placements in decision order, surviving node states)."""
+@dataclass
+class Setup:
+    """What every pass starts from: surviving node states, the units to place (decision order,
+    each with an anti/affinity conflict message or None), failed/offline reasons, the scorers'
+    context. Built by :func:`prepare`; passes mutate the node states."""
+
+    states: list
+    units: list  # [(Demand, conflict or None)]
+    fixed_reasons: dict
+    ctx: Context
+
+
+def prepare(cluster, failed, use, limits):
+    """The :class:`Setup` for planning the guests of ``failed`` (no validation here)."""
     z = z_for(cluster.peak_key)
     failed_set = set(failed)
-
     by_node = {n: [] for n in cluster.nodes}
     for g in cluster.guests.values():
         by_node[g.node].append(g)
@@ -227,11 +272,10 @@ def _run(cluster, failed, scorer, use, limits):
         elif not n.online:
             fixed_reasons[n.name] = "offline"
         else:
-            states.append(NodeState(n, by_node[n.name], use, z))
+            states.append(NodeState(n, by_node[n.name], use, z, limits))
     ctx = Context(states=states, z=z,
                   max_cores=float(max(n.cores for n in cluster.nodes.values())),
                   max_memory=float(max(n.memory for n in cluster.nodes.values())))
-
     moving = [g for f in failed for g in by_node[f]]
     units = []
     for guests, pinned, pinned_by, avoid, conflict in _units(cluster, moving, failed_set):
@@ -239,64 +283,152 @@ def _run(cluster, failed, scorer, use, limits):
         d.pinned, d.pinned_by, d.avoid = pinned, pinned_by, avoid
         d.groups = tuple(cluster.groups[name] for name in d.groups)
         units.append((d, conflict))
-    units.sort(key=lambda u: (-u[0].max_memory, -u[0].cpu, u[0].names[0]))
+    units.sort(key=lambda u: unit_key(u[0]))
+    return Setup(states=states, units=units, fixed_reasons=fixed_reasons, ctx=ctx)
 
-    static = [f for _, f in STATIC_FILTERS]
-    anti, cap = (f for _, f in DYNAMIC_FILTERS)
-    static_cache = {}  # unit signature -> (nodes passing the static filters, their rejections)
+
+def unit_key(d):
+    """The decision order of units: HA priority (higher first), max memory, cpu, name."""
+    return (-d.priority, -d.max_memory, -d.cpu, d.names[0])
+
+
+def _run(setup, scorer, limits):
+    """One greedy pass with ``scorer``: (placements in decision order, [(demand, target state or
+    None)] in the same order)."""
+    states, ctx = setup.states, setup.ctx
+    cache = {}  # unit signature -> (nodes passing the static filters, their rejections)
     placements = []
-    for d, conflict in units:
-        rejected = dict(fixed_reasons)
-        passed = []
-        if conflict:
-            for ns in states:
-                rejected[ns.name] = conflict
+    decided = []
+    most_room = max((ns.free_memory for ns in states), default=0.0)
+    slack = 1e-9 * max((ns.memory for ns in states), default=0)
+    for d, conflict in setup.units:
+        rejected = dict(setup.fixed_reasons)
+        if d.max_memory > most_room + slack:
+            passed = []  # no node has the memory room; the reasons come from _explain_unplaced
         else:
-            key = (tuple(gr.name for gr in d.groups), d.pinned, d.cores, d.storages, d.networks)
-            entry = static_cache.get(key)
-            if entry is None:
-                entry = static_cache[key] = _static_pass(states, d, limits, static)
-            ok, static_rejected = entry
-            rejected.update(static_rejected)
-            avoid = d.avoid
-            for ns in ok:
-                why = anti(ns, d, limits) if avoid else None
-                if why is None:
-                    why = cap(ns, d, limits)
-                if why is None:
-                    passed.append(ns)
-                else:
-                    rejected[ns.name] = why
-        passed = _priority_tier(passed, d, rejected)
-        target = score = None
+            passed = admissible(states, d, conflict, limits, cache, rejected)
+            passed = _priority_tier(passed, d, rejected)
+        chosen = score = None
+        ranked = ()
         if passed:
             scores = scorer.score(passed, d, ctx)
-            best = 0
-            for i in range(1, len(passed)):  # highest score; ties: smallest node name
-                if scores[i] > scores[best] or (scores[i] == scores[best] and passed[i].name < passed[best].name):
-                    best = i
+            best = pick(passed, scores)
             chosen = passed[best]
-            target, score = chosen.name, scores[best]
+            score = scores[best]
+            ranked = (passed, scores)
+            was = chosen.free_memory
             chosen.add(d)
+            if was >= most_room:
+                most_room = max(ns.free_memory for ns in states)
+        decided.append((d, chosen))
+        key = unit_key(d)
         for g in d.guests:
-            placements.append(Placement(guest=g.name, source=g.node, target=target, unit=d.names,
-                                        score=score, rejected=rejected))
-    return placements, states
+            placements.append(Placement(guest=g.name, source=g.node, target=chosen.name if chosen else None,
+                                        unit=d.names, score=score, rejected=rejected, ranked=ranked,
+                                        key=key + (g.name,)))
+    return placements, decided
 
 
-def _static_pass(states, d, limits, static):
-    """(states passing every static filter, {node: first failing static filter's reason})."""
-    ok = []
-    rejected = {}
-    for ns in states:
-        for f in static:
-            why = f(ns, d, limits)
-            if why is not None:
+def pick(cands, scores):
+    """The index of the highest score; ties go to the smallest node name."""
+    top = max(scores)
+    best = scores.index(top)
+    if scores.count(top) > 1:
+        best = min((cands[i].name, i) for i, x in enumerate(scores) if x == top)[1]
+    return best
+
+
+def admissible(states, d, conflict, limits, cache, rejected, kinds=None):
+    """The node states that admit unit ``d`` now (every filter of :data:`FILTERS` passes).
+
+    Each other node's first failing filter's reason goes into ``rejected``; ``kinds`` (if given)
+    counts them by filter name. ``cache`` memoises the static filters (see :func:`static_pass`).
+    """
+    if conflict:
+        for ns in states:
+            rejected[ns.name] = conflict
+        if kinds is not None:
+            kinds["rules"] = kinds.get("rules", 0) + len(states)
+        return []
+    ok, static_rejected, static_kinds = static_pass(cache, states, d, limits)
+    rejected.update(static_rejected)
+    if kinds is not None:
+        for k in static_kinds.values():
+            kinds[k] = kinds.get(k, 0) + 1
+    if d.avoid:
+        free = []
+        for ns in ok:
+            why = anti_affinity(ns, d, limits)
+            if why is None:
+                free.append(ns)
+            else:
                 rejected[ns.name] = why
-                break
+                if kinds is not None:
+                    kinds["anti-affinity"] = kinds.get("anti-affinity", 0) + 1
+        ok = free
+    whys = capacity_reasons([ns.entry for ns in ok], d.need)
+    passed = []
+    for ns, why in zip(ok, whys):
+        if why is None:
+            passed.append(ns)
         else:
-            ok.append(ns)
-    return ok, rejected
+            rejected[ns.name] = why
+            if kinds is not None:
+                kinds["capacity"] = kinds.get("capacity", 0) + 1
+    return passed
+
+
+def static_pass(cache, states, d, limits):
+    """(states passing every static filter, {node: first failing static filter's reason},
+    {node: that filter's name}) for ``d``, memoised in ``cache`` by the unit's static signature."""
+    key = (tuple(gr.name for gr in d.groups), d.pinned, d.cores, d.storages, d.networks)
+    entry = cache.get(key)
+    if entry is None:
+        ok = []
+        rejected = {}
+        kinds = {}
+        for ns in states:
+            for name, f in STATIC_FILTERS:
+                why = f(ns, d, limits)
+                if why is not None:
+                    rejected[ns.name] = why
+                    kinds[ns.name] = name
+                    break
+            else:
+                ok.append(ns)
+        entry = cache[key] = (ok, rejected, kinds)
+    return entry
+
+
+def _explain_unplaced(setup, decided, placements, limits):
+    """Give every unplaced guest, against the final plan, each node's reason and a one-line
+    summary (the node that came closest on memory, and how many nodes fail each filter)."""
+    by_guest = {p.guest: p for p in placements}
+    conflicts = {id(u): c for u, c in setup.units}
+    cache = {}
+    for d, target in decided:
+        if target is not None:
+            continue
+        rejected = dict(setup.fixed_reasons)
+        kinds = {}
+        for why in setup.fixed_reasons.values():
+            kinds[why] = kinds.get(why, 0) + 1
+        passed = admissible(setup.states, d, conflicts[id(d)], limits, cache, rejected, kinds)
+        for ns in passed:  # only a repair that gave up on a unit leaves it admissible
+            rejected[ns.name] = "admits it, but the plan stopped searching"
+        closest = max((ns for ns in setup.states if isinstance(rejected.get(ns.name), Reason)),
+                      key=lambda ns: (ns.free_memory, ns.name), default=None)
+        parts = []
+        if closest is not None:
+            parts.append(f"closest {closest.name}: {rejected[closest.name]}"
+                         + (f" (for {len(d.names)} guests bound by affinity)" if len(d.names) > 1 else ""))
+        parts.append("nodes rejecting: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))))
+        reason = "; ".join(parts)
+        for name in d.names:
+            p = by_guest[name]
+            p.rejected = rejected
+            p.reason = reason
+            p.ranked = ()
 
 
 def _priority_tier(passed, d, rejected):

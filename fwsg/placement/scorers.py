@@ -29,7 +29,7 @@ class Scorer:
 
     name = ""
     summary = ""
-    fallback = ()  # strategies re-run by the planner when this one leaves guests unplaced
+    repair = False  # the planner runs the repair step (fwsg.placement.repair) after the pass
 
     def score(self, cands, d, ctx):
         """One score per candidate (higher is better)."""
@@ -59,7 +59,7 @@ class BestFit(Scorer):
 
     def score_one(self, ns, d, ctx):
         free_cpu = (ns.cores - ns.cpu) / ctx.max_cores
-        free_mem = (ns.memory - ns.mem - ns.committed) / ctx.max_memory
+        free_mem = ns.free_memory / ctx.max_memory
         dc = free_cpu - d.cpu / ctx.max_cores
         dm = free_mem - d.mem / ctx.max_memory
         return -math.sqrt(dc * dc + dm * dm)
@@ -92,53 +92,91 @@ class Balanced(Scorer):
 
 
 class Topsis(Scorer):
-    """Proxmox's ``static`` mode: TOPSIS over four cost criteria computed for the whole cluster as
-    if the guest ran on the candidate: root-mean-square and maximum of the cpu load (configured
-    cores / node cores) and of the memory load (configured max memory / node memory), weights
-    1, 2, 5, 10. Like Proxmox, it uses configured sizes only, never measured usage."""
+    """Proxmox's ``static`` mode, decision for decision: TOPSIS with every online node as an
+    alternative (not only the candidates: the ideal and anti-ideal, and the column norms, come
+    from all of them, as Proxmox scores all online nodes before the HA manager keeps the group's).
+    For alternative t the criteria are, over all nodes with the guest added to t: 1 + the
+    root-mean-square and 1 + the maximum of the cpu load (configured cores / node cores) and of the
+    memory load (configured max memory / node memory), all costs, weights 1, 2, 5, 10 (normalised
+    to sum 1). Configured sizes only, never measured usage."""
 
     name = "topsis"
-    summary = "Proxmox 'static' TOPSIS: RMS and max cpu/memory load by configured sizes, weights 1,2,5,10"
+    summary = "Proxmox 'static' TOPSIS: 1 + RMS and max cpu/memory load by configured sizes, weights 1,2,5,10"
     weights = (1.0, 2.0, 5.0, 10.0)
 
+    def loads(self, ns, d):
+        """(cpu load, memory load) of ``ns`` now, and what ``d`` adds to each."""
+        return (ns.static_cores / ns.cores, ns.static_mem / ns.memory,
+                d.static_cores / ns.cores, d.max_memory / ns.memory)
+
     def score(self, cands, d, ctx):
-        states = ctx.states
-        n = len(states)
-        per_res = []
-        for attr, cap in (("static_cores", "cores"), ("static_mem", "memory")):
-            loads = {s.name: getattr(s, attr) / getattr(s, cap) for s in states}
-            ranked = sorted(loads.items(), key=lambda kv: -kv[1])[:2]
-            per_res.append((loads, sum(x * x for x in loads.values()), ranked))
-        crit = []
-        for ns in cands:
-            row = []
-            for (loads, sumsq, ranked), add in zip(per_res, (d.static_cores / ns.cores,
-                                                             d.max_memory / ns.memory)):
-                before = loads[ns.name]
-                after = before + add
-                others = next((x for name, x in ranked if name != ns.name), 0.0)
-                row.append(math.sqrt((sumsq - before * before + after * after) / n))
-                row.append(max(others, after))
-            crit.append(row)
-        return topsis_scores(crit, self.weights)
+        alts = ctx.states
+        rows = [self.loads(ns, d) for ns in alts]
+        matrix = pve_criteria(rows)
+        scores = topsis_scores(matrix, self.weights)
+        by_name = {ns.name: sc for ns, sc in zip(alts, scores)}
+        return [by_name[ns.name] for ns in cands]
+
+
+class DynamicTopsis(Topsis):
+    """The same TOPSIS on measured usage (per ``--use``): node cpu and memory used, plus the
+    guest's measured cpu and memory: the usage-based variant Proxmox's static mode lacks."""
+
+    name = "topsis-dynamic"
+    summary = "TOPSIS as 'topsis', on measured cpu and memory use instead of configured sizes"
+
+    def loads(self, ns, d):
+        return (ns.cpu / ns.cores, ns.mem / ns.memory, d.cpu / ns.cores, d.mem / ns.memory)
+
+
+def pve_criteria(rows):
+    """The criteria matrix of Proxmox's static scheduler.
+
+    ``rows[t]`` = (cpu load, memory load, cpu added, memory added) of node t; row t of the
+    result is [1 + RMS cpu, 1 + max cpu, 1 + RMS memory, 1 + max memory] over all nodes when the
+    guest runs on t. O(nodes) per row: the sums and the two largest loads are shared.
+    """
+    n = len(rows)
+    out = []
+    if not n:
+        return out
+    cols = []
+    for k in (0, 1):
+        loads = [r[k] for r in rows]
+        sumsq = sum(x * x for x in loads)
+        order = sorted(range(n), key=lambda i: -loads[i])[:2]
+        cols.append((loads, sumsq, order))
+    for t, r in enumerate(rows):
+        row = []
+        for k in (0, 1):
+            loads, sumsq, order = cols[k]
+            before = loads[t]
+            after = before + r[k + 2]
+            other = next((loads[i] for i in order if i != t), 0.0)
+            row.append(1.0 + math.sqrt(max(sumsq - before * before + after * after, 0.0) / n))
+            row.append(1.0 + max(other, after))
+        out.append(row)
+    return out
 
 
 def topsis_scores(matrix, weights):
     """TOPSIS closeness (0..1, higher is better) of each row of ``matrix``, all columns costs.
 
-    Columns are vector-normalised (divided by their Euclidean norm), weighted; the ideal is the
-    column minimum, the anti-ideal the maximum; score = d(anti) / (d(ideal) + d(anti)), and 0.0
-    when every alternative is identical.
+    Weights are normalised to sum 1; columns are vector-normalised (divided by their Euclidean
+    norm; a zero column stays zero), weighted; the ideal is the column minimum, the anti-ideal
+    the maximum; score = d(anti) / (d(ideal) + d(anti)), and 0.0 when every alternative is the same.
     """
     cols = len(weights)
+    total = sum(weights)
+    w = [x / total for x in weights]
     norms = [math.sqrt(sum(r[j] ** 2 for r in matrix)) or 1.0 for j in range(cols)]
-    v = [[weights[j] * r[j] / norms[j] for j in range(cols)] for r in matrix]
+    v = [[r[j] / norms[j] for j in range(cols)] for r in matrix]
     best = [min(r[j] for r in v) for j in range(cols)]
     worst = [max(r[j] for r in v) for j in range(cols)]
     out = []
     for r in v:
-        dp = math.sqrt(sum((r[j] - best[j]) ** 2 for j in range(cols)))
-        dn = math.sqrt(sum((r[j] - worst[j]) ** 2 for j in range(cols)))
+        dp = math.sqrt(sum((w[j] * (r[j] - best[j])) ** 2 for j in range(cols)))
+        dn = math.sqrt(sum((w[j] * (r[j] - worst[j])) ** 2 for j in range(cols)))
         out.append(dn / (dp + dn) if dp + dn > 0 else 0.0)
     return out
 
@@ -146,21 +184,21 @@ def topsis_scores(matrix, weights):
 class Fwsg(Scorer):
     """fwsg's default (``fwsg``): minimise the candidate's projected peak on its dominant resource.
 
-    When that greedy pass leaves guests unplaced, the planner re-runs the other strategies
-    (``pack`` first) and keeps the pass that places the most guests: placing a guest beats
-    balancing the others, and greedy passes fail on different instances.
+    When that greedy pass leaves guests unplaced, the planner's repair step moves single placed
+    guests to make room for them (placing a guest beats balancing the others).
 
     The peak of a sum of loads is estimated from means and variances (statistical multiplexing:
     mean + z * sqrt(variance), variance from (pNN - mean) / z), not by adding percentiles, so a
     node of steady guests is not mistaken for a bursty one. Cost = max(peak cpu, peak memory
-    fraction) + 0.25 * their mean + 0.25 * the committed-memory fraction (keeps headroom for
-    guests growing to their max); score = -cost.
+    fraction) + 0.125 * their sum + 0.25 * the committed-memory fraction (measured use + max
+    memory of the guests the plan put there, over memory: keeps room for guests growing to their
+    max); score = -cost.
     """
 
     name = "fwsg"
     summary = ("fwsg: minimise projected peak (mean + z*sigma, multiplexed) of the dominant resource;"
-               " if guests stay unplaced, keeps the pass of another strategy that places more")
-    fallback = ("pack", "least-allocated", "balanced", "basic", "bestfit", "topsis")
+               " then moves a guest, or takes one down for several, to restart more")
+    repair = True
 
     def score(self, cands, d, ctx):
         z, sqrt = ctx.z, math.sqrt
@@ -169,7 +207,7 @@ class Fwsg(Scorer):
         for ns in cands:
             pc = (ns.cpu_mean + cm + z * sqrt(ns.cpu_var + cv)) / ns.cores
             pm = (ns.mem_mean + mm + z * sqrt(ns.mem_var + mv)) / ns.memory
-            committed = (ns.mem + ns.committed + gmax) / ns.memory
+            committed = (ns.mem0 + ns.committed + gmax) / ns.memory
             out.append(-((pc if pc > pm else pm) + 0.125 * (pc + pm) + 0.25 * committed))
         return out
 
@@ -178,20 +216,21 @@ class Fwsg(Scorer):
 
 
 class Pack(Scorer):
-    """Tightest memory fit: the node left with the least memory headroom (total - used - committed
-    max memory) after placement, then the lower projected cpu fraction. Packs guests so that big
-    ones still find room when memory is the binding constraint."""
+    """Capacity-checking best fit: the node left with the least memory room under the admission
+    rule after placement, then the lower projected cpu fraction. Classic best-fit bin packing,
+    so that big guests still find room when memory is the binding constraint."""
 
     name = "pack"
-    summary = "tightest memory headroom after placement (bin packing), then lower cpu"
+    summary = "best fit: least memory room left after placement (bin packing), then lower cpu"
 
     def score(self, cands, d, ctx):
         scale = ctx.max_memory
-        return [-(ns.memory - ns.mem - ns.committed - d.max_memory) / scale
+        return [-(ns.free_memory - d.max_memory) / scale
                 - 1e-3 * (ns.cpu + d.cpu) / ns.cores for ns in cands]
 
 
-STRATEGIES = {s.name: s for s in (Fwsg(), Basic(), Topsis(), BestFit(), LeastAllocated(), Balanced(), Pack())}
+STRATEGIES = {s.name: s for s in (Fwsg(), Basic(), Topsis(), DynamicTopsis(), BestFit(), LeastAllocated(),
+                                    Balanced(), Pack())}
 """Every strategy by name; ``fwsg`` is the default."""
 
 DEFAULT_STRATEGY = "fwsg"

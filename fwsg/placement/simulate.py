@@ -216,13 +216,15 @@ class Replay:
         }
 
 
-def scale_case(seed, *, survivors=64, moving=1000):
+def scale_case(seed, *, survivors=64, moving=1000, tight=False):
     """A cluster of ``survivors`` 64-core/512 GiB nodes at moderate load plus failed nodes holding
-    ``moving`` small and medium guests: the decision-time case. Returns (cluster, failed)."""
+    ``moving`` small and medium guests: the decision-time case. ``tight``: the survivors' memory
+    is so full that a few percent of the guests cannot be placed. Returns (cluster, failed)."""
     rng = random.Random(seed)
+    used = 430.0 if tight else 160.0  # GiB, p95 of each survivor (plus up to 40)
     nodes = {f"s{i:02d}": {"cores": 64, "memory": 512 * GiB, "storages": ["ceph"], "networks": ["vmbr0"],
                            "usage": {"cpu": {"mean": 12.0 + rng.random() * 8, "p95": 20.0 + rng.random() * 8},
-                                     "memory": {"mean": 150.0 * GiB, "p95": (160 + rng.random() * 40) * GiB}}}
+                                     "memory": {"mean": (used - 10) * GiB, "p95": (used + rng.random() * 40) * GiB}}}
              for i in range(survivors)}
     n_failed = 8
     failed = [f"f{i}" for i in range(n_failed)]

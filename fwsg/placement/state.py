@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+from fwsg.placement import admission
+
 USES = ("peak", "mean", "latest")
 
 
@@ -30,7 +32,7 @@ class Demand:
 
     __slots__ = ("names", "guests", "cores", "max_memory", "cpu", "cpu_mean", "cpu_var", "mem",
                  "mem_mean", "mem_var", "conntrack", "storages", "networks", "groups",
-                 "static_cores", "pinned", "pinned_by", "avoid", "source")
+                 "static_cores", "pinned", "pinned_by", "avoid", "source", "priority", "need")
 
     def __init__(self, guests, use, z):
         self.guests = tuple(guests)
@@ -51,6 +53,8 @@ class Demand:
             self.mem_mean += mm
             self.mem_var += mv
         self.conntrack = sum(g.conntrack for g in guests)
+        self.priority = max(g.priority for g in guests)
+        self.need = (self.max_memory, self.cpu, self.conntrack)  # what the admission rule weighs
         self.storages = frozenset().union(*(g.storages for g in guests))
         self.networks = frozenset().union(*(g.networks for g in guests))
         self.groups = tuple(dict.fromkeys(g.group for g in guests if g.group is not None))  # names;
@@ -90,17 +94,20 @@ def guest_mem(g, use, z):
 class NodeState:
     """A surviving node's projected usage during planning.
 
-    ``cpu``/``mem`` are the usage the hard threshold is checked against (per ``use``);
+    ``cpu``/``mem`` are the projected usage (per ``use``) the usage-based scorers read;
     ``*_mean``/``*_var`` feed the fwsg scorer; ``committed`` is the max memory of guests the plan
-    has put here (a restarted guest may grow to its max); ``static_*`` are configured sizes
-    (Proxmox's static model); ``guests`` the names of every guest on it, staying or placed.
+    has put here, ``placed_cpu``/``placed_ct`` their cpu and conntrack entries: with ``budget``
+    (:func:`fwsg.placement.admission.budget`) what the admission rule checks. ``static_*`` are
+    configured sizes (Proxmox's static model); ``guests`` the names of every guest on it, staying
+    or placed; ``units`` the demands the plan put here, in order.
     """
 
     __slots__ = ("node", "name", "cores", "memory", "cpu", "cpu_mean", "cpu_var", "mem",
                  "mem_mean", "mem_var", "committed", "conntrack", "conntrack_max", "services",
-                 "static_cores", "static_mem", "guests", "placed", "cpu0", "mem0", "services0")
+                 "static_cores", "static_mem", "guests", "placed", "cpu0", "mem0", "services0",
+                 "budget", "placed_cpu", "placed_ct", "units", "entry")
 
-    def __init__(self, node, staying, use, z):
+    def __init__(self, node, staying, use, z, limits=None):
         self.node = node
         self.name = node.name
         self.cores = node.cores
@@ -116,14 +123,30 @@ class NodeState:
         self.conntrack = node.conntrack_count
         self.conntrack_max = node.conntrack_max
         self.cpu0, self.mem0, self.services0 = self.cpu, self.mem, self.services
+        self.budget = admission.budget(node, self.mem, self.cpu, limits or admission.Limits())
+        self.placed_cpu = 0.0
+        self.placed_ct = 0
+        self.units = []
+        self.entry = (self.budget, self.taken(), node)  # what admission.capacity_reasons reads
 
     @property
     def free_memory(self):
-        """Bytes a further guest may still grow into: total - used - max memory committed."""
-        return self.memory - self.mem - self.committed
+        """Max memory a further guest may still bring here under the admission rule."""
+        return self.budget.memory - self.committed
+
+    def reason(self, d):
+        """None when the admission rule lets this node also take demand ``d``, else why not."""
+        return admission.capacity_reason(self.budget, self.taken(), d.need, self.node)
+
+    def taken(self):
+        """(max memory, cpu, conntrack) the plan has put here: what the admission rule subtracts."""
+        return (self.committed, self.placed_cpu, self.placed_ct)
 
     def add(self, d):
         """Account demand ``d`` as placed here (the incremental update)."""
+        self.placed_cpu += d.cpu
+        self.placed_ct += d.conntrack
+        self.units.append(d)
         self.cpu += d.cpu
         self.cpu_mean += d.cpu_mean
         self.cpu_var += d.cpu_var
@@ -137,6 +160,28 @@ class NodeState:
         self.static_mem += d.max_memory
         self.guests.update(d.names)
         self.placed.extend(d.names)
+        self.entry = (self.budget, self.taken(), self.node)
+
+    def remove(self, d):
+        """Undo :meth:`add` of demand ``d`` (the plan moves it elsewhere)."""
+        self.placed_cpu -= d.cpu
+        self.placed_ct -= d.conntrack
+        self.units.remove(d)
+        self.cpu -= d.cpu
+        self.cpu_mean -= d.cpu_mean
+        self.cpu_var = max(self.cpu_var - d.cpu_var, 0.0)
+        self.mem -= d.mem
+        self.mem_mean -= d.mem_mean
+        self.mem_var = max(self.mem_var - d.mem_var, 0.0)
+        self.committed -= d.max_memory
+        self.conntrack -= d.conntrack
+        self.services -= len(d.names)
+        self.static_cores -= d.static_cores
+        self.static_mem -= d.max_memory
+        self.guests.difference_update(d.names)
+        for n in d.names:
+            self.placed.remove(n)
+        self.entry = (self.budget, self.taken(), self.node)
 
 
 def _node_usage(stat, staying, per_guest, use, z):

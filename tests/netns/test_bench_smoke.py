@@ -61,3 +61,28 @@ def test_bench_quick(tmp_path, capsys):
     # the printed table carries the same rows
     assert "fwsg benchmark" in printed
     assert data["full_apply"]["what"] in printed
+
+
+IPT_KEYS = ("cold", "noop", "member_add", "member_del", "full_list", "rule_add", "port_add",
+            "port_del", "port_add_new", "port_del_new")
+
+
+def test_bench_iptables_quick(tmp_path, capsys):
+    """``--backend iptables``: every row for both variants, the no-op makes no kernel call,
+    Neutron's figures printed as the peer."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--backend", "iptables", "--json-out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    data = json.loads(out.read_text())
+    for variant in ("legacy", "nft"):
+        for key in IPT_KEYS:
+            row = data[f"{variant}_{key}"]
+            assert ROW_KEYS <= set(row) and row["fwsg_ms"] >= 0, (variant, key)
+        assert data[f"{variant}_noop"]["met"] is True, data[f"{variant}_noop"]
+        assert data[f"{variant}_sizes"]["rules"] > 0
+    assert "peer: Neutron iptables driver, one member added" in printed
+    assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()

@@ -28,9 +28,9 @@ def cluster(nodes, guests=None, groups=None, rules=None):
     return parse_cluster(doc)
 
 
-def state(cl, name, use="peak"):
+def state(cl, name, use="peak", limits=None):
     """The NodeState of node ``name`` with the guests the document puts on it."""
-    return NodeState(cl.nodes[name], cl.guests_on(name), use, z_for(cl.peak_key))
+    return NodeState(cl.nodes[name], cl.guests_on(name), use, z_for(cl.peak_key), limits)
 
 
 def demand(cl, *names, use="peak"):

@@ -37,7 +37,8 @@ def test_members_read_as_their_tuple_and_compare_packed():
 def test_unusual_spellings_and_macs_take_the_careful_path():
     doc = {"sg_member_ips": {"g": {"IPv4": [["192.0.2.7", "FA-16-3E-00-00-07"], "192.0.2.8/32",
                                             ["192.0.2.1", None]],
-                                   "IPv6": ["2001:DB8:0::1", ["2001:db8::2", "fa:16:3e:00:00:02"]]}}}
+                                   "IPv6": ["2001:DB8:0::1",
+                                            ["2001:db8::2", "fa:16:3e:00:00:02"]]}}}
     m = Model.from_wire(doc)
     assert m.members_of("g", 4) == ("192.0.2.1", "192.0.2.7", "192.0.2.8")
     assert m.members_of("g", 6) == ("2001:db8::1", "2001:db8::2")

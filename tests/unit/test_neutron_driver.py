@@ -369,11 +369,21 @@ def test_refused_first_block_starts_over(monkeypatch):
 
 
 def test_unbalanced_off_is_harmless_and_the_lock_is_free():
+    import threading
+
     drv = driver()
     drv.filter_defer_apply_off()
     agent_sync(drv, hybrid_ports())
     assert drv._lock.acquire(blocking=False)
     drv._lock.release()
+    drv.filter_defer_apply_on()           # a stray off from another thread closes nothing
+    t = threading.Thread(target=drv.filter_defer_apply_off)
+    t.start()
+    t.join(5)
+    drv.update_security_group_rules(WEB, GROUPS[WEB][1:])
+    n = drv.firewall.backend.commits
+    drv.filter_defer_apply_off()
+    assert drv.firewall.backend.commits == n + 1
 
 
 # -- construction -------------------------------------------------------------------------------

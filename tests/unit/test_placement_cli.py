@@ -9,10 +9,17 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "clust
 
 
 def test_text_plan_and_exit_3_when_a_guest_is_unplaced(capsys):
-    rc = main(["place", EXAMPLE, "--failed", "pve2"])
+    # cpu is soft by default: vm-160 (40 vCPUs, 24 used at p95) goes to pve4, the only node with
+    # 40 cores; --cpu-limit 95 makes cpu hard and leaves it down (pve4: 60.8 - 38 = 22.8 cores
+    # room < 24; against the final plan, which put 14.5 more cores there, 8.3)
+    assert main(["place", EXAMPLE, "--failed", "pve2"]) == 0
+    assert "vm-160  pve2  pve4" in capsys.readouterr().out
+    rc = main(["place", EXAMPLE, "--failed", "pve2", "--cpu-limit", "95"])
     out = capsys.readouterr().out
     assert rc == 3
-    assert "vm-160 cannot be placed:" in out
+    assert "cpu <= 95%" in out.splitlines()[0]
+    assert ("vm-160 cannot be placed: closest pve4: cpu room 8.30 < 24.00 cores used (--cpu-limit); "
+            "nodes rejecting: cores 2, capacity 1, failed 1, offline 1") in out
     assert "  pve1: 32 cores < 40 guest cores" in out
     assert "Projected load (p95):" in out
 
@@ -49,8 +56,12 @@ def test_missing_file_and_bad_json_and_bad_threshold(tmp_path, capsys):
     bad.write_text("{nope")
     assert main(["place", str(bad), "--failed", "x"]) == 2
     assert "not valid JSON" in capsys.readouterr().err
-    assert main(["place", EXAMPLE, "--failed", "pve2", "--threshold", "150"]) == 2
-    assert capsys.readouterr().err == "fwsg: --threshold: 150 must be in (0, 100]\n"
+    assert main(["place", EXAMPLE, "--failed", "pve2", "--memory-reserve", "100"]) == 2
+    assert capsys.readouterr().err == "fwsg: --memory-reserve: 100 must be in [0, 100)\n"
+    assert main(["place", EXAMPLE, "--failed", "pve2", "--cpu-limit", "0"]) == 2
+    assert capsys.readouterr().err == "fwsg: --cpu-limit: 0 must be in (0, 1000]\n"
+    assert main(["place", EXAMPLE, "--failed", "pve2", "--conntrack-threshold", "-1"]) == 2
+    assert capsys.readouterr().err == "fwsg: --conntrack-threshold: -1 must be in (0, 100]\n"
 
 
 def test_stats_file_feeds_usage(tmp_path, capsys):
@@ -58,7 +69,7 @@ def test_stats_file_feeds_usage(tmp_path, capsys):
              "metrics": {"cpu": {"latest": 63, "mean": 63, "p95": 63}}}
     path = tmp_path / "pve4.json"
     path.write_text(json.dumps(stats))
-    main(["place", EXAMPLE, "--failed", "pve2", "--stats", str(path), "--json"])
+    main(["place", EXAMPLE, "--failed", "pve2", "--stats", str(path), "--json", "--cpu-limit", "95"])
     doc = json.loads(capsys.readouterr().out)
     pve4 = [n for n in doc["nodes"] if n["name"] == "pve4"][0]
     assert pve4["cpu"]["before"] == 63 and pve4["placed"] == []  # pve4 full: nothing goes there

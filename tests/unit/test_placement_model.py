@@ -46,6 +46,8 @@ def test_good_document_parses():
     (lambda d: d["guests"]["vm-12"].update(usage={"cpu": {"p95": -1}}), "guests.vm-12.usage.cpu.p95: -1 must be >= 0"),
     (lambda d: d["guests"]["vm-12"].update(usage={"cpu": {"p42x": 1}}), "guests.vm-12.usage.cpu.p42x: unknown field"),
     (lambda d: d["guests"]["vm-12"].update(colour="red"), "guests.vm-12.colour: unknown field"),
+    (lambda d: d["guests"]["vm-12"].update(priority="high"), "guests.vm-12.priority: 'high' is not a number"),
+    (lambda d: d["guests"]["vm-12"].update(priority=1.5), "guests.vm-12.priority: 1.5 is not an integer"),
     (lambda d: d["nodes"]["n1"].update(memory=0), "nodes.n1.memory: 0 must be > 0"),
     (lambda d: d["nodes"]["n1"].update(online="yes"), "nodes.n1.online: 'yes' is not true or false"),
     (lambda d: d["nodes"]["n1"].update(storages="ceph"), "nodes.n1.storages: expected a list of names"),

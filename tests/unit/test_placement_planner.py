@@ -33,7 +33,9 @@ def test_unplaced_guest_names_a_reason_for_every_node():
     plan = plan_recovery(cl, ["dead"])
     (p,) = plan.unplaced
     assert p.rejected == {"dead": "failed", "off": "offline", "small": "4 cores < 8 guest cores",
-                          "full": "2 GiB free < 8 GiB max memory"}
+                          "full": "memory room 2 GiB < 8 GiB max memory"}
+    assert p.reason == ("closest full: memory room 2 GiB < 8 GiB max memory; "
+                        "nodes rejecting: capacity 1, cores 1, failed 1, offline 1")
     assert plan.to_dict()["placements"][0]["to"] is None
 
 
@@ -81,25 +83,14 @@ def test_conflicting_rules_leave_the_unit_unplaced_with_the_reason():
     assert "rules[1] (anti-affinity) separates x, y" in plan.placements[0].rejected["a"]
 
 
-def test_fwsg_falls_back_to_packing_when_spreading_strands_a_guest():
-    # two empty 16 GiB nodes; max memory 10, 7, 5, 3, 3 GiB (28 of 32 GiB): fwsg's balancing
-    # pass (driven by cpu here) strands one guest, the 'pack' pass fits all five
-    nodes = {"dead": node(64, 256 * GiB), "a": node(8, 16 * GiB, cpu=0.0, mem=0),
-             "b": node(8, 16 * GiB, cpu=0.0, mem=0)}
-    sizes = {"g0": (3, 0.5), "g1": (10, 1), "g2": (7, 1), "g3": (5, 3), "g4": (3, 1)}
-    guests = {n: guest("dead", 4, m * GiB, cpu=c, mem=GiB) for n, (m, c) in sizes.items()}
-    plan = plan_recovery(cluster(nodes, guests), ["dead"], "fwsg")
-    assert plan.fallback == "pack"
-    assert not plan.unplaced
-    assert plan.to_dict()["fallback"] == "pack"
-
-
 @pytest.mark.parametrize("bad, path", [
     ({"failed": ["nope"]}, "failed"),
     ({"failed": []}, "failed"),
     ({"failed": ["dead"], "strategy": "magic"}, "strategy"),
     ({"failed": ["dead"], "use": "p99"}, "use"),
-    ({"failed": ["dead"], "limits": Limits(threshold=1.5)}, "threshold"),
+    ({"failed": ["dead"], "limits": Limits(memory_reserve=1.5)}, "memory_reserve"),
+    ({"failed": ["dead"], "limits": Limits(cpu_limit=0)}, "cpu_limit"),
+    ({"failed": ["dead"], "limits": Limits(conntrack_threshold=0)}, "conntrack_threshold"),
 ])
 def test_bad_arguments_name_the_field(bad, path):
     cl = cluster({"dead": node(), "a": node()}, {"vm": guest("dead")})
@@ -110,11 +101,12 @@ def test_bad_arguments_name_the_field(bad, path):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), nodes=st.sampled_from([3, 4, 6, 9]),
-       strategy=st.sampled_from(sorted(STRATEGIES)), threshold=st.floats(0.5, 1.0))
-def test_no_plan_violates_a_hard_constraint_and_plans_are_deterministic(seed, nodes, strategy, threshold):
+       strategy=st.sampled_from(sorted(STRATEGIES)), reserve=st.floats(0.0, 0.3),
+       cpu_limit=st.one_of(st.none(), st.floats(0.5, 1.0)))
+def test_no_plan_violates_a_hard_constraint_and_plans_are_deterministic(seed, nodes, strategy, reserve, cpu_limit):
     sc = generate(seed, nodes=nodes)
     for failed in sc.events.values():
-        limits = Limits(threshold=threshold)
+        limits = Limits(memory_reserve=reserve, cpu_limit=cpu_limit)
         plan = plan_recovery(sc.cluster, failed, strategy, limits=limits)
         assert violations(sc.cluster, plan) == []
         again = plan_recovery(sc.cluster, failed, strategy, limits=limits)

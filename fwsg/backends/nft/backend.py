@@ -50,6 +50,9 @@ class NftBackend:
         if self._host_ready:
             return []
         notices = prepare_host(self.netns, mode)
+        from fwsg.backends.iptables.switch import remove_iptables_state
+
+        notices += remove_iptables_state(self.netns, self._ctx.run("list tables"))
         self._host_ready = True
         return notices
 

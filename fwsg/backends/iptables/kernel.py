@@ -1,0 +1,252 @@
+"""Kernel I/O of the iptables backend: ipsets through pyroute2's ipset netlink (``ipset
+restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
+read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
+jumps into them (every other line is dropped unparsed).
+"""
+
+import re
+import socket
+import subprocess
+
+from fwsg.backends.iptables import names
+from fwsg.backends.iptables.desired import BAGS
+from fwsg.backends.iptables.state import SetSpec, State
+from fwsg.errors import KernelError
+from fwsg.netns import entered
+
+IP_TABLES = ("raw", "mangle", "filter")
+BULK = 1000          # element changes above this go through one ``ipset restore``
+_BAG_NAMES = {n for _, n in BAGS} | {names.ARP}
+_DIGEST = re.compile(r'--comment "?' + names.COMMENT + r'([0-9a-f]+):(\d+)"?')
+_EB_NAME = re.compile(r"^fwsg-a[0-9a-f]{6}-([0-9a-f]{8})-(\d+)$")
+_ZONE = re.compile(r"^-m physdev --physdev-in (\S+) -j CT --zone (\d+)$")
+
+
+def _family(fam):
+    return socket.AF_INET if fam == 4 else socket.AF_INET6
+
+
+def _entry(m, fam):
+    return m if "/" in m else f"{m}/{32 if fam == 4 else 128}"
+
+
+class Kernel:
+    """One namespace's iptables, ebtables and ipsets, through the given Tools."""
+
+    def __init__(self, netns, tools):
+        self.netns = netns
+        self.tools = tools
+        self._ipset = None
+
+    def close(self):
+        if self._ipset is not None:
+            self._ipset.close()
+            self._ipset = None
+
+    @property
+    def ipset(self):
+        if self._ipset is None:
+            from pyroute2.ipset import IPSet
+
+            with entered(self.netns):
+                self._ipset = IPSet()
+        return self._ipset
+
+    def run(self, argv, text=None):
+        """Run a tool in the namespace; KernelError (one line) when it fails."""
+        with entered(self.netns):
+            try:
+                r = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.SubprocessError) as e:
+                raise KernelError(f"{argv[0]}: {e}") from None
+        if r.returncode != 0:
+            msg = " ".join((r.stderr or r.stdout).split())[:400]
+            raise KernelError(f"{argv[0]} refused: {msg}")
+        return r.stdout
+
+    # -- read back ---------------------------------------------------------------------------
+    def read(self):
+        """fwsg's chains, dispatch rules, hooks and ipsets as a State."""
+        st = State()
+        for fam in (4, 6):
+            for table in IP_TABLES:
+                self.parse(st, fam, table, self.run([self.tools.save(fam), "-t", table]))
+        self.parse(st, "eb", "nat", self.run([self.tools.save("eb"), "-t", "nat"]))
+        for name in self.run(["ipset", "list", "-n"]).split():
+            if names.is_ours(name):
+                self._read_set(st, name)
+        return st
+
+    def parse(self, st, fam, table, text):
+        """Keep from ``text`` (a ``*-save -t table`` output) only fwsg's chains and hooks."""
+        rules, first = {}, set()
+        for line in text.splitlines():
+            if line.startswith(":fwsg-"):
+                rules.setdefault(line[1:].split()[0], [])
+            elif line.startswith("-A "):
+                _, chain, rest = line.split(" ", 2)
+                if names.is_ours(chain):
+                    rules.setdefault(chain, []).append(rest)
+                elif (fam, table, chain) in names.HOOKS:
+                    # the jump counts only as the built-in chain's first rule: a rule inserted
+                    # before it could accept what fwsg would drop
+                    if rest == f"-j {names.HOOKS[(fam, table, chain)]}" and chain not in first:
+                        st.hooks.add((fam, table, chain))
+                    elif rest == f"-j {names.HOOKS[(fam, table, chain)]}":
+                        st.misplaced.add((fam, table, chain))
+                    first.add(chain)
+        for chain, body in rules.items():
+            key = (fam, table, chain)
+            if chain in _BAG_NAMES:
+                st.bags[key] = set(body)
+                if chain == names.ZONE:
+                    for r in body:
+                        m = _ZONE.match(r)
+                        if m:
+                            st.zones[m.group(1)] = int(m.group(2))
+            elif fam == "eb":
+                m = _EB_NAME.match(chain)
+                ok = m and int(m.group(2)) == len(body)
+                st.chains[key] = m.group(1) if ok else "?"
+            else:
+                m = _DIGEST.search(body[-1]) if body else None
+                st.chains[key] = m.group(1) if m and int(m.group(2)) == len(body) else "?"
+
+    def _read_set(self, st, name):
+        spec, members = None, set()
+        for line in self.run(["ipset", "save", name]).splitlines():
+            parts = line.split()
+            if parts[:1] == ["create"]:
+                fam = 6 if "inet6" in parts else 4
+                maxelem = int(parts[parts.index("maxelem") + 1]) if "maxelem" in parts else 65536
+                spec = SetSpec(fam, maxelem) if parts[2] == "hash:net" else SetSpec(0, 0)
+            elif parts[:1] == ["add"]:
+                members.add(parts[2])
+        if spec is not None:
+            st.sets[name] = spec
+            st.elements[name] = members
+
+    # -- commit ------------------------------------------------------------------------------
+    def commit(self, plan):
+        """Commit a Plan: ipsets first (so rules find their sets), then one restore per table
+        and family, then stale sets. Each step is atomic; a failure raises KernelError."""
+        for name, spec, members in plan.creates:
+            self._create(name, spec, members)
+        for name, spec, members in plan.rebuilds:
+            self._rebuild(name, spec, members)
+        for name, ms in plan.dels.items():
+            self._elements(name, ms, False)
+        for name, ms in plan.adds.items():
+            self._elements(name, ms, True)
+        self.restore_all([(fam, text) for fam, _, text in plan.texts()])
+        for name in plan.destroys:
+            self._destroy(name)
+
+    def restore_all(self, texts):
+        """Run one ``restore --noflush`` per (family, text), the families concurrently (they
+        are independent tables); KernelError naming the first that failed."""
+        if not texts:
+            return
+        if len(texts) == 1:
+            fam, text = texts[0]
+            self.run(self._restore_argv(fam), text)
+            return
+        procs = []
+        with entered(self.netns):
+            try:
+                for fam, text in texts:
+                    p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)
+                    procs.append((p, text))
+            except OSError as e:
+                for p, _ in procs:
+                    p.kill()
+                    p.wait()
+                raise KernelError(f"restore: {e}") from None
+        errors = []
+        for (p, text), (fam, _) in zip(procs, texts):
+            out, err = p.communicate(text, timeout=120)
+            if p.returncode != 0:
+                msg = " ".join((err or out).split())[:400]
+                errors.append(f"{self._restore_argv(fam)[0]} refused: {msg}")
+        if errors:
+            raise KernelError("; ".join(errors))
+
+    def _restore_argv(self, fam):
+        return [self.tools.restore(fam), "--noflush"] + ([] if fam == "eb" else ["-w"])
+
+    def _restore(self, lines):
+        self.run(["ipset", "restore", "-exist"], "".join(line + "\n" for line in lines))
+
+    @staticmethod
+    def _create_line(name, spec, n):
+        hashsize = 1024
+        while hashsize < n and hashsize < (1 << 20):
+            hashsize *= 2
+        return (f"create {name} hash:net family {'inet6' if spec.family == 6 else 'inet'} "
+                f"hashsize {hashsize} maxelem {spec.maxelem}")
+
+    def _create(self, name, spec, members):
+        self._restore([self._create_line(name, spec, len(members))]
+                      + [f"add {name} {m}" for m in members])
+
+    def _rebuild(self, name, spec, members):
+        """A new set built aside, then swapped in: the live set never lacks a member that
+        stays, and never holds one that goes, for longer than the swap."""
+        tmp = names.temp_set(name)
+        self._destroy(tmp)  # a scratch set left by a process killed half-way
+        self._create(tmp, spec, members)
+        try:
+            self.run(["ipset", "swap", tmp, name])
+        except KernelError as e:
+            if "does not exist" not in str(e):
+                self._destroy(tmp)
+                raise
+            self.run(["ipset", "rename", tmp, name])  # the live set went away meanwhile
+            return
+        self.run(["ipset", "destroy", tmp])
+
+    def _elements(self, name, members, add):
+        fam = 6 if ":" in next(iter(members)) else 4
+        if len(members) > BULK:
+            verb = "add" if add else "del"
+            self._restore([f"{verb} {name} {m}" for m in members])
+            return
+        op = self.ipset.add if add else self.ipset.delete
+        try:
+            for m in members:
+                op(name, _entry(m, fam), family=_family(fam), etype="net", exclusive=False)
+        except Exception as e:  # pyroute2 raises its own error types
+            raise KernelError(f"ipset {name}: {e}") from None
+
+    def _destroy(self, name):
+        try:
+            self.run(["ipset", "destroy", name])
+        except KernelError as e:
+            if "does not exist" not in str(e):
+                raise
+
+    # -- flush -------------------------------------------------------------------------------
+    def flush(self, st):
+        """Remove everything of fwsg's that ``st`` (read back) holds: hooks, chains, sets."""
+        removed = []
+        for fam in (4, 6, "eb"):
+            for table in IP_TABLES + ("nat",):
+                chains = [k[2] for k in list(st.chains) + list(st.bags) if k[:2] == (fam, table)]
+                hooks = [(b, e) for (f, t, b), e in names.HOOKS.items()
+                         if (f, t, b) in st.hooks | st.misplaced and (f, t) == (fam, table)]
+                if not chains and not hooks:
+                    continue
+                lines = [f"*{table}"] + [f"-D {b} -j {e}" for b, e in hooks]
+                lines += [f"-F {c}" for c in chains] + [f"-X {c}" for c in chains]
+                if fam != "eb":
+                    lines.append("COMMIT")
+                argv = [self.tools.restore(fam), "--noflush"] + ([] if fam == "eb" else ["-w"])
+                self.run(argv, "".join(line + "\n" for line in lines))
+                removed.append(f"{ {4: 'iptables', 6: 'ip6tables', 'eb': 'ebtables'}[fam]} {table}")
+        for name in st.sets:
+            self._destroy(name)
+        if st.sets:
+            removed.append(f"{len(st.sets)} ipsets")
+        return removed
