@@ -99,3 +99,12 @@ def test_fwsg_repair_moves_a_placed_guest_to_make_room():
     assert plan.repaired == 1
     assert {p.guest: p.moved_for for p in plan.placements}["v"] == "L"
     assert violations(cl, plan) == []
+
+
+def test_floor_counts_guests_no_node_admits_even_alone():
+    from fwsg.placement.oracle import unplaceable
+
+    nodes = {"dead": node(64, 256 * GiB), "a": node(8, 16 * GiB, cpu=0.0, mem=0)}
+    guests = {"fits": guest("dead", 2, 8 * GiB), "also": guest("dead", 2, 8 * GiB),  # each fits alone
+              "huge": guest("dead", 2, 32 * GiB), "nvme": guest("dead", 2, GiB, storages=["nvme"])}
+    assert unplaceable(cluster(nodes, guests), ["dead"]) == 2
