@@ -21,7 +21,7 @@ def fingerprint(rs):
         sd = rs.sets[key]
         h.update(f"\0s{key}{sd}".encode())
         elems = rs.elements.get(key)
-        if elems is None:
+        if not elems:
             elems = {} if sd.is_map else ()
         fam = _ADDR.get(sd.key_type)
         if fam and not sd.is_map and not sd.interval:
