@@ -21,7 +21,7 @@ found by destination MAC (``@mac-dst``); ``zone-pre`` (inet prerouting -300, bef
 conntrack) jumps by the mark (``@zone-mark``: either half) to ``zone-<n>`` (``ct zone set
 n``), untagged packets (routed) by destination address (``@zone4``/``@zone6``);
 ``zone-out`` (output -300) by destination address. ``bridge forward`` drops a frame tagged by
-destination MAC that leaves through another port than the MAC's (its zone would be wrong).
+destination MAC that leaves through another filtered port than the MAC's (wrong zone).
 """
 
 
@@ -96,11 +96,11 @@ BASE_CHAINS = (
                                       "meta mark & 0xffff0000 == 0x0 "
                                       "meta mark set ether daddr map @mac-dst",
                                       "iifname @secured jump antispoof"), BRIDGE_PRE),
-    # a frame from outside tagged by destination MAC leaves only through the port owning that
-    # MAC (a copy flooded elsewhere, e.g. to another network's bridge ports, would be judged
-    # in the wrong zone)
+    # a frame from outside tagged by destination MAC reaches no filtered port but the one
+    # owning that MAC (a copy flooded to another network's ports would be judged in the wrong
+    # zone); unfiltered ports (an uplink, hybrid mode's veth to the per-port bridge) pass it on
     ChainDef("bridge", "forward", ("meta mark & 0xffff0000 == 0x0 meta mark != 0x0 "
-                                   "oifname . ether daddr != @macs drop",
+                                   "oifname @secured oifname . ether daddr != @macs drop",
                                    "meta mark set oifname map @port-dst"), BRIDGE_FWD),
     ChainDef("inet", "zone-pre", ("meta mark vmap @zone-mark",
                                   "meta mark 0x0 ip daddr vmap @zone4",
