@@ -226,9 +226,8 @@ class Firewall:
     def flush(self):
         """Remove fwsg's tables (and nothing else); the families removed."""
         with self._namespace_locked():
+            self._committed()   # before the kernel changes: a crash half-way is still seen
             removed = self.backend.flush()
-            if removed:
-                self._committed()
             if self._record:
                 from fwsg import statefile
 
@@ -498,6 +497,8 @@ class Firewall:
         notices = self.backend.prepare_host(self.mode) if plan else []
         self.notices.extend(notices)
         testhooks.point("before-commit")
+        if plan:  # stamped before the kernel changes: a process dying inside or right after
+            self._committed()   # its commit still tells every other Firewall to re-read
         try:
             transport = self.backend.commit(plan)
         except KernelError as e:
@@ -513,8 +514,6 @@ class Firewall:
                 raise
             plan, current, transport, notes = retry
             repaired = repaired + notes
-        if plan:
-            self._committed()
         if gen0 is not None:
             self._prove(d, gen0, fp)
         testhooks.point("after-commit")
@@ -623,7 +622,8 @@ class Firewall:
             self._full = True
 
     def _committed(self):
-        """Stamp the namespace lock with our transaction (held)."""
+        """Stamp the namespace lock with our transaction (held), before it reaches the
+        kernel."""
         if self._nslock is not None:
             self._stamp = f"{nslock.pid()}.{self._token}.{next(self._count)}"
             self._nslock.committed(self._stamp)

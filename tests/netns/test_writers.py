@@ -4,9 +4,10 @@ an idle Firewall that has proven the kernel's state does not prove it again on e
 
 import json
 import os
+import subprocess
 from fwsg import fingerprint
 from fwsg.firewall import Firewall
-from tests.netns.test_hardening import demo, fwsg, nft, ns, other_model  # noqa: F401 - fixture
+from tests.netns.test_hardening import FWSG, demo, fwsg, nft, ns, other_model  # noqa: F401 - fixture
 
 WEB = "sg-web"
 
@@ -102,3 +103,25 @@ def test_lock_file_holds_the_holder_and_the_stamp_of_the_last_commit(ns):
     with open(fw._nslock.path) as f:
         holder, stamp = f.read().split()
     assert holder == str(os.getpid()) and stamp == fw._stamp
+
+
+def test_a_process_killed_inside_its_commit_is_seen_before_an_incremental_change(ns, tmp_path):
+    """Another process dies between two steps of its commit (its rules in force, its members
+    not yet): the stamp it wrote before touching the kernel makes this Firewall re-read."""
+    fw = Firewall(netns=ns)
+    fw.apply(demo())
+    big = demo()   # one more rule (the first step) and many members (the batches after)
+    big["security_groups"][WEB].append({"direction": "ingress", "ethertype": "IPv6",
+                                        "protocol": "tcp", "port_range_min": 2222,
+                                        "remote_group_id": WEB})
+    big["sg_member_ips"][WEB]["IPv6"] = [f"2001:db8::{i >> 16:x}:{i & 0xffff:x}"
+                                         for i in range(1, 35001)]
+    m = tmp_path / "big.json"
+    m.write_text(json.dumps(big))
+    p = subprocess.run([FWSG, "apply", str(m), "--netns", ns], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, FWSG_TEST_HOOKS="between-steps=kill"))
+    assert p.returncode == -9, p.stderr
+    assert Firewall(netns=ns).plan(fw.model)                     # the other's rule in force
+    r = fw.add_security_group_members(WEB, ["198.51.100.9"])
+    assert not r.repaired, r.repaired                            # seen before, not refused
+    assert not Firewall(netns=ns).plan(fw.model)                 # fw re-read: its model again
