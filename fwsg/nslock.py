@@ -134,6 +134,13 @@ class NamespaceLock:
             self._map = None
             os.close(fd)
 
+    def __del__(self):
+        # a NamespaceLock dropped with its Firewall gives its descriptor and mapping back
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to free
+            pass
+
     def __enter__(self):
         self.acquire()
         return self

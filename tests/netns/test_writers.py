@@ -2,6 +2,7 @@
 another process made stale finds out under the namespace lock and commits the full difference;
 an idle Firewall that has proven the kernel's state does not prove it again on every call."""
 
+import gc
 import json
 import os
 import subprocess
@@ -125,3 +126,15 @@ def test_a_process_killed_inside_its_commit_is_seen_before_an_incremental_change
     r = fw.add_security_group_members(WEB, ["198.51.100.9"])
     assert not r.repaired, r.repaired                            # seen before, not refused
     assert not Firewall(netns=ns).plan(fw.model)                 # fw re-read: its model again
+
+
+def test_a_dropped_firewall_gives_its_lock_descriptor_back(ns):
+    def fds():
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    Firewall(netns=ns).apply(demo())
+    before = fds()
+    for _ in range(20):
+        Firewall(netns=ns).apply(demo())
+    assert fds() - before < 5
