@@ -51,14 +51,12 @@ class EtcdServer:
     """One single-member etcd on 127.0.0.1 with its own data directory."""
 
     def __init__(self, name="fwsg", data_dir=None, client_port=None, peer_port=None, tls=None,
-                 tmp_parent=None, extra_args=()):
+                 tmp_parent=None):
         """``tls``: {"cert", "key", "ca"} files: clients use https and must present a
         certificate signed by ``ca``. ``tmp_parent``: where the temporary data directory is
-        made (e.g. ``/dev/shm`` for a benchmark that must not be bound by the disk's fsync);
-        ``extra_args``: more etcd options (e.g. ``--backend-batch-interval``)."""
+        made (e.g. ``/dev/shm`` for a benchmark that must not be bound by the disk's fsync)."""
         self.name = name
         self.tls = tls
-        self.extra_args = list(extra_args)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="fwsg-etcd-", dir=tmp_parent)
         self.client_port = client_port or free_port()
@@ -100,7 +98,7 @@ class EtcdServer:
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
-             "--log-level", "error", "--logger", "zap"] + tls + self.extra_args,
+             "--log-level", "error", "--logger", "zap"] + tls,
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
