@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fwsg.errors import ValidationError
 from fwsg.placement.admission import Limits, Reason, capacity_reasons
 from fwsg.placement.filters import STATIC_FILTERS, anti_affinity
+from fwsg.placement.rebalance import rebalance
 from fwsg.placement.repair import repair, trade
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES, Context
 from fwsg.placement.state import USES, Demand, NodeState, z_for
@@ -103,6 +104,7 @@ class RecoveryPlan:
     nodes: list
     seconds: float = 0.0
     repaired: int = 0  # units the repair step placed by moving an already placed unit
+    rebalanced: int = 0  # moves of the rebalancing step (fwsg.placement.rebalance)
 
     @property
     def placed(self):
@@ -138,6 +140,7 @@ class RecoveryPlan:
             "placed": len(self.placed),
             "unplaced": len(self.unplaced),
             "repaired": self.repaired,
+            "rebalanced": self.rebalanced,
             "seconds": round(self.seconds, 6),
             "placements": [self._placement(p) for p in self.placements],
             "unplaced_guests": [{"guest": p.guest, "reason": p.reason} for p in self.unplaced],
@@ -238,11 +241,12 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
         repaired = repair(setup, decided, scorer, limits, placements)
         if any(t is None for _, t in decided):
             trade(setup, decided, scorer, limits, placements)
+    rebalanced = rebalance(setup, decided, limits, placements) if scorer.repair else 0
     _explain_unplaced(setup, decided, placements, limits)
     seconds = time.perf_counter() - started
     return RecoveryPlan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
                 placements=placements, nodes=_node_loads(cluster, setup.states, set(failed), use, setup.ctx.z),
-                seconds=seconds, repaired=repaired)
+                seconds=seconds, repaired=repaired, rebalanced=rebalanced)
 
 
 @dataclass
