@@ -20,7 +20,9 @@ def fingerprint(rs):
     for key in sorted(rs.sets):
         sd = rs.sets[key]
         h.update(f"\0s{key}{sd}".encode())
-        elems = rs.elements.get(key) or ()
+        elems = rs.elements.get(key)
+        if not elems:
+            elems = {} if sd.is_map else ()
         fam = _ADDR.get(sd.key_type)
         if fam and not sd.is_map and not sd.interval:
             packed, rejects = fast.pack_addrs(list(elems), fam)

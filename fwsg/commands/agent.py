@@ -46,6 +46,10 @@ def register(sub):
                    "(default 20)")
     p.add_argument("--reconcile-interval", metavar="S", type=float, default=300.0,
                    help="repair drift in fwsg's tables every S seconds (0: never; default 300)")
+    p.add_argument("--health-interval", metavar="S", type=float, default=5.0,
+                   help="ask etcd for its revision every S seconds; no answer within 2 s "
+                   "counts as the store going away (a frozen or partitioned etcd keeps watch "
+                   "connections open and silent; default 5, 0: never)")
     p.add_argument("--metrics-port", metavar="PORT", type=int,
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--metrics-addr", metavar="ADDR", default="127.0.0.1",
@@ -93,6 +97,8 @@ def run(args):
         raise UserError(f"--window: {args.window:g} must be between 0 and 10000 ms")
     if args.reconcile_interval < 0:
         raise UserError(f"--reconcile-interval: {args.reconcile_interval:g} must be >= 0")
+    if args.health_interval < 0:
+        raise UserError(f"--health-interval: {args.health_interval:g} must be >= 0")
     from fwsg.commands.publish import store_from_args
 
     spec, store = store_from_args(args.source, args)
@@ -112,7 +118,8 @@ def run(args):
         from fwsg.sync.layout import Layout
 
         agent = EtcdAgent(fw, store, Layout(spec.prefix), args.host,
-                          window=args.window / 1000.0, **common)
+                          window=args.window / 1000.0, health_every=args.health_interval,
+                          **common)
     stats = None
     if args.publish_stats and store is not None:
         from fwsg.sync.stats import StatsPublisher
@@ -148,6 +155,8 @@ def show_status(path, as_json):
             ("connected" if doc.get("connected") else "NOT CONNECTED (kernel keeps last good rules)")
         print(f"agent {doc.get('host')} (pid {doc.get('pid')}): {state}")
         print(f"  source      {doc.get('source')}")
+        if not doc.get("connected") and doc.get("disconnected_because"):
+            print(f"  why         {doc['disconnected_because']}")
         print(f"  revision    {doc.get('revision')}; last commit {age}; "
               f"{doc.get('transactions', 0)} transactions")
         print(f"  ports       {doc.get('ports')}; members {doc.get('members')}")

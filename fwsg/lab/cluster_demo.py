@@ -132,7 +132,7 @@ def run(name="demo", timeout=0.5, out=sys.stdout, log=sys.stderr):
 
         while time.monotonic() - t0 < 10:
             if traffic.tcp_connect(nodes.ns("vm3"), nodes.ns("vm2"), "192.0.2.12", 5432,
-                                   timeout=0.05):
+                                   timeout=0.01):
                 passed = time.monotonic() - t0
                 break
         out.write(f"\nput -> packets passing on the other host: "

@@ -38,7 +38,7 @@ log = logging.getLogger("fwsg.agent")
 QUEUE_MAX = 1024       # event batches waiting (each is one etcd watch response)
 BATCH_MAX = 20000      # events folded into one transaction at most
 READERS = 4            # concurrent range reads during a full sync
-QUIET_GAP = 0.002      # seconds without a new event that close the coalescing window early
+QUIET_GAP = 0.0005     # seconds without a new event that close the coalescing window early
 
 
 class _Stream:
@@ -51,6 +51,7 @@ class _Stream:
     def __init__(self, name, prefix, resume):
         self.name, self.prefix, self.resume = name, prefix, resume
         self.watch = None
+        self.gen = 0  # which watch of this stream an item in the queue came from
 
 
 class AgentBase:
@@ -67,6 +68,7 @@ class AgentBase:
         self._stop = threading.Event()
         self._resync = threading.Event()
         self.connected = False
+        self.disconnect_reason = "not connected yet"
         self.revision = 0
         self.last_commit = None
         self.last_error = None
@@ -110,6 +112,7 @@ class AgentBase:
             else:
                 log.error("store unreachable (%s): keeping the last good rules in the kernel", why)
         self.connected = up
+        self.disconnect_reason = None if up else why
         self.metrics.connected.set(1 if up else 0)
         self.write_status(force=True)
 
@@ -130,6 +133,7 @@ class AgentBase:
         members = self.member_count()
         return {"pid": os.getpid(), "running": not self._stop.is_set(), "host": self.host,
                 "netns": fw.netns, "connected": self.connected, "revision": self.revision,
+                "disconnected_because": self.disconnect_reason,
                 "last_commit": self.last_commit, "transactions": self.transactions,
                 "resyncs": self.resyncs, "reconnects": self.reconnects,
                 "ports": self.port_count(), "groups_watched": sorted(self.watched_groups()),
@@ -188,7 +192,8 @@ class AgentBase:
 class EtcdAgent(AgentBase):
     """Follows ``P/hosts/<host>/ports/`` and the groups in their closure in etcd."""
 
-    def __init__(self, fw, store, layout, host, *, window=0.02, backoff_max=5.0, **kw):
+    def __init__(self, fw, store, layout, host, *, window=0.02, backoff_max=5.0,
+                 health_every=5.0, **kw):
         super().__init__(fw, host, **kw)
         self.store = store
         self.layout = layout if isinstance(layout, Layout) else Layout(layout)
@@ -201,6 +206,9 @@ class EtcdAgent(AgentBase):
         self._count_lock = threading.Lock()
         self._need_full = True
         self._backoff = 0.2
+        self.health_every = health_every
+        self.health_timeout = 2.0
+        self._next_health = time.monotonic() + health_every
 
     def source_name(self):
         return f"etcd://{','.join(self.store.endpoints)}{self.layout.prefix}"
@@ -233,6 +241,9 @@ class EtcdAgent(AgentBase):
                         self._sleep_backoff()
                     continue
                 self._maybe_reconcile()
+                self._maybe_health_check()
+                if self._need_full:
+                    continue
                 try:
                     item = self.q.get(timeout=0.2)
                 except queue.Empty:
@@ -271,16 +282,17 @@ class EtcdAgent(AgentBase):
         s.resume = resume
         if s.watch is not None:
             s.watch.cancel()
+        s.gen += 1
         group = None if name == "\0ports" else name
 
-        def on_events(events, _rev, s=s, group=group):
+        def on_events(events, _rev, s=s, group=group, gen=s.gen):
             if group is not None:
                 with self._count_lock:
                     self._events_by_group[group] += len(events)
-            self.q.put(("ev", s, events))
+            self.q.put(("ev", s, events, gen))
 
-        def on_end(err, s=s):
-            self.q.put(("end", s, err))
+        def on_end(err, s=s, gen=s.gen):
+            self.q.put(("end", s, err, gen))
 
         s.watch = self.store.watch(prefix, resume, on_events, on_end)
 
@@ -445,9 +457,9 @@ class EtcdAgent(AgentBase):
     def _handle(self, batch):
         touched = {"ports": set(), "rules": set(), "members": {}}
         received, events, ended = [], 0, []
-        for kind, s, payload in batch:
-            if self.streams.get(s.name) is not s:
-                continue  # a watch dropped or replaced since: its events are stale
+        for kind, s, payload, gen in batch:
+            if self.streams.get(s.name) is not s or gen != s.gen:
+                continue  # from a watch dropped or restarted since (which replays them)
             if kind == "end":
                 ended.append((s, payload))
                 continue
@@ -533,19 +545,35 @@ class EtcdAgent(AgentBase):
         except ValidationError as e:
             self._skip(key, str(e))
 
-    def _reconnect(self, ended):
-        """Streams ended: resume them from their revisions (backoff while etcd is away);
-        a compacted revision means a full resync."""
+    def _maybe_health_check(self):
+        """Every ``health_every`` seconds ask etcd for its revision (with a short timeout): a
+        watch stream on a silent connection (a frozen or partitioned etcd) never ends by
+        itself, so an unanswered check counts as the store going away."""
+        now = time.monotonic()
+        if not self.health_every or now < self._next_health:
+            return
+        self._next_health = now + self.health_every
+        try:
+            self.store.revision(timeout=self.health_timeout)
+        except StoreUnavailable as e:
+            self._reconnect([], why=f"health check: {e}")
+        except Compacted:
+            self._need_full = True
+
+    def _reconnect(self, ended, why=None):
+        """Streams ended (or the store stopped answering): resume every stream from its
+        revision once etcd answers (backoff meanwhile); a compacted revision means a full
+        resync."""
         for s, err in ended:
             if isinstance(err, Compacted):
                 log.warning("watch %s: revision %d compacted; full resync", s.prefix, s.resume)
                 self._need_full = True
                 return
-        why = "; ".join(str(e) for _, e in ended)
+        why = why or "; ".join(str(e) for _, e in ended)
         self._set_connected(False, why)
         while not self._stop.is_set():
             try:
-                self.store.revision()
+                self.store.revision(timeout=self.health_timeout)
             except StoreUnavailable:
                 self._sleep_backoff()
                 continue

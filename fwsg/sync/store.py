@@ -111,19 +111,20 @@ class EtcdStore:
         self._token = r.json()["token"]
         c.session.headers["Authorization"] = self._token
 
-    def call(self, path, body):
-        """POST ``body`` to ``/v3/<path>``; the decoded JSON reply. Tries every endpoint once."""
+    def call(self, path, body, timeout=None):
+        """POST ``body`` to ``/v3/<path>``; the decoded JSON reply. Tries every endpoint once.
+        ``timeout``: seconds for this call (default: the store's)."""
         last = None
+        timeout = timeout or self.timeout
         for _ in range(len(self.endpoints)):
             c = self.client()
             try:
                 if self.user and not self._token:
                     self._authenticate(c)
-                r = c.session.post(c.get_url(path), data=json.dumps(body), timeout=self.timeout)
+                r = c.session.post(c.get_url(path), data=json.dumps(body), timeout=timeout)
                 if r.status_code == 401 and self.user:
                     self._authenticate(c)
-                    r = c.session.post(c.get_url(path), data=json.dumps(body),
-                                       timeout=self.timeout)
+                    r = c.session.post(c.get_url(path), data=json.dumps(body), timeout=timeout)
             except requests.RequestException as e:
                 last = e
                 self._next_endpoint()
@@ -138,10 +139,10 @@ class EtcdStore:
                                f"{_short_exc(last)}")
 
     # -- reads and writes --------------------------------------------------------------------
-    def revision(self):
+    def revision(self, timeout=None):
         """The store's current revision."""
-        return int(self.call("kv/range", {"key": b64("\0"), "limit": 1,
-                                          "count_only": True})["header"]["revision"])
+        return int(self.call("kv/range", {"key": b64("\0"), "limit": 1, "count_only": True},
+                             timeout=timeout)["header"]["revision"])
 
     def range(self, prefix, revision=None):
         """Every (key, value bytes) under ``prefix`` at one revision: (revision, list).

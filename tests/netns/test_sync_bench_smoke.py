@@ -14,13 +14,19 @@ def test_sync_bench_smoke(tmp_path):
     if not ok:
         pytest.skip(f"netns tests: {why}")
     out = tmp_path / "bench.json"
-    p = subprocess.run([sys.executable, "-m", "fwsg.lab.sync_bench", "--quick", "--rates", "50",
-                        "--seconds", "1", "--json-out", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "put -> commit at 50/s" in p.stdout and "storm: agent CPU" in p.stdout
+    p = subprocess.Popen([sys.executable, "-m", "fwsg.lab.sync_bench", "--quick", "--rates",
+                          "50", "--seconds", "1", "--json-out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, stderr[-2000:]
+    assert "put -> commit at 50/s" in stdout and "storm: agent CPU" in stdout
     data = json.loads(out.read_text())
     assert data["rates"][0]["lost_updates"] == 0 and data["storm"]["lost_updates"] == 0
     assert data["wire"]["expanded_bytes"] > data["wire"]["grouped_bytes"]
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert "fwsg-syncb-" not in left
+    assert f"fwsg-syncb-{p.pid}" not in left  # its namespace is gone

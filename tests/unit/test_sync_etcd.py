@@ -339,3 +339,25 @@ def test_several_endpoints_a_dead_one_is_skipped(etcd_server, prefix):
     assert st.put(f"{prefix}/k", "v") > 0 and st.get(f"{prefix}/k") == b"v"
     with pytest.raises(StoreUnavailable, match="unreachable"):
         EtcdStore([dead], timeout=2).revision()
+
+
+def test_frozen_etcd_is_noticed_and_followed_again(etcd_server, prefix):
+    """A frozen (or partitioned) etcd keeps its connections open and silent: the health check
+    notices, the rules stay, and the agent follows the store again once it answers."""
+    import signal
+
+    st, L = EtcdStore([etcd_server.endpoint]), Layout(prefix)
+    publish(st, L, demo(), host="hv1")
+    with AgentThread(agent(etcd_server, L, "hv1", health_every=0.5)) as a:
+        wait_for(lambda: a.connected, what="connected")
+        before = a.fw.model
+        os.kill(etcd_server.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: not a.connected, timeout=15, what="the frozen store noticed")
+            assert a.fw.model == before and "health check" in a.disconnect_reason
+        finally:
+            os.kill(etcd_server.pid, signal.SIGCONT)
+        st.put(L.member("sg-web", "192.0.2.52"), '"192.0.2.52"')
+        wait_for(lambda: a.connected and "192.0.2.52" in members(a, "sg-web"), timeout=20,
+                 what="following the store again")
+        assert a.reconnects >= 1

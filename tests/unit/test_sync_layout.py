@@ -57,3 +57,20 @@ def test_mirror_closure_and_member_counts():
     assert m.set_member("a", "k2", "192.0.2.1") == (None, None)  # second key, same address
     assert m.set_member("a", "k1", None) == (None, None)
     assert m.set_member("a", "k2", None) == (None, "192.0.2.1")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["agent", "--source", "etcd://h:1"], "--host is required"),
+    (["agent", "--host", "hv1"], "--source is required"),
+    (["agent", "--host", "hv1", "--source", "http://h:1"], "is not file:PATH or etcd://"),
+    (["agent", "--host", "hv1", "--source", "etcd://h:1", "--window", "-1"], "--window"),
+    (["agent", "--host", "", "--source", "etcd://h:1"], "--host: '' is not a valid name"),
+    (["publish", "--to", "etcd://h:1"], "give MODEL.json and/or --cluster"),
+    (["place", "--failed", "auto"], "give CLUSTER.json or --source"),
+])
+def test_cli_bad_usage_exits_2_with_one_line(argv, says, capsys):
+    from fwsg.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
