@@ -1,13 +1,14 @@
-"""The repair step: place a leftover unit by moving one already placed unit out of its way.
+"""The repair step: place a leftover unit by moving placed units out of its way.
 
 Pure: no I/O here. After a greedy pass some units may fit on no node although the plan could
 make room: a node lacks a few GiB that one guest the plan put there occupies, and that guest
 fits elsewhere. :func:`repair` tries, for each leftover unit in decision order, first a direct
 fit (an earlier repair may have made room), then the cheapest single move (the candidate node
 missing the least room, the smallest unit there that makes enough room and that another node
-admits), then several moves off one of the three candidate nodes missing the least room (largest
-units first, until it admits the leftover). Every move keeps every hard constraint: the admission rule and anti-affinity are
-checked for both the moved unit's new node and the leftover unit's node. Units the failed
+admits), then several moves off one of the three candidate nodes missing the least room
+(largest units first, until it admits the leftover). Every move keeps every hard constraint:
+the admission rule and anti-affinity are checked for both the moved unit's new node and the
+leftover unit's node. Units the failed
 nodes' affinity pins, and units with a rule conflict, are never moved or repaired.
 """
 
