@@ -29,7 +29,8 @@ class Placement:
     ``unit`` lists the guests placed together with it (affinity), itself included; ``ranked``
     (candidate node states, their scores) as the scorer saw them (the losers' explanation); ``reason`` one
     line summing up why an unplaced guest fits nowhere; ``moved_for`` the guest whose room the
-    repair step made by moving this one; ``key`` orders unplaced guests (HA priority, then size).
+    repair step made by moving this one; ``relieved`` the node the rebalancing step moved it off;
+    ``key`` orders unplaced guests (HA priority, then size).
     """
 
     guest: str
@@ -41,6 +42,7 @@ class Placement:
     ranked: tuple = ()
     reason: str = ""
     moved_for: str | None = None
+    relieved: str | None = None
     key: tuple = ()
 
     @property
@@ -126,6 +128,7 @@ class RecoveryPlan:
                 **({"with": [u for u in p.unit if u != p.guest]} if len(p.unit) > 1 else {}),
                 **({"reason": p.reason} if p.reason else {}),
                 **({"moved_for": p.moved_for} if p.moved_for else {}),
+                **({"relieved": p.relieved} if p.relieved else {}),
                 "rejected": {n.name: str(why[n.name]) for n in self.nodes if n.name in why}}
 
     def to_dict(self):
@@ -215,7 +218,9 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
     then cpu, then name); each node passes the admission filters, the highest HA-group priority
     tier is kept, the strategy scores, ties go to the smallest node name, and the decision
     updates its target before the next. A strategy with ``repair`` (``fwsg``) then tries to place
-    each unit left over by moving one already placed unit to another node that admits it.
+    each unit left over by moving placed units to other nodes that admit them (and swaps), and
+    finally moves placed units off the hottest node (:mod:`fwsg.placement.rebalance`) without
+    taking any guest down.
     Every node not chosen carries a reason. ``use`` picks the usage statistic (``peak`` = the
     document's percentile, ``mean`` or ``latest``) the admission rule and the usage-based
     scorers read. Raises ValidationError for an unknown failed node, strategy, ``use`` or a

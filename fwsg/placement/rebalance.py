@@ -90,6 +90,7 @@ def rebalance(setup, decided, limits, placements, line=LINE, max_moves=None):
         for name in v.names:
             p = by_guest[name]
             p.target, p.score, p.ranked = m.name, None, ()
+            p.relieved = p.relieved or hot.name
             p.rejected = {k: why for k, why in p.rejected.items() if k != m.name}
         moves += 1
     return moves

@@ -20,7 +20,8 @@ from fwsg.placement.filters import STATIC_FILTERS, anti_affinity
 
 def repair(setup, decided, scorer, limits, placements):
     """Place leftover units of ``decided`` ([(demand, state or None)], updated in place) by
-    direct fits and single moves; update ``placements``. Returns the number of units placed."""
+    direct fits, single moves and several moves; update ``placements``. Returns the number of
+    units placed."""
     from fwsg.placement.planner import _priority_tier, static_pass  # planner imports this module
 
     states, ctx = setup.states, setup.ctx

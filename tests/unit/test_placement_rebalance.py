@@ -24,6 +24,7 @@ def _setup(nodes, guests, groups=None, rules=None, on="A"):
 class _P:
     def __init__(self, guest, target):
         self.guest, self.target, self.score, self.ranked, self.rejected = guest, target, 0.0, (), {}
+        self.relieved = None
 
 
 def _two_busy(**extra):
@@ -38,6 +39,8 @@ def test_moves_a_placed_guest_off_a_node_above_the_line():
     assert rebalance(setup, decided, Limits(), ps) == 1
     assert sorted(t.name for _, t in decided) == ["A", "B"]
     assert sorted(p.target for p in ps) == ["A", "B"]
+    assert [p.relieved for p in ps if p.target == "B"] == ["A"]
+    assert [p.relieved for p in ps if p.target == "A"] == [None]
 
 
 def test_leaves_a_node_below_the_line_alone():
@@ -90,3 +93,33 @@ def test_never_breaks_the_conntrack_rule():
              "B": node(16, 64 * GiB, cpu=0.0, mem=0, conntrack={"count": 900, "max": 1000})}
     setup, decided, ps = _setup(nodes, _two_busy(conntrack=100))
     assert rebalance(setup, decided, Limits(), ps) == 0
+
+
+def test_plan_recovery_relieves_a_node_an_earlier_choice_made_hot(capsys):
+    # g1 (HA priority 2) goes first, to idle A (ties by name); g2 needs nvme, which only A has:
+    # A ends at 12/16 cores (75 %), so the rebalancing step moves g1 to B
+    import json
+
+    from fwsg.cli import main
+    from fwsg.placement import violations
+
+    doc = {"nodes": {"A": node(16, 64 * GiB, cpu=0.0, mem=0, storages=["nvme"]),
+                     "B": node(16, 64 * GiB, cpu=0.0, mem=0), "src": node(32, 256 * GiB, storages=["nvme"])},
+           "guests": {"g1": guest("src", 8, 4 * GiB, cpu=6.0, mem=GiB, priority=2),
+                      "g2": guest("src", 8, 4 * GiB, cpu=6.0, mem=GiB, storages=["nvme"])}}
+    cl = cluster(doc["nodes"], doc["guests"])
+    assert plan_recovery(cl, ["src"], "least-allocated").target_of() == {"g1": "A", "g2": "A"}
+    plan = plan_recovery(cl, ["src"])
+    assert plan.target_of() == {"g1": "B", "g2": "A"}
+    assert plan.rebalanced == 1 and not violations(cl, plan)
+    out = plan.to_dict()
+    assert [p.get("relieved") for p in out["placements"]] == ["A", None]
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cluster.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        assert main(["place", path, "--failed", "src"]) == 0
+    assert "moved off A (projected peak above 70%)" in capsys.readouterr().out
