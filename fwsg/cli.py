@@ -14,9 +14,12 @@ from fwsg.errors import MAX_LINE, FwsgError, printable
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad input: one line on stderr naming the option, exit 2
+    (no usage block; ``--help`` still prints the full text)."""
+
     def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(2, f"fwsg: error: {message}\n")
+        line = printable(one_line(f"{self.prog}: {message} (see '{self.prog} --help')"), MAX_LINE)
+        self.exit(2, f"{line}\n")
 
 
 def build_parser():

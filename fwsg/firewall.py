@@ -27,13 +27,12 @@ re-reads the kernel first.
 import contextlib
 import functools
 import itertools
-import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from fwsg import fast, testhooks
+from fwsg import fast, nslock, testhooks
 from fwsg.addr import is_prefix
 from fwsg.backends import make_backend
 from fwsg.errors import KernelError, UserError, ValidationError, short_repr
@@ -119,7 +118,8 @@ class Firewall:
         self._lock = threading.RLock()
         real = self.backend.name != "fake"  # a kernel backend: lock the namespace, keep the record
         self._nslock = NamespaceLock(self.netns, lock_wait) if real else None
-        self._stamps = (f"{os.getpid()}.{uuid.uuid4().hex[:12]}.{n}" for n in itertools.count())
+        self._token = uuid.uuid4().hex[:12]  # with the pid and a counter: our stamps
+        self._count = itertools.count()
         self._stamp = None       # stamp of our last transaction under the namespace lock
         self._record = real      # keep the names record under /run/fwsg
         self._recorded = None    # group names as last recorded
@@ -226,9 +226,8 @@ class Firewall:
     def flush(self):
         """Remove fwsg's tables (and nothing else); the families removed."""
         with self._namespace_locked():
+            self._committed()   # before the kernel changes: a crash half-way is still seen
             removed = self.backend.flush()
-            if removed:
-                self._committed()
             if self._record:
                 from fwsg import statefile
 
@@ -459,7 +458,10 @@ class Firewall:
         if d is None:
             return self._result(self.backend.empty_plan(), timings, t0)
         record = record or self._record_all
-        with self._namespace_locked():
+        lock = self._nslock   # held as in _namespace_locked, inline: this is the hot path
+        if lock is not None:
+            self._lock_namespace()
+        try:
             result = self._commit_locked(d, timings, t0, repair)
             if self._record and (record and result.changed or self._recorded is None
                                  or self._recorded != d.names.groups.by_key):
@@ -467,6 +469,11 @@ class Firewall:
 
                 statefile.save(self.netns, self.names())
                 self._recorded = dict(d.names.groups.by_key)
+            if lock is not None:
+                self._stamp = lock.stamp
+        finally:
+            if lock is not None:
+                lock.release()
         self._record_all = False
         return result
 
@@ -477,7 +484,7 @@ class Firewall:
         if full and not repair and self._current is None and self._nslock is not None:
             self._current, fp = self._proven_mirror(d)
         gen0 = self.backend.generation() if full and self._nslock is not None else None
-        current = self.current()
+        current = self._current if self._current is not None else self.current()
         repaired, rebuild = [], {}
         if self._full:
             current, rebuild, repaired = self._drift(d, current, deep=repair)
@@ -490,6 +497,8 @@ class Firewall:
         notices = self.backend.prepare_host(self.mode) if plan else []
         self.notices.extend(notices)
         testhooks.point("before-commit")
+        if plan:  # stamped before the kernel changes: a process dying inside or right after
+            self._committed()   # its commit still tells every other Firewall to re-read
         try:
             transport = self.backend.commit(plan)
         except KernelError as e:
@@ -505,8 +514,6 @@ class Firewall:
                 raise
             plan, current, transport, notes = retry
             repaired = repaired + notes
-        if plan:
-            self._committed()
         if gen0 is not None:
             self._prove(d, gen0, fp)
         testhooks.point("after-commit")
@@ -599,21 +606,26 @@ class Firewall:
         if self._nslock is None:
             yield
             return
-        stamp = self._nslock.acquire()
+        self._lock_namespace()
         try:
-            if stamp != self._stamp:
-                self._current = None
-                self._full = True
             yield
             # our mirror is now the kernel as of the lock's stamp (ours if we committed)
             self._stamp = self._nslock.stamp
         finally:
             self._nslock.release()
 
+    def _lock_namespace(self):
+        """Take the namespace lock; drop a mirror another writer made stale since our last
+        transaction (the next commit re-reads the kernel and compares everything)."""
+        if self._nslock.acquire() != self._stamp:
+            self._current = None
+            self._full = True
+
     def _committed(self):
-        """Stamp the namespace lock with our transaction (held)."""
+        """Stamp the namespace lock with our transaction (held), before it reaches the
+        kernel."""
         if self._nslock is not None:
-            self._stamp = next(self._stamps)
+            self._stamp = f"{nslock.pid()}.{self._token}.{next(self._count)}"
             self._nslock.committed(self._stamp)
 
     def _rollback(self):

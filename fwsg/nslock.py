@@ -14,6 +14,7 @@ read the ruleset back).
 
 import fcntl
 import json
+import mmap
 import os
 import tempfile
 import time
@@ -24,6 +25,14 @@ from fwsg.statefile import STATE_DIR
 
 LOCK_DIR = os.path.join(STATE_DIR, "locks")
 _POLL = 0.01
+_SIZE = 64  # bytes of the lock file: "<holder pid> <stamp>\n", space-padded
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def pid():
+    """This process's id (cached: no system call; a forked child gets its own)."""
+    return _PID[0]
 
 
 class NamespaceLock:
@@ -35,6 +44,7 @@ class NamespaceLock:
         self.wait = wait
         self.path = os.path.join(LOCK_DIR, f"{nsmod.identity(netns)}.lock")
         self._fd = None
+        self._map = None
         self._held = False
         self.stamp = None   # last-commit stamp found when acquired
 
@@ -45,7 +55,15 @@ class NamespaceLock:
         if self._fd is None:
             try:
                 os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    if os.fstat(fd).st_size < _SIZE:
+                        os.ftruncate(fd, _SIZE)
+                    self._map = mmap.mmap(fd, _SIZE)  # holder and stamp without a system call
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
             except OSError as e:
                 raise EnvironmentProblem(f"cannot open the namespace lock {self.path}: "
                                          f"{e.strerror}") from None
@@ -57,21 +75,22 @@ class NamespaceLock:
                 break
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    holder = _read(fd)[0]
+                    holder = _read(self._map)[0]
                     where = f"namespace {self.netns!r}" if self.netns else "this namespace"
                     waited = f" after waiting {self.wait:g} s" if self.wait else ""
                     raise Busy(f"{where} is locked by another fwsg (pid {holder or '?'}){waited}; "
                                "retry, or pass --wait [SECONDS]") from None
                 time.sleep(_POLL)
         self._held = True
-        self.stamp = _read(fd)[1]
-        _write(fd, os.getpid(), self.stamp)
+        holder, self.stamp = _read(self._map)
+        if holder != str(_PID[0]):  # name the holder for a waiting process (once per holder)
+            _write(self._map, _PID[0], self.stamp)
         return self.stamp
 
     def committed(self, stamp):
         """Record ``stamp`` as the last transaction committed under this lock (held)."""
         self.stamp = stamp
-        _write(self._fd, os.getpid(), stamp)
+        _write(self._map, _PID[0], stamp)
 
     def read_state(self):
         """The kernel-state proof the last full transaction left (``{"generation": int,
@@ -111,7 +130,16 @@ class NamespaceLock:
         self.release()
         fd, self._fd = self._fd, None
         if fd is not None:
+            self._map.close()
+            self._map = None
             os.close(fd)
+
+    def __del__(self):
+        # a NamespaceLock dropped with its Firewall gives its descriptor and mapping back
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to free
+            pass
 
     def __enter__(self):
         self.acquire()
@@ -121,15 +149,11 @@ class NamespaceLock:
         self.release()
 
 
-def _read(fd):
-    try:
-        text = os.pread(fd, 128, 0).decode("ascii", "replace").split()
-    except OSError:
-        return None, None
+def _read(m):
+    text = m[:_SIZE].decode("ascii", "replace").split()
     pid = text[0] if text and text[0].isdigit() else None
     return pid, (text[1] if len(text) > 1 else None)
 
 
-def _write(fd, pid, stamp):
-    data = f"{pid} {stamp or '-'}\n".encode()
-    os.pwrite(fd, data.ljust(64), 0)
+def _write(m, pid, stamp):
+    m[:_SIZE] = f"{pid} {stamp or '-'}\n".encode()[:_SIZE].ljust(_SIZE)

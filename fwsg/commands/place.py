@@ -155,6 +155,8 @@ def render_text(plan, cluster, *, explain=False):
                 note = "with " + ", ".join(u for u in p.unit if u != p.guest)
             if p.moved_for:
                 note = (note + "; " if note else "") + f"moved to make room for {p.moved_for}"
+            if p.relieved:
+                note = (note + "; " if note else "") + f"moved off {p.relieved} (projected peak above 70%)"
             rows.append((p.guest, p.source, p.target or "-", str(g.cores), _gib(g.memory),
                          note if p.placed else "UNPLACED " + note))
         lines += _table(rows, right={3, 4})

@@ -186,7 +186,7 @@ class Bench:
         self.row("noop_equal", "2b. no-op apply, an equal new Model (compare only)",
                  _median_ms(equal_nop), target="< 10 ms", met=_median_ms(equal_nop) < 10)
         self.row("noop_wire", "2c. no-op apply, wire dict (parse + compare)", _median_ms(equal))
-        self.wire_rows(fw, doc)   # fw committed last here: fw2 would re-read on every call
+        self.wire_rows(fw, doc)   # fw2 would cost the same: idle, it proved the kernel once
 
         # 3. member add / remove (delta), full-list form, baselines
         self.say("== 3. member changes")

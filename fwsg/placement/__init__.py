@@ -3,8 +3,8 @@
 Filters (the hard constraints of one admission rule, :mod:`fwsg.placement.admission`, each
 rejection explained), then a pluggable scorer, then a deterministic tie-break by node name;
 every decision updates the projected node usage before the next, and the default strategy then
-repairs what is left over. Everything here is pure (no I/O) except :func:`load_cluster`, which
-reads a file.
+repairs what is left over and relieves the hottest node. Everything here is pure (no I/O)
+except :func:`load_cluster`, which reads a file.
 
     >>> from fwsg.placement import load_cluster, plan_recovery
     >>> plan = plan_recovery(load_cluster("examples/cluster.json"), failed=["pve2"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fwsg.errors import ValidationError
 from fwsg.placement.admission import Limits, Reason, capacity_reasons
 from fwsg.placement.filters import STATIC_FILTERS, anti_affinity
+from fwsg.placement.rebalance import rebalance
 from fwsg.placement.repair import repair, trade
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES, Context
 from fwsg.placement.state import USES, Demand, NodeState, z_for
@@ -28,7 +29,8 @@ class Placement:
     ``unit`` lists the guests placed together with it (affinity), itself included; ``ranked``
     (candidate node states, their scores) as the scorer saw them (the losers' explanation); ``reason`` one
     line summing up why an unplaced guest fits nowhere; ``moved_for`` the guest whose room the
-    repair step made by moving this one; ``key`` orders unplaced guests (HA priority, then size).
+    repair step made by moving this one; ``relieved`` the node the rebalancing step moved it off;
+    ``key`` orders unplaced guests (HA priority, then size).
     """
 
     guest: str
@@ -40,6 +42,7 @@ class Placement:
     ranked: tuple = ()
     reason: str = ""
     moved_for: str | None = None
+    relieved: str | None = None
     key: tuple = ()
 
     @property
@@ -103,6 +106,7 @@ class RecoveryPlan:
     nodes: list
     seconds: float = 0.0
     repaired: int = 0  # units the repair step placed by moving an already placed unit
+    rebalanced: int = 0  # moves of the rebalancing step (fwsg.placement.rebalance)
 
     @property
     def placed(self):
@@ -124,6 +128,7 @@ class RecoveryPlan:
                 **({"with": [u for u in p.unit if u != p.guest]} if len(p.unit) > 1 else {}),
                 **({"reason": p.reason} if p.reason else {}),
                 **({"moved_for": p.moved_for} if p.moved_for else {}),
+                **({"relieved": p.relieved} if p.relieved else {}),
                 "rejected": {n.name: str(why[n.name]) for n in self.nodes if n.name in why}}
 
     def to_dict(self):
@@ -138,6 +143,7 @@ class RecoveryPlan:
             "placed": len(self.placed),
             "unplaced": len(self.unplaced),
             "repaired": self.repaired,
+            "rebalanced": self.rebalanced,
             "seconds": round(self.seconds, 6),
             "placements": [self._placement(p) for p in self.placements],
             "unplaced_guests": [{"guest": p.guest, "reason": p.reason} for p in self.unplaced],
@@ -212,7 +218,9 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
     then cpu, then name); each node passes the admission filters, the highest HA-group priority
     tier is kept, the strategy scores, ties go to the smallest node name, and the decision
     updates its target before the next. A strategy with ``repair`` (``fwsg``) then tries to place
-    each unit left over by moving one already placed unit to another node that admits it.
+    each unit left over by moving placed units to other nodes that admit them (and swaps), and
+    finally moves placed units off the hottest node (:mod:`fwsg.placement.rebalance`) without
+    taking any guest down.
     Every node not chosen carries a reason. ``use`` picks the usage statistic (``peak`` = the
     document's percentile, ``mean`` or ``latest``) the admission rule and the usage-based
     scorers read. Raises ValidationError for an unknown failed node, strategy, ``use`` or a
@@ -238,11 +246,12 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
         repaired = repair(setup, decided, scorer, limits, placements)
         if any(t is None for _, t in decided):
             trade(setup, decided, scorer, limits, placements)
+    rebalanced = rebalance(setup, decided, limits, placements) if scorer.repair else 0
     _explain_unplaced(setup, decided, placements, limits)
     seconds = time.perf_counter() - started
     return RecoveryPlan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
                 placements=placements, nodes=_node_loads(cluster, setup.states, set(failed), use, setup.ctx.z),
-                seconds=seconds, repaired=repaired)
+                seconds=seconds, repaired=repaired, rebalanced=rebalanced)
 
 
 @dataclass

@@ -1,12 +1,14 @@
-"""The repair step: place a leftover unit by moving one already placed unit out of its way.
+"""The repair step: place a leftover unit by moving placed units out of its way.
 
 Pure: no I/O here. After a greedy pass some units may fit on no node although the plan could
 make room: a node lacks a few GiB that one guest the plan put there occupies, and that guest
 fits elsewhere. :func:`repair` tries, for each leftover unit in decision order, first a direct
 fit (an earlier repair may have made room), then the cheapest single move (the candidate node
 missing the least room, the smallest unit there that makes enough room and that another node
-admits). Every move keeps every hard constraint: the admission rule and anti-affinity are
-checked for both the moved unit's new node and the leftover unit's node. Units the failed
+admits), then several moves off one of the three candidate nodes missing the least room
+(largest units first, until it admits the leftover). Every move keeps every hard constraint:
+the admission rule and anti-affinity are checked for both the moved unit's new node and the
+leftover unit's node. Units the failed
 nodes' affinity pins, and units with a rule conflict, are never moved or repaired.
 """
 
@@ -18,7 +20,8 @@ from fwsg.placement.filters import STATIC_FILTERS, anti_affinity
 
 def repair(setup, decided, scorer, limits, placements):
     """Place leftover units of ``decided`` ([(demand, state or None)], updated in place) by
-    direct fits and single moves; update ``placements``. Returns the number of units placed."""
+    direct fits, single moves and several moves; update ``placements``. Returns the number of
+    units placed."""
     from fwsg.placement.planner import _priority_tier, static_pass  # planner imports this module
 
     states, ctx = setup.states, setup.ctx
@@ -42,7 +45,7 @@ def repair(setup, decided, scorer, limits, placements):
         if room_version != version:
             most_room, room_version = max((ns.free_memory for ns in states), default=0.0), version
         if d.max_memory > 2 * most_room + 1e-9 * d.max_memory:
-            continue  # neither a direct fit nor one move can make that much room
+            continue  # neither a direct fit nor one move can make that much room (several are not tried either)
         ok, _, _ = static_pass(cache, states, d, limits)
         cands = [ns for ns in ok if not (d.avoid and anti_affinity(ns, d, limits))]
         direct = _priority_tier([ns for ns in cands if ns.reason(d) is None], d, {})
@@ -50,16 +53,22 @@ def repair(setup, decided, scorer, limits, placements):
             chosen = _best(scorer, direct, d, ctx)
         else:
             move = _find_move(d, cands, states, cache, limits, scorer, ctx, static_pass, _priority_tier)
-            if move is None:
-                failed_at[sig] = version
-                continue
-            chosen, v, dest = move
-            chosen.remove(v)
-            dest.add(v)
-            decided[index[id(v)]] = (v, dest)
-            for name in v.names:
-                p = by_guest[name]
-                p.target, p.score, p.ranked, p.moved_for = dest.name, None, (), d.names[0]
+            if move is not None:
+                chosen, v, dest = move
+                chosen.remove(v)
+                dest.add(v)
+                moved = [(v, dest)]
+            else:
+                move = _find_moves(d, cands, states, cache, limits, scorer, ctx, static_pass, _priority_tier)
+                if move is None:
+                    failed_at[sig] = version
+                    continue
+                chosen, moved = move
+            for v, dest in moved:
+                decided[index[id(v)]] = (v, dest)
+                for name in v.names:
+                    p = by_guest[name]
+                    p.target, p.score, p.ranked, p.moved_for = dest.name, None, (), d.names[0]
         chosen.add(d)
         decided[i] = (d, chosen)
         for name in d.names:
@@ -95,6 +104,48 @@ def _find_move(d, cands, states, cache, limits, scorer, ctx, static_pass, priori
             dest = priority_tier(dest, v, {})
             if dest:
                 return ns, v, _best(scorer, dest, v, ctx)
+    return None
+
+
+MULTI_NODES = 3
+"""Candidate nodes (those missing the least room) on which :func:`_find_moves` tries several moves."""
+MULTI_UNITS = 8
+"""Most units :func:`_find_moves` moves away from one node."""
+
+
+def _find_moves(d, cands, states, cache, limits, scorer, ctx, static_pass, priority_tier):
+    """(node for ``d``, [(unit moved away from it, its new node)]) or None: when no single move
+    makes room, move several placed units (largest first, each to the node the scorer prefers
+    among those admitting it) until the node admits ``d``. The moves are applied to the node
+    states; on failure they are undone."""
+    most_room = max((ns.free_memory for ns in states), default=0.0)
+    free_total = sum(ns.free_memory for ns in states)
+    tried = 0
+    for ns in sorted(cands, key=lambda s: (d.max_memory - s.free_memory, s.name)):
+        if tried >= MULTI_NODES or d.max_memory - ns.free_memory > free_total - ns.free_memory:
+            break
+        tried += 1
+        done = []
+        movable = sorted((u for u in ns.units if u.pinned is None and u.max_memory <= most_room),
+                         key=lambda u: (-u.max_memory, u.names[0]))
+        for v in movable:
+            if len(done) >= MULTI_UNITS:
+                break
+            vok, _, _ = static_pass(cache, states, v, limits)
+            dest = [m for m in vok if m is not ns and m.free_memory >= v.max_memory and m.reason(v) is None
+                    and not (v.avoid and anti_affinity(m, v, limits))]
+            dest = priority_tier(dest, v, {})
+            if not dest:
+                continue
+            m = _best(scorer, dest, v, ctx)
+            ns.remove(v)
+            m.add(v)
+            done.append((v, m))
+            if ns.reason(d) is None:
+                return ns, done
+        for v, m in reversed(done):
+            m.remove(v)
+            ns.add(v)
     return None
 
 

@@ -192,12 +192,18 @@ class Fwsg(Scorer):
     node of steady guests is not mistaken for a bursty one. Cost = max(peak cpu, peak memory
     fraction) + 0.125 * their sum + 0.25 * the committed-memory fraction (measured use + max
     memory of the guests the plan put there, over memory: keeps room for guests growing to their
-    max); score = -cost.
+    max) + 2 * max(mean cpu, mean memory fraction) (the expected dominant load: spreads what the
+    nodes will carry on average, not only their peaks); score = -cost.
+
+    After the pass (and repair) the planner's rebalancing step (:mod:`fwsg.placement.rebalance`)
+    moves newly placed guests off the node with the highest projected peak while it is above
+    70 % and a move lowers it.
     """
 
     name = "fwsg"
-    summary = ("fwsg: minimise projected peak (mean + z*sigma, multiplexed) of the dominant resource;"
-               " then moves a guest, or takes one down for several, to restart more")
+    summary = ("fwsg: minimise projected peak (mean + z*sigma, multiplexed) and mean of the dominant"
+               " resource; then moves a guest, or takes one down for several, to restart more;"
+               " then moves placed guests off the hottest node")
     repair = True
 
     def score(self, cands, d, ctx):
@@ -207,8 +213,11 @@ class Fwsg(Scorer):
         for ns in cands:
             pc = (ns.cpu_mean + cm + z * sqrt(ns.cpu_var + cv)) / ns.cores
             pm = (ns.mem_mean + mm + z * sqrt(ns.mem_var + mv)) / ns.memory
+            mc = (ns.cpu_mean + cm) / ns.cores
+            mf = (ns.mem_mean + mm) / ns.memory
             committed = (ns.mem0 + ns.committed + gmax) / ns.memory
-            out.append(-((pc if pc > pm else pm) + 0.125 * (pc + pm) + 0.25 * committed))
+            out.append(-((pc if pc > pm else pm) + 0.125 * (pc + pm) + 0.25 * committed
+                         + 2.0 * (mc if mc > mf else mf)))
         return out
 
     def score_one(self, ns, d, ctx):

@@ -50,13 +50,15 @@ def etcd_binary():
 class EtcdServer:
     """One single-member etcd on 127.0.0.1 with its own data directory."""
 
-    def __init__(self, name="fwsg", data_dir=None, client_port=None, peer_port=None, tls=None):
+    def __init__(self, name="fwsg", data_dir=None, client_port=None, peer_port=None, tls=None,
+                 tmp_parent=None):
         """``tls``: {"cert", "key", "ca"} files: clients use https and must present a
-        certificate signed by ``ca``."""
+        certificate signed by ``ca``. ``tmp_parent``: where the temporary data directory is
+        made (e.g. ``/dev/shm`` for a benchmark that must not be bound by the disk's fsync)."""
         self.name = name
         self.tls = tls
         self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="fwsg-etcd-")
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="fwsg-etcd-", dir=tmp_parent)
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
         self.proc = None

@@ -73,3 +73,27 @@ def test_stats_file_feeds_usage(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     pve4 = [n for n in doc["nodes"] if n["name"] == "pve4"][0]
     assert pve4["cpu"]["before"] == 63 and pve4["placed"] == []  # pve4 full: nothing goes there
+
+
+def test_argparse_type_error_is_one_line_naming_the_option(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["place", EXAMPLE, "--failed", "pve2", "--cpu-limit", "abc"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("fwsg place: argument --cpu-limit: invalid float value: 'abc'")
+
+
+def test_parser_errors_of_every_command_are_one_line_but_help_is_full(capsys):
+    import pytest
+
+    for argv in (["place"], ["nosuchcommand"], ["probe", "--interval", "x"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, (argv, err)
+    with pytest.raises(SystemExit) as e:
+        main(["place", "--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: fwsg place")

@@ -101,6 +101,39 @@ def test_fwsg_repair_moves_a_placed_guest_to_make_room():
     assert violations(cl, plan) == []
 
 
+def test_fwsg_repair_moves_several_placed_guests_to_make_room():
+    # v1, v2 (4 GiB each, HA priority 1) go first, both to idle a (12 GiB); L (10 GiB) needs nvme,
+    # which only a has, and a has 4 GiB left: no single move makes 6 GiB, moving both to b does
+    nodes = {"dead": node(64, 256 * GiB, storages=["nvme"]), "a": node(8, 12 * GiB, cpu=0.0, mem=0, storages=["nvme"]),
+             "b": node(8, 10 * GiB, cpu=6.0, mem=0)}
+    guests = {"v1": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
+              "v2": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
+              "L": guest("dead", 2, 10 * GiB, cpu=1.0, mem=GiB, storages=["nvme"])}
+    cl = cluster(nodes, guests)
+    assert plan_recovery(cl, ["dead"], "least-allocated").target_of() == {"v1": "a", "v2": "a"}
+    plan = plan_recovery(cl, ["dead"], "fwsg")
+    assert plan.target_of() == {"v1": "b", "v2": "b", "L": "a"}
+    assert solve(cl, ["dead"]).unplaced == 0
+    assert {p.guest: p.moved_for for p in plan.placements}["v1"] == "L"
+    assert violations(cl, plan) == []
+
+
+def test_fwsg_repair_undoes_moves_that_do_not_make_enough_room():
+    # as above, but b (cpu 3 of 8) has room for one of v1, v2 only: L stays down, and the loads
+    # of the plan still show both on a (the tentative move of one is undone)
+    nodes = {"dead": node(64, 256 * GiB, storages=["nvme"]), "a": node(8, 12 * GiB, cpu=0.0, mem=0, storages=["nvme"]),
+             "b": node(8, 6 * GiB, cpu=3.0, mem=0)}
+    guests = {"v1": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
+              "v2": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
+              "L": guest("dead", 2, 10 * GiB, cpu=1.0, mem=GiB, storages=["nvme"])}
+    cl = cluster(nodes, guests)
+    plan = plan_recovery(cl, ["dead"], "fwsg")
+    assert [p.guest for p in plan.unplaced] == ["L"]
+    loads = {n.name: sorted(n.placed) for n in plan.nodes}
+    assert {g: t for g, t in plan.target_of().items()} == {"v1": "a", "v2": "a"}
+    assert loads["a"] == ["v1", "v2"] and loads["b"] == []
+
+
 def test_floor_counts_guests_no_node_admits_even_alone():
     from fwsg.placement.oracle import unplaceable
 

@@ -54,10 +54,25 @@ def test_bestfit(two):
 def test_fwsg(two):
     # no spread (latest = mean = p95): peak = mean
     # A: pc 3/8 = .375, pm 6/16 = .375, committed (4+0+4)/16 = .5
-    #    cost = .375 + .125 * .75 + .25 * .5 = .59375
+    #    cost = .375 + .125 * .75 + .25 * .5 + 2 * .375 (mean dominant) = 1.34375
     # B: pc 13/16 = .8125, pm 10/32 = .3125, committed 12/32 = .375
-    #    cost = .8125 + .125 * 1.125 + .25 * .375 = 1.046875
-    assert scores("fwsg", two) == pytest.approx([-0.59375, -1.046875])
+    #    cost = .8125 + .125 * 1.125 + .25 * .375 + 2 * .8125 = 2.671875
+    assert scores("fwsg", two) == pytest.approx([-1.34375, -2.671875])
+
+
+def test_fwsg_weighs_the_mean_load_not_only_the_peak():
+    # A: cpu steady 6 of 16; B: cpu mean 4, p95 6 (sigma 2/z). With the steady 1-core guest both
+    # project the same peak 7/16 and the same memory, so only the mean (5 < 7 cores) separates
+    # them: B, though A sorts first by name.
+    z = 1.645
+    nodes = {"A": node(16, 64 * GiB, cpu=6.0, mem=8 * GiB),
+             "B": node(16, 64 * GiB, cpu={"mean": 4.0, "p95": 6.0}, mem=8 * GiB), "src": node(16, 64 * GiB)}
+    cl = cluster(nodes, {"vm": guest("src", 2, 4 * GiB, cpu=1.0, mem=GiB)})
+    states = [state(cl, "A"), state(cl, "B")]
+    ctx = Context(states=states, z=z, max_cores=16.0, max_memory=64.0 * GiB)
+    a, b = STRATEGIES["fwsg"].score(states, demand(cl, "vm"), ctx)
+    assert b > a
+    assert b - a == pytest.approx(2.0 * 2.0 / 16, rel=1e-3)  # peaks equal up to z = 1.645 vs 1.6449
 
 
 def test_pack_prefers_the_tightest_memory_fit(two):

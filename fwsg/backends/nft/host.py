@@ -66,6 +66,12 @@ class ConntrackCount:
             os.close(self._fd)
             self._fd = None
 
+    def __del__(self):
+        try:  # dropped with its backend: give the fd back
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
     def in_use(self):
         """False when the namespace's conntrack table is empty (or absent): nothing to sweep."""
         if self._fd is None:
