@@ -30,12 +30,14 @@ class DesiredState(Protocol):
     members: dict   # (group id, family) -> set of canonical members
     prefix_members: dict  # (group id, family) -> the prefixes among them
     ports: dict     # port id -> model.Port
+    loaded_members: dict  # (group id, family) -> the member list last loaded whole (see load_model)
 
     def members_of(self, sg: str, family: int) -> set:
         """The canonical members of a group, one family (what conntrack sweeps judge by)."""
 
     def load(self, model) -> "DesiredState":
-        """Make the state equal to ``model`` (a fwsg.model.Model), touching only what differs."""
+        """Make the state equal to ``model`` (a fwsg.model.Model), touching only what differs
+        (backends check what they cannot express, then call :func:`load_model`)."""
 
     def set_group(self, sg: str, rules: Optional[tuple]) -> None:
         """Set a group's rules (a tuple of model.Rule), or remove the group (None)."""
@@ -122,3 +124,41 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the namespace's handles (sockets, contexts)."""
+
+
+def load_model(state, model):
+    """Drive ``state``'s mutators (a :class:`DesiredState`) until it holds ``model`` (a Model),
+    touching only what differs, and return ``state``. Backend-neutral; no I/O here.
+
+    Ports that go away or move to another device leave first, so no device is ever held by two
+    ports at once (a swap of two taps would otherwise share numbers). A member list equal to the
+    one last loaded costs one compare; two packed lists load as their difference only."""
+    from fwsg.members import Members
+
+    for pid in [p for p in state.ports if p not in model.ports
+                or model.ports[p].device != state.ports[p].device]:
+        state.remove_port(pid)
+    for sg, fams in model.members.items():
+        for fam, ips in fams.items():
+            old = state.loaded_members.get((sg, fam))
+            if old == ips:
+                continue
+            if isinstance(old, Members) and isinstance(ips, Members):
+                added, removed = ips.delta(old)
+                state.remove_members(sg, fam, removed)
+                state.add_members(sg, fam, added)
+            elif set(ips) != state.members.get((sg, fam), set()):
+                state.set_members(sg, fam, ips)
+            state.loaded_members[(sg, fam)] = ips
+    for (sg, fam) in [k for k in state.members if k[0] not in model.members]:
+        state.set_members(sg, fam, ())
+        state.loaded_members.pop((sg, fam), None)
+    for sg, rules in model.groups.items():
+        if state.groups.get(sg) != rules:
+            state.set_group(sg, rules)
+    for sg in [g for g in state.groups if g not in model.groups]:
+        state.set_group(sg, None)
+    for pid in sorted(model.ports, key=lambda k: model.ports[k].device):
+        if state.ports.get(pid) != model.ports[pid]:
+            state.set_port(model.ports[pid])
+    return state

@@ -19,6 +19,7 @@ changes touch only set elements, never a chain.
 """
 
 from fwsg.addr import is_prefix
+from fwsg.backends.base import load_model
 from fwsg.backends.iptables import names, rules as R
 from fwsg.backends.iptables.state import Chain, SetSpec, State, eb_chain_name, size_for
 from fwsg.backends.nft.rules import subsumed_by_fixed  # same fixed rules, same semantics
@@ -460,28 +461,7 @@ class Desired:
         backend cannot express raises ValidationError before anything changes."""
         model = Model.from_wire(model)
         self.check_model(model)
-        for pid in [p for p in self.ports if p not in model.ports
-                    or model.ports[p].device != self.ports[p].device]:
-            self.remove_port(pid)
-        for sg, fams in model.members.items():
-            for fam, ips in fams.items():
-                if self.loaded_members.get((sg, fam)) == ips:
-                    continue
-                if set(ips) != self.members.get((sg, fam), set()):
-                    self.set_members(sg, fam, ips)
-                self.loaded_members[(sg, fam)] = ips
-        for (sg, fam) in [k for k in self.members if k[0] not in model.members]:
-            self.set_members(sg, fam, ())
-            self.loaded_members.pop((sg, fam), None)
-        for sg, rules in model.groups.items():
-            if self.groups.get(sg) != rules:
-                self.set_group(sg, rules)
-        for sg in [g for g in self.groups if g not in model.groups]:
-            self.set_group(sg, None)
-        for pid in sorted(model.ports, key=lambda k: model.ports[k].device):
-            if self.ports.get(pid) != model.ports[pid]:
-                self.set_port(model.ports[pid])
-        return self
+        return load_model(self, model)
 
     def meta(self):
         ports = {pid: {"device": p.device, "filtered": p.port_security,

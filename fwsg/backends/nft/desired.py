@@ -15,6 +15,7 @@ from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
+from fwsg.backends.base import load_model
 from fwsg.members import Members
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
 from fwsg import naming
@@ -583,35 +584,7 @@ class Desired:
         model = Model.from_wire(model)
         devices = {p.device for p in model.ports.values()}
         self.numbers.keep_reserved(devices)
-        # Ports that go away or move to another device leave first, so that no device is ever
-        # held by two ports at once (a swap of two taps would otherwise share numbers).
-        for pid in [p for p in self.ports if p not in model.ports
-                    or model.ports[p].device != self.ports[p].device]:
-            self.remove_port(pid)
-        for sg, fams in model.members.items():
-            for fam, ips in fams.items():
-                old = self.loaded_members.get((sg, fam))
-                if old == ips:
-                    continue  # the same list as last loaded (packed: one memory compare)
-                if isinstance(old, Members) and isinstance(ips, Members):
-                    added, removed = ips.delta(old)   # packed merge: only the difference
-                    self.remove_members(sg, fam, removed)
-                    self.add_members(sg, fam, added)
-                elif set(ips) != self.members.get((sg, fam), set()):
-                    self.set_members(sg, fam, ips)
-                self.loaded_members[(sg, fam)] = ips
-        for (sg, fam) in [k for k in self.members if k[0] not in model.members]:
-            self.set_members(sg, fam, ())
-            self.loaded_members.pop((sg, fam), None)
-        for sg, rules in model.groups.items():
-            if self.groups.get(sg) != rules:
-                self.set_group(sg, rules)
-        for sg in [g for g in self.groups if g not in model.groups]:
-            self.set_group(sg, None)
-        for pid in sorted(model.ports, key=lambda k: model.ports[k].device):
-            if self.ports.get(pid) != model.ports[pid]:
-                self.set_port(model.ports[pid])
-        return self
+        return load_model(self, model)
 
     def meta(self):
         """Names record for display: derived names -> user ids."""
