@@ -116,9 +116,12 @@ def test_member_and_rule_updates_through_the_driver(env):
 def test_port_update_anti_spoofing_and_address_pairs(env):
     lab, drv = env
     lab.add_address("vm1", "192.0.2.61/24")
+    lab.add_address("vm1", "2001:db8::61/64")
     try:
         assert lab.tcp_connect("vm1", "out", port=80)
+        assert lab.tcp_connect("vm1", "out", port=80, family=6, src_ip="2001:db8::11")
         assert not lab.tcp_connect("vm1", "out", port=80, src_ip="192.0.2.61")
+        assert not lab.tcp_connect("vm1", "out", port=80, family=6, src_ip="2001:db8::61")
         reply = neutron_reply(lab, GROUPS, PORTS, vm1={
             "allowed_address_pairs": [{"ip_address": "192.0.2.61",
                                        "mac_address": "fa:16:3e:00:00:11"}]})
@@ -126,6 +129,7 @@ def test_port_update_anti_spoofing_and_address_pairs(env):
         assert lab.tcp_connect("vm1", "out", port=80, src_ip="192.0.2.61")
     finally:
         lab.del_address("vm1", "192.0.2.61/24")
+        lab.del_address("vm1", "2001:db8::61/64")
 
 
 def test_port_removed_and_port_security_off(env):
