@@ -15,6 +15,9 @@ touched, so a commit costs O(change).
 
 from typing import Iterable, List, Optional, Protocol
 
+from fwsg.addr import is_prefix
+from fwsg.members import Members
+
 
 class DesiredState(Protocol):
     """What the kernel should hold for a model, kept current change by change (no I/O).
@@ -133,8 +136,6 @@ def load_model(state, model):
     Ports that go away or move to another device leave first, so no device is ever held by two
     ports at once (a swap of two taps would otherwise share numbers). A member list equal to the
     one last loaded costs one compare; two packed lists load as their difference only."""
-    from fwsg.members import Members
-
     for pid in [p for p in state.ports if p not in model.ports
                 or model.ports[p].device != state.ports[p].device]:
         state.remove_port(pid)
@@ -162,3 +163,59 @@ def load_model(state, model):
         if state.ports.get(pid) != model.ports[pid]:
             state.set_port(model.ports[pid])
     return state
+
+
+class MemberBook:
+    """Bookkeeping every backend's desired state shares, on the model's side: which member sets
+    the rules reference (``refs``: (group, family) -> owners) and each group's canonical
+    members. A subclass defines ``_member_sets(sg, family)``, which makes that set's kernel
+    objects follow ``refs`` and ``members``. No I/O here."""
+
+    def _set_refs(self, owner, rules):
+        """Record which member sets ``owner``'s rules reference; create/remove sets."""
+        wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
+        for ref, owners in list(self.refs.items()):
+            if owner in owners and ref not in wanted:
+                owners.discard(owner)
+                if not owners:
+                    del self.refs[ref]
+                    self._member_sets(*ref)
+        for ref in wanted:
+            if ref not in self.refs:
+                self.refs[ref] = {owner}
+                self._member_sets(*ref)
+            else:
+                self.refs[ref].add(owner)
+
+    def _book_set(self, sg, fam, members):
+        """Replace the recorded members of one group and family."""
+        self.loaded_members.pop((sg, fam), None)
+        self.members[(sg, fam)] = set(members)
+        self.prefix_members[(sg, fam)] = (set(members.prefixes) if isinstance(members, Members)
+                                          else {m for m in self.members[(sg, fam)]
+                                                if is_prefix(m)})
+
+    def _book_add(self, sg, fam, members):
+        """Record added members; returns (all members now, the new ones, the new prefixes)."""
+        cur = self.members.setdefault((sg, fam), set())
+        self.loaded_members.pop((sg, fam), None)
+        new = [m for m in members if m not in cur]
+        cur.update(new)
+        pfx = [m for m in new if is_prefix(m)]
+        if pfx:
+            self.prefix_members.setdefault((sg, fam), set()).update(pfx)
+        return cur, new, pfx
+
+    def _book_remove(self, sg, fam, members):
+        """Record removed members; returns (members left, the ones gone, the prefixes gone),
+        or None when the group had none."""
+        cur = self.members.get((sg, fam))
+        if not cur:
+            return None
+        gone = [m for m in members if m in cur]
+        self.loaded_members.pop((sg, fam), None)
+        cur.difference_update(gone)
+        pfx = [m for m in gone if is_prefix(m)]
+        if pfx:
+            self.prefix_members.get((sg, fam), set()).difference_update(pfx)
+        return cur, gone, pfx

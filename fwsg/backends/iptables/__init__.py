@@ -53,7 +53,7 @@ class IptablesBackend:
     def desired(self, port_ids=None, group_names=None):
         """An empty desired state; ``port_ids`` (device -> conntrack zone, see port_ids) keeps
         the zones the kernel already uses. ``group_names`` is not needed: chain and set names
-        are derived from the ids alone (a collision is refused, see desired._member_set)."""
+        are derived from the ids alone (a collision is refused, see desired._member_sets)."""
         return _desired.Desired(port_ids)
 
     def drift(self, desired, current, deep=False):

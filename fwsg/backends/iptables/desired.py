@@ -18,8 +18,7 @@ Every mutator records in ``pending`` what it touched, so a commit costs O(change
 changes touch only set elements, never a chain.
 """
 
-from fwsg.addr import is_prefix
-from fwsg.backends.base import load_model
+from fwsg.backends.base import MemberBook, load_model
 from fwsg.backends.iptables import names, rules as R
 from fwsg.backends.iptables.state import Chain, SetSpec, State, eb_chain_name, size_for
 from fwsg.backends.nft.rules import subsumed_by_fixed  # same fixed rules, same semantics
@@ -56,7 +55,7 @@ class Pending:
             mine.add(e)
 
 
-class Desired:
+class Desired(MemberBook):
     """The desired state for a model. Same mutators as the nft backend's Desired: ``load``,
     ``set_group``, ``set_members``, ``add_members``, ``remove_members``, ``set_port``,
     ``remove_port``; ``st`` is the State, ``pending`` what changed."""
@@ -138,22 +137,7 @@ class Desired:
     def members_of(self, sg, fam):
         return self.members.get((sg, fam), set())
 
-    def _set_refs(self, owner, rules):
-        wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
-        for ref, owners in list(self.refs.items()):
-            if owner in owners and ref not in wanted:
-                owners.discard(owner)
-                if not owners:
-                    del self.refs[ref]
-                    self._member_set(*ref)
-        for ref in wanted:
-            if ref not in self.refs:
-                self.refs[ref] = {owner}
-                self._member_set(*ref)
-            else:
-                self.refs[ref].add(owner)
-
-    def _member_set(self, sg, fam):
+    def _member_sets(self, sg, fam):
         """The member set of (sg, fam) exists iff a rule references it, with its members."""
         name = names.member_set(sg, fam)
         owner = self.set_owner.get(name)
@@ -219,20 +203,12 @@ class Desired:
                     self._port_chains(pid)
 
     def set_members(self, sg, fam, members):
-        self.loaded_members.pop((sg, fam), None)
-        self.members[(sg, fam)] = set(members)
-        self.prefix_members[(sg, fam)] = {m for m in self.members[(sg, fam)] if is_prefix(m)}
+        self._book_set(sg, fam, members)
         if (sg, fam) in self.refs:
-            self._member_set(sg, fam)
+            self._member_sets(sg, fam)
 
     def add_members(self, sg, fam, members):
-        cur = self.members.setdefault((sg, fam), set())
-        self.loaded_members.pop((sg, fam), None)
-        new = [m for m in members if m not in cur]
-        cur.update(new)
-        pfx = [m for m in new if is_prefix(m)]
-        if pfx:
-            self.prefix_members.setdefault((sg, fam), set()).update(pfx)
+        cur, new, _pfx = self._book_add(sg, fam, members)
         if (sg, fam) in self.refs and new:
             name = names.member_set(sg, fam)
             self._grow(name, len(cur))
@@ -241,13 +217,10 @@ class Desired:
                     self._elem(name, e, True)
 
     def remove_members(self, sg, fam, members):
-        cur = self.members.get((sg, fam))
-        if not cur:
+        booked = self._book_remove(sg, fam, members)
+        if booked is None:
             return
-        gone = [m for m in members if m in cur]
-        self.loaded_members.pop((sg, fam), None)
-        cur.difference_update(gone)
-        self.prefix_members.get((sg, fam), set()).difference_update(gone)
+        cur, gone, _pfx = booked
         if (sg, fam) in self.refs:
             name = names.member_set(sg, fam)
             for m in gone:

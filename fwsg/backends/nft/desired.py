@@ -15,8 +15,7 @@ from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
-from fwsg.backends.base import load_model
-from fwsg.members import Members
+from fwsg.backends.base import MemberBook, load_model
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
 from fwsg import naming
 from fwsg.errors import ValidationError, short_repr
@@ -99,7 +98,7 @@ class Pending:
         self.maps.setdefault(key, set()).add(k)
 
 
-class Desired:
+class Desired(MemberBook):
     """The desired Ruleset for a model, kept current change by change.
 
     Every mutator updates ``rs`` and records in ``pending`` exactly what it touched, so a commit
@@ -217,22 +216,6 @@ class Desired:
                                    names=self.names))
         return out
 
-    def _set_refs(self, owner, rules):
-        """Record which member sets ``owner``'s rules reference; create/remove sets."""
-        wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
-        for ref, owners in list(self.refs.items()):
-            if owner in owners and ref not in wanted:
-                owners.discard(owner)
-                if not owners:
-                    del self.refs[ref]
-                    self._member_sets(*ref)
-        for ref in wanted:
-            if ref not in self.refs:
-                self.refs[ref] = {owner}
-                self._member_sets(*ref)
-            else:
-                self.refs[ref].add(owner)
-
     def _member_sets(self, sg, fam):
         """Make the member sets of (sg, fam) exist iff referenced, with the right elements."""
         host_key = ("inet", self.names.member_set(sg, fam))
@@ -302,23 +285,13 @@ class Desired:
 
     def set_members(self, sg, fam, members):
         """Replace the members (canonical hosts/prefixes) of one group and family."""
-        self.loaded_members.pop((sg, fam), None)
-        self.members[(sg, fam)] = set(members)
-        self.prefix_members[(sg, fam)] = (set(members.prefixes) if isinstance(members, Members)
-                                          else {m for m in self.members[(sg, fam)]
-                                                if is_prefix(m)})
+        self._book_set(sg, fam, members)
         if (sg, fam) in self.refs:
             self._member_sets(sg, fam)
 
     def add_members(self, sg, fam, members):
         """Add canonical members; touches only set elements unless the first prefix arrives."""
-        cur = self.members.setdefault((sg, fam), set())
-        self.loaded_members.pop((sg, fam), None)
-        new = [m for m in members if m not in cur]
-        cur.update(new)
-        pfx = [m for m in new if is_prefix(m)]
-        if pfx:
-            self.prefix_members.setdefault((sg, fam), set()).update(pfx)
+        _cur, new, pfx = self._book_add(sg, fam, members)
         if (sg, fam) not in self.refs or not new:
             return
         if pfx:
@@ -329,15 +302,10 @@ class Desired:
             self._elem_add(key, m)
 
     def remove_members(self, sg, fam, members):
-        cur = self.members.get((sg, fam))
-        if not cur:
+        booked = self._book_remove(sg, fam, members)
+        if booked is None:
             return
-        gone = [m for m in members if m in cur]
-        self.loaded_members.pop((sg, fam), None)
-        cur.difference_update(gone)
-        pfx = [m for m in gone if is_prefix(m)]
-        if pfx:
-            self.prefix_members.get((sg, fam), set()).difference_update(pfx)
+        _cur, gone, pfx = booked
         if (sg, fam) not in self.refs or not gone:
             return
         if pfx:
