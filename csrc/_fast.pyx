@@ -296,7 +296,10 @@ def pack_addrs(seq, int family, bint check_macs=False):
 
 def diff_packed(bytes new, bytes old, int width):
     """(added, removed) between two sorted de-duplicated packed lists (records of ``width``
-    bytes): records only in ``new``, records only in ``old``; both packed and sorted. No I/O."""
+    bytes): records only in ``new``, records only in ``old``; both packed and sorted (``new``
+    itself, not a copy, when ``old`` is empty, and ``old`` itself when ``new`` is). No I/O."""
+    if not old or not new:
+        return new, old
     cdef Py_ssize_t na = len(new) // width, nb = len(old) // width
     cdef Py_ssize_t i = 0, j = 0, ka = 0, kr = 0
     cdef const unsigned char *a = <const unsigned char *>PyBytes_AS_STRING(new)
@@ -329,6 +332,64 @@ def diff_packed(bytes new, bytes old, int width):
             kr += 1
             j += 1
     return bytes(add[:ka * width]), bytes(rem[:kr * width])
+
+
+def merge_packed(bytes a, bytes b, int width):
+    """The sorted de-duplicated union of two sorted de-duplicated packed lists (records of
+    ``width`` bytes); ``a`` itself when ``b`` is empty. No I/O."""
+    cdef Py_ssize_t na = len(a) // width, nb = len(b) // width
+    if nb == 0:
+        return a
+    if na == 0:
+        return b
+    cdef Py_ssize_t i = 0, j = 0, k = 0
+    cdef const unsigned char *pa = <const unsigned char *>PyBytes_AS_STRING(a)
+    cdef const unsigned char *pb = <const unsigned char *>PyBytes_AS_STRING(b)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, (na + nb) * width)
+    cdef unsigned char *po = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef int c
+    with nogil:
+        while i < na and j < nb:
+            c = memcmp(pa + i * width, pb + j * width, width)
+            if c <= 0:
+                memcpy(po + k * width, pa + i * width, width)
+                i += 1
+                if c == 0:
+                    j += 1
+            else:
+                memcpy(po + k * width, pb + j * width, width)
+                j += 1
+            k += 1
+        if i < na:
+            memcpy(po + k * width, pa + i * width, (na - i) * width)
+            k += na - i
+        if j < nb:
+            memcpy(po + k * width, pb + j * width, (nb - j) * width)
+            k += nb - j
+    if k == na + nb:
+        return out
+    return out[:k * width]
+
+
+def packed_contains(bytes packed, bytes record, int width):
+    """True when ``record`` (``width`` bytes) is one of the records of ``packed`` (sorted,
+    de-duplicated): a binary search, O(log n). No I/O."""
+    if len(record) != width:
+        return False
+    cdef Py_ssize_t lo = 0, hi = len(packed) // width, mid
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(packed)
+    cdef const unsigned char *r = <const unsigned char *>PyBytes_AS_STRING(record)
+    cdef int c
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        c = memcmp(p + mid * width, r, width)
+        if c == 0:
+            return True
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return False
 
 
 def unpack_addrs(bytes packed, int family):

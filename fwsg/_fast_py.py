@@ -175,10 +175,43 @@ def pack_addrs(seq, family, check_macs=False):
 
 def diff_packed(new, old, width):
     """(added, removed) between two sorted de-duplicated packed lists (records of ``width``
-    bytes): records only in ``new``, records only in ``old``; both packed and sorted. No I/O."""
+    bytes): records only in ``new``, records only in ``old``; both packed and sorted (``new``
+    itself, not a copy, when ``old`` is empty, and ``old`` itself when ``new`` is). No I/O."""
+    if not old or not new:
+        return new, old
     a = {new[i:i + width] for i in range(0, len(new), width)}
     b = {old[i:i + width] for i in range(0, len(old), width)}
     return b"".join(sorted(a - b)), b"".join(sorted(b - a))
+
+
+def merge_packed(a, b, width):
+    """The sorted de-duplicated union of two sorted de-duplicated packed lists (records of
+    ``width`` bytes); ``a`` itself when ``b`` is empty. No I/O."""
+    if not b:
+        return a
+    if not a:
+        return b
+    recs = {a[i:i + width] for i in range(0, len(a), width)}
+    recs.update(b[i:i + width] for i in range(0, len(b), width))
+    return b"".join(sorted(recs))
+
+
+def packed_contains(packed, record, width):
+    """True when ``record`` (``width`` bytes) is one of the records of ``packed`` (sorted,
+    de-duplicated): a binary search, O(log n). No I/O."""
+    if len(record) != width:
+        return False
+    lo, hi = 0, len(packed) // width
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        r = packed[mid * width:mid * width + width]
+        if r == record:
+            return True
+        if r < record:
+            lo = mid + 1
+        else:
+            hi = mid
+    return False
 
 
 def unpack_addrs(packed, family):

@@ -8,8 +8,8 @@ Both modules define exactly the names in ``__all__``.
 import os
 
 __all__ = ["COMPILED", "ConntrackTable", "FlowJudge", "NetlinkWriter", "NftContext", "diff_delta",
-           "diff_keys", "diff_map", "diff_map_keys", "diff_packed", "pack_addrs", "render_elements",
-           "unpack_addrs"]
+           "diff_keys", "diff_map", "diff_map_keys", "diff_packed", "merge_packed", "pack_addrs",
+           "packed_contains", "render_elements", "unpack_addrs"]
 
 if os.environ.get("FWSG_NO_EXTENSIONS"):
     from fwsg import _fast_py as impl
@@ -31,6 +31,8 @@ diff_keys = impl.diff_keys
 diff_map = impl.diff_map
 diff_map_keys = impl.diff_map_keys
 diff_packed = impl.diff_packed
+merge_packed = impl.merge_packed
 pack_addrs = impl.pack_addrs
+packed_contains = impl.packed_contains
 render_elements = impl.render_elements
 unpack_addrs = impl.unpack_addrs

@@ -6,6 +6,7 @@ same fingerprint hold the same objects. No I/O here.
 import hashlib
 
 from fwsg import fast
+from fwsg.members import AddrSet
 
 _ADDR = {"ipv4_addr": 4, "ipv6_addr": 6}
 
@@ -25,9 +26,13 @@ def fingerprint(rs):
             elems = {} if sd.is_map else ()
         fam = _ADDR.get(sd.key_type)
         if fam and not sd.is_map and not sd.interval:
-            packed, rejects = fast.pack_addrs(list(elems), fam)
+            if isinstance(elems, AddrSet) and elems.family == fam:
+                packed, others = elems.packed(), elems.extra
+            else:
+                packed, rejects = fast.pack_addrs(list(elems), fam)
+                others = [r for _, r in rejects]
             h.update(packed)
-            h.update(repr(sorted(str(r) for _, r in rejects)).encode())
+            h.update(repr(sorted(str(r) for r in others)).encode())
         elif sd.is_map:
             h.update(repr(sorted(elems.items())).encode())
         else:
@@ -42,7 +47,7 @@ def clone(rs):
     out = Ruleset(tables=rs.tables)
     out.sets = dict(rs.sets)
     out.chains = dict(rs.chains)
-    out.elements = {k: (dict(v) if isinstance(v, dict) else set(v))
+    out.elements = {k: (dict(v) if isinstance(v, dict) else v.copy())
                     for k, v in rs.elements.items()}
     out.meta = {}
     return out

@@ -50,12 +50,14 @@ FULL = "full"  # sweep every flow
 @dataclass
 class ApplyResult:
     """What one transaction did: the plan's summary, sizes, timings (ms) and notices.
-    ``counts`` (sizes of the whole desired ruleset) is computed when first read."""
+    ``counts`` (sizes of the whole desired ruleset) and ``batch_bytes`` (the size of the
+    transaction's text) are computed when first read: a cold start of a million members
+    never renders their text unless asked."""
 
     changed: bool
     summary: dict
     counts_of: object
-    batch_bytes: int
+    batch_bytes_of: object
     timings_ms: dict
     conntrack_killed: int = 0
     notices: list = field(default_factory=list)
@@ -67,6 +69,12 @@ class ApplyResult:
         if callable(self.counts_of):
             self.counts_of = self.counts_of()
         return self.counts_of
+
+    @property
+    def batch_bytes(self):
+        if callable(self.batch_bytes_of):
+            self.batch_bytes_of = self.batch_bytes_of()
+        return self.batch_bytes_of
 
     def as_dict(self):
         return {"changed": self.changed, "summary": self.summary, "counts": self.counts,
@@ -325,9 +333,8 @@ class Firewall:
         for fam, (packed, prefixes) in changes.items():
             old = self._packed.get((sg_id, fam))
             if old is None:
-                cur_pfx = d.prefix_members.get((sg_id, fam), set())
-                old, _ = fast.pack_addrs([m for m in d.members.get((sg_id, fam), ())
-                                          if m not in cur_pfx], fam)
+                cur = d.members.get((sg_id, fam))  # an AddrSet: its hosts are packed already
+                old = cur.hosts().packed() if cur is not None else b""
             add_p, rem_p = fast.diff_packed(packed, old, 4 if fam == 4 else 16)
             added = fast.unpack_addrs(add_p, fam)
             removed = fast.unpack_addrs(rem_p, fam)
@@ -655,7 +662,7 @@ class Firewall:
         d = self._desired
         return ApplyResult(changed=bool(plan), summary=plan.summary,
                            counts_of=(d.counts if d is not None else dict),
-                           batch_bytes=plan.size, timings_ms=timings,
+                           batch_bytes_of=plan.text_size, timings_ms=timings,
                            conntrack_killed=killed, notices=list(notices))
 
 

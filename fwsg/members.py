@@ -7,7 +7,8 @@ diffing two lists of 100,000 addresses is a memory compare, not 100,000 string c
 No I/O here.
 """
 
-from collections.abc import Sequence
+import socket
+from collections.abc import MutableSet, Sequence
 
 from fwsg import fast
 
@@ -56,6 +57,13 @@ class Members(Sequence):
         return len(self.packed) // self.width + len(self.prefixes)
 
     def __getitem__(self, i):
+        if type(i) is slice and self._text is None:  # a slice of the records: nothing rendered
+            start, stop, step = i.indices(len(self))
+            if step == 1:
+                n, w = self.hosts_count(), self.width
+                stop = max(stop, start)
+                return Members(self.family, self.packed[min(start, n) * w:min(stop, n) * w],
+                               self.prefixes[max(start - n, 0):max(stop - n, 0)])
         return self.text()[i]
 
     def __iter__(self):
@@ -77,3 +85,193 @@ class Members(Sequence):
 
     def __repr__(self):
         return f"Members({self.family}, {len(self)} addresses)"
+
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+class AddrSet(MutableSet):
+    """A mutable set of canonical member texts of one family, kept packed: the host addresses
+    as one sorted bytes string of fixed-width records (shared, never copied, with the Members
+    or AddrSet it was made from) plus two small overlays of records added and removed since,
+    and any other text (prefixes) as a plain set. Texts are produced only when iterated.
+
+    Membership, ``add`` and ``discard`` cost O(log n) (a binary search in the packed records);
+    the overlays are folded into the packed records once they outgrow an eighth of them.
+    Comparing, diffing and copying two AddrSets work on the packed records. Host texts are
+    compared as addresses (the model's members are canonical). No I/O here."""
+
+    __slots__ = ("family", "width", "_base", "_plus", "_minus", "extra")
+    __hash__ = None
+
+    def __init__(self, family, packed=b"", extra=()):
+        self.family = family
+        self.width = 4 if family == 4 else 16
+        self._base = packed          # sorted unique records
+        self._plus = set()           # records not in _base
+        self._minus = set()          # records of _base removed
+        self.extra = set(extra)      # texts that are not host addresses of the family
+
+    @classmethod
+    def of(cls, family, members):
+        """From canonical texts (any iterable), a Members or an AddrSet of ``family`` (those
+        two share their packed records, nothing is rendered)."""
+        if isinstance(members, AddrSet) and members.family == family:
+            return members.copy()
+        if isinstance(members, Members) and members.family == family:
+            return cls(family, members.packed, members.prefixes)
+        items = members if isinstance(members, list) else list(members)
+        packed, rejects = fast.pack_addrs(items, family)
+        return cls(family, packed, (r for _, r in rejects))
+
+    def _rec(self, text):
+        try:
+            return socket.inet_pton(_AF[self.family], text)
+        except (OSError, TypeError, ValueError, UnicodeEncodeError):
+            return None
+
+    def _in_base(self, rec):
+        return fast.packed_contains(self._base, rec, self.width)
+
+    def __contains__(self, item):
+        rec = self._rec(item) if type(item) is str else None
+        if rec is None:
+            return item in self.extra
+        if rec in self._plus:
+            return True
+        return rec not in self._minus and self._in_base(rec)
+
+    def add(self, item):
+        rec = self._rec(item) if type(item) is str else None
+        if rec is None:
+            self.extra.add(item)
+        elif rec in self._minus:
+            self._minus.discard(rec)
+        elif rec not in self._plus and not self._in_base(rec):
+            self._plus.add(rec)
+            self._fold_if_big()
+
+    def discard(self, item):
+        rec = self._rec(item) if type(item) is str else None
+        if rec is None:
+            self.extra.discard(item)
+        elif rec in self._plus:
+            self._plus.discard(rec)
+        elif rec not in self._minus and self._in_base(rec):
+            self._minus.add(rec)
+            self._fold_if_big()
+
+    def _fold_if_big(self):
+        if len(self._plus) + len(self._minus) > 1024 + len(self._base) // (8 * self.width):
+            self.packed()
+
+    def packed(self):
+        """The host addresses as sorted packed records (the overlays folded in first)."""
+        if self._minus:
+            self._base, _ = fast.diff_packed(self._base, b"".join(sorted(self._minus)),
+                                             self.width)
+            self._minus = set()
+        if self._plus:
+            self._base = fast.merge_packed(self._base, b"".join(sorted(self._plus)), self.width)
+            self._plus = set()
+        return self._base
+
+    def hosts(self):
+        """An AddrSet of the host addresses only (shares the packed records)."""
+        return AddrSet(self.family, self.packed())
+
+    def copy(self):
+        """An independent AddrSet with the same members (shares the packed records)."""
+        return AddrSet(self.family, self.packed(), self.extra)
+
+    def members(self):
+        """The members as an immutable Members (shares the packed records)."""
+        return Members(self.family, self.packed(), sorted(self.extra))
+
+    def diff(self, old):
+        """(added, removed) against ``old`` (an AddrSet of the same family): Members of what
+        this set has that ``old`` has not, and the reverse, compared packed."""
+        add_p, rem_p = fast.diff_packed(self.packed(), old.packed(), self.width)
+        return (Members(self.family, add_p, sorted(self.extra - old.extra)),
+                Members(self.family, rem_p, sorted(old.extra - self.extra)))
+
+    def update(self, items):
+        """Add every member of ``items`` (texts, a Members or an AddrSet; the last two are
+        merged packed)."""
+        other = _packed_of(items, self.family)
+        if other is None:
+            for m in items:
+                self.add(m)
+            return
+        packed, extra = other
+        if not self._base and not self._plus:
+            self._minus = set()
+            self._base = packed
+        else:
+            self._base = fast.merge_packed(self.packed(), packed, self.width)
+        self.extra.update(extra)
+
+    def difference_update(self, items):
+        """Remove every member of ``items`` (texts, a Members or an AddrSet)."""
+        other = _packed_of(items, self.family)
+        if other is None:
+            for m in items:
+                self.discard(m)
+            return
+        packed, extra = other
+        self._base, _ = fast.diff_packed(self.packed(), packed, self.width)
+        self.extra.difference_update(extra)
+
+    def __len__(self):
+        return (len(self._base) // self.width - len(self._minus) + len(self._plus)
+                + len(self.extra))
+
+    def __iter__(self):
+        yield from fast.unpack_addrs(self.packed(), self.family)
+        yield from list(self.extra)
+
+    def __eq__(self, other):
+        if isinstance(other, AddrSet):
+            return (self.family == other.family and len(self) == len(other)
+                    and self.packed() == other.packed() and self.extra == other.extra)
+        if isinstance(other, Members) and other.family == self.family:
+            return self.packed() == other.packed and self.extra == set(other.prefixes)
+        return MutableSet.__eq__(self, other)
+
+    def __ior__(self, items):
+        self.update(items)
+        return self
+
+    def __isub__(self, items):
+        self.difference_update(items)
+        return self
+
+    @classmethod
+    def _from_iterable(cls, it):  # the set operators' results: plain sets of text
+        return set(it)
+
+    def __repr__(self):
+        return f"AddrSet({self.family}, {len(self)} members)"
+
+
+def _packed_of(items, family):
+    """(packed records, other texts) of a Members or AddrSet of ``family``, or of a big
+    collection of texts (packed here); None for a few texts (taken one by one)."""
+    if isinstance(items, AddrSet) and items.family == family:
+        return items.packed(), items.extra
+    if isinstance(items, Members) and items.family == family:
+        return items.packed, items.prefixes
+    if isinstance(items, (list, tuple, set, frozenset)) and len(items) > 64:
+        packed, rejects = fast.pack_addrs(list(items), family)
+        return packed, [r for _, r in rejects]
+    return None
+
+
+def new_elements(sdef):
+    """An empty element container for ``sdef`` (a fwsg.ruleset.SetDef): a dict for a map, an
+    AddrSet for a plain (non-interval) set of IPv4 or IPv6 addresses, else a set."""
+    if sdef.is_map:
+        return {}
+    if not sdef.interval and sdef.key_type in ("ipv4_addr", "ipv6_addr"):
+        return AddrSet(4 if sdef.key_type == "ipv4_addr" else 6)
+    return set()

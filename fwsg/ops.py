@@ -7,13 +7,15 @@ kernel, the in-memory mirror of the kernel (:func:`apply_to`), and the repair re
 ``OPS`` lists every kind; a consumer that handles each of them handles every plan.
 
 Element conventions: a set's elements are canonical texts (``"192.0.2.1"``,
-``'"tap1" . fa:16:3e:00:00:01'``); a map's additions are ``(key, value)`` pairs and its
-deletions keys only.
+``'"tap1" . fa:16:3e:00:00:01'``), as a tuple or, for plain address sets, a
+:class:`fwsg.members.Members` (packed records that read as their texts, rendered only if read);
+a map's additions are ``(key, value)`` pairs and its deletions keys only.
 """
 
 from dataclasses import dataclass
 from typing import Tuple
 
+from fwsg.members import new_elements
 from fwsg.ruleset import ChainDef, SetDef
 
 
@@ -127,7 +129,7 @@ def apply_to(rs, op):
         rs.chains.pop(op.key, None)
     elif kind is CreateSet:
         rs.sets[op.set.key] = op.set
-        rs.elements[op.set.key] = {} if op.set.is_map else set()
+        rs.elements[op.set.key] = new_elements(op.set)
     elif kind is DeleteSet:
         rs.sets.pop(op.set.key, None)
         rs.elements.pop(op.set.key, None)

@@ -14,6 +14,7 @@ incremental change costs O(change), not O(ruleset).
 """
 
 from fwsg import fast
+from fwsg.members import AddrSet, new_elements
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain, apply_to)
 from fwsg.ruleset import Ruleset
@@ -36,9 +37,7 @@ class Plan:
         """The transaction as text statements (rendered once, on first use)."""
         if self._lines is None:
             if self._render is None:
-                from fwsg.backends.nft.render import render
-
-                self._render = render
+                self._render = _default_render()
             self._lines = self._render(self.ops) if self.ops else []
         return self._lines
 
@@ -54,7 +53,15 @@ class Plan:
     @property
     def size(self):
         """Size of the transaction's text in bytes."""
-        return sum(len(c) + 1 for c in self.lines())
+        return self.text_size()
+
+    def text_size(self):
+        """Size of the transaction's text in bytes, rendered one operation at a time when not
+        rendered yet (the text of a million elements is not kept)."""
+        if self._lines is not None or not self.ops:
+            return sum(len(c) + 1 for c in self.lines())
+        render = self._render or _default_render()
+        return sum(len(c) + 1 for op in self.ops for c in render((op,)))
 
     def update(self, current):
         """Apply this plan's effect to ``current`` (a Ruleset mirroring the kernel), once the
@@ -63,8 +70,31 @@ class Plan:
             apply_to(current, op)
 
 
+def _default_render():
+    from fwsg.backends.nft.render import render
+
+    return render
+
+
 def _empty(sd):
-    return {} if sd.is_map else set()
+    return new_elements(sd)
+
+
+def _set_diff(want, have):
+    """(added, removed) between two sets' elements: packed Members when both are AddrSets of
+    one family (no text rendered), else sorted lists of texts."""
+    if (isinstance(want, AddrSet) and isinstance(have, AddrSet)
+            and want.family == have.family):
+        return want.diff(have)
+    return fast.diff_keys(want, have)
+
+
+def _delta_diff(pending_added, pending_removed, have):
+    """diff_delta against ``have`` of any set type (an AddrSet is asked member by member)."""
+    if type(have) is set:
+        return fast.diff_delta(pending_added, pending_removed, have)
+    return (sorted(e for e in pending_added if e not in have),
+            sorted(e for e in pending_removed if e in have))
 
 
 def diff(desired, current, pending=None, render=None):
@@ -131,18 +161,20 @@ def diff(desired, current, pending=None, render=None):
             s["elements_removed"] += len(removed) + len(changed)
         else:
             if pending is None or k in new_set_keys or k in pending.sets or k not in pending.elems:
-                added, removed = fast.diff_keys(want, have)
+                added, removed = _set_diff(want, have)
             else:
                 pa, pr = pending.elems[k]
-                added, removed = fast.diff_delta(pa, pr, have)
+                added, removed = _delta_diff(pa, pr, have)
+            if type(added) is list:
+                added, removed = tuple(added), tuple(removed)
             if removed and sd.interval:
                 # an interval set refuses an element overlapping one still there (a /24
                 # replacing its two /25s): deletions first
-                ops.append(DeleteElements(sd, tuple(removed)))
+                ops.append(DeleteElements(sd, removed))
             if added:
-                ops.append(AddElements(sd, tuple(added)))
+                ops.append(AddElements(sd, added))
             if removed and not sd.interval:
-                set_dels.append(DeleteElements(sd, tuple(removed)))
+                set_dels.append(DeleteElements(sd, removed))
             s["elements_added"] += len(added)
             s["elements_removed"] += len(removed)
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+from fwsg.members import new_elements
+
 TABLE = "fwsg"
 FAMILIES = ("bridge", "inet")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
@@ -102,17 +104,16 @@ class Ruleset:
     """Sets, elements and chains of fwsg's tables, plus ``meta`` (names -> user ids)."""
 
     sets: Dict[tuple, SetDef] = field(default_factory=dict)
-    elements: Dict[tuple, object] = field(default_factory=dict)  # frozenset | dict
+    elements: Dict[tuple, object] = field(default_factory=dict)  # set | AddrSet | dict
     chains: Dict[tuple, ChainDef] = field(default_factory=dict)
     tables: frozenset = frozenset(FAMILIES)
     meta: dict = field(default_factory=dict)
 
     def add_set(self, sdef, elements=None):
         self.sets[sdef.key] = sdef
-        if sdef.is_map:
-            self.elements[sdef.key] = dict(elements or {})
-        else:
-            self.elements[sdef.key] = set(elements or ())
+        self.elements[sdef.key] = new_elements(sdef)
+        if elements:
+            self.elements[sdef.key].update(elements)
         return sdef
 
     def add_chain(self, cdef):

@@ -16,7 +16,7 @@ touched, so a commit costs O(change).
 from typing import Iterable, List, Optional, Protocol
 
 from fwsg.addr import is_prefix
-from fwsg.members import Members
+from fwsg.members import AddrSet, Members
 
 
 class DesiredState(Protocol):
@@ -30,12 +30,12 @@ class DesiredState(Protocol):
     """What changed since the last commit (the backend's own record; falsy when nothing)."""
 
     groups: dict    # group id -> tuple of model.Rule
-    members: dict   # (group id, family) -> set of canonical members
+    members: dict   # (group id, family) -> AddrSet of canonical members (packed)
     prefix_members: dict  # (group id, family) -> the prefixes among them
     ports: dict     # port id -> model.Port
     loaded_members: dict  # (group id, family) -> the member list last loaded whole (see load_model)
 
-    def members_of(self, sg: str, family: int) -> set:
+    def members_of(self, sg: str, family: int) -> AddrSet:
         """The canonical members of a group, one family (what conntrack sweeps judge by)."""
 
     def load(self, model) -> "DesiredState":
@@ -148,7 +148,7 @@ def load_model(state, model):
                 added, removed = ips.delta(old)
                 state.remove_members(sg, fam, removed)
                 state.add_members(sg, fam, added)
-            elif set(ips) != state.members.get((sg, fam), set()):
+            elif AddrSet.of(fam, ips) != state.members.get((sg, fam), set()):
                 state.set_members(sg, fam, ips)
             state.loaded_members[(sg, fam)] = ips
     for (sg, fam) in [k for k in state.members if k[0] not in model.members]:
@@ -168,7 +168,8 @@ def load_model(state, model):
 class MemberBook:
     """Bookkeeping every backend's desired state shares, on the model's side: which member sets
     the rules reference (``refs``: (group, family) -> owners) and each group's canonical
-    members. A subclass defines ``_member_sets(sg, family)``, which makes that set's kernel
+    members (each an :class:`fwsg.members.AddrSet`: packed, sharing the model's records when
+    loaded from a Members). A subclass defines ``_member_sets(sg, family)``, which makes that set's kernel
     objects follow ``refs`` and ``members``. No I/O here."""
 
     def _set_refs(self, owner, rules):
@@ -190,14 +191,14 @@ class MemberBook:
     def _book_set(self, sg, fam, members):
         """Replace the recorded members of one group and family."""
         self.loaded_members.pop((sg, fam), None)
-        self.members[(sg, fam)] = set(members)
-        self.prefix_members[(sg, fam)] = (set(members.prefixes) if isinstance(members, Members)
-                                          else {m for m in self.members[(sg, fam)]
-                                                if is_prefix(m)})
+        cur = self.members[(sg, fam)] = AddrSet.of(fam, members)
+        self.prefix_members[(sg, fam)] = {m for m in cur.extra if is_prefix(m)}
 
     def _book_add(self, sg, fam, members):
         """Record added members; returns (all members now, the new ones, the new prefixes)."""
-        cur = self.members.setdefault((sg, fam), set())
+        cur = self.members.get((sg, fam))
+        if cur is None:
+            cur = self.members[(sg, fam)] = AddrSet(fam)
         self.loaded_members.pop((sg, fam), None)
         new = [m for m in members if m not in cur]
         cur.update(new)

@@ -6,6 +6,7 @@ record of what each change touched since the last commit (:class:`Pending`). No 
 import netaddr
 
 from fwsg.addr import is_prefix
+from fwsg.members import AddrSet
 from fwsg import dispatch
 from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
                                       MAC_DST, MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
@@ -111,7 +112,7 @@ class Desired(MemberBook):
         self.names = RegisteredNames(group_names)  # derived names, injective
         self.pending = Pending()
         self.groups = {}        # sg -> tuple of Rule
-        self.members = {}       # (sg, family) -> set of canonical hosts and prefixes
+        self.members = {}       # (sg, family) -> AddrSet of canonical hosts and prefixes
         self.prefix_members = {}  # (sg, family) -> the prefixes among them
         self.loaded_members = {}  # (sg, family) -> the member tuple of the last model loaded
         self.ports = {}         # pid -> Port
@@ -196,14 +197,15 @@ class Desired(MemberBook):
 
     # -- groups and members -------------------------------------------------------------
     def members_of(self, sg, fam):
-        """The canonical members (hosts and prefixes) of a group, one family (a set)."""
-        return self.members.get((sg, fam), set())
+        """The canonical members (hosts and prefixes) of a group, one family (an AddrSet)."""
+        return self.members.get((sg, fam)) or AddrSet(fam)
 
     def split_members(self, sg, fam):
-        """(hosts, merged prefixes) of a group's members of one family."""
-        mem = self.members.get((sg, fam), ())
+        """(hosts, merged prefixes) of a group's members of one family: the hosts as an
+        AddrSet sharing the members' packed records."""
+        mem = self.members.get((sg, fam))
+        hosts = mem.hosts() if mem is not None else AddrSet(fam)
         prefixes = self.prefix_members.get((sg, fam), ())
-        hosts = [m for m in mem if m not in prefixes] if prefixes else mem
         return hosts, ([str(n) for n in netaddr.cidr_merge(prefixes)] if prefixes else [])
 
     def _has_prefixes(self, sg, fam):
@@ -248,8 +250,21 @@ class Desired(MemberBook):
 
     def _sync_elements(self, key, wanted):
         """Make the elements of ``key`` equal to ``wanted`` (set operations: a cold start of
-        a million members is one union, not a million calls)."""
+        a million members is one union, not a million calls; two AddrSets compare packed, and
+        a set declared in this change takes ``wanted``'s packed records as they are)."""
         have = self.rs.elements[key]
+        if isinstance(have, AddrSet) and isinstance(wanted, AddrSet):
+            if key in self.pending.sets:  # the diff compares this set whole: no delta kept
+                self.rs.elements[key] = wanted.copy()
+                return
+            new, gone = wanted.diff(have)
+            if gone:
+                have.difference_update(gone)
+                self.pending.remove_many(key, set(gone))
+            if new:
+                have.update(new)
+                self.pending.add_many(key, set(new))
+            return
         if not isinstance(wanted, (set, frozenset)):
             wanted = set(wanted)
         gone, new = have - wanted, wanted - have

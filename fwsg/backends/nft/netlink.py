@@ -14,6 +14,7 @@ import socket
 import sys
 
 from fwsg import fast
+from fwsg.members import Members
 from fwsg.backends.nft import matches
 from fwsg.ops import (AddElements, DeclareChain, DeleteChain, DeleteElements, FillChain,
                       FlushChain)
@@ -122,12 +123,22 @@ def _element_op(add, sd, items):
                 [encode_key(sd.key_type, k) for k in items], 0, None)
     if sd.key_type in ("ipv4_addr", "ipv6_addr"):
         fam = 4 if sd.key_type == "ipv4_addr" else 6
-        keys, rejects = fast.pack_addrs(items, fam)
-        if rejects:
-            raise ValueError(rejects[0])
-        return ("elem", add, sd.family, sd.name, list(items), keys, 4 if fam == 4 else 16, None)
+        keys = _packed_keys(items, fam)
+        texts = items if isinstance(items, Members) else list(items)
+        return ("elem", add, sd.family, sd.name, texts, keys, 4 if fam == 4 else 16, None)
     return ("elem", add, sd.family, sd.name, list(items),
             [encode_key(sd.key_type, t) for t in items], 0, None)
+
+
+def _packed_keys(items, fam):
+    """The packed records of address elements (a Members is taken as it is: no text);
+    ValueError when one is not a host address of ``fam``."""
+    if isinstance(items, Members) and items.family == fam and not items.prefixes:
+        return items.packed
+    keys, rejects = fast.pack_addrs(list(items), fam)
+    if rejects or len(keys) // (4 if fam == 4 else 16) != len(items):
+        raise ValueError(rejects[0] if rejects else "duplicate element")
+    return keys
 
 
 def netlink_ops(plan):
@@ -187,12 +198,13 @@ def split_bulk(plan, threshold=BULK_THRESHOLD, chunk=BULK_CHUNK):
     for op in bulk:
         sd, added = op.set, op.elements
         fam, width = (4, 4) if sd.key_type == "ipv4_addr" else (6, 16)
-        packed, rejects = fast.pack_addrs(added, fam)
-        if rejects or len(packed) // width != len(added):
+        try:
+            packed = _packed_keys(added, fam)
+        except ValueError:
             return None
         for i in range(0, len(added), chunk):
             part = packed[i * width:(i + chunk) * width]
-            texts = list(added[i:i + chunk])
+            texts = Members(fam, part)  # their text, rendered only if read
             if size and size + len(texts) > chunk:
                 batches.append(current)
                 current, size = [], 0

@@ -6,6 +6,7 @@ Chains come back with the digest their last rule's comment carries (``drift`` wh
 is missing or the rule count differs: someone else changed the chain). No I/O here.
 """
 
+from fwsg.members import new_elements
 from fwsg.ruleset import ChainDef, Ruleset, SetDef, digest_of
 
 
@@ -60,7 +61,9 @@ def parse_set(obj, is_map):
             k, v = e
             elems[_key_text(_unwrap(k), types)] = _value_text(v, value_type)
         return sdef, elems
-    return sdef, {_key_text(_unwrap(e), types) for e in raw}
+    elems = new_elements(sdef)  # an address set is kept packed
+    elems.update([_key_text(_unwrap(e), types) for e in raw])
+    return sdef, elems
 
 
 def _unwrap(e):
