@@ -392,6 +392,47 @@ def packed_contains(bytes packed, bytes record, int width):
     return False
 
 
+cdef bint _bsearch(const unsigned char *p, Py_ssize_t n, const unsigned char *r,
+                   int width) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    cdef int c
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        c = memcmp(p + mid * width, r, width)
+        if c == 0:
+            return True
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return False
+
+
+def addr_in(item, int family, bytes packed, set plus, set minus):
+    """Whether ``item`` is a member of a packed address set: -1 when it is not the text of a
+    host address of ``family`` (the caller looks elsewhere), else 1 when its record is in
+    ``plus`` or in ``packed`` (sorted records) and not in ``minus`` (sets of records), else 0.
+    No I/O."""
+    cdef Py_ssize_t size
+    cdef const char *text
+    cdef unsigned char rec[16]
+    cdef int width = 4 if family == 4 else 16
+    if type(item) is not str:
+        return -1
+    text = PyUnicode_AsUTF8AndSize(item, &size)
+    if <Py_ssize_t>strlen(text) != size or inet_pton(AF_INET if family == 4 else AF_INET6,
+                                                     text, rec) != 1:
+        return -1
+    if plus or minus:
+        key = PyBytes_FromStringAndSize(<char *>rec, width)
+        if key in plus:
+            return 1
+        if key in minus:
+            return 0
+    return 1 if _bsearch(<const unsigned char *>PyBytes_AS_STRING(packed), len(packed) // width,
+                         rec, width) else 0
+
+
 def unpack_addrs(bytes packed, int family):
     """The canonical text of every record of a packed list (inet_ntop), in order. No I/O."""
     cdef int af = AF_INET if family == 4 else AF_INET6

@@ -214,6 +214,24 @@ def packed_contains(packed, record, width):
     return False
 
 
+def addr_in(item, family, packed, plus, minus):
+    """Whether ``item`` is a member of a packed address set: -1 when it is not the text of a
+    host address of ``family`` (the caller looks elsewhere), else 1 when its record is in
+    ``plus`` or in ``packed`` (sorted records) and not in ``minus`` (sets of records), else 0.
+    No I/O."""
+    if type(item) is not str:
+        return -1
+    try:
+        rec = socket.inet_pton(_AF[family], item)
+    except (OSError, ValueError, UnicodeEncodeError):
+        return -1
+    if rec in plus:
+        return 1
+    if rec in minus:
+        return 0
+    return 1 if packed_contains(packed, rec, 4 if family == 4 else 16) else 0
+
+
 def unpack_addrs(packed, family):
     """The canonical text of every record of a packed list (inet_ntop), in order. No I/O."""
     af, width = _AF[family], (4 if family == 4 else 16)

@@ -32,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from fwsg import fast, nslock, testhooks
+from fwsg import fast, heap, nslock, testhooks
 from fwsg.addr import is_prefix
 from fwsg.backends import make_backend
 from fwsg.errors import KernelError, UserError, ValidationError, short_repr
@@ -527,6 +527,9 @@ class Firewall:
         t4 = time.perf_counter()
         plan.update(current)
         d.clear_pending()
+        s = plan.summary
+        if s.get("elements_added", 0) + s.get("elements_removed", 0) >= heap.BURST_ELEMENTS:
+            heap.release()  # a cold start's transient buffers: back to the kernel
         self._full = False
         self._undo.clear()
         killed = 0
@@ -662,7 +665,7 @@ class Firewall:
         d = self._desired
         return ApplyResult(changed=bool(plan), summary=plan.summary,
                            counts_of=(d.counts if d is not None else dict),
-                           batch_bytes_of=plan.text_size, timings_ms=timings,
+                           batch_bytes_of=lambda: plan.size, timings_ms=timings,
                            conntrack_killed=killed, notices=list(notices))
 
 

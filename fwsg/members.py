@@ -88,6 +88,7 @@ class Members(Sequence):
 
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_addr_in = fast.addr_in
 
 
 class AddrSet(MutableSet):
@@ -124,42 +125,33 @@ class AddrSet(MutableSet):
         packed, rejects = fast.pack_addrs(items, family)
         return cls(family, packed, (r for _, r in rejects))
 
-    def _rec(self, text):
-        try:
-            return socket.inet_pton(_AF[self.family], text)
-        except (OSError, TypeError, ValueError, UnicodeEncodeError):
-            return None
-
-    def _in_base(self, rec):
-        return fast.packed_contains(self._base, rec, self.width)
-
     def __contains__(self, item):
-        rec = self._rec(item) if type(item) is str else None
-        if rec is None:
-            return item in self.extra
-        if rec in self._plus:
-            return True
-        return rec not in self._minus and self._in_base(rec)
+        found = _addr_in(item, self.family, self._base, self._plus, self._minus)
+        return item in self.extra if found < 0 else found == 1
 
     def add(self, item):
-        rec = self._rec(item) if type(item) is str else None
-        if rec is None:
+        found = _addr_in(item, self.family, self._base, self._plus, self._minus)
+        if found < 0:
             self.extra.add(item)
-        elif rec in self._minus:
-            self._minus.discard(rec)
-        elif rec not in self._plus and not self._in_base(rec):
-            self._plus.add(rec)
-            self._fold_if_big()
+        elif not found:
+            rec = socket.inet_pton(_AF[self.family], item)
+            if rec in self._minus:
+                self._minus.discard(rec)
+            else:
+                self._plus.add(rec)
+                self._fold_if_big()
 
     def discard(self, item):
-        rec = self._rec(item) if type(item) is str else None
-        if rec is None:
+        found = _addr_in(item, self.family, self._base, self._plus, self._minus)
+        if found < 0:
             self.extra.discard(item)
-        elif rec in self._plus:
-            self._plus.discard(rec)
-        elif rec not in self._minus and self._in_base(rec):
-            self._minus.add(rec)
-            self._fold_if_big()
+        elif found:
+            rec = socket.inet_pton(_AF[self.family], item)
+            if rec in self._plus:
+                self._plus.discard(rec)
+            else:
+                self._minus.add(rec)
+                self._fold_if_big()
 
     def _fold_if_big(self):
         if len(self._plus) + len(self._minus) > 1024 + len(self._base) // (8 * self.width):
