@@ -183,3 +183,25 @@ def test_plan_text_size_is_measured_without_keeping_the_text():
     size = plan.text_size()
     assert plan._lines is None   # nothing kept
     assert size == len(str(plan)) and plan.size == size
+
+
+def test_a_burst_of_element_changes_returns_the_freed_heap(monkeypatch):
+    from fwsg import heap
+    from fwsg.firewall import Firewall
+
+    calls = []
+    monkeypatch.setattr(heap, "release", lambda: calls.append(1) or True)
+    fw = Firewall(backend="fake")
+    fw.apply(Model.from_wire(_doc(100, 100)))
+    assert calls == []                       # a small transaction: nothing to give back
+    fw.apply(Model.from_wire(_doc(15000, 10000)))
+    assert calls == [1]
+    fw.add_security_group_members("big", ["2001:db8::abcd"])
+    assert calls == [1]
+
+
+def test_release_asks_the_c_library():
+    from fwsg import heap
+
+    assert heap.release() in (True, False)
+    assert heap.release() == bool(heap._trim)
