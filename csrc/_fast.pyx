@@ -334,6 +334,22 @@ def diff_packed(bytes new, bytes old, int width):
     return bytes(add[:ka * width]), bytes(rem[:kr * width])
 
 
+cdef bint _bsearch(const unsigned char *p, Py_ssize_t n, const unsigned char *r,
+                   int width) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    cdef int c
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        c = memcmp(p + mid * width, r, width)
+        if c == 0:
+            return True
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return False
+
+
 def merge_packed(bytes a, bytes b, int width):
     """The sorted de-duplicated union of two sorted de-duplicated packed lists (records of
     ``width`` bytes); ``a`` itself when ``b`` is empty. No I/O."""
@@ -376,36 +392,8 @@ def packed_contains(bytes packed, bytes record, int width):
     de-duplicated): a binary search, O(log n). No I/O."""
     if len(record) != width:
         return False
-    cdef Py_ssize_t lo = 0, hi = len(packed) // width, mid
-    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(packed)
-    cdef const unsigned char *r = <const unsigned char *>PyBytes_AS_STRING(record)
-    cdef int c
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        c = memcmp(p + mid * width, r, width)
-        if c == 0:
-            return True
-        if c < 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    return False
-
-
-cdef bint _bsearch(const unsigned char *p, Py_ssize_t n, const unsigned char *r,
-                   int width) noexcept nogil:
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    cdef int c
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        c = memcmp(p + mid * width, r, width)
-        if c == 0:
-            return True
-        if c < 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    return False
+    return _bsearch(<const unsigned char *>PyBytes_AS_STRING(packed), len(packed) // width,
+                    <const unsigned char *>PyBytes_AS_STRING(record), width)
 
 
 def addr_in(item, int family, bytes packed, set plus, set minus):

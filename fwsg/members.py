@@ -130,27 +130,23 @@ class AddrSet(MutableSet):
         return item in self.extra if found < 0 else found == 1
 
     def add(self, item):
-        found = _addr_in(item, self.family, self._base, self._plus, self._minus)
-        if found < 0:
-            self.extra.add(item)
-        elif not found:
-            rec = socket.inet_pton(_AF[self.family], item)
-            if rec in self._minus:
-                self._minus.discard(rec)
-            else:
-                self._plus.add(rec)
-                self._fold_if_big()
+        self._change(item, True)
 
     def discard(self, item):
+        self._change(item, False)
+
+    def _change(self, item, adding):
+        """Add (``adding``) or discard one member: an overlay record taken back or recorded."""
         found = _addr_in(item, self.family, self._base, self._plus, self._minus)
         if found < 0:
-            self.extra.discard(item)
-        elif found:
+            (self.extra.add if adding else self.extra.discard)(item)
+        elif (found == 1) != adding:
             rec = socket.inet_pton(_AF[self.family], item)
-            if rec in self._plus:
-                self._plus.discard(rec)
+            undo, record = (self._minus, self._plus) if adding else (self._plus, self._minus)
+            if rec in undo:
+                undo.discard(rec)
             else:
-                self._minus.add(rec)
+                record.add(rec)
                 self._fold_if_big()
 
     def _fold_if_big(self):
