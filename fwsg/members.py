@@ -117,9 +117,9 @@ class AddrSet(MutableSet):
     def of(cls, family, members):
         """From canonical texts (any iterable), a Members or an AddrSet of ``family`` (those
         two share their packed records, nothing is rendered)."""
-        if isinstance(members, AddrSet) and members.family == family:
+        if type(members) is AddrSet and members.family == family:
             return members.copy()
-        if isinstance(members, Members) and members.family == family:
+        if type(members) is Members and members.family == family:
             return cls(family, members.packed, members.prefixes)
         items = members if isinstance(members, list) else list(members)
         packed, rejects = fast.pack_addrs(items, family)
@@ -130,28 +130,32 @@ class AddrSet(MutableSet):
         return item in self.extra if found < 0 else found == 1
 
     def add(self, item):
-        self._change(item, True)
+        self.change(item, True)
 
     def discard(self, item):
-        self._change(item, False)
+        self.change(item, False)
 
-    def _change(self, item, adding):
-        """Add (``adding``) or discard one member: an overlay record taken back or recorded."""
+    def change(self, item, adding):
+        """Add (``adding``) or discard one member; True when the set changed (so a caller
+        needs no membership test first). An overlay record is taken back or recorded."""
         found = _addr_in(item, self.family, self._base, self._plus, self._minus)
         if found < 0:
+            if (item in self.extra) == adding:
+                return False
             (self.extra.add if adding else self.extra.discard)(item)
-        elif (found == 1) != adding:
-            rec = socket.inet_pton(_AF[self.family], item)
-            undo, record = (self._minus, self._plus) if adding else (self._plus, self._minus)
-            if rec in undo:
-                undo.discard(rec)
-            else:
-                record.add(rec)
-                self._fold_if_big()
-
-    def _fold_if_big(self):
-        if len(self._plus) + len(self._minus) > 1024 + len(self._base) // (8 * self.width):
-            self.packed()
+            return True
+        if (found == 1) == adding:
+            return False
+        rec = socket.inet_pton(_AF[self.family], item)
+        undo, record = (self._minus, self._plus) if adding else (self._plus, self._minus)
+        if rec in undo:
+            undo.discard(rec)
+        else:
+            record.add(rec)
+            if len(record) > 512 and (len(self._plus) + len(self._minus)
+                                      > 1024 + len(self._base) // (8 * self.width)):
+                self.packed()  # the overlays outgrew an eighth of the records: fold them in
+        return True
 
     def packed(self):
         """The host addresses as sorted packed records (the overlays folded in first)."""
@@ -186,6 +190,10 @@ class AddrSet(MutableSet):
     def update(self, items):
         """Add every member of ``items`` (texts, a Members or an AddrSet; the last two are
         merged packed)."""
+        if type(items) is tuple and len(items) <= 64:  # a plan's few texts, as fast as it gets
+            for m in items:
+                self.change(m, True)
+            return
         other = _packed_of(items, self.family)
         if other is None:
             for m in items:
@@ -201,6 +209,10 @@ class AddrSet(MutableSet):
 
     def difference_update(self, items):
         """Remove every member of ``items`` (texts, a Members or an AddrSet)."""
+        if type(items) is tuple and len(items) <= 64:
+            for m in items:
+                self.change(m, False)
+            return
         other = _packed_of(items, self.family)
         if other is None:
             for m in items:
@@ -209,6 +221,9 @@ class AddrSet(MutableSet):
         packed, extra = other
         self._base, _ = fast.diff_packed(self.packed(), packed, self.width)
         self.extra.difference_update(extra)
+
+    def __bool__(self):
+        return bool(self.extra or self._plus or len(self._base) // self.width > len(self._minus))
 
     def __len__(self):
         return (len(self._base) // self.width - len(self._minus) + len(self._plus)
@@ -245,11 +260,15 @@ class AddrSet(MutableSet):
 def _packed_of(items, family):
     """(packed records, other texts) of a Members or AddrSet of ``family``, or of a big
     collection of texts (packed here); None for a few texts (taken one by one)."""
-    if isinstance(items, AddrSet) and items.family == family:
+    kind = type(items)
+    if kind is list or kind is tuple:  # the incremental calls' few texts: no ABC checks
+        if len(items) <= 64:
+            return None
+    elif kind is AddrSet and items.family == family:
         return items.packed(), items.extra
-    if isinstance(items, Members) and items.family == family:
+    elif kind is Members and items.family == family:
         return items.packed, items.prefixes
-    if isinstance(items, (list, tuple, set, frozenset)) and len(items) > 64:
+    if kind in (list, tuple, set, frozenset) and len(items) > 64:
         packed, rejects = fast.pack_addrs(list(items), family)
         return packed, [r for _, r in rejects]
     return None

@@ -83,8 +83,7 @@ def _empty(sd):
 def _set_diff(want, have):
     """(added, removed) between two sets' elements: packed Members when both are AddrSets of
     one family (no text rendered), else sorted lists of texts."""
-    if (isinstance(want, AddrSet) and isinstance(have, AddrSet)
-            and want.family == have.family):
+    if type(want) is AddrSet and type(have) is AddrSet and want.family == have.family:
         return want.diff(have)
     return fast.diff_keys(want, have)
 
@@ -144,8 +143,12 @@ def diff(desired, current, pending=None, render=None):
         sd = desired.sets.get(k)
         if sd is None:
             continue
-        want = desired.elements.get(k) or _empty(sd)
-        have = _empty(sd) if k in new_set_keys else (current.elements.get(k) or _empty(sd))
+        want = desired.elements.get(k)
+        if want is None:
+            want = _empty(sd)
+        have = None if k in new_set_keys else current.elements.get(k)
+        if have is None:
+            have = _empty(sd)
         if sd.is_map:
             if pending is None or k in new_set_keys or k in pending.sets or k not in pending.maps:
                 added, changed, removed = fast.diff_map(want, have)

@@ -200,8 +200,7 @@ class MemberBook:
         if cur is None:
             cur = self.members[(sg, fam)] = AddrSet(fam)
         self.loaded_members.pop((sg, fam), None)
-        new = [m for m in members if m not in cur]
-        cur.update(new)
+        new = [m for m in members if cur.change(m, True)]
         pfx = [m for m in new if is_prefix(m)]
         if pfx:
             self.prefix_members.setdefault((sg, fam), set()).update(pfx)
@@ -213,9 +212,8 @@ class MemberBook:
         cur = self.members.get((sg, fam))
         if not cur:
             return None
-        gone = [m for m in members if m in cur]
+        gone = [m for m in members if cur.change(m, False)]
         self.loaded_members.pop((sg, fam), None)
-        cur.difference_update(gone)
         pfx = [m for m in gone if is_prefix(m)]
         if pfx:
             self.prefix_members.get((sg, fam), set()).difference_update(pfx)

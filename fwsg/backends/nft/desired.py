@@ -176,13 +176,19 @@ class Desired(MemberBook):
 
     def _elem_add(self, key, e):
         s = self.rs.elements[key]
-        if e not in s:
+        if type(s) is AddrSet:
+            if s.change(e, True):
+                self.pending.add(key, e)
+        elif e not in s:
             s.add(e)
             self.pending.add(key, e)
 
     def _elem_del(self, key, e):
         s = self.rs.elements[key]
-        if e in s:
+        if type(s) is AddrSet:
+            if s.change(e, False):
+                self.pending.remove(key, e)
+        elif e in s:
             s.discard(e)
             self.pending.remove(key, e)
 
