@@ -182,20 +182,12 @@ class NodeState:
 
     def remove(self, d):
         """Undo :meth:`add` of demand ``d`` (the plan moves it elsewhere)."""
+        self.depart(d)
         self.placed_cpu -= d.cpu
         self.placed_ct -= d.conntrack
         self.units.remove(d)
-        self.cpu -= d.cpu
-        self.cpu_mean -= d.cpu_mean
-        self.cpu_var = max(self.cpu_var - d.cpu_var, 0.0)
-        self.mem -= d.mem
-        self.mem_mean -= d.mem_mean
-        self.mem_var = max(self.mem_var - d.mem_var, 0.0)
         self.committed -= d.max_memory
         self.conntrack -= d.conntrack
-        self.services -= len(d.names)
-        self.static_cores -= d.static_cores
-        self.static_mem -= d.max_memory
         self.guests.difference_update(d.names)
         for n in d.names:
             self.placed.remove(n)
