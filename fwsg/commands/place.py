@@ -19,8 +19,10 @@ candidate only if it passes every hard constraint: online, restricted HA group, 
 anti-affinity, cores >= vCPUs, storages, networks, memory (measured use + max memory of the
 guests restarted there <= memory minus --memory-reserve), conntrack room, and cpu only with
 --cpu-limit (cpu is otherwise weighed, not limited: overcommitted cpu slows guests, overcommitted
-memory kills them). The strategy ranks the candidates; ties go to the node name. Guests that fit
-nowhere are listed most important first, each with its reason. Exit status: 0 every guest
+memory kills them). The strategy ranks the candidates; ties go to the node name. Strategy fwsg
+then relieves a node projected above 70% by moving guests it placed there, else by proposing a
+live migration of a guest running there (at most --max-migrations, listed in the plan). Guests
+that fit nowhere are listed most important first, each with its reason. Exit status: 0 every guest
 placed, 3 some guest could not be placed, 2 bad input. Schema: docs/placement.md.
 
 strategies:
