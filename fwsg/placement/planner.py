@@ -78,7 +78,7 @@ class NodeLoad:
     cpu_after: float
     mem_before: float
     mem_after: float
-    committed: float  # max memory of guests placed here
+    committed: float  # max memory of guests placed (or live-migrated) here
     guests_before: int
     guests_after: int
     placed: list = field(default_factory=list)
