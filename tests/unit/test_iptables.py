@@ -84,11 +84,13 @@ def test_port_added_with_existing_profile_adds_rules_not_profiles(demo_model):
                 fixed_ips=["192.0.2.77"])
     d.set_port(parse_port("p", "twin", twin, d.groups))
     plan = diff(d.st, cur, d.pending)
-    written = [n for tc in plan.tables.values() for n in tc.chains]
-    assert written and all(n.startswith(("fwsg-s", "fwsg-a")) for n in written)
-    # per family: egress, in-port, in-from and its network's zone by physdev (4 x 2); its two
-    # addresses (192.0.2.77, its IPv6 link-local): dispatch and zone (2 x 2); ebtables (1)
-    assert plan.summary["rules_added"] == 8 + 4 + 1
+    written = {k: list(tc.chains) for k, tc in plan.tables.items() if tc.chains}
+    assert list(written) == [("eb", "nat")]      # no iptables chain per port: dispatch rules only
+    assert all(n.startswith("fwsg-a") for n in written[("eb", "nat")])
+    # per family: its (address, MAC) pair (192.0.2.77; the IPv6 link-local), the rest of its
+    # egress, in-port, in-from and its network's zone by physdev (5 x 2); its two addresses:
+    # ingress dispatch and zone (2 x 2); ebtables (1)
+    assert plan.summary["rules_added"] == 10 + 4 + 1
     d.remove_port("twin")
     assert not diff(d.st, cur, d.pending)
 
@@ -120,7 +122,7 @@ def test_rules_do_not_grow_with_members(demo_model):
 
 def test_names_are_bounded_and_never_user_text():
     hostile = 'x"; -F; ' + "a" * 300
-    for n in (names.group_chain(hostile, "ingress"), names.spoof_chain(hostile),
+    for n in (names.group_chain(hostile, "ingress"), names.arp_chain(hostile),
               names.profile_chain(names.digest(hostile), "egress"),
               names.fixed_chain("ingress", False)):
         assert len(n) <= 28 and n.startswith("fwsg-") and n.replace("-", "").isalnum()
