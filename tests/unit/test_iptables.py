@@ -95,6 +95,38 @@ def test_port_added_with_existing_profile_adds_rules_not_profiles(demo_model):
     assert not diff(d.st, cur, d.pending)
 
 
+def test_a_bucket_comes_with_its_first_device_and_goes_with_its_last(demo_model):
+    d, cur = _committed(demo_model)
+    pid, raw = next(iter(demo_model["devices"].items()))
+    buckets = {names.bucket_chain(b, "qvb9") for b in (names.E_ADDR, names.E_PORT,
+                                                       "fwsg-in-port", "fwsg-in-from")}
+    for i in (1, 2):
+        twin = dict(raw, device=f"qvb9-{i}", mac_address=f"fa:16:3e:00:00:9{i}",
+                    fixed_ips=[f"192.0.2.7{i}"])
+        d.set_port(parse_port("p", f"twin{i}", twin, d.groups))
+        plan = diff(d.st, cur, d.pending)
+        new = {n for tc in plan.tables.values() for n in tc.new_bags}
+        assert new == (buckets if i == 1 else set())          # per family, first device only
+        assert sum(1 for tc in plan.tables.values() for rules in tc.bag_add.values()
+                   for r in rules if "qvb9+" in r) == (8 if i == 1 else 0)
+        plan.update(cur)
+        d.pending = type(d.pending)()
+    d.remove_port("twin1")
+    plan = diff(d.st, cur, d.pending)
+    stale = {n for tc in plan.tables.values() for n in tc.stale}
+    assert not stale & buckets                                # twin2 still uses them
+    plan.update(cur)
+    d.pending = type(d.pending)()
+    d.remove_port("twin2")
+    plan = diff(d.st, cur, d.pending)
+    assert {n for tc in plan.tables.values() for n in tc.stale
+            if not n.startswith("fwsg-a")} == buckets             # (fwsg-a...: its ARP chain)
+    assert all("qvb9" not in r for tc in plan.tables.values() for rules in tc.bag_add.values()
+               for r in rules)
+    plan.update(cur)
+    assert not diff(Desired().load(Model.from_wire(demo_model)).st, cur)
+
+
 def test_incremental_changes_equal_a_fresh_load(demo_model):
     d, cur = _committed(demo_model)
     other = copy.deepcopy(demo_model)

@@ -32,6 +32,30 @@ FAMS = (4, 6)
 IN_PORT, IN_FROM, IN_ADDR = "fwsg-in-port", "fwsg-in-from", "fwsg-in-addr"
 BAGS = (("mangle", names.E_ADDR), ("mangle", names.E_PORT), ("filter", IN_PORT),
         ("filter", IN_FROM), ("filter", IN_ADDR), ("raw", names.ZONE))
+# Dispatch chains keyed by device are split in buckets by the first BUCKET_PREFIX characters
+# of the device name (``-m physdev --physdev-in tap1+ -j fwsg-e-addr-<hash>``): a packet scans
+# ~ports/buckets rules instead of one per port, and deleting a port's rule by its text
+# (iptables-nft compares it with every rule of the chain) looks at one bucket only. A bucket
+# is only a pre-filter: each rule in it still names its exact device.
+BUCKETED = (names.E_ADDR, names.E_PORT, IN_PORT, IN_FROM)
+BUCKET_PREFIX = 4
+
+
+def bucket(dispatch, device):
+    """(bucket chain, the jump rule into it) of ``device``'s rules in dispatch chain
+    ``dispatch`` (written as ``iptables-save`` prints it)."""
+    key = device[:BUCKET_PREFIX]
+    chain = names.bucket_chain(dispatch, key)
+    if dispatch == IN_PORT:  # physdev-out needs --physdev-is-bridged where OUTPUT reaches it
+        return chain, f"-m physdev --physdev-out {key}+ --physdev-is-bridged -j {chain}"
+    return chain, f"-m physdev --physdev-in {key}+ -j {chain}"
+
+
+def bucket_rules(st, fam, table, dispatch):
+    """Every rule of dispatch chain ``dispatch`` of a State, from all its buckets."""
+    prefix = dispatch + "-"
+    return [r for (f, t, n), rules in st.bags.items()
+            if (f, t) == (fam, table) and n.startswith(prefix) for r in rules]
 
 
 class Pending:
@@ -113,6 +137,24 @@ class Desired(MemberBook):
         if (rule in bag) != present:
             (bag.add if present else bag.discard)(rule)
             Pending._delta(self.pending.bags, key, rule, present)
+
+    def _dispatch(self, key, device, rule, present):
+        """Add or remove a device's rule in dispatch chain ``key``: into its bucket, which is
+        created (with the jump into it) for its first rule and removed with its last."""
+        fam, table, dispatch = key
+        if dispatch not in BUCKETED:
+            self._bag(key, rule, present)
+            return
+        chain, jump = bucket(dispatch, device)
+        bkey = (fam, table, chain)
+        if present:
+            self._bag(key, jump, True)
+            self._bag(bkey, rule, True)
+            return
+        self._bag(bkey, rule, False)
+        if not self.st.bags.get(bkey):
+            self.st.bags.pop(bkey, None)
+            self._bag(key, jump, False)
 
     def _elem(self, name, e, present):
         s = self.st.elements[name]
@@ -321,7 +363,7 @@ class Desired(MemberBook):
                               f"-m physdev --physdev-in {dev} -j CT --zone {zone}" if present
                               else self._zone_rule.pop((pid, fam))))
             for key, rule in rules:
-                self._bag(key, rule, present)
+                self._dispatch(key, dev, rule, present)
                 if present and key[2] == IN_PORT:
                     self._in_port_rule[(pid, fam)] = rule
                 if present and key[2] == names.ZONE:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 
 from fwsg.backends.iptables import names
-from fwsg.backends.iptables.desired import BAGS
+from fwsg.backends.iptables.desired import BAGS, BUCKETED
 from fwsg.backends.iptables.state import Chain, SetSpec, State
 from fwsg.errors import KernelError
 from fwsg.netns import entered
@@ -17,6 +17,7 @@ from fwsg.netns import entered
 IP_TABLES = ("raw", "mangle", "filter")
 BULK = 1000          # element changes above this go through one ``ipset restore``
 _BAG_NAMES = {n for _, n in BAGS} | {names.ARP}
+_BUCKET = re.compile("^(" + "|".join(BUCKETED) + r")-[0-9a-f]{6}$")
 _DIGEST = re.compile(r'--comment "?' + names.COMMENT + r'([0-9a-f]+):(\d+)"?')
 _EB_NAME = re.compile(r"^fwsg-a[0-9a-f]{6}-([0-9a-f]{8})-(\d+)$")
 _ZONE = re.compile(r"^-m physdev --physdev-in (\S+) -j CT --zone (\d+)$")
@@ -109,7 +110,7 @@ class Kernel:
                     first.add(chain)
         for chain, body in rules.items():
             key = (fam, table, chain)
-            if chain in _BAG_NAMES:
+            if chain in _BAG_NAMES or _BUCKET.match(chain):
                 st.bags[key] = set(body)
                 if chain == names.ZONE:
                     for r in body:

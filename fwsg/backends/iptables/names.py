@@ -48,6 +48,12 @@ def fixed_chain(direction, stateful):
     return f"fwsg-fixed-{direction[0]}-{'sf' if stateful else 'sl'}"
 
 
+def bucket_chain(dispatch, key):
+    """The part of dispatch chain ``dispatch`` holding the rules of devices whose names start
+    with ``key`` (see desired.BUCKET_PREFIX)."""
+    return f"{dispatch}-{digest(key, 6)}"
+
+
 def profile_chain(content_digest, direction):
     """A port profile chain (ports whose chains would be equal share it)."""
     return f"fwsg-p{content_digest}-{direction[0]}"
