@@ -99,16 +99,17 @@ def test_a_bucket_comes_with_its_first_device_and_goes_with_its_last(demo_model)
     d, cur = _committed(demo_model)
     pid, raw = next(iter(demo_model["devices"].items()))
     buckets = {names.bucket_chain(b, "qvb9") for b in (names.E_ADDR, names.E_PORT,
-                                                       "fwsg-in-port", "fwsg-in-from")}
+                                                       "fwsg-in-port", "fwsg-in-from",
+                                                       names.ARP)}
     for i in (1, 2):
         twin = dict(raw, device=f"qvb9-{i}", mac_address=f"fa:16:3e:00:00:9{i}",
                     fixed_ips=[f"192.0.2.7{i}"])
         d.set_port(parse_port("p", f"twin{i}", twin, d.groups))
         plan = diff(d.st, cur, d.pending)
         new = {n for tc in plan.tables.values() for n in tc.new_bags}
-        assert new == (buckets if i == 1 else set())          # per family, first device only
+        assert new == (buckets if i == 1 else set())   # per family and ebtables, first device
         assert sum(1 for tc in plan.tables.values() for rules in tc.bag_add.values()
-                   for r in rules if "qvb9+" in r) == (8 if i == 1 else 0)
+                   for r in rules if "qvb9+" in r) == (9 if i == 1 else 0)
         plan.update(cur)
         d.pending = type(d.pending)()
     d.remove_port("twin1")
@@ -117,10 +118,10 @@ def test_a_bucket_comes_with_its_first_device_and_goes_with_its_last(demo_model)
     assert not stale & buckets                                # twin2 still uses them
     plan.update(cur)
     d.pending = type(d.pending)()
+    arp = d.arp_of["twin2"]
     d.remove_port("twin2")
     plan = diff(d.st, cur, d.pending)
-    assert {n for tc in plan.tables.values() for n in tc.stale
-            if not n.startswith("fwsg-a")} == buckets             # (fwsg-a...: its ARP chain)
+    assert {n for tc in plan.tables.values() for n in tc.stale} == buckets | {arp}
     assert all("qvb9" not in r for tc in plan.tables.values() for rules in tc.bag_add.values()
                for r in rules)
     plan.update(cur)

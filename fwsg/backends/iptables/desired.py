@@ -37,7 +37,7 @@ BAGS = (("mangle", names.E_ADDR), ("mangle", names.E_PORT), ("filter", IN_PORT),
 # ~ports/buckets rules instead of one per port, and deleting a port's rule by its text
 # (iptables-nft compares it with every rule of the chain) looks at one bucket only. A bucket
 # is only a pre-filter: each rule in it still names its exact device.
-BUCKETED = (names.E_ADDR, names.E_PORT, IN_PORT, IN_FROM)
+BUCKETED = (names.E_ADDR, names.E_PORT, IN_PORT, IN_FROM, names.ARP)
 BUCKET_PREFIX = 4
 
 
@@ -48,6 +48,8 @@ def bucket(dispatch, device):
     chain = names.bucket_chain(dispatch, key)
     if dispatch == IN_PORT:  # physdev-out needs --physdev-is-bridged where OUTPUT reaches it
         return chain, f"-m physdev --physdev-out {key}+ --physdev-is-bridged -j {chain}"
+    if dispatch == names.ARP:
+        return chain, f"-i {key}+ -j {chain}"
     return chain, f"-m physdev --physdev-in {key}+ -j {chain}"
 
 
@@ -369,12 +371,12 @@ class Desired(MemberBook):
                 if present and key[2] == names.ZONE:
                     self._zone_rule[(pid, fam)] = rule
         if present:
-            self._bag(("eb", "nat", names.ARP), f"-i {dev} -j {self.arp_of[pid]}", True)
             self._arp_rule[pid] = f"-i {dev} -j {self.arp_of[pid]}"
+            self._dispatch(("eb", "nat", names.ARP), dev, self._arp_rule[pid], True)
         else:
             rule = self._arp_rule.pop(pid, None)
             if rule is not None:
-                self._bag(("eb", "nat", names.ARP), rule, False)
+                self._dispatch(("eb", "nat", names.ARP), dev, rule, False)
         for ip in host_addresses(port):
             owners = self.addr_owners.setdefault(ip, set())
             (owners.add if present else owners.discard)(pid)
