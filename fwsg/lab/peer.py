@@ -39,21 +39,25 @@ def ensure_venv(venv, log):
     return py
 
 
-def run_neutron(doc, venv, repeat, log):
-    """Neutron's timings (a dict) on the wire-format scenario ``doc``."""
+def run_neutron(doc, venv, repeat, log, netns=None, steps="all"):
+    """Neutron's timings (a dict) on the wire-format scenario ``doc``, in a namespace of its
+    own (removed afterwards) or in ``netns`` (left as Neutron made it: its rules stay).
+    ``steps``: ``all``, or ``initial`` (the initial apply only)."""
     py = ensure_venv(venv, log)
     script = pathlib.Path(__file__).with_name("peer_neutron.py")
-    ns = f"fwsg-peer-{os.getpid()}"
+    ns = netns or f"fwsg-peer-{os.getpid()}"
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="fwsg-peer-") as f:
         json.dump(doc, f)
         f.flush()
-        subprocess.run(["ip", "netns", "add", ns], check=True)
+        if netns is None:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
         try:
             log(f"== peer: Neutron's agent code + IptablesFirewallDriver (ipset) in {ns}")
             out = subprocess.run(["ip", "netns", "exec", ns, str(py), str(script), f.name,
-                                  str(repeat)], capture_output=True, text=True)
+                                  str(repeat), steps], capture_output=True, text=True)
         finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+            if netns is None:
+                subprocess.run(["ip", "netns", "del", ns], check=False)
     if out.returncode != 0:
         raise RuntimeError("the Neutron peer failed: " + out.stderr.strip()[-500:])
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -3,7 +3,8 @@
 
 This file runs in a virtualenv that holds OpenStack Neutron (installed there by
 ``fwsg.lab.peer``), never in fwsg's: it imports only the standard library and Neutron, and is
-started as ``python peer_neutron.py SCENARIO.json`` inside a network namespace of its own.
+started as ``python peer_neutron.py SCENARIO.json [REPEAT [all|initial]]`` inside a network
+namespace (``initial``: the initial apply only, its rules left in place for packets to cross).
 
 How Neutron is driven, unmodified:
 - ``SecurityGroupAgentRpc`` (neutron.agent.securitygroups_rpc), built as the Open vSwitch agent
@@ -85,7 +86,7 @@ def _sizes():
     return {"iptables_rules": rules, "ipset_entries": entries}
 
 
-def run(doc, lock_dir, repeat=1):
+def run(doc, lock_dir, repeat=1, steps="all"):
     from oslo_concurrency import lockutils
     from oslo_config import cfg
 
@@ -127,6 +128,8 @@ def run(doc, lock_dir, repeat=1):
         out["error"] = f"initial apply failed: {lines[-1] if lines else type(e).__name__}"
         return out
     out.update(_sizes())
+    if steps == "initial":
+        return out
     member, rule, port = [], [], []
     for i in range(repeat):
         server.members["default"]["IPv4"].append(f"203.0.113.{200 + i}")
@@ -160,7 +163,8 @@ if __name__ == "__main__":
     status = 1
     try:
         with tempfile.TemporaryDirectory(prefix="fwsg-peer-locks-") as locks:
-            print(json.dumps(run(scenario, locks, int(sys.argv[2]) if len(sys.argv) > 2 else 1)))
+            print(json.dumps(run(scenario, locks, int(sys.argv[2]) if len(sys.argv) > 2 else 1,
+                                 sys.argv[3] if len(sys.argv) > 3 else "all")))
         status = 0
     finally:
         # Neutron's conntrack helper leaves a worker thread running: do not wait for it
