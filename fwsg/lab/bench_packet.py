@@ -393,6 +393,9 @@ class PacketBench(Bench):
                          + (f", {pl.members} members" if pl.members else ""))
                 pl.up(n, n_new)
                 pl.sanity()
+                self.data["packet"].setdefault("sanity", {})[
+                    pl.label + (f" {pl.members}" if pl.members else "")] = dict(
+                    pl.info["sanity"], ok=pl.sanity_ok())
                 self.say(f"   sanity {'ok' if pl.sanity_ok() else 'FAILED'}: {pl.info['sanity']}"
                          + (f"; apply {pl.info['apply_ms']:.0f} ms" if 'apply_ms' in pl.info
                             else ""))

@@ -67,16 +67,17 @@ def neutron_rows(bench, doc, venv=DEFAULT_VENV, repeat=1):
     """Adds the peer rows to ``bench`` (a fwsg.lab.bench.Bench, after its own run)."""
     peer = run_neutron(doc, venv, repeat, bench.say)
     bench.data["peer_neutron"] = peer
+    members = sum(len(v) for fams in doc["sg_member_ips"].values() for v in fams.values())
     if "error" in peer:
-        bench.row("peer_error", f"11. Neutron {peer['neutron']} iptables+ipset", float("nan"),
-                  note=peer["error"])
+        bench.row("peer_error", f"11. Neutron {peer['neutron']} iptables+ipset, {members} "
+                  "members", float("nan"), note=peer["error"])
         return
     for key, step, what, target in STEPS:
         mine = bench.data.get(key, {}).get("fwsg_ms")
         if mine is None or step not in peer:
             continue
         ratio = peer[step] / mine
-        bench.row(f"peer_{step}", f"11. {what}", mine, peer[step],
+        bench.row(f"peer_{step}", f"11. {what} ({members} members, both)", mine, peer[step],
                   f"Neutron {peer['neutron']} iptables+ipset",
                   f">= {1 / target:.0f}x faster" if target else "",
                   (mine <= target * peer[step]) if target else None, f"{ratio:.0f}x faster")

@@ -12,7 +12,8 @@ How Neutron is driven, unmodified:
   iptables`` (``IptablesFirewallDriver``) and ``enable_ipset = true``;
 - the RPC to the server is replaced by ``LocalServer``, which answers
   ``security_group_info_for_devices`` as Neutron's server does (the devices asked for, the rules
-  of their groups, the members ([ip, mac]) of the groups their rules name as remote); the
+  of their groups with ``remote_ip_prefix`` renamed ``source_ip_prefix``/``dest_ip_prefix`` by
+  direction, the members ([ip, mac]) of the groups their rules name as remote); the
   time spent building an answer is measured and left out;
 - Neutron's privileged helpers (oslo.privsep) run in-process (client mode off: this process is
   root already) instead of through a privsep daemon, which only saves Neutron time;
@@ -28,6 +29,19 @@ import os
 import subprocess
 import sys
 import time
+
+
+PREFIX_KEY = {"ingress": "source_ip_prefix", "egress": "dest_ip_prefix"}
+
+
+def server_rule(rule):
+    """A rule as Neutron's server puts it in the reply: ``remote_ip_prefix`` becomes
+    ``source_ip_prefix`` (ingress) or ``dest_ip_prefix`` (egress); the agent's driver reads
+    only those (given ``remote_ip_prefix`` it would match every address)."""
+    out = {k: v for k, v in rule.items() if k != "remote_ip_prefix"}
+    if rule.get("remote_ip_prefix") is not None:
+        out[PREFIX_KEY[rule["direction"]]] = rule["remote_ip_prefix"]
+    return out
 
 
 class LocalServer:
@@ -67,7 +81,8 @@ class LocalServer:
             m = self.members.get(sg, {})
             members[sg] = {fam: [[ip, None] for ip in m.get(fam, [])] for fam in ("IPv4", "IPv6")}
         reply = copy.deepcopy({"devices": devices,
-                               "security_groups": {sg: self.groups[sg] for sg in sgs},
+                               "security_groups": {sg: [server_rule(r) for r in self.groups[sg]]
+                                                   for sg in sgs},
                                "sg_member_ips": members})
         self.server_s += time.perf_counter() - t0
         return reply
