@@ -35,9 +35,10 @@ Rounds: every lab runs every kind once per round, in a rotated order; the cost o
 the median over rounds of (its per-packet CPU time - the plain bridge's in the same round).
 
 Sanity, per lab before the rounds: 1,000 packets of the admitted flow all reach the receiver's
-UDP stack (its ``/proc/net/snmp`` counters); 1,000 to UDP 5002, which no rule admits, arrive
-without a firewall and never with one; for fwsg, with the sender removed from ``default``, the
-admitted flow is dropped too (the packet really consults the big set).
+UDP stack (its ``/proc/net/snmp`` counters, the sockets drained); 1,000 to UDP 5002, which no
+rule admits, arrive without a firewall and never with one; for fwsg, with the sender removed
+from ``default``, the admitted flow is dropped too; for Neutron, its rule that admits the flow
+by its ipset of ``default`` counted them (the packets really consult the big set).
 
 Neutron (``--peer neutron``): OpenStack Neutron's real ``IptablesFirewallDriver`` (ipset on),
 unmodified, driven by ``fwsg/lab/peer_neutron.py`` exactly as for the control-plane rows
@@ -244,8 +245,15 @@ class PacketLab:
         return s
 
     def arrived(self):
-        """Datagrams that reached the receiver's UDP stack so far (delivered or dropped for
-        a full buffer)."""
+        """Datagrams that reached the receiver's UDP stack so far (read, or dropped for a
+        full buffer). The sockets are drained first: a datagram counts as delivered only
+        once it is read."""
+        for s in self.rx:
+            try:
+                while True:
+                    s.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
         out = subprocess.run(["ip", "netns", "exec", self.lab.ns("rcv"), "cat",
                               "/proc/net/snmp"], capture_output=True, text=True, check=True)
         head, vals = [line.split()[1:] for line in out.stdout.splitlines()
@@ -301,9 +309,18 @@ class PacketLab:
             s["not_member"] = self.count(30003, ADMITTED)
             self.fw.add_security_group_members("default", [self.src])
             s["member_again"] = self.count(30004, ADMITTED)
+        elif self.setup is not None:   # Neutron: its ipset rule for the flow counted them
+            s["set_rule_packets"] = self._set_rule_packets()
         self.conntrack_flush()
         self.info["sanity"] = s
         return s
+
+    def _set_rule_packets(self):
+        """Packets counted by Neutron's rule admitting UDP 5001 by its ipset of ``default``."""
+        out = subprocess.run(["ip", "netns", "exec", self.lab.host_ns, "iptables-save", "-c"],
+                             capture_output=True, text=True).stdout
+        return sum(int(line[1:].split(":")[0]) for line in out.splitlines()
+                   if f"--dport {ADMITTED} -m set --match-set" in line and " src " in line + " ")
 
     def sanity_ok(self):
         s = self.info.get("sanity", {})
@@ -314,6 +331,8 @@ class PacketLab:
         ok = s.get("denied") == 0
         if self.is_fwsg:
             ok = ok and s.get("not_member") == 0 and s.get("member_again") == s.get("sent")
+        else:
+            ok = ok and s.get("set_rule_packets", 0) >= s.get("sent")
         return ok
 
     def run(self, kind, pids):
