@@ -532,7 +532,8 @@ def main(argv=None):
             from fwsg.lab.peer import neutron_rows
 
             neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
-                                         args.seed), repeat=args.peer_repeat)
+                                         args.seed), repeat=args.peer_repeat,
+                         netns=None if args.backend == "iptables" else ns)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

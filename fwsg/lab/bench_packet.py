@@ -50,6 +50,7 @@ Neutron is measured only up to ``--peer-max-members`` (50,000).
 """
 
 import ctypes
+import ipaddress
 import os
 import socket
 import statistics
@@ -74,8 +75,6 @@ KINDS = ("established", "unreplied", "new flows")
 
 def _admits_test_flow(rule, src):
     """True if ``rule`` would admit UDP 5001/5002 from ``src`` without the big set deciding."""
-    import ipaddress
-
     if rule.get("direction") != "ingress" or rule.get("ethertype") != "IPv4":
         return False
     if rule.get("protocol") not in (None, "udp", "17"):
@@ -460,11 +459,11 @@ class PacketBench(Bench):
                 for j, (pl, d) in enumerate(entries):
                     peer = self._peer(labs, cost, base, k, pl.members)
                     last = j == len(entries) - 1 and j > 0
-                    flat = abs(d - first) <= 0.25 * abs(first) + 0.2
+                    flat = abs(d - first) <= 0.25 * abs(first) + 0.2   # us
                     self.row(f"packet_{label.split()[-1]}_{pl.members}_{k.replace(' ', '_')}",
                              f"12. {k}: {label}, {pl.members} members, over no firewall", d,
-                             peer, f"Neutron, same lab, {pl.members} members" if peer else "",
-                             "flat (+-25%)" if last else "", flat if last else None,
+                             peer, "Neutron driver, same members" if peer else "",
+                             "flat: +-25% +0.2us" if last else "", flat if last else None,
                              ("" if pl.sanity_ok() else "SANITY FAILED; ")
                              + _delivery(got[labs.index(pl), k]))
             for i, pl in enumerate(labs):
