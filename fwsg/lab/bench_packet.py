@@ -6,7 +6,7 @@ Scenario: the hot-path benchmark's (500 ports, 50 groups of 20 rules, M members,
 :func:`fwsg.lab.bench.scenario`), in which the two VMs that carry traffic, ``port-248`` (the
 sender, 192.0.2.249) and ``port-249`` (the receiver, 192.0.2.250), are in group ``pkt`` only:
 the scenario's ``default`` rules without those that would admit the test flows anyway, then
-ingress UDP 5001 from remote group ``default`` (the big group, ~94 % of M; the sender is one of
+ingress UDP 5001 from remote group ``default`` (the big group, 85-94 % of M; the sender is one of
 its members), so a packet that is judged by the rules ends in a lookup in the biggest set.
 The other 498 ports exist only in the rules (set/map entries, iptables rules); they have no
 devices. The VMs are in the middle of the port list (an iptables driver that walks a list of
