@@ -118,8 +118,9 @@ def test_bench_packet_quick(tmp_path, capsys):
     assert data["packet_none_established"]["fwsg_ms"] > 0
     assert "fwsg packet-path benchmark" in printed
     assert data["packet_nft_2000_unreplied"]["what"] in printed
+    prefix = f"fwsg-pk{os.getpid() % 100000}-"
     try:
-        left = [n for n in os.listdir("/run/netns") if n.startswith(f"fwsg-pk{os.getpid() % 100000}-")]
+        left = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
     except FileNotFoundError:
         left = []
     assert not left, left
