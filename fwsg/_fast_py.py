@@ -188,10 +188,10 @@ def unpack_addrs(packed, family):
 
 
 class NetlinkWriter:
-    """Commits simple changes to fwsg's tables as one atomic transaction (the twin of the
-    compiled libnftnl batch writer: here through libnftables, same effect): set/map elements and
-    chains whose rules are plain verdicts. Bound to the network namespace current at
-    construction."""
+    """Commits changes to fwsg's tables as one atomic transaction (the twin of the compiled
+    libnftnl batch writer: here through libnftables, same effect): tables, set and map
+    declarations, chains and their rules, set/map elements. Bound to the network namespace
+    current at construction."""
 
     def __init__(self):
         self._ctx = NftContext()
@@ -207,7 +207,13 @@ class NetlinkWriter:
         "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
         appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
         text); ("flush", family, chain) removes a chain's rules;
-        ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
+        ("delchain", family, chain) deletes an empty chain; ("chain", family, name, hooknum,
+        priority, policy, text) creates a base chain of type filter; ("table", family, text) and
+        ("deltable", family, text) create and delete fwsg's table; ("set", family, name, flags,
+        key_type, key_len, data_type, data_len, userdata, field_lens, text) declares a set or
+        map (``data_type`` None for a set; ``field_lens`` bytes for a concatenated interval
+        key, else None); ("delset", family, name, text) deletes one (``text``: the nft statement,
+        for the twin); ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
         of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
@@ -217,7 +223,13 @@ class NetlinkWriter:
             kind = op[0]
             if kind != "elem" and op[1] not in ("inet", "bridge"):
                 raise KeyError(op[1])
-            if kind == "chain":
+            if kind == "chain" and len(op) > 3:   # a base chain: its nft statement
+                cmds.append(op[6])
+            elif kind in ("table", "deltable", "delset"):
+                cmds.append(op[-1])
+            elif kind == "set":
+                cmds.append(op[10])
+            elif kind == "chain":
                 cmds.append(f"add chain {op[1]} fwsg {op[2]}")
             elif kind == "flush":
                 cmds.append(f"flush chain {op[1]} fwsg {op[2]}")
