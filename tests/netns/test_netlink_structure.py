@@ -154,3 +154,24 @@ def test_every_rule_form_the_compiler_can_emit_encodes():
     rs = Desired(None).load(Model.from_wire(doc)).rs
     for chain in rs.chains.values():
         assert netlink.simple_rules(chain) is not None, chain
+
+
+def test_a_refused_structure_batch_leaves_the_kernel_unchanged(two_namespaces):
+    """The whole cold start with one rule the kernel refuses (a lookup in a set that does
+    not exist) at its end: KernelError, and not even the tables were created."""
+    from fwsg.errors import KernelError
+
+    ns = two_namespaces[0]
+    nl = netlink.netlink_ops(structure_plan(scenario(20, 6, 5, 500)), limit=1 << 30)
+    bad = ("xrule", "inet", "egress-pre", "ip saddr @nowhere accept",
+           netlink.matches.encode("ip saddr @nowhere accept"), None)
+    with entered(ns):
+        w = _fast_c.NetlinkWriter()
+    try:
+        with pytest.raises(KernelError):
+            w.commit(nl + [bad])
+        assert _nft(ns, "list", "ruleset") == ""
+        w.commit(nl)                      # the same batch without it goes in whole
+        assert "chain egress-pre" in _nft(ns, "list", "ruleset")
+    finally:
+        w.close()
