@@ -53,7 +53,11 @@ class Plan:
 
     @property
     def size(self):
-        """Size of the transaction's text in bytes."""
+        """Size of the transaction's text in bytes (without rendering it when the renderer
+        can count it: its ``size`` attribute)."""
+        count = getattr(self._render, "size", None)
+        if self._lines is None and count is not None:
+            return count(self.ops)
         return sum(len(c) + 1 for c in self.lines())
 
     def update(self, current):

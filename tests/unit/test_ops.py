@@ -320,3 +320,17 @@ def test_the_hot_path_fixture_really_switches_twins(hot_path):
 
     assert fast.pack_addrs is hot_path.pack_addrs and fast.render_elements is hot_path.render_elements
     assert fast.COMPILED is (hot_path is not _fast_py)
+
+
+def test_plan_size_is_counted_without_rendering_and_equals_the_text(demo_model):
+    plan = diff(compile_model(demo_model), None)
+    assert plan._lines is None
+    size = plan.size
+    assert plan._lines is None                    # nothing rendered to count it
+    assert size == len(str(plan).encode())
+    many = tuple(f"10.0.{i >> 8}.{i & 255}" for i in range(9000))   # three statements
+    for ops in ([AddElements(ADDRS, many)], [DeleteElements(ADDRS, many)],
+                [AddElements(VMAP, (("0x00010000", "jump g1-e"),)),
+                 DeleteElements(VMAP, ("0x00020000",))]):
+        p = Plan(ops, {}, render)
+        assert p.size == len(str(Plan(ops, {}, render)).encode())

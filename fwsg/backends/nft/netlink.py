@@ -9,12 +9,14 @@ order. Only the types fwsg uses are known; anything else is ``None`` (the caller
 through libnftables). No I/O here.
 """
 
+import functools
 import re
 import socket
 import sys
 
 from fwsg import fast
 from fwsg.backends.nft import matches, render
+from fwsg.ruleset import MARKER
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
 
@@ -139,35 +141,41 @@ def chain_op(cd):
 _SIMPLE = re.compile(r"^(?:jump ([a-z0-9][a-z0-9-]*)|drop)$")
 
 
+@functools.lru_cache(maxsize=65536)
+def _rule_body(family, rule):
+    """(kind, a, b) of one rule text: ("rule", verdict, target) for a plain verdict,
+    ("xrule", text, expressions) for matches; None when it does not encode. Rules repeat
+    across chains and transactions: a bounded cache keeps them."""
+    m = _SIMPLE.match(rule)
+    if m:
+        return ("rule", "jump" if m.group(1) else "drop", m.group(1))
+    try:
+        return ("xrule", rule, matches.encode(rule) if family == "inet" else
+                matches.encode_layout(family, rule))
+    except ValueError:
+        pass
+    try:
+        return ("xrule", rule, matches.encode_layout(family, rule))
+    except ValueError:
+        return None
+
+
 def simple_rules(chain):
-    """NetlinkWriter ops for the rules of a chain: "rule" for plain verdicts (``jump X``/
+    """NetlinkWriter ops for the rules of a chain, the last carrying the digest comment
+    (:meth:`fwsg.ruleset.ChainDef.rendered_rules`): "rule" for plain verdicts (``jump X``/
     ``drop``: the port profiles), "xrule" for rules with matches (group chains:
     ``matches.encode``; the layout's base, fixed, anti-spoofing and zone chains:
     ``matches.encode_layout``); None when one rule is none of these."""
-    rendered = chain.rendered_rules()
+    rules = chain.rules or ("return",)
+    family, name = chain.family, chain.name
     out = []
-    for i, rule in enumerate(chain.rules or ("return",)):
-        comment = None
-        if i == len(rendered) - 1:
-            comment = rendered[-1][len(rule):].strip()
-            if not (comment.startswith('comment "') and comment.endswith('"')):
-                return None
-            comment = comment[9:-1]
-        m = _SIMPLE.match(rule)
-        if m:
-            out.append(("rule", chain.family, chain.name, "jump" if m.group(1) else "drop",
-                        m.group(1), comment))
-            continue
-        try:
-            exprs = matches.encode(rule) if chain.family == "inet" else None
-        except ValueError:
-            exprs = None
-        try:
-            if exprs is None:
-                exprs = matches.encode_layout(chain.family, rule)
-        except ValueError:
+    for rule in rules:
+        body = _rule_body(family, rule)
+        if body is None:
             return None
-        out.append(("xrule", chain.family, chain.name, rule, exprs, comment))
+        out.append((body[0], family, name, body[1], body[2], None))
+    last = out[-1]
+    out[-1] = last[:5] + (f"{MARKER}{chain.digest}/{len(rules)}",)
     return out
 
 
@@ -196,7 +204,7 @@ def netlink_ops(plan, limit=NETLINK_MAX):
     uses, chains (base chains too) whose rules all encode (:func:`simple_rules`), elements of
     sets and maps of known encodings (not interval sets); else None (libnftables takes the
     plan). None too above ``limit`` elements (one page)."""
-    out, elements = [], 0
+    out, elements, filled = [], 0, {}
     try:
         for op in getattr(plan, "ops", plan):
             kind = type(op)
@@ -209,11 +217,15 @@ def netlink_ops(plan, limit=NETLINK_MAX):
                     return None
                 out.append(_element_op(kind is AddElements, op.set, items))
             elif kind is DeclareChain:
-                if simple_rules(op.chain) is None:
+                rules = simple_rules(op.chain)
+                if rules is None:
                     return None
+                filled[op.chain.key] = (op.chain, rules)   # its FillChain follows
                 out.append(chain_op(op.chain))
             elif kind is FillChain:
-                rules = simple_rules(op.chain)
+                chain, rules = filled.pop(op.chain.key, (None, None))
+                if chain is not op.chain:
+                    rules = simple_rules(op.chain)
                 if rules is None:
                     return None
                 out += rules

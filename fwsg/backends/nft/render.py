@@ -69,3 +69,31 @@ def render(ops):
     for op in ops:
         out.extend(RENDER[type(op)](op))
     return out
+
+
+def _elements_size(verb, sd, items):
+    head = len(f"{verb} element {sd.family} {TABLE} {sd.name} {{ ") + len(" }") + 1
+    if sd.is_map and verb == "add":
+        body = sum(len(k) + len(v) + 3 for k, v in items)
+    else:
+        body = sum(map(len, items))
+    chunks = -(-len(items) // CHUNK)
+    return chunks * head + body + 2 * (len(items) - chunks)
+
+
+def size(ops):
+    """The length in bytes of ``render(ops)`` joined one statement a line, counted without
+    building the element lists' text."""
+    total = 0
+    for op in ops:
+        kind = type(op)
+        if kind is AddElements:
+            total += _elements_size("add", op.set, op.elements)
+        elif kind is DeleteElements:
+            total += _elements_size("delete", op.set, op.keys)
+        else:
+            total += sum(len(c) + 1 for c in RENDER[kind](op))
+    return total
+
+
+render.size = size   # Plan.size asks the renderer for this when it has it
