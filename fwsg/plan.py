@@ -35,12 +35,15 @@ class Plan:
     def lines(self):
         """The transaction as text statements (rendered once, on first use)."""
         if self._lines is None:
-            if self._render is None:
-                from fwsg.backends.nft.render import render
-
-                self._render = render
-            self._lines = self._render(self.ops) if self.ops else []
+            self._lines = self._renderer()(self.ops) if self.ops else []
         return self._lines
+
+    def _renderer(self):
+        if self._render is None:
+            from fwsg.backends.nft.render import render
+
+            self._render = render
+        return self._render
 
     def __str__(self):
         return "".join(c + "\n" for c in self.lines())
@@ -55,7 +58,7 @@ class Plan:
     def size(self):
         """Size of the transaction's text in bytes (without rendering it when the renderer
         can count it: its ``size`` attribute)."""
-        count = getattr(self._render, "size", None)
+        count = getattr(self._renderer(), "size", None)
         if self._lines is None and count is not None:
             return count(self.ops)
         return sum(len(c) + 1 for c in self.lines())
