@@ -28,21 +28,48 @@ _IFNAMSIZ = 16
 WIDTH = {"ipv4_addr": 4, "ipv6_addr": 16, "mark": 4, "ifname": 16, "ether_addr": 6}
 
 
+def _ifname(text):
+    raw = text.strip('"').encode()
+    if len(raw) >= _IFNAMSIZ:
+        raise ValueError(text)
+    return raw.ljust(_IFNAMSIZ, b"\0")
+
+
+_ATOMS = {
+    "ipv4_addr": functools.partial(socket.inet_pton, socket.AF_INET),
+    "ipv6_addr": functools.partial(socket.inet_pton, socket.AF_INET6),
+    "mark": lambda text: int(text, 16).to_bytes(4, sys.byteorder),
+    "ifname": _ifname,
+    "ether_addr": lambda text: bytes.fromhex(text.replace(":", "")),
+}
+
+
 def _atom(typ, text):
-    if typ == "ipv4_addr":
-        return socket.inet_pton(socket.AF_INET, text)
-    if typ == "ipv6_addr":
-        return socket.inet_pton(socket.AF_INET6, text)
-    if typ == "mark":
-        return int(text, 16).to_bytes(4, sys.byteorder)
-    if typ == "ifname":
-        raw = text.strip('"').encode()
-        if len(raw) >= _IFNAMSIZ:
+    try:
+        return _ATOMS[typ](text)
+    except (KeyError, OSError) as e:
+        raise ValueError(text) from e
+
+
+@functools.lru_cache(maxsize=64)
+def _encoder(key_type):
+    """text -> key bytes for ``key_type`` (ValueError for what it cannot encode)."""
+    types = key_type.split(" . ")
+    if any(t not in _ATOMS for t in types):
+        raise ValueError(key_type)
+    if len(types) == 1 and types[0] not in ("ipv4_addr", "ipv6_addr"):
+        return _ATOMS[types[0]]      # raises ValueError itself
+    atoms = [(_ATOMS[t], b"\0" * (-WIDTH[t] % 4)) for t in types]
+
+    def encode(text):
+        parts = text.split(" . ") if len(atoms) > 1 else (text,)
+        if len(parts) != len(atoms):
             raise ValueError(text)
-        return raw.ljust(_IFNAMSIZ, b"\0")
-    if typ == "ether_addr":
-        return bytes.fromhex(text.replace(":", ""))
-    raise ValueError(typ)
+        try:
+            return b"".join([atom(part) + pad for (atom, pad), part in zip(atoms, parts)])
+        except OSError as e:   # inet_pton
+            raise ValueError(text) from e
+    return encode
 
 
 def encodable(sdef):
@@ -56,17 +83,7 @@ def encodable(sdef):
 
 def encode_key(key_type, text):
     """Key bytes of one element (components padded to 4 bytes when concatenated)."""
-    types = key_type.split(" . ")
-    if len(types) == 1:
-        return _atom(types[0], text)
-    parts = text.split(" . ")
-    if len(parts) != len(types):
-        raise ValueError(text)
-    out = b""
-    for typ, part in zip(types, parts):
-        b = _atom(typ, part)
-        out += b + b"\0" * (-len(b) % 4)
-    return out
+    return _encoder(key_type)(text)
 
 
 def encode_value(value_type, text):
@@ -181,21 +198,21 @@ def simple_rules(chain):
 
 def _element_op(add, sd, items):
     """One NetlinkWriter "elem" op (raises ValueError for what it cannot encode)."""
+    enc = _encoder(sd.key_type)
     if sd.is_map:
         if add:
-            keys = [encode_key(sd.key_type, k) for k, _ in items]
+            keys = [enc(k) for k, _ in items]
             values = [encode_value(sd.value_type, v) for _, v in items]
             return ("elem", True, sd.family, sd.name, [k for k, _ in items], keys, 0, values)
-        return ("elem", False, sd.family, sd.name, list(items),
-                [encode_key(sd.key_type, k) for k in items], 0, None)
+        return ("elem", False, sd.family, sd.name, list(items), [enc(k) for k in items], 0,
+                None)
     if sd.key_type in ("ipv4_addr", "ipv6_addr"):
         fam = 4 if sd.key_type == "ipv4_addr" else 6
         keys, rejects = fast.pack_addrs(items, fam)
         if rejects:
             raise ValueError(rejects[0])
         return ("elem", add, sd.family, sd.name, list(items), keys, 4 if fam == 4 else 16, None)
-    return ("elem", add, sd.family, sd.name, list(items),
-            [encode_key(sd.key_type, t) for t in items], 0, None)
+    return ("elem", add, sd.family, sd.name, list(items), [enc(t) for t in items], 0, None)
 
 
 def netlink_ops(plan, limit=NETLINK_MAX):
