@@ -137,7 +137,9 @@ def diff(desired, current, pending=None, render=None):
             s["elements_added"] += len(added) + len(changed)
             s["elements_removed"] += len(removed) + len(changed)
         else:
-            if pending is None or k in new_set_keys or k in pending.sets or k not in pending.elems:
+            if not have:   # a new or empty set: all of it, in no order (the text sorts it)
+                added, removed = list(want), []
+            elif pending is None or k in pending.sets or k not in pending.elems:
                 added, removed = fast.diff_keys(want, have)
             else:
                 pa, pr = pending.elems[k]

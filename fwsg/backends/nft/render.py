@@ -1,6 +1,6 @@
 """nft text of plan operations: what libnftables parses, and what ``fwsg apply --dry-run`` and
-``str(plan)`` show. One statement per line; element lists are cut into statements of at most
-4,096 elements. Names are fwsg's derived names (``[a-z0-9-]``), never user text. No I/O.
+``str(plan)`` show. One statement per line; element lists are sorted and cut into statements of
+at most 4,096 elements. Names are fwsg's derived names (``[a-z0-9-]``), never user text. No I/O.
 """
 
 from fwsg import fast
@@ -28,6 +28,7 @@ def declare_chain(cd):
 
 def _elements(verb, sd, items):
     head = f"{verb} element {sd.family} {TABLE} {sd.name} {{ "
+    items = sorted(items)   # a plan's elements may come in any order; the text does not
     return [head + fast.render_elements(items[i:i + CHUNK]) + " }"
             for i in range(0, len(items), CHUNK)]
 
