@@ -201,23 +201,9 @@ class NetlinkWriter:
         self._ctx.close()
 
     def commit(self, ops):
-        """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
-        ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
-        comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
-        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
-        text); ("flush", family, chain) removes a chain's rules;
-        ("delchain", family, chain) deletes an empty chain; ("chain", family, name, hooknum,
-        priority, policy, text) creates a base chain of type filter; ("table", family, text) and
-        ("deltable", family, text) create and delete fwsg's table; ("set", family, name, flags,
-        key_type, key_len, data_type, data_len, userdata, field_lens, text) declares a set or
-        map (``data_type`` None for a set; ``field_lens`` bytes for a concatenated interval
-        key, else None); ("delset", family, name, text) deletes one (``text``: the nft statement,
-        for the twin); ("elem", add, family, set, texts,
-        keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
-        or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
-        of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
-        KernelError (nothing changed) when the kernel refuses."""
+        """Commit ``ops`` (the tuples ``fwsg._fast.NetlinkWriter.commit`` takes) as one atomic
+        batch, in order, as nft text through libnftables. Raises KernelError (nothing
+        changed) when the kernel refuses."""
         cmds = []
         for op in ops:
             kind = op[0]

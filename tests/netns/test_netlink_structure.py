@@ -3,7 +3,6 @@ emits) as one libnftnl batch leaves the same kernel objects as libnftables given
 plan: compared by listing and by the raw attributes the kernel reports for every table, set,
 chain and rule (byte for byte, handles left out)."""
 
-import os
 import socket
 import struct
 import subprocess
@@ -14,7 +13,6 @@ from fwsg import _fast_py
 from fwsg.backends.nft import netlink
 from fwsg.backends.nft.desired import Desired
 from fwsg.backends.nft.render import render
-from fwsg.lab import netns_available
 from fwsg.lab.bench import scenario
 from fwsg.model import Model
 from fwsg.netns import entered
@@ -71,21 +69,6 @@ def raw_objects(ns):
     return out
 
 
-@pytest.fixture
-def two_namespaces():
-    ok, why = netns_available()
-    if not ok:
-        pytest.skip(why)
-    names = [f"fwsg-nls-{os.getpid()}-{i}" for i in range(2)]
-    for n in names:
-        subprocess.run(["ip", "netns", "add", n], check=True)
-    try:
-        yield names
-    finally:
-        for n in names:
-            subprocess.run(["ip", "netns", "del", n])
-
-
 def _nft(ns, *args):
     return subprocess.run(["ip", "netns", "exec", ns, "nft", *args], capture_output=True,
                           text=True, check=True).stdout
@@ -98,12 +81,12 @@ def structure_plan(doc):
     return [op for op in plan.ops if not (type(op) is AddElements and op.set.interval)]
 
 
-def both_ways(two_namespaces, ops):
+def both_ways(bare_namespaces, ops):
     """Commit ``ops`` through the libnftnl writer in one namespace and as nft text through
     libnftables in the other; the two kernels' listings and raw objects."""
     nl = netlink.netlink_ops(ops, limit=1 << 30)
     assert nl is not None, "the plan does not encode"
-    a, b = two_namespaces
+    a, b = bare_namespaces
     with entered(a):
         w = _fast_c.NetlinkWriter()
     w.commit(nl)
@@ -134,12 +117,12 @@ def _prefixed(doc):
 
 
 @pytest.mark.parametrize("prefixes", [False, True], ids=["hosts", "prefixes"])
-def test_cold_start_structure_is_the_same_kernel_state_both_ways(two_namespaces, prefixes):
+def test_cold_start_structure_is_the_same_kernel_state_both_ways(bare_namespaces, prefixes):
     doc = scenario(40, 12, 10, 3000)
     if prefixes:
         doc = _prefixed(doc)
     ops = structure_plan(doc)
-    (text_a, dbg_a, raw_a), (text_b, dbg_b, raw_b) = both_ways(two_namespaces, ops)
+    (text_a, dbg_a, raw_a), (text_b, dbg_b, raw_b) = both_ways(bare_namespaces, ops)
     assert text_a == text_b
     assert dbg_a == dbg_b
     assert raw_a == raw_b
@@ -156,12 +139,12 @@ def test_every_rule_form_the_compiler_can_emit_encodes():
         assert netlink.simple_rules(chain) is not None, chain
 
 
-def test_a_refused_structure_batch_leaves_the_kernel_unchanged(two_namespaces):
+def test_a_refused_structure_batch_leaves_the_kernel_unchanged(bare_namespaces):
     """The whole cold start with one rule the kernel refuses (a lookup in a set that does
     not exist) at its end: KernelError, and not even the tables were created."""
     from fwsg.errors import KernelError
 
-    ns = two_namespaces[0]
+    ns = bare_namespaces[0]
     nl = netlink.netlink_ops(structure_plan(scenario(20, 6, 5, 500)), limit=1 << 30)
     bad = ("xrule", "inet", "egress-pre", "ip saddr @nowhere accept",
            netlink.matches.encode("ip saddr @nowhere accept"), None)
