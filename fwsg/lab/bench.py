@@ -287,7 +287,7 @@ class Bench:
         naive = naive_rule_count(model)
         self.data["sizes"] = {"kernel_rules": kernel_rules, "kernel_elements": kernel_elems,
                               "naive_rules": naive, "chains": len(rs.chains)}
-        self.data["batch_bytes"] = {"full_apply": sizes[-1], "member_delta": bytes_delta,
+        self.data["batch_bytes"] = {"full_apply": cold["batch_bytes"], "member_delta": bytes_delta,
                                     "rule_add": rule_r.batch_bytes, "port_add": port_bytes[0],
                                     "port_del": port_bytes[1]}
 
