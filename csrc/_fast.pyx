@@ -440,7 +440,8 @@ cdef class NetlinkWriter:
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
         of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
-        KernelError (nothing changed) when the kernel refuses."""
+        KernelError (nothing changed) when the kernel refuses, ValueError (nothing sent) for
+        ops it cannot encode or a batch larger than one page."""
         if self.nl == NULL:
             raise KernelError("netlink socket is closed")
         cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, _OVERRUN)
@@ -478,12 +479,12 @@ cdef class NetlinkWriter:
                     raise ValueError(f"unknown netlink op {kind!r}")
                 nmsgs += 1
                 if N.nftnl_batch_update(b) < 0:
-                    raise KernelError("netlink: batch too large for one page")
+                    raise ValueError("netlink: batch too large for one page")
             N.nftnl_batch_end(<char *>N.nftnl_batch_buffer(b), self.seq)
             self.seq += 1
             N.nftnl_batch_update(b)
             if N.nftnl_batch_iovec_len(b) > 1:
-                raise KernelError("netlink: batch too large for one page")
+                raise ValueError("netlink: batch too large for one page")
             if nmsgs:
                 N.nftnl_batch_iovec(b, &iov, 1)
                 self._talk(iov.iov_base, iov.iov_len, nmsgs, first_seq, self.seq)
@@ -793,7 +794,7 @@ cdef class NetlinkWriter:
             N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
             N.nftnl_set_free(s)
             if N.nftnl_batch_update(b) < 0:
-                raise KernelError("netlink: cannot grow the batch")
+                raise ValueError("netlink: batch too large for one page")
             nmsgs += 1
             i = end
         return nmsgs

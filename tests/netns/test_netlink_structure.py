@@ -161,3 +161,26 @@ def test_a_refused_structure_batch_leaves_the_kernel_unchanged(bare_namespaces):
         assert "chain egress-pre" in _nft(ns, "list", "ruleset")
     finally:
         w.close()
+
+
+def test_a_plan_larger_than_one_netlink_page_goes_through_libnftables(bare_namespaces):
+    """30,000 rules encode, but their batch would not fit the writer's page: nothing is sent
+    that way and libnftables commits the same plan."""
+    from fwsg.backends.nft import NftBackend
+    from fwsg.ops import CreateTable, DeclareChain, FillChain
+    from fwsg.plan import Plan
+    from fwsg.ruleset import ChainDef
+
+    ns = bare_namespaces[0]
+    chains = [ChainDef("inet", f"g{i:05d}-e", tuple(
+        f"ip saddr 192.0.2.0/24 tcp dport {p} accept" for p in range(1, 11)))
+        for i in range(3000)]
+    ops = [CreateTable("inet")] + [DeclareChain(c) for c in chains] + [
+        FillChain(c) for c in chains]
+    assert netlink.netlink_ops(ops, limit=1 << 30) is not None
+    be = NftBackend(ns)
+    try:
+        assert be.commit(Plan(ops, {}, render)) == "libnftables"
+        assert "tcp dport 10 accept" in _nft(ns, "list", "chain", "inet", "fwsg", "g02999-e")
+    finally:
+        be.close()

@@ -114,21 +114,15 @@ class NftBackend:
             return None
         split = netlink.split_bulk(plan)
         if split is None:
-            ops = netlink.netlink_ops(plan)
-            if ops:
-                self._writer.commit(ops)
-                self.steps = 1
+            self.steps = 1
+            if self._send(netlink.netlink_ops(plan)):
                 return "netlink"
             self._ctx.run(str(plan))
-            self.steps = 1
             return "libnftables"
         rest, batches = split
         way = "netlink"
         if rest:
-            ops = netlink.netlink_ops(rest)
-            if ops:
-                self._writer.commit(ops)
-            else:
+            if not self._send(netlink.netlink_ops(rest)):
                 self._ctx.run("".join(c + "\n" for c in render.render(rest)))
                 way = "libnftables+netlink"
             self.steps += 1
@@ -137,6 +131,18 @@ class NftBackend:
             self._writer.commit(batch)
             self.steps += 1
         return way
+
+    def _send(self, ops):
+        """Commit ``ops`` through the netlink writer; False (nothing sent) when there are none
+        or the writer cannot encode them (a batch larger than its page): libnftables then
+        takes the same operations."""
+        if not ops:
+            return False
+        try:
+            self._writer.commit(ops)
+        except ValueError:
+            return False
+        return True
 
     def generation(self):
         """(namespace cookie, nf_tables generation id): the id moves with every transaction
