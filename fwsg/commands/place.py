@@ -19,8 +19,10 @@ candidate only if it passes every hard constraint: online, restricted HA group, 
 anti-affinity, cores >= vCPUs, storages, networks, memory (measured use + max memory of the
 guests restarted there <= memory minus --memory-reserve), conntrack room, and cpu only with
 --cpu-limit (cpu is otherwise weighed, not limited: overcommitted cpu slows guests, overcommitted
-memory kills them). The strategy ranks the candidates; ties go to the node name. Guests that fit
-nowhere are listed most important first, each with its reason. Exit status: 0 every guest
+memory kills them). The strategy ranks the candidates; ties go to the node name. Strategy fwsg
+then relieves a node projected above 70% by moving guests it placed there, else by proposing a
+live migration of a guest running there (at most --max-migrations, listed in the plan). Guests
+that fit nowhere are listed most important first, each with its reason. Exit status: 0 every guest
 placed, 3 some guest could not be placed, 2 bad input. Schema: docs/placement.md.
 
 strategies:
@@ -59,12 +61,21 @@ def register(subparsers):
                    help="make cpu hard: projected cpu use <= PCT of the cores (default: cpu is soft)")
     p.add_argument("--conntrack-threshold", metavar="PCT", type=float, default=95.0,
                    help="hard limit on projected conntrack entries, percent of max (default 95)")
+    p.add_argument("--max-migrations", metavar="N", type=int, default=None,
+                   help="live migrations of running guests the plan may propose to relieve a hot node "
+                   f"(strategy fwsg; default {_default_migrations()}, 0: never touch a running guest)")
     p.add_argument("--stats", metavar="FILE", action="append", default=[],
                    help="a node's probe document (fwsg probe --output); overrides its usage")
     p.add_argument("--explain", action="store_true",
                    help="also list why the other nodes were not chosen for placed guests")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
+
+
+def _default_migrations():
+    from fwsg.placement.rebalance import MAX_MIGRATIONS
+
+    return MAX_MIGRATIONS
 
 
 def _read_json(path):
@@ -116,11 +127,15 @@ def run(args, document=read_cluster_document):
     if not 50 <= args.percentile <= 99:
         raise ValidationError("--percentile", f"{args.percentile} must be between 50 and 99")
     limits = limits_from_args(args)
+    migrations = _default_migrations() if args.max_migrations is None else args.max_migrations
+    if not 0 <= migrations <= 10000:
+        raise ValidationError("--max-migrations", f"{migrations} must be in [0, 10000]")
     doc = document(args)
     for path in args.stats:
         doc = apply_probe_stats(doc, _read_json(path), where=path)
     cluster = parse_cluster(doc, peak_key=f"p{args.percentile}")
-    plan = plan_recovery(cluster, args.failed, args.strategy, use=args.use, limits=limits)
+    plan = plan_recovery(cluster, args.failed, args.strategy, use=args.use, limits=limits,
+                         max_migrations=migrations)
     if args.json:
         json.dump(plan.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -143,7 +158,9 @@ def render_text(plan, cluster, *, explain=False):
     lines = [
         f"Recovery plan for {', '.join(plan.failed)}: strategy {plan.strategy}, usage {stat}, "
         f"memory reserve {lim.memory_reserve:.0%}, cpu {cpu} - {len(plan.placed)} of {len(plan.placements)} "
-        f"guests placed, {len(plan.unplaced)} unplaced ({plan.seconds * 1000:.1f} ms)",
+        f"guests placed, {len(plan.unplaced)} unplaced"
+        + (f", {len(plan.migrations)} running guests migrated" if plan.migrations else "")
+        + f" ({plan.seconds * 1000:.1f} ms)",
         "",
     ]
     if plan.placements:
@@ -159,6 +176,15 @@ def render_text(plan, cluster, *, explain=False):
                 note = (note + "; " if note else "") + f"moved off {p.relieved} (projected peak above 70%)"
             rows.append((p.guest, p.source, p.target or "-", str(g.cores), _gib(g.memory),
                          note if p.placed else "UNPLACED " + note))
+        lines += _table(rows, right={3, 4})
+    if plan.migrations:
+        lines += ["", f"Live migrations of running guests ({len(plan.migrations)}, at most {plan.max_migrations}; "
+                      "each relieves a node projected above 70%):"]
+        rows = [("GUEST", "FROM", "TO", "CORES", "MAX MEM", "NOTE")]
+        for m in plan.migrations:
+            g = cluster.guests[m.guest]
+            rows.append((m.guest, m.source, m.target, str(g.cores), _gib(g.memory),
+                         f"{m.source} projected peak {m.before:.0%} -> {m.after:.0%}"))
         lines += _table(rows, right={3, 4})
     for p in plan.unplaced:
         lines += ["", f"{p.guest} cannot be placed: {p.reason}"]

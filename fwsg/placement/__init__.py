@@ -3,7 +3,8 @@
 Filters (the hard constraints of one admission rule, :mod:`fwsg.placement.admission`, each
 rejection explained), then a pluggable scorer, then a deterministic tie-break by node name;
 every decision updates the projected node usage before the next, and the default strategy then
-repairs what is left over and relieves the hottest node. Everything here is pure (no I/O)
+repairs what is left over and relieves the hottest node (moving guests it placed, and at most
+``max_migrations`` live migrations of running guests, listed in the plan). Everything here is pure (no I/O)
 except :func:`load_cluster`, which reads a file.
 
     >>> from fwsg.placement import load_cluster, plan_recovery
@@ -13,12 +14,13 @@ except :func:`load_cluster`, which reads a file.
 from fwsg.placement.filters import FILTERS, Limits
 from fwsg.placement.model import AffinityRule, Cluster, ClusterNode, Guest, Group, Stat, parse_cluster
 from fwsg.placement.planner import NodeLoad, Placement, RecoveryPlan, plan_recovery
+from fwsg.placement.rebalance import MAX_MIGRATIONS, Migration
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES
 from fwsg.placement.verify import violations
 
 __all__ = [
-    "Cluster", "DEFAULT_STRATEGY", "FILTERS", "Group", "Guest", "Limits", "ClusterNode", "NodeLoad",
-    "Placement", "RecoveryPlan", "AffinityRule", "STRATEGIES", "Stat", "load_cluster", "parse_cluster",
+    "Cluster", "DEFAULT_STRATEGY", "FILTERS", "Group", "Guest", "Limits", "ClusterNode", "MAX_MIGRATIONS",
+    "Migration", "NodeLoad", "Placement", "RecoveryPlan", "AffinityRule", "STRATEGIES", "Stat", "load_cluster", "parse_cluster",
     "plan_recovery", "violations",
 ]
 

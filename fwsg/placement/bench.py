@@ -23,6 +23,7 @@ import time
 
 from fwsg.placement import STRATEGIES, plan_recovery, violations
 from fwsg.placement.oracle import projected_peak, solve, unplaceable
+from fwsg.placement.rebalance import MAX_MIGRATIONS
 from fwsg.placement.simulate import Replay, generate, scale_case
 
 SMALL = 5  # clusters of at most this many nodes get the oracle
@@ -42,6 +43,8 @@ COLUMNS = (
     ("mem_max", "mem max", "{:.1%}"),
     ("imbalance", "imbalance", "{:.3f}"),
     ("overload_min", ">80% node-min", "{:.1f}"),
+    ("overload_added", "added", "{:+.1f}"),
+    ("migrations", "migr", "{:.0f}"),
     ("ms_mean", "ms/plan", "{:.2f}"),
     ("ms_fit", "ms 1000x64", "{:.1f}"),
     ("ms_tight", "ms tight", "{:.1f}"),
@@ -55,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="8 seeds, one timing repeat")
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all)")
     ap.add_argument("--oracle-budget", type=int, default=200_000, help="search nodes per oracle phase")
+    ap.add_argument("--max-migrations", type=int, default=MAX_MIGRATIONS, metavar="N",
+                    help=f"live migrations of running guests fwsg may plan per event (default {MAX_MIGRATIONS})")
     ap.add_argument("--json-out", metavar="FILE", help="write all results as JSON")
     args = ap.parse_args(argv)
     seeds = 8 if args.quick else args.seeds
@@ -73,7 +78,7 @@ def main(argv=None):
             replay = Replay(sc, failed)
             row = {"seed": seed, "event": event, "nodes": len(sc.cluster.nodes), "small": small,
                    "guests": len(sc.cluster.guests), "failed": failed, "results": {},
-                   "floor": unplaceable(sc.cluster, failed)}
+                   "floor": unplaceable(sc.cluster, failed), "alone": round(replay.alone()["overload_min"], 5)}
             if small:
                 t = time.perf_counter()
                 o = solve(sc.cluster, failed, budget=args.oracle_budget)
@@ -81,11 +86,12 @@ def main(argv=None):
                 row["oracle"] = {"unplaced": o.unplaced, "peak": o.peak, "count_proven": o.count_proven,
                                  "peak_proven": o.peak_proven, "searched": o.nodes_searched}
             for s in names:
-                plan = plan_recovery(sc.cluster, failed, s)
+                plan = plan_recovery(sc.cluster, failed, s, max_migrations=args.max_migrations)
                 m = replay.score(plan)
                 row["moving"] = len(plan.placements)
                 row["results"][s] = {**{k: round(x, 5) for k, x in m.items()}, "unplaced": len(plan.unplaced),
                                      "violations": len(violations(sc.cluster, plan)),
+                                     "migrations": len(plan.migrations),
                                      "peak": round(projected_peak(plan), 5), "ms": round(plan.seconds * 1000, 3),
                                      "placed": sorted(plan.target_of())}
             runs.append(row)
@@ -102,13 +108,14 @@ def main(argv=None):
             best_cpu = best_wall = float("inf")
             for _ in range(repeats):
                 c0 = time.process_time()
-                plan = plan_recovery(cl, failed, s)
+                plan = plan_recovery(cl, failed, s, max_migrations=args.max_migrations)
                 best_cpu = min(best_cpu, time.process_time() - c0)
                 best_wall = min(best_wall, plan.seconds)
             timing[s, tight], wall[s, tight] = best_cpu * 1000, best_wall * 1000
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     summary = summarise(runs, names, timing)
     summary["load"] = load
+    summary["max_migrations"] = args.max_migrations
     summary["wall"] = {f"{s} {'tight' if t else 'fit'}": round(ms, 1) for (s, t), ms in wall.items()}
     print(render(summary, runs, names))
     print()
@@ -151,17 +158,21 @@ def summarise(runs, names, timing):
             "cpu_max": max(x["cpu_max"] for _, x in res), "mem_max": max(x["mem_max"] for _, x in res),
             "imbalance": _mean([x["imbalance"] for _, x in res]),
             "overload_min": sum(x["overload_min"] for _, x in res),
+            "overload_added": sum(x["overload_min"] - r["alone"] for r, x in res),
+            "migrations": sum(x["migrations"] for _, x in res),
             "ms_mean": _mean([x["ms"] for _, x in res]),
             "ms_fit": timing[s, False], "ms_tight": timing[s, True],
         }
         if DYNAMIC in names:
-            same = [(x, r["results"][DYNAMIC]) for r, x in res if x["placed"] == r["results"][DYNAMIC]["placed"]]
+            same = [(x, r["results"][DYNAMIC], r) for r, x in res if x["placed"] == r["results"][DYNAMIC]["placed"]]
             out[s]["same_as_dynamic"] = {
                 "events": len(same),
-                "imbalance": _mean([a["imbalance"] for a, _ in same]),
-                "dynamic_imbalance": _mean([b["imbalance"] for _, b in same]),
-                "overload_min": sum(a["overload_min"] for a, _ in same),
-                "dynamic_overload_min": sum(b["overload_min"] for _, b in same),
+                "alone": sum(r["alone"] for _, _, r in same),
+                "migrations": sum(a["migrations"] for a, _, _ in same),
+                "imbalance": _mean([a["imbalance"] for a, _, _ in same]),
+                "dynamic_imbalance": _mean([b["imbalance"] for _, b, _ in same]),
+                "overload_min": sum(a["overload_min"] for a, _, _ in same),
+                "dynamic_overload_min": sum(b["overload_min"] for _, b, _ in same),
             }
     small = [r for r in runs if r["small"]]
     out["floor_large"] = sum(r["floor"] for r in runs if not r["small"])
@@ -181,7 +192,7 @@ def render(summary, runs, names):
     o = summary["oracle"]
     head = ["strategy"] + [c[1] for c in COLUMNS]
     rows = [[s] + [fmt.format(summary[s][k]) for k, _, fmt in COLUMNS] for s in names]
-    rows.append(["oracle", "-", str(o["unplaced_small"]), "-", "+0", "0", "+0.00", "+0.0", "0"] + ["-"] * 7)
+    rows.append(["oracle", "-", str(o["unplaced_small"]), "-", "+0", "0", "+0.00", "+0.0", "0"] + ["-"] * 9)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
     out = [f"{len(runs) // 3} seeds x 3 events: {moving} guests to place per strategy; "
@@ -193,7 +204,9 @@ def render(summary, runs, names):
            "peak-oracle pt: projected peak load (max over nodes of max(cpu, mem) fraction) minus the oracle's, "
            "percentage points, mean and max over the small events where the strategy places as many as the oracle",
            "viol: hard-constraint violations (verify.py) | cpu/mem max: worst node-sample of the 20-min replay | "
-           "imbalance: CV of node dominant load, mean | >80% node-min: replayed node-minutes over 80%, total",
+           "imbalance: CV of node dominant load, mean | >80% node-min: replayed node-minutes over 80%, total; "
+           f"added: minus those of the survivors alone, before any plan ({sum(r['alone'] for r in runs):.1f}) | "
+           f"migr: running guests live-migrated (fwsg: at most {summary['max_migrations']} per event)",
            f"ms/plan: mean wall time per event | ms 1000x64: 1,000 guests onto 64 nodes, all fit; ms tight: "
            f"some do not; both best of 5, process cpu time (wall time counts other processes' turns: load "
            f"average {summary['load']:.1f} on {os.cpu_count()} cpus when measured; fwsg wall: "
@@ -202,14 +215,16 @@ def render(summary, runs, names):
     out += [line(r) for r in rows]
     if DYNAMIC in names:
         out += ["", f"Same guests placed as {DYNAMIC} (events where both restart exactly the same guests):", "",
-                "| strategy | events | imbalance | its imbalance | ratio | >80% node-min | its node-min | ratio |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| strategy | events | imbalance | its imbalance | ratio | >80% node-min | its node-min | ratio "
+                "| before any plan | migr |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for s in names:
             d = summary[s]["same_as_dynamic"]
             ri = d["imbalance"] / d["dynamic_imbalance"] if d["dynamic_imbalance"] else 0.0
             ro = d["overload_min"] / d["dynamic_overload_min"] if d["dynamic_overload_min"] else 0.0
             out.append(f"| {s} | {d['events']} | {d['imbalance']:.3f} | {d['dynamic_imbalance']:.3f} | {ri:.2f} | "
-                       f"{d['overload_min']:.1f} | {d['dynamic_overload_min']:.1f} | {ro:.2f} |")
+                       f"{d['overload_min']:.1f} | {d['dynamic_overload_min']:.1f} | {ro:.2f} | {d['alone']:.1f} | "
+                       f"{d['migrations']} |")
     return "\n".join(out)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fwsg.errors import ValidationError
 from fwsg.placement.admission import Limits, Reason, capacity_reasons
 from fwsg.placement.filters import STATIC_FILTERS, anti_affinity
-from fwsg.placement.rebalance import rebalance
+from fwsg.placement.rebalance import MAX_MIGRATIONS, rebalance
 from fwsg.placement.repair import repair, trade
 from fwsg.placement.scorers import DEFAULT_STRATEGY, STRATEGIES, Context
 from fwsg.placement.state import USES, Demand, NodeState, z_for
@@ -78,7 +78,7 @@ class NodeLoad:
     cpu_after: float
     mem_before: float
     mem_after: float
-    committed: float  # max memory of guests placed here
+    committed: float  # max memory of guests placed (or live-migrated) here
     guests_before: int
     guests_after: int
     placed: list = field(default_factory=list)
@@ -107,6 +107,8 @@ class RecoveryPlan:
     seconds: float = 0.0
     repaired: int = 0  # units the repair step placed by moving an already placed unit
     rebalanced: int = 0  # moves of the rebalancing step (fwsg.placement.rebalance)
+    migrations: list = field(default_factory=list)  # live migrations of running guests (rebalance.Migration)
+    max_migrations: int = 0
 
     @property
     def placed(self):
@@ -144,9 +146,12 @@ class RecoveryPlan:
             "unplaced": len(self.unplaced),
             "repaired": self.repaired,
             "rebalanced": self.rebalanced,
+            "migrated": len(self.migrations),
+            "max_migrations": self.max_migrations,
             "seconds": round(self.seconds, 6),
             "placements": [self._placement(p) for p in self.placements],
             "unplaced_guests": [{"guest": p.guest, "reason": p.reason} for p in self.unplaced],
+            "migrations": [m.to_dict() for m in self.migrations],
             "nodes": [
                 {"name": n.name, "status": n.status, "cores": n.cores, "memory": n.memory,
                  "cpu": {"before": round(n.cpu_before, 3), "after": round(n.cpu_after, 3)},
@@ -211,7 +216,8 @@ def _units(cluster, moving, failed):
     return out
 
 
-def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", limits=None):
+def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", limits=None,
+                  max_migrations=MAX_MIGRATIONS):
     """Plan where every guest of the ``failed`` nodes restarts.
 
     Units (guests bound by affinity) are placed by HA priority, then largest first (max memory,
@@ -219,12 +225,13 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
     tier is kept, the strategy scores, ties go to the smallest node name, and the decision
     updates its target before the next. A strategy with ``repair`` (``fwsg``) then tries to place
     each unit left over by moving placed units to other nodes that admit them (and swaps), and
-    finally moves placed units off the hottest node (:mod:`fwsg.placement.rebalance`) without
-    taking any guest down.
+    finally relieves the hottest node (:mod:`fwsg.placement.rebalance`) without taking any
+    guest down: moving placed units, and live-migrating at most ``max_migrations``
+    running guests (each listed in the plan's ``migrations``; 0 never touches a running guest).
     Every node not chosen carries a reason. ``use`` picks the usage statistic (``peak`` = the
     document's percentile, ``mean`` or ``latest``) the admission rule and the usage-based
-    scorers read. Raises ValidationError for an unknown failed node, strategy, ``use`` or a
-    limit out of range; never modifies ``cluster``.
+    scorers read. Raises ValidationError for an unknown failed node, strategy, ``use``, a
+    limit out of range or a negative ``max_migrations``; never modifies ``cluster``.
     """
     limits = (limits or Limits()).check()
     failed = tuple(dict.fromkeys(failed))
@@ -237,6 +244,8 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
         raise ValidationError("strategy", f"unknown strategy {strategy!r} (one of: {', '.join(STRATEGIES)})")
     if use not in USES:
         raise ValidationError("use", f"{use!r} is not one of {', '.join(USES)}")
+    if isinstance(max_migrations, bool) or not isinstance(max_migrations, int) or max_migrations < 0:
+        raise ValidationError("max_migrations", f"{max_migrations!r} must be an integer >= 0")
     started = time.perf_counter()
     scorer = STRATEGIES[strategy]
     setup = prepare(cluster, failed, use, limits)
@@ -246,24 +255,30 @@ def plan_recovery(cluster, failed, strategy=DEFAULT_STRATEGY, *, use="peak", lim
         repaired = repair(setup, decided, scorer, limits, placements)
         if any(t is None for _, t in decided):
             trade(setup, decided, scorer, limits, placements)
-    rebalanced = rebalance(setup, decided, limits, placements) if scorer.repair else 0
+    migrations = []
+    rebalanced = rebalance(setup, decided, limits, placements, max_migrations=max_migrations,
+                           migrations=migrations) if scorer.repair else 0
     _explain_unplaced(setup, decided, placements, limits)
     seconds = time.perf_counter() - started
     return RecoveryPlan(strategy=strategy, failed=failed, use=use, peak_key=cluster.peak_key, limits=limits,
                 placements=placements, nodes=_node_loads(cluster, setup.states, set(failed), use, setup.ctx.z),
-                seconds=seconds, repaired=repaired, rebalanced=rebalanced)
+                seconds=seconds, repaired=repaired, rebalanced=rebalanced, migrations=migrations,
+                max_migrations=max_migrations if scorer.repair else 0)
 
 
 @dataclass
 class Setup:
     """What every pass starts from: surviving node states, the units to place (decision order,
     each with an anti/affinity conflict message or None), failed/offline reasons, the scorers'
-    context. Built by :func:`prepare`; passes mutate the node states."""
+    context, and what the rebalancing step needs to migrate running guests (the cluster and
+    the usage statistic). Built by :func:`prepare`; passes mutate the node states."""
 
     states: list
     units: list  # [(Demand, conflict or None)]
     fixed_reasons: dict
     ctx: Context
+    cluster: object = None
+    use: str = "peak"
 
 
 def prepare(cluster, failed, use, limits):
@@ -293,7 +308,7 @@ def prepare(cluster, failed, use, limits):
         d.groups = tuple(cluster.groups[name] for name in d.groups)
         units.append((d, conflict))
     units.sort(key=lambda u: unit_key(u[0]))
-    return Setup(states=states, units=units, fixed_reasons=fixed_reasons, ctx=ctx)
+    return Setup(states=states, units=units, fixed_reasons=fixed_reasons, ctx=ctx, cluster=cluster, use=use)
 
 
 def unit_key(d):

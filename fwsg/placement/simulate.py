@@ -189,13 +189,28 @@ class Replay:
     def score(self, plan, threshold=0.8):
         """Metrics of ``plan`` over the replay: max and p95 node cpu/memory fraction (over all
         node-samples), imbalance (coefficient of variation across nodes of each node's mean
-        dominant load), node-minutes with cpu or memory above ``threshold``."""
-        cl = self.sc.cluster
+        dominant load), node-minutes with cpu or memory above ``threshold``. Guests the plan
+        live-migrates (``plan.migrations``) run on their target for the whole replay."""
         loads = {n: (list(c), list(m)) for n, (c, m) in self.base.items()}
         for guest, target in plan.target_of().items():
-            c, m = loads[target]
-            loads[target] = ([a + b for a, b in zip(c, self.sc.cpu[guest][HISTORY:])],
-                             [a + b for a, b in zip(m, self.sc.mem[guest][HISTORY:])])
+            self._shift(loads, guest, target, 1.0)
+        for mg in getattr(plan, "migrations", ()):
+            self._shift(loads, mg.guest, mg.source, -1.0)
+            self._shift(loads, mg.guest, mg.target, 1.0)
+        return self._metrics(loads, threshold)
+
+    def alone(self, threshold=0.8):
+        """:meth:`score` of the survivors with nothing placed or migrated: the load (and the
+        node-minutes above ``threshold``) that exists before any plan."""
+        return self._metrics({n: (list(c), list(m)) for n, (c, m) in self.base.items()}, threshold)
+
+    def _shift(self, loads, guest, node, sign):
+        c, m = loads[node]
+        loads[node] = ([a + sign * b for a, b in zip(c, self.sc.cpu[guest][HISTORY:])],
+                       [a + sign * b for a, b in zip(m, self.sc.mem[guest][HISTORY:])])
+
+    def _metrics(self, loads, threshold):
+        cl = self.sc.cluster
         cpu_all, mem_all, dominant = [], [], []
         over = 0
         for n, (c, m) in loads.items():

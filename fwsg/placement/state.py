@@ -142,11 +142,14 @@ class NodeState:
         """(max memory, cpu, conntrack) the plan has put here: what the admission rule subtracts."""
         return (self.committed, self.placed_cpu, self.placed_ct)
 
-    def add(self, d):
-        """Account demand ``d`` as placed here (the incremental update)."""
+    def add(self, d, placed=True):
+        """Account demand ``d`` as placed here (the incremental update). ``placed`` False: a
+        running guest the plan migrates here (charged like a restart, but not one of the plan's
+        movable units nor listed among the guests it placed)."""
         self.placed_cpu += d.cpu
         self.placed_ct += d.conntrack
-        self.units.append(d)
+        if placed:
+            self.units.append(d)
         self.cpu += d.cpu
         self.cpu_mean += d.cpu_mean
         self.cpu_var += d.cpu_var
@@ -159,25 +162,32 @@ class NodeState:
         self.static_cores += d.static_cores
         self.static_mem += d.max_memory
         self.guests.update(d.names)
-        self.placed.extend(d.names)
+        if placed:
+            self.placed.extend(d.names)
         self.entry = (self.budget, self.taken(), self.node)
 
-    def remove(self, d):
-        """Undo :meth:`add` of demand ``d`` (the plan moves it elsewhere)."""
-        self.placed_cpu -= d.cpu
-        self.placed_ct -= d.conntrack
-        self.units.remove(d)
+    def depart(self, d):
+        """A running guest (demand ``d``) migrates away: its load leaves the projection, but the
+        admission budget is not credited and its name stays among ``guests``, so every hard
+        constraint holds whether the migration happens before or after the restarts."""
         self.cpu -= d.cpu
         self.cpu_mean -= d.cpu_mean
         self.cpu_var = max(self.cpu_var - d.cpu_var, 0.0)
         self.mem -= d.mem
         self.mem_mean -= d.mem_mean
         self.mem_var = max(self.mem_var - d.mem_var, 0.0)
-        self.committed -= d.max_memory
-        self.conntrack -= d.conntrack
         self.services -= len(d.names)
         self.static_cores -= d.static_cores
         self.static_mem -= d.max_memory
+
+    def remove(self, d):
+        """Undo :meth:`add` of demand ``d`` (the plan moves it elsewhere)."""
+        self.depart(d)
+        self.placed_cpu -= d.cpu
+        self.placed_ct -= d.conntrack
+        self.units.remove(d)
+        self.committed -= d.max_memory
+        self.conntrack -= d.conntrack
         self.guests.difference_update(d.names)
         for n in d.names:
             self.placed.remove(n)

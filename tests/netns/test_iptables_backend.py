@@ -147,6 +147,28 @@ def test_reconcile_repairs_drift(env):
         sh(lab, ipt, "-t", "mangle", "-D", "FORWARD", "-s", "192.0.2.11/32", "-j", "ACCEPT")
 
 
+def test_reconcile_finds_an_ebtables_rule_changed_in_place(env):
+    """An ARP chain whose rule was swapped for another (same name, same rule count) is found
+    by its content, rewritten, and spoofed ARP is dropped again."""
+    lab, fw, variant = env
+    groups = {"open": ALL_EGRESS}
+    doc = model(lab, groups, {"vm1": ["open"], "vm2": ["open"]})
+    fw.apply(doc)
+    assert not lab.arp_probe("vm1", "192.0.2.12", sender_ip="192.0.2.50")
+    saved_eb = sh(lab, "ebtables-nft-save", "-t", "nat").splitlines()
+    chain = [line.split()[1] for line in saved_eb
+             if line.startswith("-A fwsg-a") and "--arp-ip-src 192.0.2.11 " in line][0]
+    rules = [line.split(" ", 2)[2] for line in saved_eb if line.startswith(f"-A {chain} ")]
+    pos = rules.index("-p ARP -j DROP") + 1
+    sh(lab, "ebtables-nft", "-t", "nat", "-D", chain, "-p", "ARP", "-j", "DROP")
+    sh(lab, "ebtables-nft", "-t", "nat", "-I", chain, str(pos), "-p", "ARP", "-j", "RETURN")
+    assert lab.arp_probe("vm1", "192.0.2.12", sender_ip="192.0.2.50")   # the drift is real
+    text = "\n".join(fw.reconcile().repaired)
+    assert f"chain {chain} restored (ebtables -t nat)" in text
+    assert not lab.arp_probe("vm1", "192.0.2.12", sender_ip="192.0.2.50")
+    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(doc)
+
+
 def test_conntrack_zone_per_network(env):
     lab, fw, variant = env
     groups = {"web": [rule("ingress", protocol="tcp", ports=(2222, 2223))] + ALL_EGRESS}

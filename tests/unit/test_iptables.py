@@ -84,13 +84,48 @@ def test_port_added_with_existing_profile_adds_rules_not_profiles(demo_model):
                 fixed_ips=["192.0.2.77"])
     d.set_port(parse_port("p", "twin", twin, d.groups))
     plan = diff(d.st, cur, d.pending)
-    written = [n for tc in plan.tables.values() for n in tc.chains]
-    assert written and all(n.startswith(("fwsg-s", "fwsg-a")) for n in written)
-    # per family: egress, in-port, in-from and its network's zone by physdev (4 x 2); its two
-    # addresses (192.0.2.77, its IPv6 link-local): dispatch and zone (2 x 2); ebtables (1)
-    assert plan.summary["rules_added"] == 8 + 4 + 1
+    written = {k: list(tc.chains) for k, tc in plan.tables.items() if tc.chains}
+    assert list(written) == [("eb", "nat")]      # no iptables chain per port: dispatch rules only
+    assert all(n.startswith("fwsg-a") for n in written[("eb", "nat")])
+    # per family: its (address, MAC) pair (192.0.2.77; the IPv6 link-local), the rest of its
+    # egress, in-port, in-from and its network's zone by physdev (5 x 2); its two addresses:
+    # ingress dispatch and zone (2 x 2); ebtables (1)
+    assert plan.summary["rules_added"] == 10 + 4 + 1
     d.remove_port("twin")
     assert not diff(d.st, cur, d.pending)
+
+
+def test_a_bucket_comes_with_its_first_device_and_goes_with_its_last(demo_model):
+    d, cur = _committed(demo_model)
+    pid, raw = next(iter(demo_model["devices"].items()))
+    buckets = {names.bucket_chain(b, "qvb9") for b in (names.E_ADDR, names.E_PORT,
+                                                       "fwsg-in-port", "fwsg-in-from",
+                                                       names.ARP)}
+    for i in (1, 2):
+        twin = dict(raw, device=f"qvb9-{i}", mac_address=f"fa:16:3e:00:00:9{i}",
+                    fixed_ips=[f"192.0.2.7{i}"])
+        d.set_port(parse_port("p", f"twin{i}", twin, d.groups))
+        plan = diff(d.st, cur, d.pending)
+        new = {n for tc in plan.tables.values() for n in tc.new_bags}
+        assert new == (buckets if i == 1 else set())   # per family and ebtables, first device
+        assert sum(1 for tc in plan.tables.values() for rules in tc.bag_add.values()
+                   for r in rules if "qvb9+" in r) == (9 if i == 1 else 0)
+        plan.update(cur)
+        d.pending = type(d.pending)()
+    d.remove_port("twin1")
+    plan = diff(d.st, cur, d.pending)
+    stale = {n for tc in plan.tables.values() for n in tc.stale}
+    assert not stale & buckets                                # twin2 still uses them
+    plan.update(cur)
+    d.pending = type(d.pending)()
+    arp = d.arp_of["twin2"]
+    d.remove_port("twin2")
+    plan = diff(d.st, cur, d.pending)
+    assert {n for tc in plan.tables.values() for n in tc.stale} == buckets | {arp}
+    assert all("qvb9" not in r for tc in plan.tables.values() for rules in tc.bag_add.values()
+               for r in rules)
+    plan.update(cur)
+    assert not diff(Desired().load(Model.from_wire(demo_model)).st, cur)
 
 
 def test_incremental_changes_equal_a_fresh_load(demo_model):
@@ -120,7 +155,7 @@ def test_rules_do_not_grow_with_members(demo_model):
 
 def test_names_are_bounded_and_never_user_text():
     hostile = 'x"; -F; ' + "a" * 300
-    for n in (names.group_chain(hostile, "ingress"), names.spoof_chain(hostile),
+    for n in (names.group_chain(hostile, "ingress"), names.arp_chain(hostile),
               names.profile_chain(names.digest(hostile), "egress"),
               names.fixed_chain("ingress", False)):
         assert len(n) <= 28 and n.startswith("fwsg-") and n.replace("-", "").isalnum()

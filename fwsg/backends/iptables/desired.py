@@ -2,10 +2,12 @@
 
 Layout (per family, iptables and ip6tables; see docs/iptables.md):
 
-- mangle ``fwsg-egress`` (from FORWARD and INPUT): ``-m physdev --physdev-in TAP`` -> the
-  port's spoof chain ``fwsg-s<port>``: its (address, MAC) pairs go on to the port's egress
-  profile, everything else drops. The egress profile ``fwsg-p<hash>-e`` jumps to the fixed
-  chain (state, DHCP, RA), to each group's egress chain, holds the port's own rules, then drops.
+- mangle ``fwsg-egress`` (from FORWARD and INPUT) -> ``fwsg-e-addr`` (one rule per port and
+  (address, MAC) pair: ``-s ADDR -m physdev --physdev-in TAP -m mac --mac-source MAC`` -> the
+  port's egress profile), then ``fwsg-e-port`` (the rest of a port's traffic -> ``fwsg-unspec``:
+  DHCP discovery, DAD, else drop). No chain per port. The egress profile ``fwsg-p<hash>-e``
+  jumps to the fixed chain (state, DHCP, RA), to each group's egress chain, holds the port's
+  own rules, then drops.
 - filter ``fwsg-ingress`` (from FORWARD and OUTPUT) -> ``fwsg-in-port`` (``--physdev-out TAP``
   -> the port's ingress profile), ``fwsg-in-from`` (frames from a port, its egress already
   checked: accepted, as Neutron does), ``fwsg-in-addr`` (routed or host-sent traffic to a
@@ -28,8 +30,34 @@ from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
 FAMS = (4, 6)
 # dispatch chains (rule order free): (table, name)
 IN_PORT, IN_FROM, IN_ADDR = "fwsg-in-port", "fwsg-in-from", "fwsg-in-addr"
-BAGS = (("mangle", names.EGRESS), ("filter", IN_PORT), ("filter", IN_FROM),
-        ("filter", IN_ADDR), ("raw", names.ZONE))
+BAGS = (("mangle", names.E_ADDR), ("mangle", names.E_PORT), ("filter", IN_PORT),
+        ("filter", IN_FROM), ("filter", IN_ADDR), ("raw", names.ZONE))
+# Dispatch chains keyed by device are split in buckets by the first BUCKET_PREFIX characters
+# of the device name (``-m physdev --physdev-in tap1+ -j fwsg-e-addr-<hash>``): a packet scans
+# ~ports/buckets rules instead of one per port, and deleting a port's rule by its text
+# (iptables-nft compares it with every rule of the chain) looks at one bucket only. A bucket
+# is only a pre-filter: each rule in it still names its exact device.
+BUCKETED = (names.E_ADDR, names.E_PORT, IN_PORT, IN_FROM, names.ARP)
+BUCKET_PREFIX = 4
+
+
+def bucket(dispatch, device):
+    """(bucket chain, the jump rule into it) of ``device``'s rules in dispatch chain
+    ``dispatch`` (written as ``iptables-save`` prints it)."""
+    key = device[:BUCKET_PREFIX]
+    chain = names.bucket_chain(dispatch, key)
+    if dispatch == IN_PORT:  # physdev-out needs --physdev-is-bridged where OUTPUT reaches it
+        return chain, f"-m physdev --physdev-out {key}+ --physdev-is-bridged -j {chain}"
+    if dispatch == names.ARP:
+        return chain, f"-i {key}+ -j {chain}"
+    return chain, f"-m physdev --physdev-in {key}+ -j {chain}"
+
+
+def bucket_rules(st, fam, table, dispatch):
+    """Every rule of dispatch chain ``dispatch`` of a State, from all its buckets."""
+    prefix = dispatch + "-"
+    return [r for (f, t, n), rules in st.bags.items()
+            if (f, t) == (fam, table) and n.startswith(prefix) for r in rules]
 
 
 class Pending:
@@ -71,7 +99,6 @@ class Desired(MemberBook):
         self.refs = {}             # (sg, fam) -> owners ("g", sg) / ("p", pid)
         self.profile_of = {}       # pid -> profile digest
         self.profile_refs = {}     # profile digest -> pids
-        self.spoof_of = {}         # pid -> spoof chain name
         self.arp_of = {}           # pid -> ebtables chain name
         self.addr_owners = {}      # ip -> pids
         self.zone_of = {}          # network id -> zone
@@ -79,6 +106,7 @@ class Desired(MemberBook):
         self.set_owner = {}        # set name -> (sg, fam): names must not collide
         # the exact dispatch rules each port owns, to take them back
         self._dispatched, self._in_port_rule, self._zone_rule = {}, {}, {}
+        self._egress_rules = {}    # (pid, fam) -> its rules in fwsg-e-addr
         self._arp_rule, self._addr_rule = {}, {}
         self._fixed()
 
@@ -112,6 +140,24 @@ class Desired(MemberBook):
             (bag.add if present else bag.discard)(rule)
             Pending._delta(self.pending.bags, key, rule, present)
 
+    def _dispatch(self, key, device, rule, present):
+        """Add or remove a device's rule in dispatch chain ``key``: into its bucket, which is
+        created (with the jump into it) for its first rule and removed with its last."""
+        fam, table, dispatch = key
+        if dispatch not in BUCKETED:
+            self._bag(key, rule, present)
+            return
+        chain, jump = bucket(dispatch, device)
+        bkey = (fam, table, chain)
+        if present:
+            self._bag(key, jump, True)
+            self._bag(bkey, rule, True)
+            return
+        self._bag(bkey, rule, False)
+        if not self.st.bags.get(bkey):
+            self.st.bags.pop(bkey, None)
+            self._bag(key, jump, False)
+
     def _elem(self, name, e, present):
         s = self.st.elements[name]
         if (e in s) != present:
@@ -123,6 +169,8 @@ class Desired(MemberBook):
             for table, name in BAGS:
                 self.st.bags[(fam, table, name)] = set()
             self._chain((fam, "mangle", names.UNSPEC), Chain(tuple(R.unspec_rules(fam)), "DROP"))
+            self._chain((fam, "mangle", names.EGRESS),
+                        Chain((f"-j {names.E_ADDR}", f"-j {names.E_PORT}")))
             self._chain((fam, "filter", names.INGRESS),
                         Chain((f"-j {IN_PORT}", f"-j {IN_FROM}", f"-j {IN_ADDR}")))
             for direction in (EGRESS, INGRESS):
@@ -246,7 +294,7 @@ class Desired(MemberBook):
         return out
 
     def _port_chains(self, pid):
-        """(Re)derive the port's profile, spoof and ARP chains and its dispatch rules."""
+        """(Re)derive the port's profile and ARP chains and its dispatch rules."""
         port = self.ports.get(pid)
         old_profile = self.profile_of.pop(pid, None)
         self._port_dispatch(pid, False)
@@ -262,11 +310,6 @@ class Desired(MemberBook):
                                  names.profile_chain(new_profile, direction)), chain)
             self.profile_refs[new_profile].add(pid)
             self.profile_of[pid] = new_profile
-            spoof = names.spoof_chain(pid)
-            for fam in FAMS:
-                self._chain((fam, "mangle", spoof), Chain(tuple(R.spoof_rules(
-                    port, fam, names.profile_chain(new_profile, EGRESS))), names.UNSPEC))
-            self.spoof_of[pid] = spoof
             arp = Chain(tuple(R.arp_rules(port)), "DROP")
             arp_name = eb_chain_name(pid, arp)
             old_arp = self.arp_of.get(pid)
@@ -277,10 +320,6 @@ class Desired(MemberBook):
                 self.arp_of[pid] = arp_name
             self._port_dispatch(pid, True)
         else:
-            spoof = self.spoof_of.pop(pid, None)
-            if spoof is not None:
-                for fam in FAMS:
-                    self._chain((fam, "mangle", spoof), None)
             arp_name = self.arp_of.pop(pid, None)
             if arp_name is not None:
                 self._chain(("eb", "nat", arp_name), None)
@@ -306,10 +345,16 @@ class Desired(MemberBook):
         zone = self.zone_of.get(port.network_id) if port.network_id else None
         for fam in FAMS:
             pin = names.profile_chain(profile, INGRESS) if present else None
-            rules = [((fam, "mangle", names.EGRESS),
-                      f"-m physdev --physdev-in {dev} -j {self.spoof_of[pid]}"),
-                     ((fam, "filter", IN_FROM),
-                      f"-m physdev --physdev-in {dev} --physdev-is-bridged -j ACCEPT")]
+            if present:
+                self._egress_rules[(pid, fam)] = R.egress_rules(
+                    port, fam, dev, names.profile_chain(profile, EGRESS))
+            rules = [((fam, "mangle", names.E_ADDR), r)
+                     for r in (self._egress_rules[(pid, fam)] if present
+                               else self._egress_rules.pop((pid, fam), ()))]
+            rules += [((fam, "mangle", names.E_PORT),
+                       f"-m physdev --physdev-in {dev} -j {names.UNSPEC}"),
+                      ((fam, "filter", IN_FROM),
+                       f"-m physdev --physdev-in {dev} --physdev-is-bridged -j ACCEPT")]
             if present:
                 rules.append(((fam, "filter", IN_PORT),
                               f"-m physdev --physdev-out {dev} --physdev-is-bridged -j {pin}"))
@@ -320,18 +365,18 @@ class Desired(MemberBook):
                               f"-m physdev --physdev-in {dev} -j CT --zone {zone}" if present
                               else self._zone_rule.pop((pid, fam))))
             for key, rule in rules:
-                self._bag(key, rule, present)
+                self._dispatch(key, dev, rule, present)
                 if present and key[2] == IN_PORT:
                     self._in_port_rule[(pid, fam)] = rule
                 if present and key[2] == names.ZONE:
                     self._zone_rule[(pid, fam)] = rule
         if present:
-            self._bag(("eb", "nat", names.ARP), f"-i {dev} -j {self.arp_of[pid]}", True)
             self._arp_rule[pid] = f"-i {dev} -j {self.arp_of[pid]}"
+            self._dispatch(("eb", "nat", names.ARP), dev, self._arp_rule[pid], True)
         else:
             rule = self._arp_rule.pop(pid, None)
             if rule is not None:
-                self._bag(("eb", "nat", names.ARP), rule, False)
+                self._dispatch(("eb", "nat", names.ARP), dev, rule, False)
         for ip in host_addresses(port):
             owners = self.addr_owners.setdefault(ip, set())
             (owners.add if present else owners.discard)(pid)

@@ -9,14 +9,15 @@ import socket
 import subprocess
 
 from fwsg.backends.iptables import names
-from fwsg.backends.iptables.desired import BAGS
-from fwsg.backends.iptables.state import SetSpec, State
+from fwsg.backends.iptables.desired import BAGS, BUCKETED
+from fwsg.backends.iptables.state import Chain, SetSpec, State
 from fwsg.errors import KernelError
 from fwsg.netns import entered
 
 IP_TABLES = ("raw", "mangle", "filter")
 BULK = 1000          # element changes above this go through one ``ipset restore``
 _BAG_NAMES = {n for _, n in BAGS} | {names.ARP}
+_BUCKET = re.compile("^(" + "|".join(BUCKETED) + r")-[0-9a-f]{6}$")
 _DIGEST = re.compile(r'--comment "?' + names.COMMENT + r'([0-9a-f]+):(\d+)"?')
 _EB_NAME = re.compile(r"^fwsg-a[0-9a-f]{6}-([0-9a-f]{8})-(\d+)$")
 _ZONE = re.compile(r"^-m physdev --physdev-in (\S+) -j CT --zone (\d+)$")
@@ -28,6 +29,18 @@ def _family(fam):
 
 def _entry(m, fam):
     return m if "/" in m else f"{m}/{32 if fam == 4 else 128}"
+
+
+def _eb_digest(name, body):
+    """The digest an ebtables chain read back stands for: the one its name carries if its
+    rules, as ``ebtables-save`` prints them, are exactly those that digest was taken of (fwsg
+    writes them in that printed form), else ``"?"`` (rewritten). ebtables has no comment
+    match, so the name carries the digest, and the content is checked against it."""
+    m = _EB_NAME.match(name)
+    if not m or int(m.group(2)) != len(body) or not body or not body[-1].startswith("-j "):
+        return "?"
+    read = Chain(tuple(body[:-1]), body[-1][3:])
+    return m.group(1) if read.digest[:8] == m.group(1) else "?"
 
 
 class Kernel:
@@ -97,7 +110,7 @@ class Kernel:
                     first.add(chain)
         for chain, body in rules.items():
             key = (fam, table, chain)
-            if chain in _BAG_NAMES:
+            if chain in _BAG_NAMES or _BUCKET.match(chain):
                 st.bags[key] = set(body)
                 if chain == names.ZONE:
                     for r in body:
@@ -105,9 +118,7 @@ class Kernel:
                         if m:
                             st.zones[m.group(1)] = int(m.group(2))
             elif fam == "eb":
-                m = _EB_NAME.match(chain)
-                ok = m and int(m.group(2)) == len(body)
-                st.chains[key] = m.group(1) if ok else "?"
+                st.chains[key] = _eb_digest(chain, body)
             else:
                 m = _DIGEST.search(body[-1]) if body else None
                 st.chains[key] = m.group(1) if m and int(m.group(2)) == len(body) else "?"

@@ -11,7 +11,9 @@ PREFIX = "fwsg-"
 COMMENT = "fwsg:"          # the digest comment on the last rule of every fwsg chain
 
 # Entry chains, each jumped to from the top of built-in chains (see HOOKS).
-EGRESS = "fwsg-egress"     # mangle: from a port (physdev-in) -> its spoof chain
+EGRESS = "fwsg-egress"     # mangle: from a port (physdev-in): -j E_ADDR, -j E_PORT
+E_ADDR = "fwsg-e-addr"     # mangle: a port's (address, MAC) pairs -> its egress profile
+E_PORT = "fwsg-e-port"     # mangle: the rest of a port's traffic -> UNSPEC (then DROP)
 INGRESS = "fwsg-ingress"   # filter: to a port (physdev-out, or by address) -> its profile
 ZONE = "fwsg-zone"         # raw: conntrack zone of a port's network
 ARP = "fwsg-arp"           # ebtables nat: MAC and ARP checks of frames from a port
@@ -46,14 +48,15 @@ def fixed_chain(direction, stateful):
     return f"fwsg-fixed-{direction[0]}-{'sf' if stateful else 'sl'}"
 
 
+def bucket_chain(dispatch, key):
+    """The part of dispatch chain ``dispatch`` holding the rules of devices whose names start
+    with ``key`` (see desired.BUCKET_PREFIX)."""
+    return f"{dispatch}-{digest(key, 6)}"
+
+
 def profile_chain(content_digest, direction):
     """A port profile chain (ports whose chains would be equal share it)."""
     return f"fwsg-p{content_digest}-{direction[0]}"
-
-
-def spoof_chain(port_id):
-    """The per-port chain checking a port's source MAC and address, then its egress profile."""
-    return f"fwsg-s{digest(port_id)}"
 
 
 def arp_chain(port_id):

@@ -190,6 +190,7 @@ class Plan:
                 current.misplaced.discard((fam, table, builtin))
             for n in tc.stale:
                 current.chains.pop((fam, table, n), None)
+                current.bags.pop((fam, table, n), None)
 
 
 def _tc(plan, fam, table):

@@ -83,17 +83,22 @@ def fixed_rules(direction, stateful, family):
     return out
 
 
-def spoof_rules(port, family, egress_profile):
-    """A port's source checks: its (address, MAC) pairs continue to its egress profile; the
-    chain's final rule goes to the shared ``fwsg-unspec`` chain (see unspec_rules)."""
-    return [f"-s {_host(ip, family)} -m mac --mac-source {mac} -j {egress_profile}"
-            for ip, mac in port.addresses(family)]
+def egress_rules(port, family, device, egress_profile):
+    """A port's source checks, one rule per (address, MAC) pair: traffic from its device with
+    that source goes on to its egress profile. Written as ``iptables-save`` prints them (the
+    dispatch chains are compared rule by rule); a whole-family pair matches any source."""
+    out = []
+    for ip, mac in port.addresses(family):
+        src = "" if ip in ("0.0.0.0/0", "::/0") else f"-s {_host(ip, family)} "
+        out.append(f"{src}-m physdev --physdev-in {device} -m mac --mac-source {mac} "
+                   f"-j {egress_profile}")
+    return out
 
 
 def unspec_rules(family):
-    """Shared by every port's spoof chain: what may leave a VM from the unspecified address
-    (DHCP discovery; DAD and MLD reports); everything else from a wrong source drops (the
-    chain's final rule)."""
+    """Shared by every port: what may leave a VM from the unspecified address (DHCP
+    discovery; DAD and MLD reports); everything else from a wrong source drops (the chain's
+    final rule)."""
     if family == 4:
         return ["-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 "
                 "-j ACCEPT"]

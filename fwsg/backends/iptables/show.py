@@ -2,7 +2,7 @@
 
 from fwsg import statefile
 from fwsg.backends.iptables import names
-from fwsg.backends.iptables.desired import IN_PORT
+from fwsg.backends.iptables.desired import IN_PORT, bucket_rules
 from fwsg.backends.iptables.state import Chain
 
 
@@ -12,7 +12,7 @@ def summary(backend, st, ids=None):
     by_device = {v.get("device"): (k, v) for k, v in ids.get("ports", {}).items()}
     group_ids = {v.get("chain"): k for k, v in ids.get("groups", {}).items()}
     ports = []
-    for rule in sorted(st.bags.get((4, "filter", IN_PORT), ())):
+    for rule in sorted(bucket_rules(st, 4, "filter", IN_PORT)):
         parts = rule.split()
         dev, profile = parts[parts.index("--physdev-out") + 1], parts[-1]
         pid, rec = by_device.get(dev, (None, {}))
