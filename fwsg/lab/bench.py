@@ -91,7 +91,10 @@ def _nft(text_or_file, is_file=False):
 
 
 class Bench:
-    """Runs the measurements; ``rows`` is the table, ``data`` the JSON."""
+    """Runs the measurements; ``rows`` is the table, ``data`` the JSON. Values are in
+    ``unit`` (milliseconds unless a subclass says otherwise)."""
+
+    unit = "ms"
 
     def __init__(self, args, log):
         self.a = args
@@ -461,7 +464,8 @@ class Bench:
 
     def table(self, out):
         w = max(len(r[0]) for r in self.rows)
-        out.write(f"\n{'measurement':<{w}} | {'fwsg ms':>9} | {'baseline':<30} | {'base ms':>9} | "
+        out.write(f"\n{'measurement':<{w}} | {'fwsg ' + self.unit:>9} | {'baseline':<30} | "
+                  f"{'base ' + self.unit:>9} | "
                   f"{'fwsg/base':>9} | {'target':<18} | met\n")
         out.write("-" * (w + 100) + "\n")
         for what, f_ms, bw, b_ms, ratio, target, met, note in self.rows:
@@ -478,6 +482,23 @@ class Bench:
         b = self.data.get("batch_bytes")
         if b:
             out.write("8. batch bytes: " + ", ".join(f"{k} {v}" for k, v in b.items()) + "\n")
+
+
+def packet_main(args):
+    """``--packet``: the packet-path rows (their labs are namespaces of their own)."""
+    from fwsg import fast
+    from fwsg.lab.bench_packet import PacketBench
+
+    bench = PacketBench(args, sys.stderr)
+    bench.data["compiled"] = fast.COMPILED
+    bench.run()
+    print("fwsg packet-path benchmark (CPU microseconds per packet, median over interleaved "
+          "rounds; the plain bridge measured in the same rounds)")
+    bench.table(sys.stdout)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(bench.data, f, indent=2, default=str)
+    return 0
 
 
 def main(argv=None):
@@ -504,11 +525,29 @@ def main(argv=None):
                     "driver (ipset on), installed into a virtualenv of its own on first use")
     ap.add_argument("--peer-repeat", type=int, default=1, help="repetitions of the peer's "
                     "small steps (it is slow)")
+    ap.add_argument("--packet", action="store_true", help="the packet-path rows instead: CPU "
+                    "per packet of UDP between two VMs on a bridge, each firewall against none "
+                    "(fwsg.lab.bench_packet); with --peer neutron, Neutron's driver as well")
+    ap.add_argument("--packet-members", default="10000,50000,100000",
+                    help="member counts of the packet labs (comma-separated)")
+    ap.add_argument("--packet-backends", default="nft,iptables-nft,iptables-legacy",
+                    help="fwsg backends of the packet labs (comma-separated)")
+    ap.add_argument("--packet-count", type=int, default=100000, help="packets per run")
+    ap.add_argument("--packet-new", type=int, default=20000, help="packets per new-flows run")
+    ap.add_argument("--packet-rounds", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--peer-max-members", type=int, default=50000, help="largest member "
+                    "count the peer is asked to take (Neutron's ipsets hold 65,536)")
     args = ap.parse_args(argv)
     if args.quick:
         args.ports, args.groups, args.rules, args.members = 20, 5, 5, 2000
         args.repeat, args.ops, args.twin_elements = 2, 20, 20000
         args.big_members, args.big_repeat = 20000, 1
+        if args.packet:
+            args.ports = 300   # the packet VMs are ports 248 and 249
+            args.packet_count, args.packet_new, args.packet_rounds = 2000, 500, 2
+            args.packet_members = ",".join(str(m) for m in (1000, 2000))
+    if args.packet and os.geteuid() == 0:
+        return packet_main(args)
     if os.geteuid() != 0:
         print("scripts/bench: run as root (it makes a network namespace)", file=sys.stderr)
         return 1
@@ -533,7 +572,8 @@ def main(argv=None):
             from fwsg.lab.peer import neutron_rows
 
             neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
-                                         args.seed), repeat=args.peer_repeat)
+                                         args.seed), repeat=args.peer_repeat,
+                         netns=None if args.backend == "iptables" else ns)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

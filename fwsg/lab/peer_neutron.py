@@ -3,7 +3,8 @@
 
 This file runs in a virtualenv that holds OpenStack Neutron (installed there by
 ``fwsg.lab.peer``), never in fwsg's: it imports only the standard library and Neutron, and is
-started as ``python peer_neutron.py SCENARIO.json`` inside a network namespace of its own.
+started as ``python peer_neutron.py SCENARIO.json [REPEAT [all|initial]]`` inside a network
+namespace (``initial``: the initial apply only, its rules left in place for packets to cross).
 
 How Neutron is driven, unmodified:
 - ``SecurityGroupAgentRpc`` (neutron.agent.securitygroups_rpc), built as the Open vSwitch agent
@@ -11,7 +12,8 @@ How Neutron is driven, unmodified:
   iptables`` (``IptablesFirewallDriver``) and ``enable_ipset = true``;
 - the RPC to the server is replaced by ``LocalServer``, which answers
   ``security_group_info_for_devices`` as Neutron's server does (the devices asked for, the rules
-  of their groups, the members ([ip, mac]) of the groups their rules name as remote); the
+  of their groups with ``remote_ip_prefix`` renamed ``source_ip_prefix``/``dest_ip_prefix`` by
+  direction, the members ([ip, mac]) of the groups their rules name as remote); the
   time spent building an answer is measured and left out;
 - Neutron's privileged helpers (oslo.privsep) run in-process (client mode off: this process is
   root already) instead of through a privsep daemon, which only saves Neutron time;
@@ -27,6 +29,19 @@ import os
 import subprocess
 import sys
 import time
+
+
+PREFIX_KEY = {"ingress": "source_ip_prefix", "egress": "dest_ip_prefix"}
+
+
+def server_rule(rule):
+    """A rule as Neutron's server puts it in the reply: ``remote_ip_prefix`` becomes
+    ``source_ip_prefix`` (ingress) or ``dest_ip_prefix`` (egress); the agent's driver reads
+    only those (given ``remote_ip_prefix`` it would match every address)."""
+    out = {k: v for k, v in rule.items() if k != "remote_ip_prefix"}
+    if rule.get("remote_ip_prefix") is not None:
+        out[PREFIX_KEY[rule["direction"]]] = rule["remote_ip_prefix"]
+    return out
 
 
 class LocalServer:
@@ -66,7 +81,8 @@ class LocalServer:
             m = self.members.get(sg, {})
             members[sg] = {fam: [[ip, None] for ip in m.get(fam, [])] for fam in ("IPv4", "IPv6")}
         reply = copy.deepcopy({"devices": devices,
-                               "security_groups": {sg: self.groups[sg] for sg in sgs},
+                               "security_groups": {sg: [server_rule(r) for r in self.groups[sg]]
+                                                   for sg in sgs},
                                "sg_member_ips": members})
         self.server_s += time.perf_counter() - t0
         return reply
@@ -85,7 +101,7 @@ def _sizes():
     return {"iptables_rules": rules, "ipset_entries": entries}
 
 
-def run(doc, lock_dir, repeat=1):
+def run(doc, lock_dir, repeat=1, steps="all"):
     from oslo_concurrency import lockutils
     from oslo_config import cfg
 
@@ -127,6 +143,8 @@ def run(doc, lock_dir, repeat=1):
         out["error"] = f"initial apply failed: {lines[-1] if lines else type(e).__name__}"
         return out
     out.update(_sizes())
+    if steps == "initial":
+        return out
     member, rule, port = [], [], []
     for i in range(repeat):
         server.members["default"]["IPv4"].append(f"203.0.113.{200 + i}")
@@ -160,7 +178,8 @@ if __name__ == "__main__":
     status = 1
     try:
         with tempfile.TemporaryDirectory(prefix="fwsg-peer-locks-") as locks:
-            print(json.dumps(run(scenario, locks, int(sys.argv[2]) if len(sys.argv) > 2 else 1)))
+            print(json.dumps(run(scenario, locks, int(sys.argv[2]) if len(sys.argv) > 2 else 1,
+                                 sys.argv[3] if len(sys.argv) > 3 else "all")))
         status = 0
     finally:
         # Neutron's conntrack helper leaves a worker thread running: do not wait for it

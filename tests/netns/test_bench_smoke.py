@@ -86,3 +86,41 @@ def test_bench_iptables_quick(tmp_path, capsys):
         assert data[f"{variant}_sizes"]["rules"] > 0
     assert "peer: Neutron iptables driver, one member added" in printed
     assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
+
+
+def test_bench_packet_quick(tmp_path, capsys):
+    """``--packet`` (tiny counts, fwsg nft only): every row, and the sanity counts show the
+    firewall really judged the packets: the admitted flow arrives everywhere, the denied one
+    only without a firewall, and fwsg drops the admitted flow once the sender is no longer a
+    member of the big group. No namespace is left behind."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--packet", "--packet-backends", "nft", "--json-out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    data = json.loads(out.read_text())
+    sanity = data["packet"]["sanity"]
+    assert set(sanity) == {"no firewall", "fwsg nft 1000", "fwsg nft 2000"}, sanity
+    none = sanity["no firewall"]
+    assert none["ok"] and none["admitted"] == none["denied"] == none["sent"] > 0, none
+    for label in ("fwsg nft 1000", "fwsg nft 2000"):
+        s = sanity[label]
+        assert s["ok"], (label, s)
+        assert s["admitted"] == s["sent"] and s["denied"] == 0 and s["not_member"] == 0, s
+    for kind in ("established", "unreplied", "new_flows"):
+        for key in (f"packet_none_{kind}", f"packet_nft_1000_{kind}", f"packet_nft_2000_{kind}"):
+            row = data[key]
+            assert ROW_KEYS <= set(row), (key, row)
+            assert row["fwsg_ms"] == row["fwsg_ms"], key   # a number, not NaN
+            assert "SANITY FAILED" not in row["note"], (key, row)
+    assert data["packet_none_established"]["fwsg_ms"] > 0
+    assert "fwsg packet-path benchmark" in printed
+    assert data["packet_nft_2000_unreplied"]["what"] in printed
+    prefix = f"fwsg-pk{os.getpid() % 100000}-"
+    try:
+        left = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+    except FileNotFoundError:
+        left = []
+    assert not left, left
