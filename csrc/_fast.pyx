@@ -151,7 +151,7 @@ def diff_map_keys(dict desired, dict current, keys):
 
 # ---- packed address lists: bulk member updates at C speed ----------------------------------
 
-from libc.stdint cimport uint16_t, uint32_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, qsort
 from libc.string cimport memcmp, memcpy, strlen
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -471,15 +471,16 @@ _FAMILIES = {"inet": _NFPROTO_INET, "bridge": _NFPROTO_BRIDGE}
 
 
 cdef class NetlinkWriter:
-    """Commits simple changes to fwsg's tables as one nf_tables netlink batch built with
-    libnftnl: set/map elements of the types fwsg uses, and chains whose rules are plain verdicts
-    (``jump CHAIN``/``drop``). Atomic like any nft transaction, without libnftables' cache
-    refill (which grows with the number of chains in the ruleset). Bound to the network
-    namespace current at construction."""
+    """Commits changes to fwsg's tables as one nf_tables netlink batch built with libnftnl:
+    tables, set and map declarations, chains (base chains too) and their rules as expressions,
+    set/map elements of the types fwsg uses. Atomic like any nft transaction, without
+    libnftables' parsing and cache refill (which grows with the number of chains in the
+    ruleset). Bound to the network namespace current at construction."""
 
     cdef N.mnl_socket *nl
     cdef unsigned int portid
     cdef unsigned int seq
+    cdef unsigned int set_id   # NFTA_SET_ID of the sets a batch declares
 
     def __cinit__(self):
         cdef int size = 16 * 1024 * 1024
@@ -519,11 +520,18 @@ cdef class NetlinkWriter:
         "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
         appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
         text); ("flush", family, chain) removes a chain's rules;
-        ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
+        ("delchain", family, chain) deletes an empty chain; ("chain", family, name, hooknum,
+        priority, policy, text) creates a base chain of type filter; ("table", family, text) and
+        ("deltable", family, text) create and delete fwsg's table; ("set", family, name, flags,
+        key_type, key_len, data_type, data_len, userdata, field_lens, text) declares a set or
+        map (``data_type`` None for a set; ``field_lens`` bytes for a concatenated interval
+        key, else None); ("delset", family, name, text) deletes one (``text``: the nft statement,
+        for the twin); ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
         of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
-        KernelError (nothing changed) when the kernel refuses."""
+        KernelError (nothing changed) when the kernel refuses, ValueError (nothing sent) for
+        ops it cannot encode or a batch larger than one page."""
         if self.nl == NULL:
             raise KernelError("netlink socket is closed")
         cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, _OVERRUN)
@@ -548,19 +556,25 @@ cdef class NetlinkWriter:
                 if kind == "rule":
                     self._rule(b, op)
                 elif kind == "xrule":
-                    self._xrule(b, op)
+                    nmsgs += self._xrule(b, op)   # anonymous sets it declares first
                 elif kind in ("chain", "flush", "delchain"):
                     self._chain(b, kind, op)
+                elif kind in ("table", "deltable"):
+                    self._table(b, kind, op)
+                elif kind == "set":
+                    self._set(b, op)
+                elif kind == "delset":
+                    self._delset(b, op)
                 else:
                     raise ValueError(f"unknown netlink op {kind!r}")
                 nmsgs += 1
                 if N.nftnl_batch_update(b) < 0:
-                    raise KernelError("netlink: batch too large for one page")
+                    raise ValueError("netlink: batch too large for one page")
             N.nftnl_batch_end(<char *>N.nftnl_batch_buffer(b), self.seq)
             self.seq += 1
             N.nftnl_batch_update(b)
             if N.nftnl_batch_iovec_len(b) > 1:
-                raise KernelError("netlink: batch too large for one page")
+                raise ValueError("netlink: batch too large for one page")
             if nmsgs:
                 N.nftnl_batch_iovec(b, &iov, 1)
                 self._talk(iov.iov_base, iov.iov_len, nmsgs, first_seq, self.seq)
@@ -584,12 +598,107 @@ cdef class NetlinkWriter:
         c = N.nftnl_chain_alloc()
         N.nftnl_chain_set_str(c, N.NFTNL_CHAIN_TABLE, b"fwsg")
         N.nftnl_chain_set_str(c, N.NFTNL_CHAIN_NAME, name)
+        if kind == "chain" and len(op) > 3:   # a base chain: hook, priority, policy
+            N.nftnl_chain_set_u32(c, N.NFTNL_CHAIN_HOOKNUM, <uint32_t>op[3])
+            N.nftnl_chain_set_s32(c, N.NFTNL_CHAIN_PRIO, <int32_t>op[4])
+            N.nftnl_chain_set_str(c, N.NFTNL_CHAIN_TYPE, b"filter")
+            N.nftnl_chain_set_u32(c, N.NFTNL_CHAIN_POLICY, <uint32_t>op[5])
         if kind == "chain":
             nlh = self._hdr(b, N.NFT_MSG_NEWCHAIN, fam, N.NLM_F_CREATE)
         else:
             nlh = self._hdr(b, N.NFT_MSG_DELCHAIN, fam, 0)
         N.nftnl_chain_nlmsg_build_payload(nlh, c)
         N.nftnl_chain_free(c)
+
+    cdef _table(self, N.nftnl_batch *b, str kind, tuple op):
+        cdef int fam = _FAMILIES[op[1]]
+        cdef N.nftnl_table *t = N.nftnl_table_alloc()
+        cdef N.nlmsghdr *nlh
+        if t == NULL:
+            raise MemoryError()
+        N.nftnl_table_set_str(t, N.NFTNL_TABLE_NAME, b"fwsg")
+        if kind == "table":
+            N.nftnl_table_set_u32(t, N.NFTNL_TABLE_FLAGS, 0)
+            nlh = self._hdr(b, N.NFT_MSG_NEWTABLE, fam, N.NLM_F_CREATE)
+        else:
+            nlh = self._hdr(b, N.NFT_MSG_DELTABLE, fam, 0)
+        N.nftnl_table_nlmsg_build_payload(nlh, t)
+        N.nftnl_table_free(t)
+
+    cdef _set(self, N.nftnl_batch *b, tuple op):
+        _, family, name, flags, key_type, key_len, data_type, data_len, udata, fields, _t = op
+        self._declare(b, family, name.encode(), flags, key_type, key_len, data_type, data_len,
+                      udata, fields, 0)
+
+    cdef unsigned int _declare(self, N.nftnl_batch *b, str family, bytes name, uint32_t flags,
+                               uint32_t key_type, uint32_t key_len, object data_type,
+                               object data_len, bytes udata, object fields,
+                               uint32_t size) except 0:
+        """One NEWSET message; returns the set's NFTA_SET_ID."""
+        cdef int fam = _FAMILIES[family]
+        cdef N.nftnl_set *s = N.nftnl_set_alloc()
+        cdef N.nlmsghdr *nlh
+        cdef bytes fl
+        if s == NULL:
+            raise MemoryError()
+        self.set_id += 1
+        try:
+            N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
+            N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name)
+            N.nftnl_set_set_u32(s, N.NFTNL_SET_FLAGS, flags)
+            N.nftnl_set_set_u32(s, N.NFTNL_SET_KEY_TYPE, key_type)
+            N.nftnl_set_set_u32(s, N.NFTNL_SET_KEY_LEN, key_len)
+            if data_type is not None:
+                N.nftnl_set_set_u32(s, N.NFTNL_SET_DATA_TYPE, <uint32_t>data_type)
+                N.nftnl_set_set_u32(s, N.NFTNL_SET_DATA_LEN, <uint32_t>data_len)
+            N.nftnl_set_set_u32(s, N.NFTNL_SET_ID, self.set_id)
+            if size:
+                N.nftnl_set_set_u32(s, N.NFTNL_SET_DESC_SIZE, size)
+            if fields is not None:
+                fl = fields
+                N.nftnl_set_set_data(s, N.NFTNL_SET_DESC_CONCAT, <const char *>fl, len(fl))
+            N.nftnl_set_set_data(s, N.NFTNL_SET_USERDATA, <const char *>udata, len(udata))
+            nlh = self._hdr(b, N.NFT_MSG_NEWSET, fam, N.NLM_F_CREATE)
+            N.nftnl_set_nlmsg_build_payload(nlh, s)
+        finally:
+            N.nftnl_set_free(s)
+        return self.set_id
+
+    cdef _delset(self, N.nftnl_batch *b, tuple op):
+        cdef int fam = _FAMILIES[op[1]]
+        cdef bytes name = op[2].encode()
+        cdef N.nftnl_set *s = N.nftnl_set_alloc()
+        cdef N.nlmsghdr *nlh
+        if s == NULL:
+            raise MemoryError()
+        N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
+        N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, name)
+        nlh = self._hdr(b, N.NFT_MSG_DELSET, fam, 0)
+        N.nftnl_set_nlmsg_build_payload(nlh, s)
+        N.nftnl_set_free(s)
+
+    cdef unsigned int _anonymous(self, N.nftnl_batch *b, str family, tuple ex) except 0:
+        """An anonymous constant set and its elements (two messages); returns its set id.
+        ``ex``: ("anonlookup", sreg, key_type, key_len, userdata, keys)."""
+        cdef list keys = list(ex[5])
+        cdef unsigned int sid = self._declare(b, family, b"__set%d", 3, ex[2], ex[3], None,
+                                              None, ex[4], None, len(keys))
+        cdef N.nftnl_set *s = N.nftnl_set_alloc()
+        cdef N.nlmsghdr *nlh
+        if s == NULL:
+            raise MemoryError()
+        N.nftnl_batch_update(b)
+        try:
+            N.nftnl_set_set_str(s, N.NFTNL_SET_TABLE, b"fwsg")
+            N.nftnl_set_set_str(s, N.NFTNL_SET_NAME, b"__set%d")
+            N.nftnl_set_set_u32(s, N.NFTNL_SET_ID, sid)
+            self._fill(s, 0, len(keys), False, NULL, 0, keys, None)
+            nlh = self._hdr(b, N.NFT_MSG_NEWSETELEM, _FAMILIES[family], N.NLM_F_CREATE)
+            N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
+        finally:
+            N.nftnl_set_free(s)
+        N.nftnl_batch_update(b)
+        return sid
 
     cdef _rule(self, N.nftnl_batch *b, tuple op):
         _, family, chain, verdict, target, comment = op
@@ -629,10 +738,15 @@ cdef class NetlinkWriter:
                 N.nftnl_udata_buf_free(ud)
             N.nftnl_rule_free(r)
 
-    cdef _xrule(self, N.nftnl_batch *b, tuple op):
-        """Append a rule built from expressions (fwsg.backends.nft.matches): ("meta", key),
-        ("cmp", op, data), ("payload", base, offset, length), ("bitwise", mask, xor),
-        ("lookup", set name), ("verdict", code); every load goes to register 1."""
+    cdef int _xrule(self, N.nftnl_batch *b, tuple op) except -1:
+        """Append a rule built from expressions (fwsg.backends.nft.matches); returns the
+        messages it added besides the rule (anonymous sets). Expressions: ("meta", key[,
+        dreg]), ("metaset", key, sreg), ("ct", key, dreg), ("ctset", key, sreg), ("imm", dreg,
+        data), ("cmp", op, data[, sreg]), ("payload", base, offset, length[, dreg]),
+        ("bitwise", mask, xor[, reg]), ("lookup", set name[, sreg, dreg, flags]) (dreg -1:
+        none), ("anonlookup", sreg, key_type, key_len, userdata, keys) (an anonymous
+        constant set declared in the same batch), ("verdict", code[, chain]); registers
+        default to 1."""
         _, family, chain, _text, exprs, comment = op
         cdef int fam = _FAMILIES[family]
         cdef bytes chain_b = chain.encode()
@@ -641,32 +755,52 @@ cdef class NetlinkWriter:
         cdef N.nftnl_expr *e = NULL
         cdef N.nftnl_udata_buf *ud = NULL
         cdef N.nlmsghdr *nlh
+        cdef int extra = 0, n
+        cdef unsigned int sid
         try:
             N.nftnl_rule_set_str(r, N.NFTNL_RULE_TABLE, b"fwsg")
             N.nftnl_rule_set_str(r, N.NFTNL_RULE_CHAIN, chain_b)
             for ex in exprs:
                 kind = ex[0]
+                n = len(ex)
                 if kind == "meta":
                     e = N.nftnl_expr_alloc(b"meta")
                     N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_KEY, ex[1])
-                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_DREG, ex[2] if n > 2 else 1)
+                elif kind == "metaset":
+                    e = N.nftnl_expr_alloc(b"meta")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_KEY, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_META_SREG, ex[2])
+                elif kind == "ct":
+                    e = N.nftnl_expr_alloc(b"ct")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CT_KEY, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CT_DREG, ex[2])
+                elif kind == "ctset":
+                    e = N.nftnl_expr_alloc(b"ct")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CT_KEY, ex[1])
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CT_SREG, ex[2])
+                elif kind == "imm":
+                    data = ex[2]
+                    e = N.nftnl_expr_alloc(b"immediate")
+                    N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_DREG, ex[1])
+                    X.nftnl_expr_set(e, X.NFTNL_EXPR_IMM_DATA, <const char *>data, len(data))
                 elif kind == "cmp":
                     data = ex[2]
                     e = N.nftnl_expr_alloc(b"cmp")
-                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_SREG, ex[3] if n > 3 else 1)
                     N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_CMP_OP, ex[1])
                     X.nftnl_expr_set(e, X.NFTNL_EXPR_CMP_DATA, <const char *>data, len(data))
                 elif kind == "payload":
                     e = N.nftnl_expr_alloc(b"payload")
-                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_DREG, ex[4] if n > 4 else 1)
                     N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_BASE, ex[1])
                     N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_OFFSET, ex[2])
                     N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_PAYLOAD_LEN, ex[3])
                 elif kind == "bitwise":
                     data, data2 = ex[1], ex[2]
                     e = N.nftnl_expr_alloc(b"bitwise")
-                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_SREG, X.NFT_REG_1)
-                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_DREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_SREG, ex[3] if n > 3 else 1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_DREG, ex[3] if n > 3 else 1)
                     N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_BITWISE_LEN, len(data))
                     X.nftnl_expr_set(e, X.NFTNL_EXPR_BITWISE_MASK, <const char *>data, len(data))
                     X.nftnl_expr_set(e, X.NFTNL_EXPR_BITWISE_XOR, <const char *>data2,
@@ -674,12 +808,26 @@ cdef class NetlinkWriter:
                 elif kind == "lookup":
                     data = ex[1].encode()
                     e = N.nftnl_expr_alloc(b"lookup")
-                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_SREG, X.NFT_REG_1)
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_SREG, ex[2] if n > 2 else 1)
                     N.nftnl_expr_set_str(e, X.NFTNL_EXPR_LOOKUP_SET, data)
+                    if n > 3 and ex[3] >= 0:
+                        N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_DREG, ex[3])
+                    if n > 4 and ex[4]:
+                        N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_FLAGS, ex[4])
+                elif kind == "anonlookup":
+                    sid = self._anonymous(b, family, ex)
+                    extra += 2
+                    e = N.nftnl_expr_alloc(b"lookup")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_SREG, ex[1])
+                    N.nftnl_expr_set_str(e, X.NFTNL_EXPR_LOOKUP_SET, b"__set%d")
+                    N.nftnl_expr_set_u32(e, X.NFTNL_EXPR_LOOKUP_SET_ID, sid)
                 elif kind == "verdict":
                     e = N.nftnl_expr_alloc(b"immediate")
                     N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_DREG, N.NFT_REG_VERDICT)
                     N.nftnl_expr_set_u32(e, N.NFTNL_EXPR_IMM_VERDICT, <uint32_t><int>ex[1])
+                    if n > 2:
+                        data = ex[2].encode()
+                        N.nftnl_expr_set_str(e, N.NFTNL_EXPR_IMM_CHAIN, data)
                 else:
                     raise ValueError(f"unknown expression {kind!r}")
                 if e == NULL:
@@ -701,6 +849,7 @@ cdef class NetlinkWriter:
             if ud != NULL:
                 N.nftnl_udata_buf_free(ud)
             N.nftnl_rule_free(r)
+        return extra
 
     cdef int _elements(self, N.nftnl_batch *b, tuple op) except -1:
         _, add, family, name, texts, keys, width, values = op
@@ -735,7 +884,7 @@ cdef class NetlinkWriter:
             N.nftnl_set_elems_nlmsg_build_payload(nlh, s)
             N.nftnl_set_free(s)
             if N.nftnl_batch_update(b) < 0:
-                raise KernelError("netlink: cannot grow the batch")
+                raise ValueError("netlink: batch too large for one page")
             nmsgs += 1
             i = end
         return nmsgs

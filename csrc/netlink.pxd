@@ -1,6 +1,7 @@
-# Declarations of the parts of libmnl and libnftnl that fwsg's direct element path calls.
+# Declarations of the parts of libmnl and libnftnl that fwsg's netlink writer calls (tables, sets,
+# chains, rules, elements).
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 
 
 cdef extern from "linux/netlink.h" nogil:
@@ -25,6 +26,10 @@ cdef extern from "linux/netlink.h" nogil:
 
 cdef extern from "linux/netfilter/nf_tables.h" nogil:
     enum:
+        NFT_MSG_NEWTABLE
+        NFT_MSG_DELTABLE
+        NFT_MSG_NEWSET
+        NFT_MSG_DELSET
         NFT_MSG_NEWSETELEM
         NFT_MSG_DELSETELEM
         NFT_MSG_NEWCHAIN
@@ -95,6 +100,15 @@ cdef extern from "libnftnl/set.h" nogil:
     enum:
         NFTNL_SET_TABLE
         NFTNL_SET_NAME
+        NFTNL_SET_FLAGS
+        NFTNL_SET_KEY_TYPE
+        NFTNL_SET_KEY_LEN
+        NFTNL_SET_DATA_TYPE
+        NFTNL_SET_DATA_LEN
+        NFTNL_SET_ID
+        NFTNL_SET_DESC_SIZE
+        NFTNL_SET_USERDATA
+        NFTNL_SET_DESC_CONCAT
         NFTNL_SET_ELEM_KEY
         NFTNL_SET_ELEM_DATA
         NFTNL_SET_ELEM_VERDICT
@@ -103,6 +117,9 @@ cdef extern from "libnftnl/set.h" nogil:
     nftnl_set *nftnl_set_alloc()
     void nftnl_set_free(const nftnl_set *s)
     int nftnl_set_set_str(nftnl_set *s, uint16_t attr, const char *str)
+    void nftnl_set_set_u32(nftnl_set *s, uint16_t attr, uint32_t val)
+    int nftnl_set_set_data(nftnl_set *s, uint16_t attr, const void *data, uint32_t data_len)
+    void nftnl_set_nlmsg_build_payload(nlmsghdr *nlh, nftnl_set *s)
     nftnl_set_elem *nftnl_set_elem_alloc()
     int nftnl_set_elem_set(nftnl_set_elem *s, uint16_t attr, const void *data, uint32_t data_len)
     int nftnl_set_elem_set_str(nftnl_set_elem *s, uint16_t attr, const char *str)
@@ -117,10 +134,16 @@ cdef extern from "libnftnl/chain.h" nogil:
     enum:
         NFTNL_CHAIN_NAME
         NFTNL_CHAIN_TABLE
+        NFTNL_CHAIN_HOOKNUM
+        NFTNL_CHAIN_PRIO
+        NFTNL_CHAIN_POLICY
+        NFTNL_CHAIN_TYPE
 
     nftnl_chain *nftnl_chain_alloc()
     void nftnl_chain_free(const nftnl_chain *c)
     int nftnl_chain_set_str(nftnl_chain *c, uint16_t attr, const char *str)
+    void nftnl_chain_set_u32(nftnl_chain *c, uint16_t attr, uint32_t data)
+    void nftnl_chain_set_s32(nftnl_chain *c, uint16_t attr, int32_t data)
     void nftnl_chain_nlmsg_build_payload(nlmsghdr *nlh, const nftnl_chain *c)
 
 
@@ -136,6 +159,21 @@ cdef extern from "libnftnl/expr.h" nogil:
     nftnl_expr *nftnl_expr_alloc(const char *name)
     void nftnl_expr_set_u32(nftnl_expr *expr, uint16_t type, uint32_t data)
     int nftnl_expr_set_str(nftnl_expr *expr, uint16_t type, const char *str)
+
+
+cdef extern from "libnftnl/table.h" nogil:
+    struct nftnl_table:
+        pass
+
+    enum:
+        NFTNL_TABLE_NAME
+        NFTNL_TABLE_FLAGS
+
+    nftnl_table *nftnl_table_alloc()
+    void nftnl_table_free(const nftnl_table *t)
+    int nftnl_table_set_str(nftnl_table *t, uint16_t attr, const char *str)
+    void nftnl_table_set_u32(nftnl_table *t, uint16_t attr, uint32_t data)
+    void nftnl_table_nlmsg_build_payload(nlmsghdr *nlh, const nftnl_table *t)
 
 
 cdef extern from "libnftnl/rule.h" nogil:

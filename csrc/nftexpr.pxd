@@ -1,5 +1,5 @@
 # Declarations of the libnftnl expression attributes and nf_tables constants for the matches
-# fwsg's group chains use (meta, cmp, payload, bitwise, lookup; immediate is in netlink.pxd).
+# fwsg's rules use (meta, cmp, payload, bitwise, lookup, ct; immediate is in netlink.pxd).
 
 from libc.stdint cimport uint16_t, uint32_t
 from netlink cimport nftnl_expr
@@ -22,6 +22,14 @@ cdef extern from "libnftnl/expr.h" nogil:
         NFTNL_EXPR_BITWISE_XOR
         NFTNL_EXPR_LOOKUP_SREG
         NFTNL_EXPR_LOOKUP_SET
+        NFTNL_EXPR_LOOKUP_DREG
+        NFTNL_EXPR_LOOKUP_SET_ID
+        NFTNL_EXPR_LOOKUP_FLAGS
+        NFTNL_EXPR_META_SREG
+        NFTNL_EXPR_CT_KEY
+        NFTNL_EXPR_CT_DREG
+        NFTNL_EXPR_CT_SREG
+        NFTNL_EXPR_IMM_DATA
 
 
 cdef extern from "linux/netfilter/nf_tables.h" nogil:

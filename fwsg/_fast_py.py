@@ -239,10 +239,10 @@ def unpack_addrs(packed, family):
 
 
 class NetlinkWriter:
-    """Commits simple changes to fwsg's tables as one atomic transaction (the twin of the
-    compiled libnftnl batch writer: here through libnftables, same effect): set/map elements and
-    chains whose rules are plain verdicts. Bound to the network namespace current at
-    construction."""
+    """Commits changes to fwsg's tables as one atomic transaction (the twin of the compiled
+    libnftnl batch writer: here through libnftables, same effect): tables, set and map
+    declarations, chains and their rules, set/map elements. Bound to the network namespace
+    current at construction."""
 
     def __init__(self):
         self._ctx = NftContext()
@@ -252,23 +252,21 @@ class NetlinkWriter:
         self._ctx.close()
 
     def commit(self, ops):
-        """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
-        ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
-        comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
-        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
-        text); ("flush", family, chain) removes a chain's rules;
-        ("delchain", family, chain) deletes an empty chain; ("elem", add, family, set, texts,
-        keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
-        or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
-        of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
-        KernelError (nothing changed) when the kernel refuses."""
+        """Commit ``ops`` (the tuples ``fwsg._fast.NetlinkWriter.commit`` takes) as one atomic
+        batch, in order, as nft text through libnftables. Raises KernelError (nothing
+        changed) when the kernel refuses."""
         cmds = []
         for op in ops:
             kind = op[0]
             if kind != "elem" and op[1] not in ("inet", "bridge"):
                 raise KeyError(op[1])
-            if kind == "chain":
+            if kind == "chain" and len(op) > 3:   # a base chain: its nft statement
+                cmds.append(op[6])
+            elif kind in ("table", "deltable", "delset"):
+                cmds.append(op[-1])
+            elif kind == "set":
+                cmds.append(op[10])
+            elif kind == "chain":
                 cmds.append(f"add chain {op[1]} fwsg {op[2]}")
             elif kind == "flush":
                 cmds.append(f"flush chain {op[1]} fwsg {op[2]}")

@@ -26,6 +26,7 @@ re-reads the kernel first.
 
 import contextlib
 import functools
+import gc
 import itertools
 import threading
 import time
@@ -90,6 +91,21 @@ def _serialized(method):
         with self._lock:
             return method(self, *args, **kwargs)
     return call
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc():
+    """Hold Python's cyclic garbage collector off (as the caller had it, afterwards): a whole
+    model allocates so many containers that the collector would otherwise walk every big set
+    of the desired state again and again (measured: ~15 % of a 100k-member cold start).
+    Reference counting still frees everything as usual; only cycles wait for the next pass."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class Firewall:
@@ -203,6 +219,10 @@ class Firewall:
     def apply(self, model):
         """Make the kernel equal to ``model`` (a Model or a wire-format dict) in one atomic
         transaction; returns an ApplyResult. Nothing to change: no kernel call."""
+        with _no_cyclic_gc():
+            return self._apply(model)
+
+    def _apply(self, model):
         t0 = time.perf_counter()
         model = Model.from_wire(model)
         if model is self._model and not self._full and not self._undo:

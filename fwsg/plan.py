@@ -36,10 +36,13 @@ class Plan:
     def lines(self):
         """The transaction as text statements (rendered once, on first use)."""
         if self._lines is None:
-            if self._render is None:
-                self._render = _default_render()
-            self._lines = self._render(self.ops) if self.ops else []
+            self._lines = self._renderer()(self.ops) if self.ops else []
         return self._lines
+
+    def _renderer(self):
+        if self._render is None:
+            self._render = _default_render()
+        return self._render
 
     def __str__(self):
         return "".join(c + "\n" for c in self.lines())
@@ -56,11 +59,15 @@ class Plan:
         return self.text_size()
 
     def text_size(self):
-        """Size of the transaction's text in bytes, rendered one operation at a time when not
-        rendered yet (the text of a million elements is not kept)."""
+        """Size of the transaction's text in bytes, without keeping the text: counted by the
+        renderer when it can (its ``size`` attribute), else rendered one operation at a time
+        (the text of a million elements is not kept)."""
         if self._lines is not None or not self.ops:
             return sum(len(c) + 1 for c in self.lines())
-        render = self._render or _default_render()
+        render = self._renderer()
+        count = getattr(render, "size", None)
+        if count is not None:
+            return count(self.ops)
         return sum(len(c) + 1 for op in self.ops for c in render((op,)))
 
     def update(self, current):
@@ -164,7 +171,11 @@ def diff(desired, current, pending=None, render=None):
             s["elements_removed"] += len(removed) + len(changed)
         else:
             if pending is None or k in new_set_keys or k in pending.sets or k not in pending.elems:
-                added, removed = _set_diff(want, have)
+                if type(want) is not AddrSet and not have:
+                    # a new or empty set of texts: all of it, in no order (the text sorts it)
+                    added, removed = list(want), []
+                else:
+                    added, removed = _set_diff(want, have)
             else:
                 pa, pr = pending.elems[k]
                 added, removed = _delta_diff(pa, pr, have)

@@ -22,22 +22,16 @@ def _rss_kb():
 
 
 def child(ports, groups, rules, members, seed):
-    from fwsg.lab.bench import scenario
+    from fwsg.lab.bench import distinct_members, scenario
     from fwsg.firewall import Firewall
     from fwsg.model import Model
-    from fwsg.lab.scenario import member_v6
 
     Firewall().flush()
     gc.collect()
     start = _rss_kb()
-    doc = scenario(ports, groups, rules, members, seed)
-    v4 = doc["sg_member_ips"]["default"]["IPv4"]
-    if len(v4) > 120000:  # the IPv4 benchmark range holds 131,072: the rest in IPv6
-        doc["sg_member_ips"]["default"]["IPv6"] += [member_v6(1 << 20 | i)
-                                                    for i in range(len(v4) - 120000)]
-        del v4[120000:]
+    doc = distinct_members(scenario(ports, groups, rules, members, seed))
     model = Model.from_wire(doc)
-    del doc, v4
+    del doc
     gc.collect()
     before = _rss_kb()
     fw = Firewall()

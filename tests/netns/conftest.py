@@ -8,11 +8,13 @@
   test; every lab it made is torn down after the test, whatever happened.
 - ``add_std_nodes``: declares the standard nodes on a lab (see ``STD_NODES``).
 - ``lab``: a lab already up with the standard nodes vm1, vm2 (VMs) and out (outside).
+- ``bare_namespaces``: two empty network namespaces (names), deleted after the test.
 """
 
 import itertools
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -53,6 +55,20 @@ def require_root():
     ok, why = netns_available()
     if not ok:
         pytest.skip(f"netns tests: {why}")
+
+
+@pytest.fixture
+def bare_namespaces(require_root):
+    names = [f"fwsg-bare-{os.getpid()}-{next(_seq)}" for _ in range(2)]
+    made = []
+    try:
+        for n in names:
+            subprocess.run(["ip", "netns", "add", n], check=True)
+            made.append(n)
+        yield names
+    finally:
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n])
 
 
 def _unique_name(request) -> str:

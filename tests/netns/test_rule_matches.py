@@ -40,6 +40,13 @@ RULES = [
     "ip saddr @p4 dccp dport 5 accept",
     "ip6 daddr @s6 udplite dport 1-65535 accept",
     "ip saddr 192.0.2.5/32 meta l4proto 136 accept",
+    "meta nfproto ipv4 icmp type 3 icmp code 1 accept",
+    "ip6 saddr @s6 icmpv6 type 1 icmpv6 code 4 accept",
+    "meta nfproto ipv4 tcp sport 1024 tcp dport 22 accept",
+    "ip saddr @s4 udp sport 53 udp dport 1000-2000 accept",
+    "ip saddr 198.51.100.0/24 udp sport 50-60 udp dport 1000 accept",
+    "ip saddr 192.0.2.0/24 ip daddr 198.51.100.0/25 tcp dport 22 accept",
+    "ip6 saddr 2001:db8::/32 ip6 daddr @s6 accept",
 ]
 
 

@@ -425,16 +425,21 @@ def test_ipv6_anti_spoofing_and_dad(env):
         assert not s.seen(lambda f: f.icmp_type == 135 and f.src_ip == "2001:db8::77", timeout=0.3)
 
 
-def test_big_cold_start_is_committed_in_steps(env):
-    """25,000 members: structure through libnftables, members in netlink batches; the kernel
+@pytest.mark.parametrize("prefix", [False, True], ids=["netlink", "libnftables-fallback"])
+def test_big_cold_start_is_committed_in_steps(env, prefix):
+    """25,000 members: the structure as one netlink batch (through libnftables when a part of
+    it does not encode: an interval set's elements), members in netlink batches; the kernel
     then holds exactly the model (a fresh read-back finds nothing to do) and it filters."""
     lab, fw = env
     fw.flush()
     groups = web_db()
     extra = [f"198.51.{100 + i // 250}.{i % 250 + 1}" for i in range(25000)]
+    if prefix:
+        extra.append("203.0.113.128/25")
     doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"]}, members={"web": extra})
     r = fw.apply(doc)
-    assert r.transport == "libnftables+netlink"
+    assert r.transport == ("libnftables+netlink" if prefix else "netlink")
+    assert fw.backend.steps == 2   # the structure, then one batch of members
     assert not Firewall(netns=lab.host_ns).plan(doc)
     assert lab.tcp_connect("vm1", "vm2", port=5432)
     assert not lab.tcp_connect("vm3", "vm2", port=5432)

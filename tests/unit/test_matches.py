@@ -21,10 +21,27 @@ def test_a_prefix_and_a_port_range():
         ("cmp", CMP_EQ, bytes.fromhex("20010db8") + bytes(12)))
 
 
+def test_merged_loads_as_nft_writes_them():
+    # an ICMP type and code, and two exact ports, are one load (nft merges them); a port
+    # range keeps its own load; two addresses are two loads
+    assert encode("meta nfproto ipv4 icmp type 3 icmp code 1 accept")[2:] == (
+        ("meta", 16), ("cmp", CMP_EQ, b"\x01"), ("payload", 2, 0, 2),
+        ("cmp", CMP_EQ, b"\x03\x01"), ("verdict", ACCEPT))
+    assert encode("meta nfproto ipv4 tcp sport 1 tcp dport 2 accept")[4:] == (
+        ("payload", 2, 0, 4), ("cmp", CMP_EQ, b"\x00\x01\x00\x02"), ("verdict", ACCEPT))
+    assert encode("meta nfproto ipv4 udp sport 53 udp dport 1000-2000 accept")[4:] == (
+        ("payload", 2, 0, 2), ("cmp", CMP_EQ, b"\x00\x35"), ("payload", 2, 2, 2),
+        ("cmp", CMP_GTE, (1000).to_bytes(2, "big")), ("cmp", CMP_LTE, (2000).to_bytes(2, "big")),
+        ("verdict", ACCEPT))
+    assert encode("ip saddr 192.0.2.0/24 ip daddr @m4 accept") == (
+        ("meta", 15), ("cmp", CMP_EQ, b"\x02"), ("payload", 1, 12, 3),
+        ("cmp", CMP_EQ, bytes([192, 0, 2])), ("payload", 1, 16, 4), ("lookup", "m4"),
+        ("verdict", ACCEPT))
+
+
 @pytest.mark.parametrize("text", [
-    "meta nfproto ipv4 icmp type 3 icmp code 1 accept",      # nft merges type and code
-    "meta nfproto ipv4 tcp sport 1 tcp dport 2 accept",      # and two exact ports
-    "ip saddr 192.0.2.0/24 ip daddr 198.51.100.0/24 accept",
+    "ip saddr 192.0.2.0/24 ip saddr 198.51.100.0/24 accept",
+    "ip saddr 192.0.2.0/24 ip6 daddr 2001:db8::/32 accept",
     "meta nfproto ipv6 icmp type 8 accept",
     "ip saddr 192.0.2.0/24 drop",
     "tcp dport 22 accept",

@@ -9,6 +9,7 @@ import copy
 import errno
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -52,6 +53,11 @@ def state():
     return fake
 
 
+def _ud(kind, value):
+    """One u32 record of a set's userdata as nft writes it (kind, length 4, host order)."""
+    return bytes([kind, 4]) + value.to_bytes(4, sys.byteorder)
+
+
 def dig(c):
     return f'comment "fwsg:{c.digest}/{c.kernel_rule_count}"'
 
@@ -59,20 +65,29 @@ def dig(c):
 # kind, the ops (applied to state() after `before`), nft text, netlink ops (None: declined),
 # what the fake then holds (checked by a function of the fake)
 CASES = [
-    ("CreateTable", [CreateTable("inet")], ["add table inet fwsg"], None,
+    ("CreateTable", [CreateTable("inet")], ["add table inet fwsg"],
+     [("table", "inet", "add table inet fwsg")],
      lambda f: "inet" in f.tables),
-    ("DeleteTable", [DeleteTable("bridge")], ["delete table bridge fwsg"], None,
+    ("DeleteTable", [DeleteTable("bridge")], ["delete table bridge fwsg"],
+     [("deltable", "bridge", "delete table bridge fwsg")],
      lambda f: "bridge" not in f.tables and ("bridge", "spoof4") not in f.sets),
     ("CreateSet", [CreateSet(SetDef("inet", "g2-m6", "ipv6_addr"))],
-     ["add set inet fwsg g2-m6 { type ipv6_addr; }"], None,
+     ["add set inet fwsg g2-m6 { type ipv6_addr; }"],
+     [("set", "inet", "g2-m6", 0, 8, 16, None, None, _ud(0, 2), None,
+       "add set inet fwsg g2-m6 { type ipv6_addr; }")],
      lambda f: f.elements[("inet", "g2-m6")] == set()),
     ("CreateSet (map)", [CreateSet(SetDef("bridge", "port-src", "ifname", "mark"))],
-     ["add map bridge fwsg port-src { type ifname : mark; }"], None,
+     ["add map bridge fwsg port-src { type ifname : mark; }"],
+     [("set", "bridge", "port-src", 8, 41, 16, 19, 4, _ud(0, 1) + _ud(1, 1) + _ud(6, 0), None,
+       "add map bridge fwsg port-src { type ifname : mark; }")],
      lambda f: f.elements[("bridge", "port-src")] == {}),
     ("CreateSet (interval)", [CreateSet(SetDef("inet", "g2-m4n", "ipv4_addr", interval=True))],
-     ["add set inet fwsg g2-m4n { type ipv4_addr; flags interval; }"], None,
+     ["add set inet fwsg g2-m4n { type ipv4_addr; flags interval; }"],
+     [("set", "inet", "g2-m4n", 4, 7, 4, None, None, _ud(0, 2), None,
+       "add set inet fwsg g2-m4n { type ipv4_addr; flags interval; }")],
      lambda f: f.sets[("inet", "g2-m4n")].interval),
-    ("DeleteSet", [DeleteSet(SPOOF)], ["delete set bridge fwsg spoof4"], None,
+    ("DeleteSet", [DeleteSet(SPOOF)], ["delete set bridge fwsg spoof4"],
+     [("delset", "bridge", "spoof4", "delete set bridge fwsg spoof4")],
      lambda f: ("bridge", "spoof4") not in f.sets),
     ("AddElements", [AddElements(ADDRS, ("192.0.2.3",))],
      ["add element inet fwsg g1-m4 { 192.0.2.3 }"],
@@ -100,7 +115,9 @@ CASES = [
      [("chain", "inet", "p1-e")], lambda f: f.chains[("inet", "p1-e")] == [None, []]),
     ("DeclareChain (base)", [DeclareChain(BASE)],
      ["add chain inet fwsg egress-pre { type filter hook prerouting priority 0; policy accept; }"],
-     None, lambda f: f.chains[("inet", "egress-pre")][0] == BASE.hook),
+     [("chain", "inet", "egress-pre", 0, 0, 1, "add chain inet fwsg egress-pre "
+       "{ type filter hook prerouting priority 0; policy accept; }")],
+     lambda f: f.chains[("inet", "egress-pre")][0] == BASE.hook),
     ("FillChain", [DeclareChain(PROFILE), FillChain(PROFILE)],
      ["add chain inet fwsg p1-e", "add rule inet fwsg p1-e jump g1-e",
       f"add rule inet fwsg p1-e drop {dig(PROFILE)}"],
@@ -240,8 +257,16 @@ def test_model_changes_take_the_netlink_path_with_the_same_content(demo_model, h
     assert not diff(compile_model(doc, compile_model(demo_model).meta["port_ids"]), fake.read())
 
 
-def test_a_plan_with_real_matches_or_declarations_is_left_to_libnftables(demo_model):
-    assert netlink.netlink_ops(diff(compile_model(demo_model), None)) is None
+def test_a_whole_cold_start_encodes_and_what_does_not_is_left_to_libnftables(demo_model):
+    ops = netlink.netlink_ops(diff(compile_model(demo_model), None))
+    assert ops is not None
+    assert {o[0] for o in ops} >= {"table", "set", "chain", "rule", "xrule", "elem"}
+    assert any(o[0] == "chain" and len(o) > 3 for o in ops)   # base chains with their hooks
+    odd = ChainDef("inet", "g9-e", ("tcp flags syn accept",))
+    assert netlink.netlink_ops(Plan([DeclareChain(odd), FillChain(odd)])) is None
+    assert netlink.netlink_ops(Plan([AddElements(PFX, ("203.0.113.0/28",))])) is None
+    odd_set = SetDef("inet", "g9-m4", "inet_service")
+    assert netlink.netlink_ops(Plan([CreateSet(odd_set)])) is None
 
 
 def test_bulk_split_keeps_structure_in_text_and_moves_addresses_to_bounded_batches(hot_path):
@@ -295,3 +320,17 @@ def test_the_hot_path_fixture_really_switches_twins(hot_path):
 
     assert fast.pack_addrs is hot_path.pack_addrs and fast.render_elements is hot_path.render_elements
     assert fast.COMPILED is (hot_path is not _fast_py)
+
+
+def test_plan_size_is_counted_without_rendering_and_equals_the_text(demo_model):
+    plan = diff(compile_model(demo_model), None)
+    assert plan._lines is None
+    size = plan.size
+    assert plan._lines is None                    # nothing rendered to count it
+    assert size == len(str(plan).encode())
+    many = tuple(f"10.0.{i >> 8}.{i & 255}" for i in range(9000))   # three statements
+    for ops in ([AddElements(ADDRS, many)], [DeleteElements(ADDRS, many)],
+                [AddElements(VMAP, (("0x00010000", "jump g1-e"),)),
+                 DeleteElements(VMAP, ("0x00020000",))]):
+        p = Plan(ops, {}, render)
+        assert p.size == len(str(Plan(ops, {}, render)).encode())

@@ -101,34 +101,48 @@ class NftBackend:
         return self._ctx.run(text, json_output)
 
     def commit(self, plan):
-        """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan of
-        element changes and plain-verdict chains (port profiles) goes straight to netlink (no
-        libnftables cache refill); anything else through libnftables. A plan adding many
-        address elements (a cold start) is committed in steps: the structure through
-        libnftables, then the elements in bounded netlink batches, each step atomic and never
-        more open than the target. Returns which way it went."""
+        """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan whose
+        every operation the netlink writer encodes (tables, declarations, chains and rules of
+        the forms fwsg emits, elements: :func:`fwsg.backends.nft.netlink.netlink_ops`) goes
+        straight to netlink as one batch; anything else through libnftables (the fallback).
+        A plan adding many address elements (a cold start) is committed in steps: the
+        structure (one netlink batch, or libnftables when something in it does not encode),
+        then the elements in bounded netlink batches, each step atomic and never more open
+        than the target. Returns which way it went."""
         self.steps = 0
         if not plan:
             return None
-        ops = netlink.netlink_ops(plan)
-        if ops:
-            self._writer.commit(ops)
-            self.steps = 1
-            return "netlink"
         split = netlink.split_bulk(plan)
-        if split is not None:
-            rest, batches = split
-            if rest:
+        if split is None:
+            self.steps = 1
+            if self._send(netlink.netlink_ops(plan)):
+                return "netlink"
+            self._ctx.run(str(plan))
+            return "libnftables"
+        rest, batches = split
+        way = "netlink"
+        if rest:
+            if not self._send(netlink.netlink_ops(rest)):
                 self._ctx.run("".join(c + "\n" for c in render.render(rest)))
-                self.steps += 1
-            for batch in batches:
-                testhooks.point("between-steps")
-                self._writer.commit(batch)
-                self.steps += 1
-            return "libnftables+netlink"
-        self._ctx.run(str(plan))
-        self.steps = 1
-        return "libnftables"
+                way = "libnftables+netlink"
+            self.steps += 1
+        for batch in batches:
+            testhooks.point("between-steps")
+            self._writer.commit(batch)
+            self.steps += 1
+        return way
+
+    def _send(self, ops):
+        """Commit ``ops`` through the netlink writer; False (nothing sent) when there are none
+        or the writer cannot encode them (a batch larger than its page): libnftables then
+        takes the same operations."""
+        if not ops:
+            return False
+        try:
+            self._writer.commit(ops)
+        except ValueError:
+            return False
+        return True
 
     def generation(self):
         """(namespace cookie, nf_tables generation id): the id moves with every transaction

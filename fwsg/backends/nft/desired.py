@@ -112,6 +112,7 @@ class Desired(MemberBook):
         self.names = RegisteredNames(group_names)  # derived names, injective
         self.pending = Pending()
         self.groups = {}        # sg -> tuple of Rule
+        self.stateless = set()  # the groups is_stateless() holds for
         self.members = {}       # (sg, family) -> AddrSet of canonical hosts and prefixes
         self.prefix_members = {}  # (sg, family) -> the prefixes among them
         self.loaded_members = {}  # (sg, family) -> the member tuple of the last model loaded
@@ -300,6 +301,10 @@ class Desired(MemberBook):
         else:
             self.groups[sg] = tuple(rules)
             self._set_refs(("g", sg), rules)
+        if is_stateless(rules or ()):
+            self.stateless.add(sg)
+        else:
+            self.stateless.discard(sg)
         self._group_chains(sg)
         if is_stateless(old or ()) != is_stateless(rules or ()):
             self.refresh_ports_of_group(sg)
@@ -386,11 +391,7 @@ class Desired(MemberBook):
                     self._chain(("inet", Names.profile_chain(old, direction)), None)
 
     def _stateful(self, port):
-        for sg in port.security_groups:
-            rules = self.groups.get(sg, ())
-            if rules and not all(r.stateful for r in rules):
-                return False
-        return True
+        return self.stateless.isdisjoint(port.security_groups)
 
     def _port_elements(self, port, n):
         """(set key, element) pairs and (map key, key, value) triples a filtered port adds

@@ -11,6 +11,7 @@ libnftables. No I/O here.
 import functools
 import ipaddress
 import re
+import sys
 
 META_NFPROTO, META_L4PROTO = 15, 16           # enum nft_meta_keys
 CMP_EQ, CMP_LTE, CMP_GTE = 0, 3, 5            # enum nft_cmp_ops
@@ -59,11 +60,11 @@ def encode(text):
         w = words[i]
         if w in ("ip", "ip6") and i + 2 < len(words) and words[i + 1] in ("saddr", "daddr"):
             f = 4 if w == "ip" else 6
-            if addressed or (fam is not None and fam != f):
+            if addressed == words[i + 1] or (fam is not None and fam != f):
                 raise ValueError(text)
             if fam is None:
                 out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[f]]))]
-            fam, addressed = f, True
+            fam, addressed = f, words[i + 1]
             out += _address(f, words[i + 1], words[i + 2])
             i += 3
         elif w == "meta" and i + 2 < len(words) and words[i + 1] == "nfproto":
@@ -86,29 +87,206 @@ def encode(text):
     elif rest[:1] in (["icmp"], ["icmpv6"]) and rest[1:2] == ["type"] and len(rest) >= 3:
         if (rest[0] == "icmp") != (fam == 4):
             raise ValueError(text)
-        itype = int(rest[2])
-        if not 0 <= itype <= 255 or rest[3:4] in (["icmp"], ["icmpv6"]):
-            raise ValueError(text)   # a code too: nft merges the two loads
-        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([1 if fam == 4 else 58])),
-                ("payload", TRANSPORT, 0, 1), ("cmp", CMP_EQ, bytes([itype]))]
+        kw, itype = rest[0], int(rest[2])
+        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([1 if fam == 4 else 58]))]
         rest = rest[3:]
+        if rest[:2] == [kw, "code"] and len(rest) >= 3:
+            code = int(rest[2])   # nft merges the two loads into one
+            out += [("payload", TRANSPORT, 0, 2), ("cmp", CMP_EQ, bytes([itype, code]))]
+            rest = rest[3:]
+        else:
+            out += [("payload", TRANSPORT, 0, 1), ("cmp", CMP_EQ, bytes([itype]))]
     elif rest[:1] and rest[0] in _PORT_PROTOS and len(rest) >= 3 and rest[1] in ("sport",
                                                                                   "dport"):
-        if rest[3:4] == [rest[0]]:
-            raise ValueError(text)   # source and destination port: nft may merge the loads
-        lo, hi = _port_range(rest[2])
-        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([_PORT_PROTOS[rest[0]]])),
-                ("payload", TRANSPORT, 0 if rest[1] == "sport" else 2, 2)]
-        if lo == hi:
-            out.append(("cmp", CMP_EQ, lo.to_bytes(2, "big")))
+        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([_PORT_PROTOS[rest[0]]]))]
+        ports = [(rest[1], _port_range(rest[2]))]
+        if rest[1] == "sport" and rest[3:5] == [rest[0], "dport"] and len(rest) >= 6:
+            ports.append(("dport", _port_range(rest[5])))
+        rest = rest[3 * len(ports):]
+        if len(ports) == 2 and all(lo == hi for _, (lo, hi) in ports):
+            # source and destination port, both exact: nft merges the two loads into one
+            out += [("payload", TRANSPORT, 0, 4),
+                    ("cmp", CMP_EQ, b"".join(lo.to_bytes(2, "big") for _, (lo, _) in ports))]
         else:
-            out += [("cmp", CMP_GTE, lo.to_bytes(2, "big")),
-                    ("cmp", CMP_LTE, hi.to_bytes(2, "big"))]
-        rest = rest[3:]
+            for key, (lo, hi) in ports:
+                out.append(("payload", TRANSPORT, 0 if key == "sport" else 2, 2))
+                if lo == hi:
+                    out.append(("cmp", CMP_EQ, lo.to_bytes(2, "big")))
+                else:
+                    out += [("cmp", CMP_GTE, lo.to_bytes(2, "big")),
+                            ("cmp", CMP_LTE, hi.to_bytes(2, "big"))]
     if rest == ["accept"]:
         out.append(("verdict", ACCEPT))
     elif rest == ["return"]:
         out.append(("verdict", RETURN))
     else:
         raise ValueError(text)
+    return tuple(out)
+
+
+# -- the layout's own rules (base chains, fixed chains, anti-spoofing, zones) -----------------
+
+META_MARK, META_IIFNAME, META_OIFNAME = 3, 6, 7   # enum nft_meta_keys
+CT_STATE, CT_ZONE = 0, 17                          # enum nft_ct_keys
+CMP_NEQ, LINK, LOOKUP_INV = 1, 0, 1
+DROP, JUMP = 0, -3                                 # NF_DROP, NFT_JUMP
+REG_VERDICT, REG_2, REG32_06 = 0, 2, 14            # where nft puts a concatenation's parts
+_CT_STATES = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked": 64}
+_ICMP6 = {"mld-listener-query": 130, "mld-listener-report": 131, "nd-router-advert": 134,
+          "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "mld2-listener-report": 143}
+# NEWSET userdata nft 1.0.6 writes for an anonymous set of ICMPv6 types (key byte order, typeof)
+ICMP6_SET_UDATA = bytes.fromhex("0004020000000314000407000000010c00040e000000010401000000")
+TYPE_ICMP6_TYPE = 29
+_VERDICTS = {"accept": ("verdict", ACCEPT), "drop": ("verdict", DROP),
+             "return": ("verdict", RETURN)}
+_LOADS = {   # operand -> its load (payload base, offset, length) or meta key
+    "iifname": ("meta", META_IIFNAME), "oifname": ("meta", META_OIFNAME),
+    "ether saddr": ("payload", LINK, 6, 6), "ether daddr": ("payload", LINK, 0, 6),
+    "ip saddr": ("payload", NETWORK, 12, 4), "ip daddr": ("payload", NETWORK, 16, 4),
+    "ip6 saddr": ("payload", NETWORK, 8, 16), "ip6 daddr": ("payload", NETWORK, 24, 16),
+    "arp saddr ether": ("payload", NETWORK, 8, 6), "arp saddr ip": ("payload", NETWORK, 14, 4),
+}
+_CONCAT_REGS = (1, REG_2, REG32_06)
+_ETHERTYPE = {"ip": b"\x08\x00", "ip6": b"\x86\xdd", "arp": b"\x08\x06"}
+
+
+def _mark(text):
+    return int(text, 16).to_bytes(4, sys.byteorder)
+
+
+def _load(operand, reg=1):
+    kind = _LOADS[operand]
+    if kind[0] == "meta":
+        return ("meta", kind[1], reg)
+    return kind + (reg,)
+
+
+def _meta_mark(words, out):
+    """``meta mark [& MASK] [== V | != V | V]`` at the head of ``words``; the words left."""
+    out.append(("meta", META_MARK))
+    words = words[2:]
+    if words[:1] == ["&"]:
+        out.append(("bitwise", _mark(words[1]), bytes(4)))
+        words = words[2:]
+    if words[:1] in (["=="], ["!="]):
+        out.append(("cmp", CMP_EQ if words[0] == "==" else CMP_NEQ, _mark(words[1])))
+        words = words[2:]
+    elif words and words[0].startswith("0x"):
+        out.append(("cmp", CMP_EQ, _mark(words[0])))
+        words = words[1:]
+    return words
+
+
+def _statement(family, words, out, ctx):
+    """Encode the statement at the head of ``words`` into ``out``; the words left."""
+    w = words[0]
+    if words[:3] == ["meta", "mark", "set"] and words[4:5] in (["map"], ["daddr"]):
+        operand = "ether daddr" if words[3] == "ether" else words[3]
+        rest = words[5:] if operand == "ether daddr" else words[4:]
+        if rest[:1] != ["map"] or not _SET.match(rest[1]):
+            raise ValueError(" ".join(words))
+        out += [_load(operand), ("lookup", rest[1][1:], 1, 1),
+                ("metaset", META_MARK, 1)]
+        return rest[2:]
+    if words[:2] == ["meta", "mark"]:
+        return _meta_mark(words, out)
+    if w == "vmap" and _SET.match(words[1]):   # the value loaded just before picks the verdict
+        out.append(("lookup", words[1][1:], 1, REG_VERDICT))
+        return words[2:]
+    if words[:2] == ["meta", "l4proto"] and words[2] == "ipv6-icmp":
+        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([58]))]
+        return words[3:]
+    if words[:2] == ["ct", "state"]:
+        bits = sum(_CT_STATES[x] for x in words[2].split(","))
+        out += [("ct", CT_STATE, 1), ("bitwise", bits.to_bytes(4, sys.byteorder), bytes(4)),
+                ("cmp", CMP_NEQ, bytes(4))]
+        return words[3:]
+    if words[:3] == ["ct", "zone", "set"]:
+        out += [("imm", 1, int(words[3]).to_bytes(2, sys.byteorder)), ("ctset", CT_ZONE, 1)]
+        return words[4:]
+    if words[:2] == ["ether", "type"]:
+        out += [("payload", LINK, 12, 2), ("cmp", CMP_EQ, _ETHERTYPE[words[2]])]
+        ctx["l3"] = words[2]
+        return words[3:]
+    if words[:6] == ["arp", "htype", "1", "arp", "ptype", "ip"]:
+        out += [("payload", NETWORK, 0, 4), ("cmp", CMP_EQ, b"\x00\x01\x08\x00")]
+        return words[6:]
+    if words[:2] == ["icmpv6", "type"]:
+        if family == "inet" and ctx.get("l3") != "ip6":
+            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[6]]))]
+        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([58])),
+                ("payload", TRANSPORT, 0, 1)]
+        if words[2] != "{":
+            out.append(("cmp", CMP_EQ, bytes([_ICMP6[words[2]]])))
+            return words[3:]
+        end = words.index("}")
+        types = [_ICMP6[t.rstrip(",")] for t in words[3:end]]
+        out.append(("anonlookup", 1, TYPE_ICMP6_TYPE, 1, ICMP6_SET_UDATA,
+                    tuple(bytes([t]) for t in types)))
+        return words[end + 1:]
+    if family == "inet" and w in ("ip", "ip6") and words[2:3] == ["vmap"]:
+        out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[4 if w == "ip" else 6]])),
+                _load(f"{w} {words[1]}"), ("lookup", words[3][1:], 1, REG_VERDICT)]
+        return words[4:]
+    if w == "meta" and words[1:2] == ["nfproto"] or w in ("udp",):
+        if w == "meta":
+            f = {"ipv4": 4, "ipv6": 6}[words[2]]
+            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[f]]))]
+            words = words[3:]
+        if words[:1] != ["udp"] or words[1] != "sport" or words[3:5] != ["udp", "dport"]:
+            raise ValueError(" ".join(words))
+        ports = int(words[2]).to_bytes(2, "big") + int(words[5]).to_bytes(2, "big")
+        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([17])),
+                ("payload", TRANSPORT, 0, 4), ("cmp", CMP_EQ, ports)]
+        return words[6:]
+    # an operand or a concatenation, then a set lookup (@S, != @S) or a value
+    operands, i = [], 0
+    while True:
+        for n in (3, 2, 1):
+            if " ".join(words[i:i + n]) in _LOADS:
+                operands.append(" ".join(words[i:i + n]))
+                i += n
+                break
+        else:
+            raise ValueError(" ".join(words))
+        if words[i:i + 1] != ["."]:
+            break
+        i += 1
+    inverted = words[i] == "!="
+    i += inverted
+    target = words[i]
+    m = _SET.match(target)
+    if m:
+        out += [_load(op, _CONCAT_REGS[k] if len(operands) > 1 else 1)
+                for k, op in enumerate(operands)]
+        out.append(("lookup", m.group(1), 1, -1, LOOKUP_INV if inverted else 0))
+        return words[i + 1:]
+    if len(operands) != 1 or inverted:
+        raise ValueError(" ".join(words))
+    value = ipaddress.ip_address(target).packed
+    out += [_load(operands[0]), ("cmp", CMP_EQ, value)]
+    return words[i + 1:]
+
+
+@functools.lru_cache(maxsize=1024)
+def encode_layout(family, text):
+    """The expressions of one of the layout's own rules (:mod:`fwsg.backends.nft.layout`:
+    base chains, fixed chains, anti-spoofing, zones), as nft 1.0.6 sends them; ValueError
+    for any other rule."""
+    words, out, ctx = text.replace("{", "{ ").replace("}", " }").split(), [], {}
+    if words[-2:-1] == ["jump"]:
+        verdict = ("verdict", JUMP, words[-1])
+        words = words[:-2]
+    elif words and words[-1] in _VERDICTS:
+        verdict = _VERDICTS[words[-1]]
+        words = words[:-1]
+    else:
+        verdict = None
+    try:
+        while words:
+            words = _statement(family, words, out, ctx)
+    except (KeyError, IndexError) as e:
+        raise ValueError(text) from e
+    if verdict is not None:
+        out.append(verdict)
     return tuple(out)

@@ -1,6 +1,6 @@
 """The nft backend's netlink transport: plan operations as ``NetlinkWriter`` ops (libnftnl
-batches, no libnftables cache refill), the kernel encodings of elements, and the split of a big
-cold start into bounded steps.
+batches, no libnftables cache refill): tables, set and map declarations, chains (base chains
+too), rules (``matches``), elements, and the split of a big cold start into bounded steps.
 
 An element's canonical nft text (``"tap1" . fa:16:3e:00:00:01 . 192.0.2.1``, ``0x00010000``,
 ``jump p1a2b-e``) becomes the bytes nf_tables stores: concatenated components each padded to
@@ -9,15 +9,17 @@ order. Only the types fwsg uses are known; anything else is ``None`` (the caller
 through libnftables). No I/O here.
 """
 
+import functools
 import re
 import socket
 import sys
 
 from fwsg import fast
 from fwsg.members import Members
-from fwsg.backends.nft import matches
-from fwsg.ops import (AddElements, DeclareChain, DeleteChain, DeleteElements, FillChain,
-                      FlushChain)
+from fwsg.backends.nft import matches, render
+from fwsg.ruleset import MARKER
+from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
 
 BULK_THRESHOLD = 20000  # element additions above which a plan is committed in steps
 BULK_CHUNK = 30000      # elements per step: keeps each netlink batch short
@@ -27,21 +29,48 @@ _IFNAMSIZ = 16
 WIDTH = {"ipv4_addr": 4, "ipv6_addr": 16, "mark": 4, "ifname": 16, "ether_addr": 6}
 
 
+def _ifname(text):
+    raw = text.strip('"').encode()
+    if len(raw) >= _IFNAMSIZ:
+        raise ValueError(text)
+    return raw.ljust(_IFNAMSIZ, b"\0")
+
+
+_ATOMS = {
+    "ipv4_addr": functools.partial(socket.inet_pton, socket.AF_INET),
+    "ipv6_addr": functools.partial(socket.inet_pton, socket.AF_INET6),
+    "mark": lambda text: int(text, 16).to_bytes(4, sys.byteorder),
+    "ifname": _ifname,
+    "ether_addr": lambda text: bytes.fromhex(text.replace(":", "")),
+}
+
+
 def _atom(typ, text):
-    if typ == "ipv4_addr":
-        return socket.inet_pton(socket.AF_INET, text)
-    if typ == "ipv6_addr":
-        return socket.inet_pton(socket.AF_INET6, text)
-    if typ == "mark":
-        return int(text, 16).to_bytes(4, sys.byteorder)
-    if typ == "ifname":
-        raw = text.strip('"').encode()
-        if len(raw) >= _IFNAMSIZ:
+    try:
+        return _ATOMS[typ](text)
+    except (KeyError, OSError) as e:
+        raise ValueError(text) from e
+
+
+@functools.lru_cache(maxsize=64)
+def _encoder(key_type):
+    """text -> key bytes for ``key_type`` (ValueError for what it cannot encode)."""
+    types = key_type.split(" . ")
+    if any(t not in _ATOMS for t in types):
+        raise ValueError(key_type)
+    if len(types) == 1 and types[0] not in ("ipv4_addr", "ipv6_addr"):
+        return _ATOMS[types[0]]      # raises ValueError itself
+    atoms = [(_ATOMS[t], b"\0" * (-WIDTH[t] % 4)) for t in types]
+
+    def encode(text):
+        parts = text.split(" . ") if len(atoms) > 1 else (text,)
+        if len(parts) != len(atoms):
             raise ValueError(text)
-        return raw.ljust(_IFNAMSIZ, b"\0")
-    if typ == "ether_addr":
-        return bytes.fromhex(text.replace(":", ""))
-    raise ValueError(typ)
+        try:
+            return b"".join([atom(part) + pad for (atom, pad), part in zip(atoms, parts)])
+        except OSError as e:   # inet_pton
+            raise ValueError(text) from e
+    return encode
 
 
 def encodable(sdef):
@@ -55,17 +84,7 @@ def encodable(sdef):
 
 def encode_key(key_type, text):
     """Key bytes of one element (components padded to 4 bytes when concatenated)."""
-    types = key_type.split(" . ")
-    if len(types) == 1:
-        return _atom(types[0], text)
-    parts = text.split(" . ")
-    if len(parts) != len(types):
-        raise ValueError(text)
-    out = b""
-    for typ, part in zip(types, parts):
-        b = _atom(typ, part)
-        out += b + b"\0" * (-len(b) % 4)
-    return out
+    return _encoder(key_type)(text)
 
 
 def encode_value(value_type, text):
@@ -77,57 +96,123 @@ def encode_value(value_type, text):
     raise ValueError(text)
 
 
+# -- declarations: tables, sets and maps, base chains ------------------------------------------
+
+# nft type -> (kernel data type, key length, byte order nft records in the set's userdata)
+_TYPES = {"ipv4_addr": (7, 4, 2), "ipv6_addr": (8, 16, 2), "ether_addr": (9, 6, 2),
+          "mark": (19, 4, 1), "ifname": (41, 16, 1)}
+_VALUES = {"mark": (19, 4, 1), "verdict": (0xffffff00, 0, 0)}   # NFT_DATA_VERDICT
+_TYPE_BITS = 6                      # a concatenation's type: its parts' types, 6 bits each
+_CONCAT_UDATA = bytes.fromhex("03080004" "0d000000" "0100")   # nft 1.0.6's typeof record
+_SET_INTERVAL, _SET_MAP, _SET_CONCAT = 0x4, 0x8, 0x80
+_HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4}
+_ACCEPT = 1                         # NF_ACCEPT: every base chain's policy
+
+
+def _udata_u32(kind, value):
+    return bytes([kind, 4]) + value.to_bytes(4, sys.byteorder)
+
+
+def set_op(sd):
+    """The NetlinkWriter "set" op declaring ``sd`` as nft 1.0.6 does (flags, key and data
+    types, lengths, userdata); ValueError for a type fwsg does not use."""
+    parts = sd.key_type.split(" . ")
+    kinds = [_TYPES[t] for t in parts]
+    flags = (_SET_INTERVAL if sd.interval else 0) | (_SET_MAP if sd.is_map else 0)
+    fields = None
+    if len(parts) == 1:
+        key_type, key_len, order = kinds[0]
+        udata = _udata_u32(0, order)
+    else:
+        key_type, key_len = 0, 0
+        for typ, width, _ in kinds:
+            key_type = (key_type << _TYPE_BITS) | typ
+            key_len += width + (-width % 4)
+        udata = _udata_u32(0, 0) + _CONCAT_UDATA
+        if sd.interval:
+            flags |= _SET_CONCAT
+            fields = bytes(width for _, width, _ in kinds)
+    data_type = data_len = None
+    if sd.is_map:
+        if len(parts) > 1:
+            raise ValueError(sd.key_type)
+        data_type, data_len, data_order = _VALUES[sd.value_type]
+        udata += _udata_u32(1, data_order) + _udata_u32(6, 0)
+    return ("set", sd.family, sd.name, flags, key_type, key_len, data_type, data_len, udata,
+            fields, render.declare_set(sd))
+
+
+def chain_op(cd):
+    """The NetlinkWriter "chain" op creating ``cd`` (with its hook, priority and policy
+    accept when a base chain)."""
+    if cd.hook is None:
+        return ("chain", cd.family, cd.name)
+    words = cd.hook.split()
+    if len(words) != 5 or words[0] != "filter" or words[1] != "hook" or words[3] != "priority":
+        raise ValueError(cd.hook)
+    return ("chain", cd.family, cd.name, _HOOKS[words[2]], int(words[4]), _ACCEPT,
+            render.declare_chain(cd))
+
+
 # -- plans as NetlinkWriter ops ---------------------------------------------------------------
 
 _SIMPLE = re.compile(r"^(?:jump ([a-z0-9][a-z0-9-]*)|drop)$")
 
 
-def simple_rules(chain):
-    """NetlinkWriter ops for the rules of a regular chain: "rule" for plain verdicts
-    (``jump X``/``drop``: the port profiles), "xrule" for the matches of group chains in the
-    inet table (``matches.encode``); None when one rule is neither."""
-    if chain.hook is not None:
+@functools.lru_cache(maxsize=65536)
+def _rule_body(family, rule):
+    """(kind, a, b) of one rule text: ("rule", verdict, target) for a plain verdict,
+    ("xrule", text, expressions) for matches; None when it does not encode. Rules repeat
+    across chains and transactions: a bounded cache keeps them."""
+    m = _SIMPLE.match(rule)
+    if m:
+        return ("rule", "jump" if m.group(1) else "drop", m.group(1))
+    try:
+        return ("xrule", rule, matches.encode(rule) if family == "inet" else
+                matches.encode_layout(family, rule))
+    except ValueError:
+        pass
+    try:
+        return ("xrule", rule, matches.encode_layout(family, rule))
+    except ValueError:
         return None
-    rendered = chain.rendered_rules()
+
+
+def simple_rules(chain):
+    """NetlinkWriter ops for the rules of a chain, the last carrying the digest comment
+    (:meth:`fwsg.ruleset.ChainDef.rendered_rules`): "rule" for plain verdicts (``jump X``/
+    ``drop``: the port profiles), "xrule" for rules with matches (group chains:
+    ``matches.encode``; the layout's base, fixed, anti-spoofing and zone chains:
+    ``matches.encode_layout``); None when one rule is none of these."""
+    rules = chain.rules or ("return",)
+    family, name = chain.family, chain.name
     out = []
-    for i, rule in enumerate(chain.rules or ("return",)):
-        comment = None
-        if i == len(rendered) - 1:
-            comment = rendered[-1][len(rule):].strip()
-            if not (comment.startswith('comment "') and comment.endswith('"')):
-                return None
-            comment = comment[9:-1]
-        m = _SIMPLE.match(rule)
-        if m:
-            out.append(("rule", chain.family, chain.name, "jump" if m.group(1) else "drop",
-                        m.group(1), comment))
-        elif chain.family == "inet":
-            try:
-                exprs = matches.encode(rule)
-            except ValueError:
-                return None
-            out.append(("xrule", chain.family, chain.name, rule, exprs, comment))
-        else:
+    for rule in rules:
+        body = _rule_body(family, rule)
+        if body is None:
             return None
+        out.append((body[0], family, name, body[1], body[2], None))
+    last = out[-1]
+    out[-1] = last[:5] + (f"{MARKER}{chain.digest}/{len(rules)}",)
     return out
 
 
 def _element_op(add, sd, items):
     """One NetlinkWriter "elem" op (raises ValueError for what it cannot encode)."""
+    enc = _encoder(sd.key_type)
     if sd.is_map:
         if add:
-            keys = [encode_key(sd.key_type, k) for k, _ in items]
+            keys = [enc(k) for k, _ in items]
             values = [encode_value(sd.value_type, v) for _, v in items]
             return ("elem", True, sd.family, sd.name, [k for k, _ in items], keys, 0, values)
-        return ("elem", False, sd.family, sd.name, list(items),
-                [encode_key(sd.key_type, k) for k in items], 0, None)
+        return ("elem", False, sd.family, sd.name, list(items), [enc(k) for k in items], 0,
+                None)
     if sd.key_type in ("ipv4_addr", "ipv6_addr"):
         fam = 4 if sd.key_type == "ipv4_addr" else 6
         keys = _packed_keys(items, fam)
         texts = items if isinstance(items, Members) else list(items)
         return ("elem", add, sd.family, sd.name, texts, keys, 4 if fam == 4 else 16, None)
-    return ("elem", add, sd.family, sd.name, list(items),
-            [encode_key(sd.key_type, t) for t in items], 0, None)
+    return ("elem", add, sd.family, sd.name, list(items), [enc(t) for t in items], 0, None)
 
 
 def _packed_keys(items, fam):
@@ -141,30 +226,34 @@ def _packed_keys(items, fam):
     return keys
 
 
-def netlink_ops(plan):
-    """The plan as NetlinkWriter ops, in the plan's order, when every operation is one the
-    writer carries: elements of sets and maps of known encodings, and regular chains whose
-    rules are plain verdicts (declared, filled, flushed, deleted); else None (tables, set
-    declarations, base chains, real matches: libnftables takes the plan). None too above
-    ``NETLINK_MAX`` elements (one page)."""
-    out, elements = [], 0
+def netlink_ops(plan, limit=NETLINK_MAX):
+    """The plan (or a list of operations) as NetlinkWriter ops, in order, when every
+    operation is one the writer carries: tables, set and map declarations of the types fwsg
+    uses, chains (base chains too) whose rules all encode (:func:`simple_rules`), elements of
+    sets and maps of known encodings (not interval sets); else None (libnftables takes the
+    plan). None too above ``limit`` elements (one page)."""
+    out, elements, filled = [], 0, {}
     try:
-        for op in plan.ops:
+        for op in getattr(plan, "ops", plan):
             kind = type(op)
             if kind is AddElements or kind is DeleteElements:
                 if not encodable(op.set):
                     return None
                 items = op.elements if kind is AddElements else op.keys
                 elements += len(items)
-                if elements > NETLINK_MAX:
+                if elements > limit:
                     return None
                 out.append(_element_op(kind is AddElements, op.set, items))
             elif kind is DeclareChain:
-                if simple_rules(op.chain) is None:
-                    return None
-                out.append(("chain", op.chain.family, op.chain.name))
-            elif kind is FillChain:
                 rules = simple_rules(op.chain)
+                if rules is None:
+                    return None
+                filled[op.chain.key] = (op.chain, rules)   # its FillChain follows
+                out.append(chain_op(op.chain))
+            elif kind is FillChain:
+                chain, rules = filled.pop(op.chain.key, (None, None))
+                if chain is not op.chain:
+                    rules = simple_rules(op.chain)
                 if rules is None:
                     return None
                 out += rules
@@ -172,9 +261,16 @@ def netlink_ops(plan):
                 out.append(("flush", op.family, op.name))
             elif kind is DeleteChain:
                 out.append(("delchain", op.family, op.name))
+            elif kind is CreateSet:
+                out.append(set_op(op.set))
+            elif kind is DeleteSet:
+                out.append(("delset", op.set.family, op.set.name, render.RENDER[kind](op)[0]))
+            elif kind is CreateTable or kind is DeleteTable:
+                out.append(("table" if kind is CreateTable else "deltable", op.family,
+                            render.RENDER[kind](op)[0]))
             else:
                 return None
-    except ValueError:
+    except (ValueError, KeyError):
         return None
     return out or None
 

@@ -1,6 +1,6 @@
 """nft text of plan operations: what libnftables parses, and what ``fwsg apply --dry-run`` and
-``str(plan)`` show. One statement per line; element lists are cut into statements of at most
-4,096 elements. Names are fwsg's derived names (``[a-z0-9-]``), never user text. No I/O.
+``str(plan)`` show. One statement per line; element lists are sorted and cut into statements of
+at most 4,096 elements. Names are fwsg's derived names (``[a-z0-9-]``), never user text. No I/O.
 """
 
 from fwsg import fast
@@ -28,6 +28,7 @@ def declare_chain(cd):
 
 def _elements(verb, sd, items):
     head = f"{verb} element {sd.family} {TABLE} {sd.name} {{ "
+    items = sorted(items)   # a plan's elements may come in any order; the text does not
     return [head + fast.render_elements(items[i:i + CHUNK]) + " }"
             for i in range(0, len(items), CHUNK)]
 
@@ -69,3 +70,31 @@ def render(ops):
     for op in ops:
         out.extend(RENDER[type(op)](op))
     return out
+
+
+def _elements_size(verb, sd, items):
+    head = len(f"{verb} element {sd.family} {TABLE} {sd.name} {{ ") + len(" }") + 1
+    if sd.is_map and verb == "add":
+        body = sum(len(k) + len(v) + 3 for k, v in items)
+    else:
+        body = sum(map(len, items))
+    chunks = -(-len(items) // CHUNK)
+    return chunks * head + body + 2 * (len(items) - chunks)
+
+
+def size(ops):
+    """The length in bytes of ``render(ops)`` joined one statement a line, counted without
+    building the element lists' text."""
+    total = 0
+    for op in ops:
+        kind = type(op)
+        if kind is AddElements:
+            total += _elements_size("add", op.set, op.elements)
+        elif kind is DeleteElements:
+            total += _elements_size("delete", op.set, op.keys)
+        else:
+            total += sum(len(c) + 1 for c in RENDER[kind](op))
+    return total
+
+
+render.size = size   # Plan.size asks the renderer for this when it has it
