@@ -190,16 +190,9 @@ class AddrSet(MutableSet):
     def update(self, items):
         """Add every member of ``items`` (texts, a Members or an AddrSet; the last two are
         merged packed)."""
-        if type(items) is tuple and len(items) <= 64:  # a plan's few texts, as fast as it gets
-            for m in items:
-                self.change(m, True)
+        packed, extra = self._bulk(items, True)
+        if packed is None:
             return
-        other = _packed_of(items, self.family)
-        if other is None:
-            for m in items:
-                self.add(m)
-            return
-        packed, extra = other
         if not self._base and not self._plus:
             self._minus = set()
             self._base = packed
@@ -209,18 +202,29 @@ class AddrSet(MutableSet):
 
     def difference_update(self, items):
         """Remove every member of ``items`` (texts, a Members or an AddrSet)."""
-        if type(items) is tuple and len(items) <= 64:
-            for m in items:
-                self.change(m, False)
+        packed, extra = self._bulk(items, False)
+        if packed is None:
             return
+        self._base, _ = fast.diff_packed(self.packed(), packed, self.width)
+        self.extra.difference_update(extra)
+
+    def _bulk(self, items, add):
+        """(packed records, extra texts) of ``items`` for a packed merge or difference; or
+        (None, None) once ``items`` were applied one by one (a plan's few texts, or items
+        that do not pack)."""
+        if type(items) is tuple and len(items) <= 64:  # a plan's few texts, as fast as it gets
+            for m in items:
+                self.change(m, add)
+            return None, None
         other = _packed_of(items, self.family)
         if other is None:
             for m in items:
-                self.discard(m)
-            return
-        packed, extra = other
-        self._base, _ = fast.diff_packed(self.packed(), packed, self.width)
-        self.extra.difference_update(extra)
+                if add:
+                    self.add(m)
+                else:
+                    self.discard(m)
+            return None, None
+        return other
 
     def __bool__(self):
         return bool(self.extra or self._plus or len(self._base) // self.width > len(self._minus))
