@@ -120,7 +120,8 @@ def test_udp_reaches_dhcp_style(lab):
     with lab.sniff("out") as s:
         assert lab.udp_reaches("vm1", "out", port=67, sport=68, src_ip="0.0.0.0",
                                dst_ip="255.255.255.255", broadcast=True)
-        assert s.seen(lambda f: f.src_ip == "0.0.0.0" and f.dport == 67 and f.sport == 68)
+        assert s.seen(lambda f: f.src_ip == "0.0.0.0" and f.dport == 67 and f.sport == 68,
+                      1.0)
     # server reply direction (unicast), as a spoofing VM would send it
     assert lab.udp_reaches("vm2", "vm1", port=68, sport=67)
     # nobody on that address: not seen
