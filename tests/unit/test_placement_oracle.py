@@ -101,15 +101,22 @@ def test_fwsg_repair_moves_a_placed_guest_to_make_room():
     assert violations(cl, plan) == []
 
 
-def test_fwsg_repair_moves_several_placed_guests_to_make_room():
-    # v1, v2 (4 GiB each, HA priority 1) go first, both to idle a (12 GiB); L (10 GiB) needs nvme,
-    # which only a has, and a has 4 GiB left: no single move makes 6 GiB, moving both to b does
-    nodes = {"dead": node(64, 256 * GiB, storages=["nvme"]), "a": node(8, 12 * GiB, cpu=0.0, mem=0, storages=["nvme"]),
-             "b": node(8, 10 * GiB, cpu=6.0, mem=0)}
+def _two_small_one_nvme(b_memory, b_cpu):
+    """Node dead fails: v1, v2 (4 GiB each, HA priority 1) and L (10 GiB, needs nvme, which only
+    the idle 12 GiB node a has); node b has ``b_memory`` and ``b_cpu`` cores of 8 in use."""
+    nodes = {"dead": node(64, 256 * GiB, storages=["nvme"]),
+             "a": node(8, 12 * GiB, cpu=0.0, mem=0, storages=["nvme"]),
+             "b": node(8, b_memory, cpu=b_cpu, mem=0)}
     guests = {"v1": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
               "v2": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
               "L": guest("dead", 2, 10 * GiB, cpu=1.0, mem=GiB, storages=["nvme"])}
-    cl = cluster(nodes, guests)
+    return cluster(nodes, guests)
+
+
+def test_fwsg_repair_moves_several_placed_guests_to_make_room():
+    # v1, v2 (4 GiB each, HA priority 1) go first, both to idle a (12 GiB); L (10 GiB) needs nvme,
+    # which only a has, and a has 4 GiB left: no single move makes 6 GiB, moving both to b does
+    cl = _two_small_one_nvme(b_memory=10 * GiB, b_cpu=6.0)
     assert plan_recovery(cl, ["dead"], "least-allocated").target_of() == {"v1": "a", "v2": "a"}
     plan = plan_recovery(cl, ["dead"], "fwsg")
     assert plan.target_of() == {"v1": "b", "v2": "b", "L": "a"}
@@ -121,12 +128,7 @@ def test_fwsg_repair_moves_several_placed_guests_to_make_room():
 def test_fwsg_repair_undoes_moves_that_do_not_make_enough_room():
     # as above, but b (cpu 3 of 8) has room for one of v1, v2 only: L stays down, and the loads
     # of the plan still show both on a (the tentative move of one is undone)
-    nodes = {"dead": node(64, 256 * GiB, storages=["nvme"]), "a": node(8, 12 * GiB, cpu=0.0, mem=0, storages=["nvme"]),
-             "b": node(8, 6 * GiB, cpu=3.0, mem=0)}
-    guests = {"v1": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
-              "v2": guest("dead", 1, 4 * GiB, cpu=0.5, mem=GiB, priority=1),
-              "L": guest("dead", 2, 10 * GiB, cpu=1.0, mem=GiB, storages=["nvme"])}
-    cl = cluster(nodes, guests)
+    cl = _two_small_one_nvme(b_memory=6 * GiB, b_cpu=3.0)
     plan = plan_recovery(cl, ["dead"], "fwsg")
     assert [p.guest for p in plan.unplaced] == ["L"]
     loads = {n.name: sorted(n.placed) for n in plan.nodes}
