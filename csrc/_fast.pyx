@@ -528,8 +528,8 @@ cdef class NetlinkWriter:
         key, else None); ("delset", family, name, text) deletes one (``text``: the nft statement,
         for the twin); ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
-        or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
-        of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
+        or a list of bytes, ``values`` None or a list (bytes of a map value, the chain name
+        of a jump, or an int verdict code: 0 drop), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
         KernelError (nothing changed) when the kernel refuses, ValueError (nothing sent) for
         ops it cannot encode or a batch larger than one page."""
         if self.nl == NULL:
@@ -895,6 +895,7 @@ cdef class NetlinkWriter:
         cdef N.nftnl_set_elem *e
         cdef bytes kb, chain_b
         cdef int jump = N.NFT_JUMP
+        cdef int code
         cdef object v
         for j in range(i, end):
             e = N.nftnl_set_elem_alloc()
@@ -912,6 +913,11 @@ cdef class NetlinkWriter:
                     chain_b = v.encode()
                     N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
                     N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
+                elif type(v) is int:
+                    if v != 0:
+                        raise ValueError(f"unsupported verdict code {v}")
+                    code = v
+                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &code, sizeof(int))
                 else:
                     kb = v
                     N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))

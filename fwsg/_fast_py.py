@@ -304,6 +304,10 @@ class NetlinkWriter:
 def _value_text(v):
     if isinstance(v, str):
         return f"jump {v}"
+    if isinstance(v, int):   # a verdict code (the compiled writer takes only drop's)
+        if v != 0:
+            raise ValueError(f"unsupported verdict code {v}")
+        return "drop"
     return f"0x{int.from_bytes(v, sys.byteorder):08x}"
 
 

@@ -8,7 +8,7 @@ import netaddr
 from fwsg.addr import is_prefix
 from fwsg.members import AddrSet
 from fwsg import dispatch
-from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
+from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
                                       MAC_DST, MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
                                       ZONE4, ZONE6, ZONE_MARK, Names, zone_chain,
                                       zone_chain_def, zone_of_chain,
@@ -144,6 +144,7 @@ class Desired(MemberBook):
             self._declare(sd)
         for c in fixed_chains():
             self._chain(c.key, c)
+        self._map_set(INGRESS_MAP, *AMBIGUOUS_ENTRY)
         self._antispoof()
 
     def _antispoof(self):
@@ -527,27 +528,33 @@ class Desired(MemberBook):
             value = Names.jump(zone_chain(zones.pop()))
         self._map_set(ZONE6 if ":" in ip else ZONE4, ip, value)
 
+    def _owner_keys(self, pids):
+        """(ingress profile, port number) of each filtered port in ``pids`` (see
+        :func:`fwsg.dispatch.receiver`)."""
+        return {(self.profile_of[p], self.ids[self.ports[p].device])
+                for p in pids if p in self.profile_of}
+
     def _dispatch_addr(self, ip):
         key = INGRESS6 if ":" in ip else INGRESS4
-        owners = [p for p in self.addr_owners.get(ip, ()) if p in self.profile_of]
-        if not self.addr_owners.get(ip):
+        owners = self.addr_owners.get(ip)
+        if not owners:
             self.addr_owners.pop(ip, None)
-        # an address of several ports: their shared profile, or drop (see fwsg.dispatch)
-        self._map_set(key, ip, dispatch.verdict({self.profile_of[p] for p in owners}))
+        # an address of several ports: the lowest number of one shared profile, or the
+        # number @ingress drops (see fwsg.dispatch)
+        n = dispatch.receiver(self._owner_keys(owners or ()))
+        self._map_set(key, ip, None if n is None else dst_mark(n))
 
     def _dispatch_prefixes(self):
-        """Re-derive the interval maps dispatching address-pair prefixes (see fwsg.dispatch);
-        declared only while some filtered port has a prefix pair."""
+        """Re-derive the interval maps giving address-pair prefixes their receiver's number
+        (see fwsg.dispatch); declared only while some filtered port has a prefix pair."""
         changed = False
         for fam in (4, 6):
-            owned = {}
-            for pfx, pids in self.pfx_owners.items():
-                if (":" in pfx) == (fam == 6):
-                    owned[pfx] = {self.profile_of[p] for p in pids if p in self.profile_of}
-            wanted = dispatch.prefix_map(owned)
+            owned = {pfx: self._owner_keys(pids) for pfx, pids in self.pfx_owners.items()
+                     if (":" in pfx) == (fam == 6)}
+            wanted = {k: dst_mark(n) for k, n in dispatch.prefix_map(owned).items()}
             key = ("inet", f"ingress{fam}n")
             if wanted and key not in self.rs.sets:
-                self._declare(SetDef("inet", key[1], f"ipv{fam}_addr", "verdict", interval=True))
+                self._declare(SetDef("inet", key[1], f"ipv{fam}_addr", "mark", interval=True))
                 changed = True
             if key not in self.rs.sets:
                 continue

@@ -88,11 +88,14 @@ def encode_key(key_type, text):
 
 
 def encode_value(value_type, text):
-    """A map value: bytes for a mark, the target chain (str) for ``jump CHAIN``."""
+    """A map value: bytes for a mark, the target chain (str) for ``jump CHAIN``, the verdict
+    code (int) for ``drop``."""
     if value_type == "mark":
         return _atom("mark", text)
     if value_type == "verdict" and text.startswith("jump "):
         return text[5:]
+    if value_type == "verdict" and text == "drop":
+        return matches.DROP
     raise ValueError(text)
 
 
