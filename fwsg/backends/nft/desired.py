@@ -128,6 +128,7 @@ class Desired(MemberBook):
         self.zones = ZoneNumbers(getattr(port_ids, "zones", None))  # network -> conntrack zone
         self.port_zone = {}     # port id -> zone (filtered ports with a network_id)
         self.mac_owners = {}    # MAC -> zoned port ids (frames from outside: @mac-dst)
+        self._chain_cache = {}  # see _group_chain
         self._fixed()
 
     def clear_pending(self):
@@ -290,8 +291,22 @@ class Desired(MemberBook):
             if rules is None:
                 self._chain(key, None)
             else:
-                body = _dedupe(self._render(r for r in rules if r.direction == direction))
-                self._chain(key, ChainDef("inet", key[1], body))
+                self._chain(key, self._group_chain(key[1], tuple(
+                    r for r in rules if r.direction == direction)))
+
+    def _group_chain(self, name, rules):
+        """The ChainDef of one group chain (``rules``: that direction's Rules), from a bounded
+        cache keyed by the rules and the prefix state of the groups they reference (a group
+        whose rules go back and forth is not rendered again; its names never change)."""
+        key = (name, rules, tuple((r.remote_group, r.family) in self.prefixed
+                                  for r in rules if r.remote_group is not None))
+        cache = self._chain_cache
+        chain = cache.get(key)
+        if chain is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            chain = cache[key] = ChainDef("inet", name, _dedupe(self._render(rules)))
+        return chain
 
     def set_group(self, sg, rules):
         """Set (or, with None, remove) a group's rules."""
