@@ -120,7 +120,10 @@ class Backend(Protocol):
     def commit(self, plan) -> Optional[str]:
         """Commit ``plan`` as one atomic transaction (or in steps that are each atomic and
         never more open than the target); returns the transport used, None for an empty
-        plan. KernelError (with ``errno``) when refused: then nothing of that step changed."""
+        plan. KernelError (with ``errno``) when refused: then nothing of that step changed.
+        A plan with a ``guard`` (it edits rules by handle) is refused (ERESTART) unless the
+        kernel is still at that generation; what the kernel reports (rule handles, the
+        generation made) goes to ``plan.handles`` and ``plan.after``."""
 
     def flush(self) -> List[str]:
         """Remove every object of the backend (and nothing else); what was removed."""
