@@ -175,11 +175,23 @@ class MemberBook:
     loaded from a Members). A subclass defines ``_member_sets(sg, family)``, which makes that set's kernel
     objects follow ``refs`` and ``members``. No I/O here."""
 
+    _refs_of = None   # owner -> the (group, family) references its rules hold
+
     def _set_refs(self, owner, rules):
-        """Record which member sets ``owner``'s rules reference; create/remove sets."""
+        """Record which member sets ``owner``'s rules reference; create/remove sets. Costs
+        O(references) of ``owner``, not O(all references)."""
         wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
-        for ref, owners in list(self.refs.items()):
-            if owner in owners and ref not in wanted:
+        held = self._refs_of
+        if held is None:
+            held = self._refs_of = {}   # owner -> the refs it holds
+        had = held.get(owner, ())
+        if wanted:
+            held[owner] = wanted
+        else:
+            held.pop(owner, None)
+        for ref in had:
+            owners = self.refs.get(ref)
+            if owners is not None and owner in owners and ref not in wanted:
                 owners.discard(owner)
                 if not owners:
                     del self.refs[ref]

@@ -129,6 +129,7 @@ class Desired(MemberBook):
         self.port_zone = {}     # port id -> zone (filtered ports with a network_id)
         self.mac_owners = {}    # MAC -> zoned port ids (frames from outside: @mac-dst)
         self._chain_cache = {}  # see _group_chain
+        self._group_memo = {}   # sg -> [(rules tuple, prefix state, chains)], see _group_chains
         self._fixed()
 
     def clear_pending(self):
@@ -285,14 +286,28 @@ class Desired(MemberBook):
             self.pending.add_many(key, new)
 
     def _group_chains(self, sg):
+        """Make the group's two chains follow its rules. The last few rule tuples a group had
+        (with the prefix state of the groups they reference) keep their chains: a group whose
+        rules go back and forth costs two lookups, no rendering, no hashing of its rules."""
         rules = self.groups.get(sg)
-        for direction in (INGRESS, EGRESS):
-            key = ("inet", self.names.group_chain(sg, direction))
-            if rules is None:
-                self._chain(key, None)
-            else:
-                self._chain(key, self._group_chain(key[1], tuple(
-                    r for r in rules if r.direction == direction)))
+        if rules is None:
+            self._group_memo.pop(sg, None)
+            for direction in (INGRESS, EGRESS):
+                self._chain(("inet", self.names.group_chain(sg, direction)), None)
+            return
+        refs = (self._refs_of or {}).get(("g", sg), ())
+        pstate = frozenset(ref for ref in refs if ref in self.prefixed)
+        memo = self._group_memo.setdefault(sg, [])
+        for held, state, chains in memo:
+            if held is rules and state == pstate:
+                break
+        else:
+            chains = tuple(self._group_chain(self.names.group_chain(sg, direction), tuple(
+                r for r in rules if r.direction == direction)) for direction in (INGRESS, EGRESS))
+            memo.insert(0, (rules, pstate, chains))
+            del memo[4:]
+        for chain in chains:
+            self._chain(chain.key, chain)
 
     def _group_chain(self, name, rules):
         """The ChainDef of one group chain (``rules``: that direction's Rules), from a bounded
@@ -317,12 +332,14 @@ class Desired(MemberBook):
         else:
             self.groups[sg] = tuple(rules)
             self._set_refs(("g", sg), rules)
-        if is_stateless(rules or ()):
+        stateless = is_stateless(rules or ())
+        was = sg in self.stateless
+        if stateless:
             self.stateless.add(sg)
         else:
             self.stateless.discard(sg)
         self._group_chains(sg)
-        if is_stateless(old or ()) != is_stateless(rules or ()):
+        if was != stateless:
             self.refresh_ports_of_group(sg)
 
     def set_members(self, sg, fam, members):
