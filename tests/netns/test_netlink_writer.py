@@ -35,6 +35,8 @@ def ops():
          bytes([192, 0, 2, 1, 192, 0, 2, 7]), 4, None),
         ("elem", True, "inet", "egress", ["0x00010000"], [encode_key("mark", "0x00010000")], 0,
          ["p1-e"]),
+        ("elem", True, "inet", "egress", ["0x0000ffff"], [encode_key("mark", "0x0000ffff")], 0,
+         [encode_value("verdict", "drop")]),   # the ambiguous receiver's entry
         ("elem", True, "bridge", "port-src", ['"tap1"'], [encode_key("ifname", '"tap1"')], 0,
          [encode_value("mark", "0x00010000")]),
         ("elem", True, "bridge", "spoof4", [spoof],
@@ -76,6 +78,7 @@ def test_both_writers_leave_the_same_ruleset(two_namespaces):
     a, b = (ruleset(ns) for ns in two_namespaces)
     assert a == b
     assert "jump target" in a and 'drop comment "fwsg:0123456789abcdef/2"' in a
+    assert "0x0000ffff : drop" in a
     assert "192.0.2.7" not in a and "192.0.2.1" in a
     assert '"tap1" . fa:16:3e:00:00:01 . 192.0.2.1' in a
 
