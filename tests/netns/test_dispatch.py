@@ -92,14 +92,19 @@ def test_the_hosts_own_mark_neither_picks_the_judge_nor_stops_its_other_traffic(
     host's): to vm1 they are still judged by vm1's rules (the address decides); to an address
     no VM has they are not judged at all, mark left as it was."""
     lab, fw = env
-    fw.apply(model(lab, GROUPS, {"vm1": ["in80"], "vm2": ["in22"]}))
+    both = {"in80": [rule("ingress", protocol="tcp", ports=80),
+                     rule("ingress", "IPv6", protocol="tcp", ports=80)] + ALL_EGRESS,
+            "in22": [rule("ingress", protocol="tcp", ports=22),
+                     rule("ingress", "IPv6", protocol="tcp", ports=22)] + ALL_EGRESS}
+    fw.apply(model(lab, both, {"vm1": ["in80"], "vm2": ["in22"]}))
     vm2 = fw._desired.ids[fw._desired.ports[next(
         p for p, port in fw._desired.ports.items() if port.security_groups == ("in22",))].device]
     _nft(lab, "table inet hostmark {\n chain out {\n type filter hook output priority -400;\n"
               f" meta mark set {vm2:#010x}\n }}\n}}\n")
     try:
-        assert lab.tcp_connect("host", "vm1", port=80)
-        assert not lab.tcp_connect("host", "vm1", port=22)
+        for family in (4, 6):
+            assert lab.tcp_connect("host", "vm1", port=80, family=family)
+            assert not lab.tcp_connect("host", "vm1", port=22, family=family)
         assert traffic.tcp_connect(lab.host_ns, routed_peer, "198.51.100.2", 80, timeout=1.0)
     finally:
         _nft(lab, "delete table inet hostmark\n")
