@@ -185,6 +185,8 @@ class MemberBook:
         if held is None:
             held = self._refs_of = {}   # owner -> the refs it holds
         had = held.get(owner, ())
+        if wanted == had:
+            return   # the same references (most rule changes): nothing to book
         if wanted:
             held[owner] = wanted
         else:
