@@ -82,3 +82,33 @@ def test_a_refused_rule_edit_changes_nothing_and_is_taken_back():
     assert fw._desired.groups["default"] == fw.model.groups["default"]
     fw.update_security_group_rules("default", copy.deepcopy(rules))
     same_as_fresh(fw)
+
+
+def test_a_group_whose_rules_go_back_and_forth_keeps_its_chains_right():
+    """The chains kept for a group's last rule tuples follow the prefix state of the groups
+    its rules reference: a first prefix member of the remote group gives the rule its prefix
+    twin even when the rules come back to a tuple seen before."""
+    from fwsg.backends.nft.desired import Desired
+    from fwsg.model import Model, parse_rules
+
+    d = Desired().load(Model.from_wire(BASE))
+    sg = "default"
+    wire = BASE["security_groups"][sg]
+    remote = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+              "port_range_min": 5432, "port_range_max": 5432, "remote_group_id": "sg-1"}
+    plain, with_remote = parse_rules(sg, wire), parse_rules(sg, wire + [remote])
+    key = ("inet", d.names.group_chain(sg, INGRESS))
+    pfx = d.names.member_set("sg-1", 4, True)
+    for rules in (with_remote, plain, with_remote):
+        d.set_group(sg, rules)
+    assert not any(pfx in r for r in d.rs.chains[key].rules)
+    d.add_members("sg-1", 4, ["198.51.100.0/28"])        # the first prefix member
+    assert any(pfx in r for r in d.rs.chains[key].rules)
+    for rules in (plain, with_remote):                    # tuples seen before
+        d.set_group(sg, rules)
+    assert any(pfx in r for r in d.rs.chains[key].rules)
+    d.remove_members("sg-1", 4, ["198.51.100.0/28"])
+    assert not any(pfx in r for r in d.rs.chains[key].rules)
+    fresh = Desired().load(Model.from_wire(BASE))
+    fresh.set_group(sg, with_remote)
+    assert d.rs.chains[key] == fresh.rs.chains[key]
