@@ -1,15 +1,15 @@
-"""Kernel I/O of the iptables backend: ipsets through pyroute2's ipset netlink (``ipset
-restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
+"""Kernel I/O of the iptables backend: ipset elements through one netlink socket (``ipsetnl``;
+``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
 read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
 jumps into them (every other line is dropped unparsed).
 """
 
 import re
-import socket
 import subprocess
 
 from fwsg.backends.iptables import names
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
+from fwsg.backends.iptables.ipsetnl import IpsetSocket
 from fwsg.backends.iptables.state import Chain, SetSpec, State
 from fwsg.errors import KernelError
 from fwsg.netns import entered
@@ -21,10 +21,6 @@ _BUCKET = re.compile("^(" + "|".join(BUCKETED) + r")-[0-9a-f]{6}$")
 _DIGEST = re.compile(r'--comment "?' + names.COMMENT + r'([0-9a-f]+):(\d+)"?')
 _EB_NAME = re.compile(r"^fwsg-a[0-9a-f]{6}-([0-9a-f]{8})-(\d+)$")
 _ZONE = re.compile(r"^-m physdev --physdev-in (\S+) -j CT --zone (\d+)$")
-
-
-def _family(fam):
-    return socket.AF_INET if fam == 4 else socket.AF_INET6
 
 
 def _entry(m, fam):
@@ -58,11 +54,9 @@ class Kernel:
 
     @property
     def ipset(self):
+        """The namespace's ipset netlink socket (opened on first use)."""
         if self._ipset is None:
-            from pyroute2.ipset import IPSet
-
-            with entered(self.netns):
-                self._ipset = IPSet()
+            self._ipset = IpsetSocket(self.netns)
         return self._ipset
 
     def run(self, argv, text=None):
@@ -224,12 +218,7 @@ class Kernel:
             verb = "add" if add else "del"
             self._restore([f"{verb} {name} {m}" for m in members])
             return
-        op = self.ipset.add if add else self.ipset.delete
-        try:
-            for m in members:
-                op(name, _entry(m, fam), family=_family(fam), etype="net", exclusive=False)
-        except Exception as e:  # pyroute2 raises its own error types
-            raise KernelError(f"ipset {name}: {e}") from None
+        self.ipset.change(name, [_entry(m, fam) for m in members], add)
 
     def _destroy(self, name):
         try:
