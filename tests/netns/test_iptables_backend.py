@@ -147,6 +147,38 @@ def test_reconcile_repairs_drift(env):
         sh(lab, ipt, "-t", "mangle", "-D", "FORWARD", "-s", "192.0.2.11/32", "-j", "ACCEPT")
 
 
+def test_reconcile_finds_an_iptables_rule_edited_in_place(env):
+    """A group chain's rule replaced by another (same chain, same rule count, the digest
+    comment kept) lets a packet through; reconcile finds it by the chain's printed content,
+    rewrites the chain, and the packet is dropped again. Rules whose protocol the save tool
+    prints by name are not taken for drift."""
+    lab, fw, variant = env
+    groups = web_db()
+    groups["db"] = groups["db"] + [rule("ingress", protocol="gre"), rule("ingress", protocol=47),
+                                   rule("ingress", protocol="tcp", ports=(7000, 7001))]
+    doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"]})
+    fw.apply(doc)
+    assert fw.reconcile().repaired == []          # nothing edited: nothing to repair
+    assert not lab.tcp_connect("vm1", "vm2", port=22)
+    ipt = f"iptables-{variant}"
+    chain = [line.split()[1] for line in fwsg_lines(lab, variant)
+             if line.startswith("-A fwsg-g") and "--dport 7000:7001" in line][0]
+    rules = [line.split(" ", 2)[2] for line in fwsg_lines(lab, variant)
+             if line.startswith(f"-A {chain} ")]
+    pos = rules.index("-p tcp -m tcp --dport 7000:7001 -j ACCEPT") + 1
+    sh(lab, ipt, "-R", chain, str(pos), "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
+    edited = [line.split(" ", 2)[2] for line in fwsg_lines(lab, variant)
+              if line.startswith(f"-A {chain} ")]
+    assert len(edited) == len(rules) and edited[-1] == rules[-1]   # count and digest kept
+    assert lab.tcp_connect("vm1", "vm2", port=22)              # the drift is real
+    text = "\n".join(fw.reconcile().repaired)
+    assert f"chain {chain} restored (iptables -t filter)" in text
+    assert not lab.tcp_connect("vm1", "vm2", port=22)
+    assert lab.tcp_connect("vm1", "vm2", port=5432)
+    assert fw.reconcile().repaired == []
+    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(doc)
+
+
 def test_reconcile_finds_an_ebtables_rule_changed_in_place(env):
     """An ARP chain whose rule was swapped for another (same name, same rule count) is found
     by its content, rewritten, and spoofed ARP is dropped again."""

@@ -116,6 +116,7 @@ class Kernel:
             else:
                 m = _DIGEST.search(body[-1]) if body else None
                 st.chains[key] = m.group(1) if m and int(m.group(2)) == len(body) else "?"
+                st.bodies[key] = body
 
     def _read_set(self, st, name):
         spec, members = None, set()
