@@ -359,3 +359,37 @@ def test_variant_detection(fwlab):
         assert detect(lab.host_ns, other).variant == other
     finally:
         sh(lab, f"iptables-{variant}", "-D", "OUTPUT", "-d", "203.0.113.1", "-j", "ACCEPT")
+
+
+def test_ipset_netlink_socket(fwlab):
+    """fwsg's ipset netlink messages against the kernel: batches beyond one send, both
+    families, an element already there or already gone is no error, a missing set and a
+    wrong family are refused naming the set and the element."""
+    from fwsg.backends.iptables.ipsetnl import IpsetSocket
+
+    lab, _ = fwlab
+    sock = IpsetSocket(lab.host_ns)
+    sh(lab, "ipset", "create", "fwsgtest4", "hash:net", "family", "inet")
+    sh(lab, "ipset", "create", "fwsgtest6", "hash:net", "family", "inet6")
+    try:
+        many = [f"{net}.{i}/32" for net in ("198.51.100", "203.0.113") for i in range(256)]
+        sock.change("fwsgtest4", many + ["192.0.2.0/24", many[0]], True)
+        sock.change("fwsgtest6", ["2001:db8::1/128", "2001:db8:1::/48"], True)
+        sock.change("fwsgtest4", many[1:] + ["192.0.2.9/32"], False)
+        saved4 = sh(lab, "ipset", "save", "fwsgtest4").split("\n")
+        assert sorted(line.split()[2] for line in saved4 if line.startswith("add ")) == \
+            ["192.0.2.0/24", "198.51.100.0"]
+        saved6 = sh(lab, "ipset", "save", "fwsgtest6")
+        assert "add fwsgtest6 2001:db8::1\n" in saved6 and "2001:db8:1::/48" in saved6
+        with pytest.raises(KernelError, match="fwsgnone: 192.0.2.1/32 refused: the set does "
+                                              "not exist"):
+            sock.change("fwsgnone", ["192.0.2.1/32"], True)
+        with pytest.raises(KernelError, match="fwsgtest4: 2001:db8::1/128 refused"):
+            sock.change("fwsgtest4", ["2001:db8::1/128"], True)
+        sock.change("fwsgtest4", ["192.0.2.0/24"], False)    # the socket still works
+        assert "add " not in sh(lab, "ipset", "save", "fwsgtest4").replace(
+            "add fwsgtest4 198.51.100.0", "")
+    finally:
+        sock.close()
+        sh(lab, "ipset", "destroy", "fwsgtest4", check=False)
+        sh(lab, "ipset", "destroy", "fwsgtest6", check=False)
