@@ -393,3 +393,25 @@ def test_ipset_netlink_socket(fwlab):
         sock.close()
         sh(lab, "ipset", "destroy", "fwsgtest4", check=False)
         sh(lab, "ipset", "destroy", "fwsgtest6", check=False)
+
+
+def test_legacy_restores_of_both_families_hold_the_xtables_lock(fwlab):
+    """With both IP families to restore, iptables-legacy's processes run side by side under
+    the xtables lock fwsg holds for them: meanwhile another iptables process waits for it,
+    and each of fwsg's restores has a lock file of its own."""
+    import time
+
+    from fwsg.backends.iptables import kernel
+
+    lab, _ = fwlab
+    with kernel._xtables_lock(True) as private:
+        assert set(private) == {4, 6} and private[4] != private[6]
+        assert kernel.XT_LOCK not in private.values()
+        other = subprocess.Popen(["ip", "netns", "exec", lab.host_ns, "iptables-legacy", "-L",
+                                  "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)                     # time to start; it cannot end while fwsg holds
+        if other.poll() is not None:        # the lock: it must still be waiting
+            pytest.fail("another iptables process ran while fwsg held the xtables lock")
+    assert other.wait(timeout=30) == 0      # released: it went on
+    with kernel._xtables_lock(False) as private:
+        assert private is None

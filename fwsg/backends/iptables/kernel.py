@@ -4,8 +4,12 @@ read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own ch
 jumps into them (every other line is dropped unparsed).
 """
 
+import contextlib
+import fcntl
+import os
 import re
 import subprocess
+import threading
 
 from fwsg.backends.iptables import names
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
@@ -21,6 +25,27 @@ _BUCKET = re.compile("^(" + "|".join(BUCKETED) + r")-[0-9a-f]{6}$")
 _DIGEST = re.compile(r'--comment "?' + names.COMMENT + r'([0-9a-f]+):(\d+)"?')
 _EB_NAME = re.compile(r"^fwsg-a[0-9a-f]{6}-([0-9a-f]{8})-(\d+)$")
 _ZONE = re.compile(r"^-m physdev --physdev-in (\S+) -j CT --zone (\d+)$")
+
+
+XT_LOCK = "/run/xtables.lock"   # iptables' own lock (unless $XTABLES_LOCKFILE names another)
+
+
+@contextlib.contextmanager
+def _xtables_lock(take):
+    """With ``take``: hold the lock every iptables process takes before it changes a table
+    (waiting for it, as ``-w`` does) and yield {4: path, 6: path}, a private lock file for
+    each of fwsg's own two restores; else yield None (each restore takes the lock itself)."""
+    if not take:
+        yield None
+        return
+    path = os.environ.get("XTABLES_LOCKFILE") or XT_LOCK
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        base = os.path.join(os.path.dirname(path), "fwsg-xtables")
+        yield {4: f"{base}-ip.lock", 6: f"{base}-ip6.lock"}
+    finally:
+        os.close(fd)   # closing releases the lock
 
 
 def _entry(m, fam):
@@ -149,30 +174,54 @@ class Kernel:
             self._destroy(name)
 
     def restore_all(self, texts):
-        """Run one ``restore --noflush`` per (family, text), the families concurrently (they
-        are independent tables); KernelError naming the first that failed."""
+        """Run one ``restore --noflush`` per (family, text), all at once (the families' tables
+        are independent); KernelError naming each that failed. Each process is fed from a
+        thread of its own, so none waits for another's input. iptables-legacy's restores
+        serialize on the xtables lock, which only keeps iptables processes from changing the
+        same tables at once: with both IP families to restore, fwsg takes that lock itself,
+        as ``-w`` would (waiting), and gives each of its two restores a lock file of its own,
+        so they run side by side while every other iptables process waits for fwsg."""
         if not texts:
             return
         if len(texts) == 1:
             fam, text = texts[0]
             self.run(self._restore_argv(fam), text)
             return
-        procs = []
-        with entered(self.netns):
-            try:
-                for fam, text in texts:
-                    p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True)
-                    procs.append((p, text))
-            except OSError as e:
-                for p, _ in procs:
+        ip_fams = sum(1 for fam, _ in texts if fam != "eb")
+        with _xtables_lock(self.tools.variant == "legacy" and ip_fams > 1) as private:
+            procs = []
+            with entered(self.netns):
+                try:
+                    for fam, text in texts:
+                        env = None
+                        if private and fam != "eb":
+                            env = dict(os.environ, XTABLES_LOCKFILE=private[fam])
+                        p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             text=True, env=env)
+                        procs.append((p, text))
+                except OSError as e:
+                    for p, _ in procs:
+                        p.kill()
+                        p.wait()
+                    raise KernelError(f"restore: {e}") from None
+            outs = [None] * len(procs)
+
+            def feed(i):
+                p, text = procs[i]
+                try:
+                    outs[i] = p.communicate(text, timeout=120)
+                except subprocess.TimeoutExpired:
                     p.kill()
-                    p.wait()
-                raise KernelError(f"restore: {e}") from None
+                    outs[i] = p.communicate()
+            threads = [threading.Thread(target=feed, args=(i,)) for i in range(1, len(procs))]
+            for t in threads:
+                t.start()
+            feed(0)
+            for t in threads:
+                t.join()
         errors = []
-        for (p, text), (fam, _) in zip(procs, texts):
-            out, err = p.communicate(text, timeout=120)
+        for (p, _), (fam, _), (out, err) in zip(procs, texts, outs):
             if p.returncode != 0:
                 msg = " ".join((err or out).split())[:400]
                 errors.append(f"{self._restore_argv(fam)[0]} refused: {msg}")
