@@ -80,6 +80,7 @@ class IpsetSocket:
             with entered(self.netns):
                 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             s.bind((0, 0))
+            s.settimeout(30)   # an answer the kernel never sends ends as an error, not a hang
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             self._sock = s
         return self._sock

@@ -211,9 +211,10 @@ class Kernel:
                 p, text = procs[i]
                 try:
                     outs[i] = p.communicate(text, timeout=120)
-                except subprocess.TimeoutExpired:
+                except Exception as e:  # noqa: BLE001 - ended, reported below as refused
                     p.kill()
-                    outs[i] = p.communicate()
+                    p.wait()
+                    outs[i] = ("", f"{type(e).__name__}: {e}")
             threads = [threading.Thread(target=feed, args=(i,)) for i in range(1, len(procs))]
             for t in threads:
                 t.start()
