@@ -253,23 +253,40 @@ def _timed_cpu(fn):
     return wall, (after.ru_utime - before.ru_utime) + kern, kern
 
 
-class _previous_restores:
-    """Within the block (when ``on``), ``kernel`` runs its restores as earlier sessions did
-    (the baseline of the "previous restores" rows): every process started at once but fed its
-    text only after the one before it had finished, each taking the xtables lock itself."""
+class _Swapped:
+    """Within the block (when ``on``), ``kernel``'s method ``attr`` is what :meth:`make`
+    returns (a baseline of earlier sessions); afterwards whatever was there before."""
+
+    attr = ""
 
     def __init__(self, kernel, on):
         self.kernel, self.on = kernel, on
 
     def __enter__(self):
-        if not self.on:
-            return
+        if self.on:
+            self.saved = self.kernel.__dict__.get(self.attr)
+            setattr(self.kernel, self.attr, self.make(self.kernel))
+
+    def __exit__(self, *exc):
+        if self.on:
+            delattr(self.kernel, self.attr)
+            if self.saved is not None:
+                setattr(self.kernel, self.attr, self.saved)
+
+
+class _previous_restores(_Swapped):
+    """Restores as earlier sessions ran them (the baseline of the "previous restores" rows):
+    every process started at once but fed its text only after the one before it had finished,
+    each taking the xtables lock itself."""
+
+    attr = "restore_all"
+
+    @staticmethod
+    def make(k):
         import subprocess as sp
 
         from fwsg.errors import KernelError
         from fwsg.netns import entered
-
-        k = self.kernel
 
         def restore_all(texts):
             with entered(k.netns):
@@ -279,31 +296,23 @@ class _previous_restores:
                    if p.communicate(text, timeout=120) and p.returncode != 0]
             if bad:
                 raise KernelError(f"{', '.join(bad)} refused")
-        k.restore_all = restore_all
-
-    def __exit__(self, *exc):
-        if self.on:
-            del self.kernel.restore_all
+        return restore_all
 
 
-class _old_transport:
-    """Within the block (when ``on``), ``kernel`` changes ipset elements as earlier sessions
-    did: pyroute2's IPSet, one call per element (the baseline of the member rows)."""
+class _old_transport(_Swapped):
+    """ipset elements changed as earlier sessions did: pyroute2's IPSet, one call per
+    element (the baseline of the member rows)."""
 
-    def __init__(self, kernel, on):
-        self.kernel, self.on = kernel, on
+    attr = "_elements"
 
-    def __enter__(self):
-        if not self.on:
-            return
+    @staticmethod
+    def make(k):
         import socket
 
         from pyroute2.ipset import IPSet
 
         from fwsg.netns import entered
 
-        k = self.kernel
-        self.saved = k.__dict__.get("_elements")
         if getattr(k, "_bench_pyroute2", None) is None:
             with entered(k.netns):
                 k._bench_pyroute2 = IPSet()
@@ -316,13 +325,7 @@ class _old_transport:
                 op(name, m if "/" in m else f"{m}/{128 if v6 else 32}",
                    family=socket.AF_INET6 if v6 else socket.AF_INET, etype="net",
                    exclusive=False)
-        k._elements = elements
-
-    def __exit__(self, *exc):
-        if self.on:
-            del self.kernel._elements
-            if self.saved is not None:
-                self.kernel._elements = self.saved
+        return elements
 
 
 def _timed_each(fn, items):
