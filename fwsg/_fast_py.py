@@ -365,6 +365,8 @@ def _value_text(v):
         if v != 0:
             raise ValueError(f"unsupported verdict code {v}")
         return "drop"
+    if len(v) == 2:          # a conntrack zone (16 bits)
+        return str(int.from_bytes(v, sys.byteorder))
     return f"0x{int.from_bytes(v, sys.byteorder):08x}"
 
 

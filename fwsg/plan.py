@@ -179,9 +179,27 @@ def diff(desired, current, pending=None, render=None, edits=None):
             new_sets.append(k)
         if have is not None and want != have:
             stale_sets.append(k)
-    for k in stale_sets:  # declaration changed (someone else's doing): drop and re-create
-        if k in desired.sets:
-            ops.append(DeleteSet(current.sets[k]))
+    # Chains: compared by digest (their content's hash, kept in the kernel as a comment).
+    new_chains, changed_chains, stale_chains = [], [], []
+    for k in sorted(chain_keys):
+        want, have = desired.chains.get(k), current.chains.get(k)
+        if want is None:
+            if have is not None:
+                stale_chains.append(k)
+        elif have is None or have.hook != want.hook:
+            new_chains.append(k)
+        elif have.digest != want.digest:
+            changed_chains.append(k)
+    # A declaration changed (a layout change, or someone else's doing): drop and re-create.
+    # The kernel refuses to drop a map a rule still uses: the changed and stale chains are
+    # flushed first (in the same transaction: no packet sees them empty), then refilled below.
+    replaced = [k for k in stale_sets if k in desired.sets]
+    preflushed = set()
+    if replaced:
+        preflushed = set(changed_chains) | set(stale_chains)
+        ops.extend(FlushChain(*k) for k in sorted(preflushed))
+    for k in replaced:
+        ops.append(DeleteSet(current.sets[k]))
     # libnftables 1.0.6 refuses (ENOENT) an element of an interval verdict map jumping to a
     # chain of the same batch when the map is declared before that chain: such maps are
     # declared after the chains (before any rule references them).
@@ -240,16 +258,6 @@ def diff(desired, current, pending=None, render=None, edits=None):
             s["elements_removed"] += len(removed)
 
     # Chains: compared by digest (their content's hash, kept in the kernel as a comment).
-    new_chains, changed_chains, stale_chains = [], [], []
-    for k in sorted(chain_keys):
-        want, have = desired.chains.get(k), current.chains.get(k)
-        if want is None:
-            if have is not None:
-                stale_chains.append(k)
-        elif have is None or have.hook != want.hook:
-            new_chains.append(k)
-        elif have.digest != want.digest:
-            changed_chains.append(k)
     for k in new_chains:
         if k in current.chains:  # hook changed: a base chain must be re-created
             ops.append(DeleteChain(*k))
@@ -263,6 +271,9 @@ def diff(desired, current, pending=None, render=None, edits=None):
     for k in changed_chains:
         want, have = desired.chains[k], current.chains[k]
         steps = None
+        if k in preflushed:
+            ops.append(FillChain(want))
+            continue
         if k in known and have.hook is None and edits(want):
             steps = rule_edit(have, want, known[k])
         if steps is None:
@@ -282,7 +293,7 @@ def diff(desired, current, pending=None, render=None, edits=None):
     # Stale chains may jump to each other: flush them all before deleting any. Stale sets go
     # in between: no rule references them once the chains are flushed, and a stale verdict
     # map may still jump to a stale chain.
-    ops.extend(FlushChain(*k) for k in stale_chains)
+    ops.extend(FlushChain(*k) for k in stale_chains if k not in preflushed)
     gone_sets = [k for k in stale_sets if k not in desired.sets]
     ops.extend(DeleteSet(current.sets[k]) for k in gone_sets)
     s["sets_removed"] = len(gone_sets)

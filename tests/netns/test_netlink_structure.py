@@ -119,7 +119,7 @@ def _prefixed(doc):
 @pytest.mark.parametrize("prefixes", [False, True], ids=["hosts", "prefixes"])
 def test_cold_start_structure_is_the_same_kernel_state_both_ways(bare_namespaces, prefixes):
     doc = scenario(40, 12, 10, 3000)
-    for i, port in enumerate(doc["devices"].values()):   # conntrack zones: zone chains, maps
+    for i, port in enumerate(doc["devices"].values()):   # conntrack zones: the zone data maps
         port["network_id"] = f"net-{i % 3}"
     if prefixes:
         doc = _prefixed(doc)
@@ -130,7 +130,11 @@ def test_cold_start_structure_is_the_same_kernel_state_both_ways(bare_namespaces
     assert raw_a == raw_b
     assert "type filter hook prerouting priority raw; policy accept;" in text_a
     assert "flags interval" in text_a if prefixes else "flags interval" not in text_a
-    assert "ct zone set 3" in text_a and "nd-neighbor-solicit" in text_a
+    assert "nd-neighbor-solicit" in text_a
+    # the zone maps are data maps (``typeof ... : ct zone``) looked up by ``ct zone set``
+    assert "typeof meta mark : ct zone" in text_a and "typeof ip6 daddr : ct zone" in text_a
+    assert "ct zone set meta mark map @zone-mark" in text_a and "zone-3" not in text_a
+    assert "  [ ct set zone with reg 1 ]" in dbg_a[0] and "vmap @zone" not in text_a
 
 
 def test_every_rule_form_the_compiler_can_emit_encodes():

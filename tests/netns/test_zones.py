@@ -212,3 +212,72 @@ def test_traffic_routed_into_a_network_is_zoned_by_address(twolab):
     finally:
         subprocess.run(["ip", "-n", lab.host_ns, "link", "del", "rt-host"], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _previous_layout(rs):
+    """Compiled Ruleset ``rs`` as the layout before the zone data maps held it: verdict maps
+    jumping to a ``zone-<n>`` chain per zone (``ct zone set n``), looked up by ``vmap``."""
+    from fwsg.backends.nft.layout import INET_OUT_ZONE, INET_PRE_ZONE, ZONE4, ZONE6, ZONE_MARK
+    from fwsg.ruleset import ChainDef, SetDef
+
+    old = copy.deepcopy(rs)
+    zones = set()
+    for key in (ZONE_MARK, ZONE4, ZONE6):
+        sd = old.sets[key]
+        old.sets[key] = SetDef(sd.family, sd.name, sd.key_type, "verdict")
+        old.elements[key] = {k: f"jump zone-{z}" for k, z in rs.elements[key].items()}
+        zones.update(rs.elements[key].values())
+    for z in zones:
+        old.chains[("inet", f"zone-{z}")] = ChainDef("inet", f"zone-{z}", (f"ct zone set {z}",))
+    old.chains[("inet", "zone-pre")] = ChainDef("inet", "zone-pre", (
+        "meta mark vmap @zone-mark", "meta mark 0x0 ip daddr vmap @zone4",
+        "meta mark 0x0 ip6 daddr vmap @zone6"), INET_PRE_ZONE)
+    old.chains[("inet", "zone-out")] = ChainDef("inet", "zone-out", (
+        "ip daddr vmap @zone4", "ip6 daddr vmap @zone6"), INET_OUT_ZONE)
+    return old
+
+
+def test_a_host_of_the_previous_zone_layout_is_upgraded_in_one_transaction(twolab):
+    """A kernel holding the zone verdict maps and ``zone-<n>`` chains (the layout before the
+    data maps) ends with the data maps after one apply of a new process: one transaction
+    (never a moment without zones), the same zone numbers, the flows of both networks kept."""
+    from fwsg.backends.nft.render import render
+    from fwsg.plan import diff
+
+    lab, fw = twolab
+    zone = {n: fw._desired.port_zone[f"port-{n}1"] for n in NETS}
+    ca = lab.open_tcp("a1", "a2", port=80, sport=SPORT)
+    cb = lab.open_tcp("b1", "b2", port=80, sport=SPORT)
+    compiled = fw._desired.rs
+    old = _previous_layout(compiled)
+    with entered(lab.host_ns):
+        ctx = fast.NftContext()
+        try:
+            ctx.run("".join(c + "\n" for c in render(diff(old, fw.backend.read()).ops)))
+        finally:
+            ctx.close()
+    listing = subprocess.run(["ip", "netns", "exec", lab.host_ns, "nft", "list", "table", "inet",
+                              "fwsg"], capture_output=True, text=True, check=True).stdout
+    assert f"chain zone-{zone['a']} " in listing and "meta mark vmap @zone-mark" in listing
+    assert ca.alive() and cb.alive()   # the previous layout keeps the flows in their zones
+
+    fw2 = Firewall(netns=lab.host_ns)
+    before = fw2.backend.generation()
+    fw2.apply(model())
+    assert fw2.backend.generation()[1] == before[1] + 1     # one transaction
+    assert {n: fw2._desired.port_zone[f"port-{n}1"] for n in NETS} == zone
+    back = fw2.backend.read()
+    assert back.sets == compiled.sets and back.elements == compiled.elements
+    assert {k: c.digest for k, c in back.chains.items()} == \
+        {k: c.digest for k, c in compiled.chains.items()}
+    listing = subprocess.run(["ip", "netns", "exec", lab.host_ns, "nft", "list", "table", "inet",
+                              "fwsg"], capture_output=True, text=True, check=True).stdout
+    assert "chain zone-" + str(zone["a"]) not in listing and "vmap @zone" not in listing
+    assert "ct zone set meta mark map @zone-mark" in listing
+    # the flows live on in their zones, new ones get them too, and nothing else changes
+    assert ca.alive() and cb.alive()
+    assert zones_of(lab, 80) == sorted(zone.values())
+    assert not Firewall(netns=lab.host_ns).apply(model()).changed   # nothing left to upgrade
+    for net in NETS:
+        assert lab.tcp_connect(f"{net}1", f"{net}2", port=80)
+        assert not lab.tcp_connect(f"{net}2", f"{net}1", port=80, timeout=0.5)

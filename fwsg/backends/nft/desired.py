@@ -10,8 +10,8 @@ from fwsg.members import AddrSet
 from fwsg import dispatch
 from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
                                       MAC_DST, MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
-                                      ZONE4, ZONE6, ZONE_MARK, Names, zone_chain,
-                                      zone_chain_def, zone_of_chain,
+                                      ZONE4, ZONE6, ZONE_MARK, Names, zone_of_value,
+                                      zone_value,
                                       antispoof_chain, dispatch_chains, dst_mark, fixed_chain,
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
@@ -507,7 +507,7 @@ class Desired(MemberBook):
     # -- conntrack zones (one per network) -----------------------------------------------
     def _zone_port(self, port, n, present):
         """Add (``present``) or remove a filtered port's share of the zone maps: its marks,
-        MACs and host addresses, and its network's ``zone-<n>`` chain while it has ports."""
+        MACs and host addresses (its network keeps its zone number while it has ports)."""
         if present:
             if not port.network_id:
                 if self.port_zone:  # an address shared with a zoned port: now ambiguous
@@ -516,10 +516,8 @@ class Desired(MemberBook):
                 return
             z = self.zones.assign(port.network_id, port.device, port.id)
             self.port_zone[port.id] = z
-            self._chain(("inet", zone_chain(z)), zone_chain_def(z))
-            jump = Names.jump(zone_chain(z))
-            self._map_set(ZONE_MARK, src_mark(n), jump)
-            self._map_set(ZONE_MARK, dst_mark(n), jump)
+            self._map_set(ZONE_MARK, src_mark(n), zone_value(z))
+            self._map_set(ZONE_MARK, dst_mark(n), zone_value(z))
         else:
             z = self.port_zone.pop(port.id, None)
             if z is None:
@@ -529,8 +527,7 @@ class Desired(MemberBook):
                 return
             self._map_set(ZONE_MARK, src_mark(n), None)
             self._map_set(ZONE_MARK, dst_mark(n), None)
-            if self.zones.release(port.network_id, port.id):
-                self._chain(("inet", zone_chain(z)), None)
+            self.zones.release(port.network_id, port.id)
         for mac in port_macs(port):
             owners = self.mac_owners.setdefault(mac, set())
             (owners.add if present else owners.discard)(port.id)
@@ -557,7 +554,7 @@ class Desired(MemberBook):
         zones = {self.port_zone.get(p, 0) for p in owners}
         value = None
         if len(zones) == 1 and 0 not in zones:
-            value = Names.jump(zone_chain(zones.pop()))
+            value = zone_value(zones.pop())
         self._map_set(ZONE6 if ":" in ip else ZONE4, ip, value)
 
     def _owner_keys(self, pids):
@@ -719,7 +716,7 @@ def port_ids(current):
     ids.zones = {}
     for dev, n in ids.items():
         val = marks.get(src_mark(n))
-        z = zone_of_chain(val[5:]) if isinstance(val, str) and val.startswith("jump ") else None
+        z = zone_of_value(val)
         if z:
             ids.zones[dev] = z
     return ids

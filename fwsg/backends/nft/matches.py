@@ -141,6 +141,7 @@ _VERDICTS = {"accept": ("verdict", ACCEPT), "drop": ("verdict", DROP),
              "return": ("verdict", RETURN)}
 _LOADS = {   # operand -> its load (payload base, offset, length) or meta key
     "iifname": ("meta", META_IIFNAME), "oifname": ("meta", META_OIFNAME),
+    "meta mark": ("meta", META_MARK),
     "ether saddr": ("payload", LINK, 6, 6), "ether daddr": ("payload", LINK, 0, 6),
     "ip saddr": ("payload", NETWORK, 12, 4), "ip daddr": ("payload", NETWORK, 16, 4),
     "ip6 saddr": ("payload", NETWORK, 8, 16), "ip6 daddr": ("payload", NETWORK, 24, 16),
@@ -186,18 +187,30 @@ def _meta_mark(words, out):
     return words
 
 
+_SETTERS = {("meta", "mark", "set"): ("metaset", META_MARK), ("ct", "zone", "set"): ("ctset", CT_ZONE)}
+
+
+def _set_from_map(family, words, out, ctx, target):
+    """``meta mark set OPERAND map @M`` / ``ct zone set OPERAND map @M`` at the head of
+    ``words`` (OPERAND one or two words: ``iifname``, ``ip daddr``, ``meta mark``): the
+    operand looked up in data map ``M``, its value set as ``target`` (("metaset", key) or
+    ("ctset", key)); the words left."""
+    two = words[4] != "map"
+    operand = " ".join(words[3:5]) if two else words[3]
+    rest = words[5:] if two else words[4:]
+    if rest[:1] != ["map"] or len(rest) < 2 or not _SET.match(rest[1]):
+        raise ValueError(" ".join(words))
+    _l3_check(family, operand, out, ctx)
+    out += [_load(operand), ("lookup", rest[1][1:], 1, 1), target + (1,)]
+    return rest[2:]
+
+
 def _statement(family, words, out, ctx):
     """Encode the statement at the head of ``words`` into ``out``; the words left."""
     w = words[0]
-    if words[:3] == ["meta", "mark", "set"] and words[4:5] in (["map"], ["daddr"]):
-        operand = words[3] if words[4] == "map" else " ".join(words[3:5])
-        rest = words[4:] if words[4] == "map" else words[5:]
-        if rest[:1] != ["map"] or not _SET.match(rest[1]):
-            raise ValueError(" ".join(words))
-        _l3_check(family, operand, out, ctx)
-        out += [_load(operand), ("lookup", rest[1][1:], 1, 1),
-                ("metaset", META_MARK, 1)]
-        return rest[2:]
+    target = _SETTERS.get(tuple(words[:3]))
+    if target and "map" in words[4:6]:
+        return _set_from_map(family, words, out, ctx, target)
     if words[:2] == ["meta", "mark"]:
         return _meta_mark(words, out)
     if w == "vmap" and _SET.match(words[1]):   # the value loaded just before picks the verdict

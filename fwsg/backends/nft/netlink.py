@@ -17,6 +17,7 @@ import sys
 from fwsg import fast
 from fwsg.members import Members
 from fwsg.backends.nft import matches, render
+from fwsg.backends.nft.layout import ZONE_VALUE
 from fwsg.ruleset import MARKER
 from fwsg.ops import (AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
@@ -80,7 +81,7 @@ def encodable(sdef):
         return False
     if any(t not in WIDTH for t in sdef.key_type.split(" . ")):
         return False
-    return sdef.value_type in (None, "mark", "verdict")
+    return sdef.value_type in (None, "mark", "verdict", ZONE_VALUE)
 
 
 def encode_key(key_type, text):
@@ -89,10 +90,15 @@ def encode_key(key_type, text):
 
 
 def encode_value(value_type, text):
-    """A map value: bytes for a mark, the target chain (str) for ``jump CHAIN``, the verdict
-    code (int) for ``drop``."""
+    """A map value: bytes for a mark or a conntrack zone (2 bytes, host order), the target
+    chain (str) for ``jump CHAIN``, the verdict code (int) for ``drop``."""
     if value_type == "mark":
         return _atom("mark", text)
+    if value_type == ZONE_VALUE:
+        try:
+            return int(text).to_bytes(2, sys.byteorder)
+        except (ValueError, OverflowError) as e:
+            raise ValueError(text) from e
     if value_type == "verdict" and text.startswith("jump "):
         return text[5:]
     if value_type == "verdict" and text == "drop":
@@ -105,7 +111,16 @@ def encode_value(value_type, text):
 # nft type -> (kernel data type, key length, byte order nft records in the set's userdata)
 _TYPES = {"ipv4_addr": (7, 4, 2), "ipv6_addr": (8, 16, 2), "ether_addr": (9, 6, 2),
           "mark": (19, 4, 1), "ifname": (41, 16, 1)}
-_VALUES = {"mark": (19, 4, 1), "verdict": (0xffffff00, 0, 0)}   # NFT_DATA_VERDICT
+_VALUES = {"mark": (19, 4, 1), "verdict": (0xffffff00, 0, 0),   # NFT_DATA_VERDICT
+           ZONE_VALUE: (4, 2, 1)}                                # integer, 16 bits
+# A zone map is declared ``typeof KEY : ct zone``: nft 1.0.6 records both expressions in the
+# set's userdata (after the byte orders, before its merge flag).
+_ZONE_TYPEOF = {
+    "mark": bytes.fromhex("030e" "000409000000" "0106" "000403000000"),              # meta mark
+    "ipv4_addr": bytes.fromhex("0314" "000407000000" "010c" "00040c000000" "01040c000000"),
+    "ipv6_addr": bytes.fromhex("0314" "000407000000" "010c" "00040d000000" "010409000000"),
+}
+_CT_ZONE_TYPEOF = bytes.fromhex("0414" "00040c000000" "010c" "000411000000" "0104ffffffff")
 _TYPE_BITS = 6                      # a concatenation's type: its parts' types, 6 bits each
 _CONCAT_UDATA = bytes.fromhex("03080004" "0d000000" "0100")   # nft 1.0.6's typeof record
 _SET_INTERVAL, _SET_MAP, _SET_CONCAT = 0x4, 0x8, 0x80
@@ -141,7 +156,10 @@ def set_op(sd):
         if len(parts) > 1:
             raise ValueError(sd.key_type)
         data_type, data_len, data_order = _VALUES[sd.value_type]
-        udata += _udata_u32(1, data_order) + _udata_u32(6, 0)
+        udata += _udata_u32(1, data_order)
+        if sd.value_type == ZONE_VALUE:
+            udata += _ZONE_TYPEOF[sd.key_type] + _CT_ZONE_TYPEOF
+        udata += _udata_u32(6, 0)
     return ("set", sd.family, sd.name, flags, key_type, key_len, data_type, data_len, udata,
             fields, render.declare_set(sd))
 

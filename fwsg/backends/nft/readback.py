@@ -6,6 +6,7 @@ Chains come back with the digest their last rule's comment carries (``drift`` wh
 is missing or the rule count differs: someone else changed the chain). No I/O here.
 """
 
+from fwsg.backends.nft.layout import ZONE_VALUE
 from fwsg.members import new_elements
 from fwsg.ruleset import ChainDef, Ruleset, SetDef, digest_of
 
@@ -51,6 +52,8 @@ def parse_set(obj, is_map):
     types = typ if isinstance(typ, list) else [typ]
     key_type = " . ".join(types)
     value_type = obj.get("map") if is_map else None
+    if value_type == "integer":   # nft's JSON names no typeof: fwsg's only such maps
+        value_type = ZONE_VALUE
     flags = obj.get("flags", [])
     flags = [flags] if isinstance(flags, str) else flags
     sdef = SetDef(obj["family"], obj["name"], key_type, value_type, "interval" in flags)

@@ -7,14 +7,19 @@ from fwsg import fast
 from fwsg.ops import (AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
                       DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
                       ReplaceRule)
+from fwsg.backends.nft.layout import ZONE_TYPEOF, ZONE_VALUE
 from fwsg.ruleset import TABLE
 
 CHUNK = 4096  # elements per "add element" statement
 
 
 def declare_set(sd):
-    """``add set|map FAMILY fwsg NAME { type ...; [flags interval;] }``."""
+    """``add set|map FAMILY fwsg NAME { type ...; [flags interval;] }`` (``typeof KEY : ct
+    zone`` for a map whose values are conntrack zones: nft has no type name for them)."""
     typ = f"{sd.key_type} : {sd.value_type}" if sd.value_type else sd.key_type
+    if sd.value_type == ZONE_VALUE:
+        return (f"add map {sd.family} {TABLE} {sd.name} "
+                f"{{ typeof {ZONE_TYPEOF[sd.key_type]} : {ZONE_VALUE}; }}")
     kind = "map" if sd.is_map else "set"
     return (f"add {kind} {sd.family} {TABLE} {sd.name} "
             "{ type %s;%s }" % (typ, " flags interval;" if sd.interval else ""))
