@@ -239,8 +239,10 @@ def _previous_layout(rs):
 
 def test_a_host_of_the_previous_zone_layout_is_upgraded_in_one_transaction(twolab):
     """A kernel holding the zone verdict maps and ``zone-<n>`` chains (the layout before the
-    data maps) ends with the data maps after one apply of a new process: one transaction
-    (never a moment without zones), the same zone numbers, the flows of both networks kept."""
+    data maps) ends with the data maps after one apply of a new process: one transaction (the
+    maps' declarations differ, so the inet table is re-created in it: never a moment without
+    zones), the same zone numbers, the flows of both networks kept. The previous layout is
+    written by a plan of its own (a re-declared map's rules flushed before it is dropped)."""
     from fwsg.backends.nft.render import render
     from fwsg.plan import diff
 
