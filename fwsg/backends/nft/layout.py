@@ -29,7 +29,8 @@ conntrack) sets the zone from the mark (``ct zone set meta mark map @zone-mark``
 half), untagged packets (routed) from the destination address (``@zone4``/``@zone6``);
 ``zone-out`` (output -300) from the destination address. The three are data maps (``typeof
 ... : ct zone``), not verdict maps: the validation walk of a rule change never visits them
-(measured, 500 ports with networks, one rule added: 23.5 -> 19.8 ms median, see
+(``scripts/bench_zones``, 500 ports in 20 networks, one rule added: 0.76 -> 0.63 ms, its
+commit 0.54 -> 0.40 ms, medians against the verdict maps in the same run; see
 docs/design.md). ``bridge forward`` drops a frame tagged by destination MAC that leaves
 through another filtered port than the MAC's (wrong zone).
 """
