@@ -239,10 +239,10 @@ def _previous_layout(rs):
 
 def test_a_host_of_the_previous_zone_layout_is_upgraded_in_one_transaction(twolab):
     """A kernel holding the zone verdict maps and ``zone-<n>`` chains (the layout before the
-    data maps) ends with the data maps after one apply of a new process: one transaction (the
-    maps' declarations differ, so the inet table is re-created in it: never a moment without
-    zones), the same zone numbers, the flows of both networks kept. The previous layout is
-    written by a plan of its own (a re-declared map's rules flushed before it is dropped)."""
+    data maps) ends with the data maps after one apply of a new process: one transaction
+    (never a moment without zones) that re-declares the three maps and rewrites the chains
+    using them (their rules flushed before the maps are dropped), the same zone numbers, the
+    flows of both networks kept."""
     from fwsg.backends.nft.render import render
     from fwsg.plan import diff
 
@@ -265,8 +265,12 @@ def test_a_host_of_the_previous_zone_layout_is_upgraded_in_one_transaction(twola
 
     fw2 = Firewall(netns=lab.host_ns)
     before = fw2.backend.generation()
-    fw2.apply(model())
+    r = fw2.apply(model())
     assert fw2.backend.generation()[1] == before[1] + 1     # one transaction
+    # only the zone objects change: the three maps re-declared, the two base chains
+    # rewritten, the zone-<n> chains dropped (no table re-created, no member re-added)
+    assert r.summary["tables_added"] == [] and r.summary["sets_added"] == 3
+    assert r.summary["chains_changed"] == 2 and r.summary["chains_removed"] == 2
     assert {n: fw2._desired.port_zone[f"port-{n}1"] for n in NETS} == zone
     back = fw2.backend.read()
     assert back.sets == compiled.sets and back.elements == compiled.elements

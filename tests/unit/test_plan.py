@@ -128,3 +128,30 @@ def test_incremental_equals_fresh(a, b):
             assert len(ri.elements[k]) == len(rf.elements[k])
         else:
             assert ri.elements[k] == rf.elements[k], k
+
+
+def test_a_redeclared_map_is_replaced_in_place_when_its_users_change_too():
+    """A map re-declared while every chain using it changes (a layout change): no table
+    rebuild; the plan flushes the users before it drops the map, re-declares it, then refills
+    them. A user that keeps its rules (someone else re-declared the map): the table is rebuilt."""
+    from fwsg.backends.nft.drift import declarations_differ
+    from fwsg.ops import CreateSet, DeleteSet, FillChain, FlushChain
+    from fwsg.plan import diff
+    from fwsg.ruleset import ChainDef, Ruleset, SetDef
+
+    def ruleset(value_type, rule):
+        rs = Ruleset(tables=frozenset({"inet"}))
+        rs.add_set(SetDef("inet", "zm", "mark", value_type))
+        rs.add_chain(ChainDef("inet", "pre", (rule,), "filter hook prerouting priority -300"))
+        rs.add_chain(ChainDef("inet", "other", ("meta mark 0x1 drop",)))
+        return rs
+
+    old = ruleset("verdict", "meta mark vmap @zm")
+    new = ruleset("ct zone", "ct zone set meta mark map @zm")
+    assert declarations_differ(new, old) == {}
+    ops = list(diff(new, old).ops)
+    kinds = [type(op) for op in ops]
+    assert kinds == [FlushChain, DeleteSet, CreateSet, FillChain]
+    assert ops[0].name == "pre" and ops[3].chain.name == "pre"
+    kept = ruleset("ct zone", "meta mark vmap @zm")   # the user keeps its rules
+    assert declarations_differ(kept, old) == {"inet": "set zm was re-declared"}

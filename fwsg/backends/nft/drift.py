@@ -9,12 +9,15 @@ doing. Rule handles and elements are not compared here (elements are compared by
 What differs is marked in the mirror of the kernel so that the diff rewrites it: a chain's
 digest becomes ``drift`` (flushed and refilled); a family holding a changed base chain or a
 re-declared set is rebuilt: its table is deleted and re-created in the same transaction (a set
-still referenced by rules cannot be deleted on its own: "Device or resource busy").
+still referenced by rules cannot be deleted on its own: "Device or resource busy"), unless
+every chain using that set is rewritten anyway (a layout change): the diff then flushes
+those chains before it drops and re-declares the set, in the same transaction.
 """
 
 import copy
 import ctypes
 import json
+import re
 import threading
 
 from fwsg import fast
@@ -147,14 +150,31 @@ def mark(current, changed, rebuild):
 
 
 def declarations_differ(desired, current):
-    """Families where a set/map fwsg wants exists in the kernel with another declaration (a
-    delete of that set would be refused while rules reference it): {family: reason}."""
+    """Families where a set/map fwsg wants exists in the kernel with another declaration and
+    some chain that keeps its rules uses it (a delete of that set would be refused while rules
+    reference it): {family: reason}. A set whose every user the diff rewrites anyway (a
+    layout change: the chains using it change too) is left to the diff, which flushes them
+    before it drops the set (:func:`fwsg.plan.diff`)."""
     out = {}
     for k, sd in desired.sets.items():
         have = current.sets.get(k)
-        if have is not None and have != sd:
+        if have is not None and have != sd and not _users_rewritten(desired, current, k):
             out.setdefault(k[0], f"set {k[1]} was re-declared")
     return out
+
+
+def _users_rewritten(desired, current, key):
+    """True when every chain of ``key``'s family fwsg wants that uses set ``key`` (``@name``
+    in a rule) is in the kernel with the same hook and another digest (flushed and refilled
+    by the diff)."""
+    ref = re.compile(r"@%s(?![\w-])" % re.escape(key[1]))
+    for ck, chain in desired.chains.items():
+        if ck[0] != key[0] or not any(ref.search(r) for r in chain.rules):
+            continue
+        have = current.chains.get(ck)
+        if have is None or have.hook != chain.hook or have.digest == chain.digest:
+            return False
+    return True
 
 
 def with_rebuild(plan, families):
