@@ -503,8 +503,9 @@ def packet_main(args):
     bench = PacketBench(args, sys.stderr)
     bench.data["compiled"] = fast.COMPILED
     bench.run()
-    print("fwsg packet-path benchmark (CPU microseconds per packet, median over interleaved "
-          "rounds; the plain bridge measured in the same rounds)")
+    print("fwsg packet-path benchmark (CPU microseconds per packet over a plain bridge: median "
+          "over interleaved rounds, each firewall run paired with a plain-bridge run right "
+          "before it; the interquartile range in the note)")
     bench.table(sys.stdout)
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -536,6 +537,8 @@ def main(argv=None):
                     "driver (ipset on), installed into a virtualenv of its own on first use")
     ap.add_argument("--peer-repeat", type=int, default=1, help="repetitions of the peer's "
                     "small steps (it is slow)")
+    ap.add_argument("--peer-initials", type=int, default=3, help="runs of the peer's initial "
+                    "apply (the first within its full run), each beside 2 of fwsg's")
     ap.add_argument("--packet", action="store_true", help="the packet-path rows instead: CPU "
                     "per packet of UDP between two VMs on a bridge, each firewall against none "
                     "(fwsg.lab.bench_packet); with --peer neutron, Neutron's driver as well")
@@ -543,9 +546,11 @@ def main(argv=None):
                     help="member counts of the packet labs (comma-separated)")
     ap.add_argument("--packet-backends", default="nft,iptables-nft,iptables-legacy",
                     help="fwsg backends of the packet labs (comma-separated)")
-    ap.add_argument("--packet-count", type=int, default=100000, help="packets per run")
+    ap.add_argument("--packet-count", type=int, default=50000, help="packets per run")
     ap.add_argument("--packet-new", type=int, default=20000, help="packets per new-flows run")
-    ap.add_argument("--packet-rounds", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--packet-parts", type=int, default=10, help="slices each run is timed "
+                    "in (its figure is the median slice's)")
+    ap.add_argument("--packet-rounds", type=int, default=9, help="interleaved rounds")
     ap.add_argument("--peer-max-members", type=int, default=50000, help="largest member "
                     "count the peer is asked to take (Neutron's ipsets hold 65,536)")
     args = ap.parse_args(argv)
@@ -555,13 +560,29 @@ def main(argv=None):
         args.big_members, args.big_repeat = 20000, 1
         if args.packet:
             args.ports = 300   # the packet VMs are ports 248 and 249
-            args.packet_count, args.packet_new, args.packet_rounds = 2000, 500, 2
+            args.packet_count, args.packet_new, args.packet_rounds = 2000, 500, 3
             args.packet_members = ",".join(str(m) for m in (1000, 2000))
-    if args.packet and os.geteuid() == 0:
-        return packet_main(args)
     if os.geteuid() != 0:
         print("scripts/bench: run as root (it makes a network namespace)", file=sys.stderr)
         return 1
+    from fwsg.lab.errors import LabError
+
+    try:
+        if args.peer == "neutron":   # installed (or refused) before minutes of measuring
+            from fwsg.lab.peer import DEFAULT_VENV, ensure_venv
+
+            ensure_venv(DEFAULT_VENV, lambda msg: print(msg, file=sys.stderr, flush=True))
+        if args.packet:
+            return packet_main(args)
+        return bench_main(args)
+    except LabError as e:
+        print(f"scripts/bench: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def bench_main(args):
+    """The hot-path rows (or ``--backend iptables``'s) in a namespace of their own, then the
+    peer's; prints the table."""
     from fwsg import fast
     from fwsg.netns import entered
 
@@ -584,7 +605,8 @@ def main(argv=None):
 
             neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
                                          args.seed), repeat=args.peer_repeat,
-                         netns=None if args.backend == "iptables" else ns)
+                         **({"fwsg_cold_starts": 0, "initials": 1} if args.backend == "iptables"
+                            else {"initials": args.peer_initials}))
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

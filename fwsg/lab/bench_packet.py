@@ -31,8 +31,13 @@ Three kinds of traffic:
 - ``new flows``: every packet from another source port, so each one creates a conntrack entry and
   is judged by the rules (the table is flushed before and after each run).
 
-Rounds: every lab runs every kind once per round, in a rotated order; the cost of a firewall is
-the median over rounds of (its per-packet CPU time - the plain bridge's in the same round).
+Rounds: every lab runs every kind once per round, in a rotated order, each run right after a
+run of the plain bridge of the same kind; a run is timed in slices (``--packet-parts``) and its
+figure is the median slice's. A firewall's sample in a round is its run minus the plain run
+just before it; a row is the median sample over the rounds, its interquartile range in the
+note. Flatness: the largest member count of each fwsg backend minus the smallest, round by
+round (both measured in every round); within noise when the interquartile range of those
+differences holds 0.
 
 Sanity, per lab before the rounds: 1,000 packets of the admitted flow all reach the receiver's
 UDP stack (its ``/proc/net/snmp`` counters, the sockets drained); 1,000 to UDP 5002, which no
@@ -157,13 +162,15 @@ class Burst:
             h.msg_iovlen = 1
         self.n = n
 
-    def send(self):
-        """Send all ``count`` packets; raises OSError if the kernel refuses one."""
+    def send(self, count=None, start=0):
+        """Send ``count`` packets (all ``count`` of the burst by default), the first being
+        packet number ``start`` of the burst's cycle; raises OSError if the kernel refuses one."""
         base, size, fd = ctypes.addressof(self.msgs), ctypes.sizeof(_Mmsghdr), self.sock.fileno()
+        count = self.count if count is None else count
         sent = 0
-        while sent < self.count:
-            at = sent % self.n
-            k = min(BATCH, self.count - sent, self.n - at)
+        while sent < count:
+            at = (start + sent) % self.n
+            k = min(BATCH, count - sent, self.n - at)
             r = _libc.sendmmsg(fd, base + at * size, k, 0)
             if r <= 0:
                 e = ctypes.get_errno()
@@ -334,23 +341,31 @@ class PacketLab:
             ok = ok and s.get("set_rule_packets", 0) >= s.get("sent")
         return ok
 
-    def run(self, kind, pids):
-        """Per-packet CPU microseconds of one burst of ``kind`` (and the ksoftirqd share)."""
+    def run(self, kind, pids, parts=1):
+        """Per-packet CPU microseconds of one burst of ``kind`` (and the ksoftirqd share), and
+        the fraction delivered. The burst is sent in ``parts`` consecutive slices, each timed
+        on its own; the figures are the median slice's (a slice that another task's interrupt
+        work landed on, charged to this thread, does not move it)."""
         if kind == "established" and self.setup and not self.handshake():
             raise RuntimeError(f"{self.label}: the established flow got no reply")
         if kind == "new flows":
             self.conntrack_flush()
         b = self.bursts[kind]
         before = self.arrived()
-        k0 = _ran_ns(pids)
-        c0 = time.thread_time_ns()
-        b.send()
-        cpu = time.thread_time_ns() - c0
-        k = _ran_ns(pids) - k0
+        slices = []
+        step = max(1, b.count // parts)
+        for start in range(0, step * parts, step):
+            k0 = _ran_ns(pids)
+            c0 = time.thread_time_ns()
+            b.send(step, start)
+            cpu = time.thread_time_ns() - c0
+            k = _ran_ns(pids) - k0
+            slices.append(((cpu + k) / step / 1000, k / step / 1000))
         got = self.arrived() - before
         if kind == "new flows":
             self.conntrack_flush()
-        return (cpu + k) / b.count / 1000, k / b.count / 1000, got / b.count
+        cost, soft = sorted(slices)[len(slices) // 2]
+        return cost, soft, got / (step * parts)
 
     def down(self):
         for s in self.socks:
@@ -370,9 +385,13 @@ def _fwsg_setup(backend):
 
 
 def _neutron_setup(pl, log):
-    from fwsg.lab.peer import DEFAULT_VENV, run_neutron
+    from fwsg.lab.peer import DEFAULT_VENV, run_neutron, scenario_file
 
-    peer = run_neutron(pl.doc, DEFAULT_VENV, 1, log, netns=pl.lab.host_ns, steps="initial")
+    path = scenario_file(pl.doc)
+    try:
+        peer = run_neutron(path, DEFAULT_VENV, 1, log, netns=pl.lab.host_ns, steps="initial")
+    finally:
+        os.unlink(path)
     if "error" in peer:
         raise RuntimeError(f"Neutron refused {pl.members} members: {peer['error']}")
     pl.info["peer"] = peer
@@ -423,64 +442,101 @@ class PacketBench(Bench):
                 pl.down()
 
     def measure(self, labs, rounds):
+        """Every lab runs every kind once per round (labs in a rotated order), each run right
+        after a run of the plain bridge (lab 0) of the same kind: a firewall's sample is its
+        per-packet cost minus that neighbouring plain run's. Rows: the median sample over the
+        rounds, with its interquartile range in the note; the last member count of each fwsg
+        backend is compared with the first round by round (see :func:`_flatness`)."""
         pids = _ksoftirqd_pids()
+        parts = max(1, self.a.packet_parts)
         cost = {(i, k): [] for i in range(len(labs)) for k in KINDS}
+        diff = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         soft = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         got = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         for r in range(rounds):
             self.say(f"== packet round {r + 1}/{rounds}")
-            order = list(range(len(labs)))
+            order = list(range(1, len(labs)))
             order = order[r % len(order):] + order[:r % len(order)]
             for i in order:
                 for k in KINDS:
-                    c, s, g = labs[i].run(k, pids)
+                    b, _, bg = labs[0].run(k, pids, parts)
+                    cost[0, k].append(b)
+                    got[0, k].append(bg)
+                    c, s, g = labs[i].run(k, pids, parts)
                     cost[i, k].append(c)
+                    diff[i, k].append(c - b)
                     soft[i, k].append(s)
                     got[i, k].append(g)
-        base = 0
+        self.data["packet"]["parts"] = parts
         for k in KINDS:
-            b = statistics.median(cost[base, k])
-            self.row(f"packet_none_{k.replace(' ', '_')}",
-                     f"12. {k}: no firewall (plain bridge), CPU per packet", b,
-                     note=_delivery(got[base, k]))
+            key = k.replace(" ", "_")
+            self.row(f"packet_none_{key}", f"12. {k}: no firewall (plain bridge), CPU per packet",
+                     statistics.median(cost[0, k]),
+                     note=f"{_spread(cost[0, k], 'runs')}; " + _delivery(got[0, k]))
             fwsg_rows = {}
             for i, pl in enumerate(labs[1:], start=1):
-                diffs = [x - y for x, y in zip(cost[i, k], cost[base, k])]
-                d = statistics.median(diffs)
                 self.data["packet"]["labs"].setdefault(f"{pl.label} {pl.members}", {
                     "label": pl.label, "members": pl.members, **pl.info})[k] = {
-                    "cost_us": d, "total_us": statistics.median(cost[i, k]),
-                    "ksoftirqd_us": statistics.median(soft[i, k]), "rounds": cost[i, k],
-                    "base_rounds": cost[base, k], "delivered": got[i, k]}
+                    "cost_us": statistics.median(diff[i, k]), "samples_us": diff[i, k],
+                    "total_us": cost[i, k], "ksoftirqd_us": statistics.median(soft[i, k]),
+                    "delivered": got[i, k]}
                 if pl.label.startswith("fwsg"):
-                    fwsg_rows.setdefault(pl.label, []).append((pl, d))
-            for label, entries in fwsg_rows.items():
-                first = entries[0][1]
-                for j, (pl, d) in enumerate(entries):
-                    peer = self._peer(labs, cost, base, k, pl.members)
-                    last = j == len(entries) - 1 and j > 0
-                    flat = abs(d - first) <= 0.25 * abs(first) + 0.2   # us
-                    self.row(f"packet_{label.split()[-1]}_{pl.members}_{k.replace(' ', '_')}",
-                             f"12. {k}: {label}, {pl.members} members, over no firewall", d,
-                             peer, "Neutron driver, same members" if peer else "",
-                             "flat: +-25% +0.2us" if last else "", flat if last else None,
-                             ("" if pl.sanity_ok() else "SANITY FAILED; ")
-                             + _delivery(got[labs.index(pl), k]))
+                    fwsg_rows.setdefault(pl.label, []).append(i)
+            for label, idx in fwsg_rows.items():
+                for j, i in enumerate(idx):
+                    pl = labs[i]
+                    peer = self._peer(labs, diff, k, pl.members)
+                    last = j == len(idx) - 1 and j > 0
+                    note = ("" if pl.sanity_ok() else "SANITY FAILED; ") + _spread(diff[i, k])
+                    met = None
+                    if last:
+                        met, flat_note = _flatness(diff[idx[0], k], diff[i, k],
+                                                   labs[idx[0]].members)
+                        note += "; " + flat_note
+                        self.data["packet"]["labs"][f"{pl.label} {pl.members}"][k]["flat"] = met
+                    self.row(f"packet_{label.split()[-1]}_{pl.members}_{key}",
+                             f"12. {k}: {label}, {pl.members} members, over no firewall",
+                             statistics.median(diff[i, k]), peer,
+                             "Neutron driver, same members" if peer else "",
+                             "flat: within noise" if last else "", met,
+                             note + "; " + _delivery(got[i, k]))
             for i, pl in enumerate(labs):
                 if pl.label == "Neutron":
-                    diffs = [x - y for x, y in zip(cost[i, k], cost[base, k])]
-                    self.row(f"packet_neutron_{pl.members}_{k.replace(' ', '_')}",
+                    self.row(f"packet_neutron_{pl.members}_{key}",
                              f"12. {k}: Neutron iptables+ipset, {pl.members} members, "
-                             "over no firewall", statistics.median(diffs),
+                             "over no firewall", statistics.median(diff[i, k]),
                              note=("" if pl.sanity_ok() else "SANITY FAILED; ")
-                             + _delivery(got[i, k]))
+                             + _spread(diff[i, k]) + "; " + _delivery(got[i, k]))
 
     @staticmethod
-    def _peer(labs, cost, base, k, members):
+    def _peer(labs, diff, k, members):
         for i, pl in enumerate(labs):
             if pl.label == "Neutron" and pl.members == members:
-                return statistics.median([x - y for x, y in zip(cost[i, k], cost[base, k])])
+                return statistics.median(diff[i, k])
         return None
+
+
+def _quartiles(xs):
+    """(first quartile, median, third quartile) of ``xs`` (at least one value)."""
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _spread(xs, what="rounds"):
+    q1, _, q3 = _quartiles(xs)
+    return f"IQR {q1:.2f}..{q3:.2f} over {len(xs)} {what}"
+
+
+def _flatness(first, last, first_members):
+    """(within noise, note): the per-round differences last - first (both measured in every
+    round) are within noise when their interquartile range holds 0."""
+    d = [b - a for a, b in zip(first, last)]
+    q1, med, q3 = _quartiles(d)
+    within = q1 <= 0 <= q3
+    return within, (f"minus {first_members} members: {med:+.2f} us (IQR {q1:+.2f}..{q3:+.2f}"
+                    f" over {len(d)} rounds), {'within' if within else 'outside'} noise")
 
 
 def _delivery(fractions):
