@@ -31,13 +31,14 @@ Three kinds of traffic:
 - ``new flows``: every packet from another source port, so each one creates a conntrack entry and
   is judged by the rules (the table is flushed before and after each run).
 
-Rounds: every lab runs every kind once per round, in a rotated order, each run right after a
-run of the plain bridge of the same kind; a run is timed in slices (``--packet-parts``) and its
-figure is the median slice's. A firewall's sample in a round is its run minus the plain run
-just before it; a row is the median sample over the rounds, its interquartile range in the
-note. Flatness: the largest member count of each fwsg backend minus the smallest, round by
-round (both measured in every round); within noise when the interquartile range of those
-differences holds 0.
+Rounds: every lab runs every kind once per round, in a rotated order, paired with a run of the
+plain bridge of the same kind: the two runs go slice by slice in turn (``--packet-parts``
+slices, the first of each pair alternating), so both meet the same load on a shared machine.
+A firewall's sample in a round is the median over the slices of (its cost - the plain
+bridge's slice next to it); a row is the median sample over the rounds, its interquartile
+range in the note. Flatness: the largest member count of each fwsg backend minus the
+smallest, round by round (both measured in every round); within noise when the interquartile
+range of those differences holds 0.
 
 Sanity, per lab before the rounds: 1,000 packets of the admitted flow all reach the receiver's
 UDP stack (its ``/proc/net/snmp`` counters, the sockets drained); 1,000 to UDP 5002, which no
@@ -341,31 +342,32 @@ class PacketLab:
             ok = ok and s.get("set_rule_packets", 0) >= s.get("sent")
         return ok
 
-    def run(self, kind, pids, parts=1):
-        """Per-packet CPU microseconds of one burst of ``kind`` (and the ksoftirqd share), and
-        the fraction delivered. The burst is sent in ``parts`` consecutive slices, each timed
-        on its own; the figures are the median slice's (a slice that another task's interrupt
-        work landed on, charged to this thread, does not move it)."""
+    def begin(self, kind):
+        """Ready a run of ``kind`` (the established flow answered once, the conntrack table
+        flushed for new flows); the receiver's count so far."""
         if kind == "established" and self.setup and not self.handshake():
             raise RuntimeError(f"{self.label}: the established flow got no reply")
         if kind == "new flows":
             self.conntrack_flush()
-        b = self.bursts[kind]
-        before = self.arrived()
-        slices = []
-        step = max(1, b.count // parts)
-        for start in range(0, step * parts, step):
-            k0 = _ran_ns(pids)
-            c0 = time.thread_time_ns()
-            b.send(step, start)
-            cpu = time.thread_time_ns() - c0
-            k = _ran_ns(pids) - k0
-            slices.append(((cpu + k) / step / 1000, k / step / 1000))
+        return self.arrived()
+
+    def send_slice(self, kind, count, start, pids):
+        """Send ``count`` packets of ``kind`` (from packet number ``start`` of its burst):
+        (CPU microseconds per packet, the ksoftirqd share of it)."""
+        k0 = _ran_ns(pids)
+        c0 = time.thread_time_ns()
+        self.bursts[kind].send(count, start)
+        cpu = time.thread_time_ns() - c0
+        k = _ran_ns(pids) - k0
+        return (cpu + k) / count / 1000, k / count / 1000
+
+    def end(self, kind, before, sent):
+        """The fraction of ``sent`` packets that arrived since ``before`` (see :meth:`begin`);
+        flushes the new flows' conntrack entries."""
         got = self.arrived() - before
         if kind == "new flows":
             self.conntrack_flush()
-        cost, soft = sorted(slices)[len(slices) // 2]
-        return cost, soft, got / (step * parts)
+        return got / sent
 
     def down(self):
         for s in self.socks:
@@ -442,31 +444,30 @@ class PacketBench(Bench):
                 pl.down()
 
     def measure(self, labs, rounds):
-        """Every lab runs every kind once per round (labs in a rotated order), each run right
-        after a run of the plain bridge (lab 0) of the same kind: a firewall's sample is its
-        per-packet cost minus that neighbouring plain run's. Rows: the median sample over the
-        rounds, with its interquartile range in the note; the last member count of each fwsg
-        backend is compared with the first round by round (see :func:`_flatness`)."""
+        """Every lab runs every kind once per round (labs in a rotated order), paired slice by
+        slice with the plain bridge (lab 0, see :func:`_paired_run`). Rows: the median sample
+        over the rounds, with its interquartile range in the note; the last member count of
+        each fwsg backend is compared with the first round by round (see :func:`_flatness`)."""
         pids = _ksoftirqd_pids()
         parts = max(1, self.a.packet_parts)
         cost = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         diff = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         soft = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         got = {(i, k): [] for i in range(len(labs)) for k in KINDS}
+        plain = labs[0]
         for r in range(rounds):
             self.say(f"== packet round {r + 1}/{rounds}")
             order = list(range(1, len(labs)))
             order = order[r % len(order):] + order[:r % len(order)]
             for i in order:
                 for k in KINDS:
-                    b, _, bg = labs[0].run(k, pids, parts)
-                    cost[0, k].append(b)
-                    got[0, k].append(bg)
-                    c, s, g = labs[i].run(k, pids, parts)
-                    cost[i, k].append(c)
-                    diff[i, k].append(c - b)
-                    soft[i, k].append(s)
-                    got[i, k].append(g)
+                    pair = _paired_run(plain, labs[i], k, parts, pids)
+                    cost[0, k].append(pair["plain"])
+                    got[0, k].append(pair["plain_got"])
+                    cost[i, k].append(pair["cost"])
+                    diff[i, k].append(pair["diff"])
+                    soft[i, k].append(pair["soft"])
+                    got[i, k].append(pair["got"])
         self.data["packet"]["parts"] = parts
         for k in KINDS:
             key = k.replace(" ", "_")
@@ -514,6 +515,26 @@ class PacketBench(Bench):
             if pl.label == "Neutron" and pl.members == members:
                 return statistics.median(diff[i, k])
         return None
+
+
+def _paired_run(plain, lab, kind, parts, pids):
+    """One run of ``kind`` through ``lab`` and through the plain bridge, slice by slice in
+    turn (the first of each pair alternating), so both meet the same load: the medians over
+    the slices of the firewall's cost, the plain bridge's, their difference and the ksoftirqd
+    share, and the fractions delivered."""
+    n = lab.bursts[kind].count
+    step = max(1, n // parts)
+    before = (plain.begin(kind), lab.begin(kind))
+    rows = []
+    for j in range(parts):
+        turn = (plain, lab) if j % 2 == 0 else (lab, plain)
+        out = {id(x): x.send_slice(kind, step, j * step, pids) for x in turn}
+        (b, _), (c, s) = out[id(plain)], out[id(lab)]
+        rows.append((c - b, c, b, s))
+    med = [statistics.median(col) for col in zip(*rows)]
+    return {"diff": med[0], "cost": med[1], "plain": med[2], "soft": med[3],
+            "plain_got": plain.end(kind, before[0], step * parts),
+            "got": lab.end(kind, before[1], step * parts)}
 
 
 def _quartiles(xs):
