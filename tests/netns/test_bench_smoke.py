@@ -124,3 +124,26 @@ def test_bench_packet_quick(tmp_path, capsys):
     except FileNotFoundError:
         left = []
     assert not left, left
+
+
+def test_fwsg_cold_start_child(tmp_path):
+    """The fresh-process cold start the Neutron rows compare (fwsg.lab.peer.fwsg_cold): it
+    applies the scenario in a namespace of its own (removed afterwards), and no fwsg module is
+    first imported inside the timed call (COLD_IMPORTS names every module a first apply
+    loads, as Neutron's are loaded before its clock starts)."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    from fwsg.lab.peer import fwsg_cold, scenario_file
+
+    path = scenario_file(bench.scenario(20, 5, 5, 2000))
+    try:
+        runs = fwsg_cold(path, 1, lambda msg: None, settle=0)
+    finally:
+        os.unlink(path)
+    (run,) = runs
+    assert run["ms"] > 0 and run["transport"] == "netlink", run
+    assert run["timings_ms"]["commit"] > 0, run
+    assert run["imported_during"] == [], run
+    left = [n for n in os.listdir("/run/netns") if n.startswith(f"fwsg-peer-cold-{os.getpid()}-")]
+    assert not left, left
