@@ -127,22 +127,30 @@ def fwsg_cold(doc_path, n, log, settle=1.0):
     """``n`` cold starts of fwsg, each a fresh process (:func:`cold_child`) in a fresh
     namespace (removed afterwards), like Neutron's run; the children's JSON objects. Waits
     ``settle`` seconds before each, so the kernel's teardown of the namespace before
-    (fwsg's or Neutron's) is not charged to it."""
+    (fwsg's or Neutron's) is not charged to it. The children keep their names records and
+    namespace locks in a state directory of their own (``FWSG_STATE_DIR``, removed
+    afterwards), never in the host's."""
     import time
 
     out = []
-    for i in range(n):
-        ns = f"fwsg-peer-cold-{os.getpid()}-{i}"
-        time.sleep(settle)
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        try:
-            p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "fwsg.lab.peer",
-                                "cold", doc_path], capture_output=True, text=True)
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
-        if p.returncode != 0:
-            raise PeerError("fwsg's cold start failed: " + _last_line(p.stderr))
-        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    state = tempfile.mkdtemp(prefix="fwsg-peer-state-", dir="/run")
+    env = dict(os.environ, FWSG_STATE_DIR=state)
+    try:
+        for i in range(n):
+            ns = f"fwsg-peer-cold-{os.getpid()}-{i}"
+            time.sleep(settle)
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            try:
+                p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m",
+                                    "fwsg.lab.peer", "cold", doc_path], capture_output=True,
+                                   text=True, env=env)
+            finally:
+                subprocess.run(["ip", "netns", "del", ns], check=False)
+            if p.returncode != 0:
+                raise PeerError("fwsg's cold start failed: " + _last_line(p.stderr))
+            out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
     log(f"   fwsg cold starts (fresh process + namespace): "
         f"{', '.join('%.0f' % c['ms'] for c in out)} ms")
     return out
