@@ -25,6 +25,7 @@ re-reads the kernel first.
 """
 
 import contextlib
+import errno
 import functools
 import gc
 import itertools
@@ -515,11 +516,16 @@ class Firewall:
         repaired, rebuild = [], {}
         if self._full:
             current, rebuild, repaired = self._drift(d, current, deep=repair)
-        plan = self.backend.diff(d, current, None if self._full else d.pending)
-        if rebuild:
-            from fwsg.backends.nft.drift import with_rebuild
 
-            plan = with_rebuild(plan, rebuild)
+        def make_plan():
+            plan = self.backend.diff(d, current, None if self._full else d.pending)
+            if rebuild:
+                from fwsg.backends.nft.drift import with_rebuild
+
+                plan = with_rebuild(plan, rebuild)
+            return plan
+
+        plan = make_plan()
         t3 = time.perf_counter()
         notices = self.backend.prepare_host(self.mode) if plan else []
         self.notices.extend(notices)
@@ -527,7 +533,16 @@ class Firewall:
         if plan:  # stamped before the kernel changes: a process dying inside or right after
             self._committed()   # its commit still tells every other Firewall to re-read
         try:
-            transport = self.backend.commit(plan)
+            try:
+                transport = self.backend.commit(plan)
+            except KernelError as e:
+                if getattr(plan, "guard", None) is None or e.errno != errno.ERESTART:
+                    raise
+                # the namespace moved since the chains' rule handles were learnt (anyone's
+                # commit, in any table; nothing changed): the same change, chains rewritten
+                current.meta["generation"] = None
+                plan = make_plan()
+                transport = self.backend.commit(plan)
         except KernelError as e:
             # the kernel may have drifted from our mirror (an element already deleted by
             # someone else): re-read it and commit the full difference once

@@ -560,3 +560,28 @@ def test_large_member_list_update(env):
     assert not Firewall(netns=lab.host_ns).plan(doc)
     assert lab.tcp_connect("vm1", "vm2", port=5432, family=6)
     assert not lab.tcp_connect("vm3", "vm2", port=5432, family=6)
+
+
+def test_a_rule_added_and_removed_by_handle_takes_effect(env, monkeypatch):
+    """A group's chain edited rule by rule (the kernel reported its handles at the first
+    change): the new rule lets its flow through, the removed one stops it, and the chain
+    lists back as a fresh apply of the same model writes it (reconcile compares every rule)."""
+    lab, fw = env
+    web = [rule("ingress", protocol="tcp", ports=80),
+           rule("ingress", protocol="tcp", ports=443)] + ALL_EGRESS
+    ssh = rule("ingress", protocol="tcp", ports=22)
+    apply(lab, fw, {"web": web, "open": ALL_EGRESS}, {"vm1": ["open"], "vm2": ["web"]})
+    plans, commit = [], fw.backend.commit
+    monkeypatch.setattr(fw.backend, "commit", lambda plan: plans.append(plan) or commit(plan))
+    probe = [("tcp_connect", "vm1", "vm2", {"port": 22}),
+             ("tcp_connect", "vm1", "vm2", {"port": 80})]
+    fw.update_security_group_rules("web", [ssh] + web)   # handles unknown yet: chain rewritten
+    assert lab.matrix(probe) == [True, True]
+    fw.update_security_group_rules("web", web)           # by handle now
+    kinds = {type(op).__name__ for op in plans[-1].ops}
+    assert kinds == {"DeleteRule", "ReplaceRule"} and plans[-1].guard is not None
+    assert lab.matrix(probe) == [False, True]
+    fw.update_security_group_rules("web", [ssh] + web)
+    assert {type(op).__name__ for op in plans[-1].ops} == {"AddRule", "ReplaceRule"}
+    assert lab.matrix(probe) == [True, True]
+    assert Firewall(netns=lab.host_ns).reconcile(fw.model).repaired == []
