@@ -109,6 +109,13 @@ def _no_cyclic_gc():
             gc.enable()
 
 
+def _only_adds(old, new):
+    """True when the rule list ``new`` keeps every rule of ``old`` and its statefulness: rules
+    only allow, so such a change admits more and cuts no flow (no conntrack sweep needed).
+    No I/O here."""
+    return bool(old) and is_stateless(old) == is_stateless(new) and set(old) <= set(new)
+
+
 class Firewall:
     """Keeps fwsg's tables in one namespace equal to a model.
 
@@ -325,7 +332,8 @@ class Firewall:
             return self._maybe_commit()
         self._check_statefulness(sg_id, parsed)
         d.set_group(sg_id, parsed)
-        self._want_sweep()
+        if not _only_adds(old, parsed):
+            self._want_sweep()   # a rule gone (or statefulness changed) may cut flows
         self._note(lambda: d.set_group(sg_id, old))
         return self._maybe_commit()
 

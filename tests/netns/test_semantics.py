@@ -292,7 +292,8 @@ def test_hypervisor_to_vm_takes_ingress_rules(env):
     assert not lab.tcp_connect("host", "vm1", port=22)
 
 
-@pytest.mark.parametrize("how", ["rule removed", "group removed from the port"])
+@pytest.mark.parametrize("how", ["rule removed", "rule removed (incremental)",
+                                 "group removed from the port"])
 def test_losing_its_rule_cuts_an_established_connection(env, how):
     lab, fw = env
     groups = {"ssh": [rule("ingress", protocol="tcp", ports=2222)] + ALL_EGRESS,
@@ -306,6 +307,8 @@ def test_losing_its_rule_cuts_an_established_connection(env, how):
         if how == "rule removed":
             groups["ssh"] = ALL_EGRESS
             result = fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["ssh", "other"]}))
+        elif how == "rule removed (incremental)":
+            result = fw.update_security_group_rules("ssh", ALL_EGRESS)
         else:
             node = lab.node("vm2")
             result = fw.update_port_filter({"id": "port-vm2", "device": node.tap,
@@ -318,6 +321,32 @@ def test_losing_its_rule_cuts_an_established_connection(env, how):
     finally:
         conn.close()
         keep.close()
+
+
+def test_adding_a_rule_keeps_connections_without_a_conntrack_walk(env, monkeypatch):
+    """Rules only allow: a rule added cuts no flow, so fwsg does not walk the conntrack table
+    for it (a walk costs ~16 ms with 1,000 flows tracked); a rule changed does walk it."""
+    import fwsg.conntrack
+
+    lab, fw = env
+    groups = {"ssh": [rule("ingress", protocol="tcp", ports=2222)] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["ssh"]})
+    walks = []
+    real = fwsg.conntrack.sweep
+    monkeypatch.setattr(fwsg.conntrack, "sweep", lambda *a: walks.append(a) or real(*a))
+    conn = lab.open_tcp("vm1", "vm2", port=2222)
+    try:
+        wider = groups["ssh"] + [rule("ingress", protocol="tcp", ports=2224)]
+        fw.update_security_group_rules("ssh", wider)
+        assert walks == [] and conn.alive()
+        assert lab.tcp_connect("vm1", "vm2", port=2224)          # the new rule is in force
+        # the same rules with the first one's port changed: a rule gone, flows judged
+        changed = [rule("ingress", protocol="tcp", ports=2225)] + wider[1:]
+        r = fw.update_security_group_rules("ssh", changed)
+        assert len(walks) == 1 and r.conntrack_killed >= 1 and not conn.alive()
+    finally:
+        conn.close()
 
 
 def test_removing_a_member_or_port_cuts_its_connections(env):
