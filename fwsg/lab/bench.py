@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from fwsg import _fast_py
+from fwsg import _fast_py, statefile
 from fwsg.backends.nft.layout import Names
 from fwsg.model import Model
 from fwsg.lab.scenario import generate, member_v4, member_v6
@@ -605,25 +605,30 @@ def bench_main(args):
 
     ns = f"fwsg-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    # the rows' Firewalls (netns=None inside the bench's namespace) keep their names records in
+    # a directory of their own, never in the host's record of its root namespace
     try:
-        # this thread and the nft processes it starts live there until the bench ends; then the
-        # thread returns to its own namespace (main() may be called in-process)
-        with entered(ns):
-            if args.backend == "iptables":
-                from fwsg.lab.bench_iptables import IptablesBench
+        with tempfile.TemporaryDirectory(prefix="fwsg-bench-state-", dir="/run") as records, \
+                statefile.kept_in(records):
+            # this thread and the nft processes it starts live there until the bench ends;
+            # then the thread returns to its own namespace (main() may be called in-process)
+            with entered(ns):
+                if args.backend == "iptables":
+                    from fwsg.lab.bench_iptables import IptablesBench
 
-                bench = IptablesBench(args, sys.stderr)
-            else:
-                bench = Bench(args, sys.stderr)
-            bench.data["compiled"] = fast.COMPILED
-            bench.run()
-        if args.peer == "neutron":
-            from fwsg.lab.peer import neutron_rows
+                    bench = IptablesBench(args, sys.stderr)
+                else:
+                    bench = Bench(args, sys.stderr)
+                bench.data["compiled"] = fast.COMPILED
+                bench.run()
+            if args.peer == "neutron":
+                from fwsg.lab.peer import neutron_rows
 
-            neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
-                                         args.seed), repeat=args.peer_repeat,
-                         **({"fwsg_cold_starts": 0, "initials": 1} if args.backend == "iptables"
-                            else {"initials": args.peer_initials}))
+                neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
+                                             args.seed), repeat=args.peer_repeat,
+                             **({"fwsg_cold_starts": 0, "initials": 1}
+                                if args.backend == "iptables"
+                                else {"initials": args.peer_initials}))
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "
