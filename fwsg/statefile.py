@@ -6,6 +6,7 @@ namespace's lock (see :mod:`fwsg.nslock`); readers see the old record or the new
 mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -18,6 +19,19 @@ MAX_RECORD = 64 << 20  # bytes
 
 class CorruptRecord(UserError):
     """The names record exists but is not what fwsg writes (the next apply rewrites it)."""
+
+
+@contextlib.contextmanager
+def kept_in(directory):
+    """Within the block, names records of this process are read and written under
+    ``directory`` instead of the host's (a benchmark or lab that enters a namespace of its own
+    with ``netns=None`` would otherwise share the host namespace's record, ``_default``)."""
+    global STATE_DIR
+    was, STATE_DIR = STATE_DIR, directory
+    try:
+        yield directory
+    finally:
+        STATE_DIR = was
 
 
 def path_for(netns):
