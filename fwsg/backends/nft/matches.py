@@ -187,7 +187,8 @@ def _meta_mark(words, out):
     return words
 
 
-_SETTERS = {("meta", "mark", "set"): ("metaset", META_MARK), ("ct", "zone", "set"): ("ctset", CT_ZONE)}
+_SETTERS = {("meta", "mark", "set"): ("metaset", META_MARK),
+            ("ct", "zone", "set"): ("ctset", CT_ZONE)}
 
 
 def _set_from_map(family, words, out, ctx, target):
