@@ -25,15 +25,16 @@ def path_for(netns):
 
 
 def save(netns, meta):
-    """Write the names record atomically (unique temporary file, fsync, rename); failures are
-    ignored (the record is for display and for keeping derived names stable)."""
+    """Write the names record atomically (unique temporary file, fsync, rename) and return its
+    :func:`identity` as written; failures are ignored (the record is for display and for
+    keeping derived names stable) and return None."""
     target = path_for(netns)
     try:
         os.makedirs(STATE_DIR, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=STATE_DIR, prefix=f".{netns or '_default'}.",
                                    suffix=".tmp")
     except OSError:
-        return
+        return None
     _prune()
     try:
         with os.fdopen(fd, "w") as f:
@@ -47,6 +48,18 @@ def save(netns, meta):
             os.unlink(tmp)
         except OSError:
             pass
+        return None
+    return identity(netns)
+
+
+def identity(netns):
+    """(inode, size, modification time in ns) of the record of ``netns``, None if there is
+    none: a record replaced, rewritten or removed since shows another identity (one stat)."""
+    try:
+        st = os.stat(path_for(netns))
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _prune():
