@@ -448,20 +448,35 @@ def packed_contains(bytes packed, bytes record, int width):
                     <const unsigned char *>PyBytes_AS_STRING(record), width)
 
 
+cdef bint _record_of(object item, int family, unsigned char *rec):
+    """The record of ``item`` in ``rec`` (big-endian, 4 or 16 bytes): False when ``item`` is
+    not the text of a host address of ``family``."""
+    cdef Py_ssize_t size
+    cdef const char *text
+    cdef uint32_t v
+    if type(item) is not str:
+        return False
+    try:
+        text = PyUnicode_AsUTF8AndSize(item, &size)
+    except UnicodeError:  # lone surrogates: not an address
+        return False
+    if family == 4:
+        if _dotted_quad(text, size, &v):
+            v = htonl(v)
+            memcpy(rec, &v, 4)
+            return True
+        return <Py_ssize_t>strlen(text) == size and inet_pton(AF_INET, text, rec) == 1
+    return <Py_ssize_t>strlen(text) == size and inet_pton(AF_INET6, text, rec) == 1
+
+
 def addr_in(item, int family, bytes packed, set plus, set minus):
     """Whether ``item`` is a member of a packed address set: -1 when it is not the text of a
     host address of ``family`` (the caller looks elsewhere), else 1 when its record is in
     ``plus`` or in ``packed`` (sorted records) and not in ``minus`` (sets of records), else 0.
     No I/O."""
-    cdef Py_ssize_t size
-    cdef const char *text
     cdef unsigned char rec[16]
     cdef int width = 4 if family == 4 else 16
-    if type(item) is not str:
-        return -1
-    text = PyUnicode_AsUTF8AndSize(item, &size)
-    if <Py_ssize_t>strlen(text) != size or inet_pton(AF_INET if family == 4 else AF_INET6,
-                                                     text, rec) != 1:
+    if not _record_of(item, family, rec):
         return -1
     if plus or minus:
         key = PyBytes_FromStringAndSize(<char *>rec, width)
@@ -471,6 +486,40 @@ def addr_in(item, int family, bytes packed, set plus, set minus):
             return 0
     return 1 if _bsearch(<const unsigned char *>PyBytes_AS_STRING(packed), len(packed) // width,
                          rec, width) else 0
+
+
+def addr_change(item, int family, bytes packed, set plus, set minus, bint adding):
+    """Add (``adding``) or remove one member of a packed address set (``packed``: sorted
+    records; ``plus``: records added since, not in ``packed``; ``minus``: records of
+    ``packed`` removed since): -1 when ``item`` is not the text of a host address of
+    ``family`` (nothing changed, the caller looks elsewhere), 0 when the set already was so,
+    1 when it changed (a record taken back from one overlay or recorded in the other).
+    No I/O."""
+    cdef unsigned char rec[16]
+    cdef int width = 4 if family == 4 else 16
+    cdef bint in_base
+    if not _record_of(item, family, rec):
+        return -1
+    key = PyBytes_FromStringAndSize(<char *>rec, width)
+    if key in plus:
+        if adding:
+            return 0
+        plus.discard(key)
+        return 1
+    in_base = _bsearch(<const unsigned char *>PyBytes_AS_STRING(packed), len(packed) // width,
+                       rec, width)
+    if in_base and key not in minus:  # a member
+        if adding:
+            return 0
+        minus.add(key)
+        return 1
+    if not adding:
+        return 0
+    if in_base:
+        minus.discard(key)
+    else:
+        plus.add(key)
+    return 1
 
 
 def unpack_addrs(bytes packed, int family):
