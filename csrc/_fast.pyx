@@ -202,6 +202,48 @@ cdef void _radix32(uint32_t *a, uint32_t *tmp, Py_ssize_t n) noexcept nogil:
     # four passes: the sorted data is back in ``a``
 
 
+cdef int _cmp32(const void *a, const void *b) noexcept nogil:
+    cdef uint32_t x = (<const uint32_t *>a)[0], y = (<const uint32_t *>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef void _sort32(uint32_t *v, uint32_t *tmp, Py_ssize_t k) noexcept nogil:
+    """Sort ``v[0:k]`` (``tmp``: room for ``k`` more). A list sent again in order costs one
+    pass; one with a few values out of place (a member changed in a sorted reply) one pass
+    that keeps the ascending run in ``v`` and moves those few to ``tmp``, sorts them and
+    merges them back; anything else a radix sort."""
+    cdef Py_ssize_t i, kept = 0, side = 0, limit = k // 16 + 16, j, w
+    cdef uint32_t x
+    for i in range(k):
+        x = v[i]
+        if kept == 0 or x >= v[kept - 1]:
+            v[kept] = x
+            kept += 1
+        elif kept == 1 or x >= v[kept - 2]:  # the run's last value is the one out of place
+            tmp[side] = v[kept - 1]
+            side += 1
+            v[kept - 1] = x
+        else:
+            tmp[side] = x
+            side += 1
+        if side > limit:  # not nearly sorted: everything back in v, radix sort
+            memcpy(v + kept, tmp, side * 4)   # fills v[kept:i + 1], the values taken out
+            _radix32(v, tmp, k)
+            return
+    if side == 0:
+        return
+    qsort(tmp, side, 4, _cmp32)
+    i, j, w = kept - 1, side - 1, k - 1   # merge from the back into v[0:k]
+    while j >= 0:
+        if i >= 0 and v[i] > tmp[j]:
+            v[w] = v[i]
+            i -= 1
+        else:
+            v[w] = tmp[j]
+            j -= 1
+        w -= 1
+
+
 cdef bint _plain_mac(object m):
     """``m`` is a MAC written aa:bb:cc:dd:ee:ff (hex digits of either case)."""
     cdef Py_ssize_t ln, i
@@ -314,13 +356,7 @@ def pack_addrs(seq, int family, bint check_macs=False):
         k += 1
     if four:
         tmp = <uint32_t *>(buf + n * 4)
-        m = 1
-        for i in range(1, k):  # already sorted (a list sent again in order)? skip the sort
-            if v[i] < v[i - 1]:
-                m = 0
-                break
-        if not m:
-            _radix32(v, tmp, k)
+        _sort32(v, tmp, k)
         m = 0
         for i in range(k):
             if m == 0 or v[i] != v[m - 1]:

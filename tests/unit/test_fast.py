@@ -103,6 +103,22 @@ def test_pack_v4_accepts_what_inet_pton_accepts(seq):
 
 
 @needs_c
+@given(st.integers(0, 3000),
+       st.lists(st.tuples(st.integers(0, 2999), st.integers(0, (1 << 32) - 1)), max_size=300))
+def test_pack_v4_nearly_sorted_twins(n, changes):
+    """A sorted reply with some members changed in place (the compiled sort keeps the sorted
+    run and merges the few others in; past a share of them it sorts everything): the same
+    records as the twin's."""
+    seq = [socket.inet_ntop(socket.AF_INET, (i * 40503).to_bytes(4, "big")) for i in range(n)]
+    for pos, value in changes:
+        if pos < n:
+            seq[pos] = socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    got = _fast_c.pack_addrs(seq, 4)
+    assert got == _fast_py.pack_addrs(seq, 4)
+    assert got[0] == b"".join(sorted({socket.inet_pton(socket.AF_INET, x) for x in seq}))
+
+
+@needs_c
 @given(st.lists(v4, max_size=80), st.lists(v4, max_size=80))
 def test_diff_packed_twins_and_meaning(a, b):
     pa, _ = _fast_c.pack_addrs(a, 4)
