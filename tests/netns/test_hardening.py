@@ -324,6 +324,11 @@ def test_names_record_rewritten_only_when_names_change_or_the_file_is_not_ours(n
     doc["sg_member_ips"]["sg-web"]["IPv4"].pop()
     assert fw.apply(copy.deepcopy(doc)).changed
     assert set(statefile.load(ns, strict=True)["ports"]) == {"port-web", "port-db"}
+    with fw.defer_apply():  # a member-only model and a port in one transaction
+        doc["sg_member_ips"]["sg-web"]["IPv4"].append("198.51.100.23")
+        fw.apply(copy.deepcopy(doc))
+        fw.prepare_port_filter(dict(demo()["devices"]["port-client"], id="port-client"))
+    assert set(statefile.load(ns, strict=True)["ports"]) == {"port-web", "port-db", "port-client"}
     fw.flush()
 
 
