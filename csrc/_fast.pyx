@@ -244,18 +244,23 @@ cdef void _sort32(uint32_t *v, uint32_t *tmp, Py_ssize_t k) noexcept nogil:
         w -= 1
 
 
+cdef const char *_utf8(object item, Py_ssize_t *size) except? NULL:
+    """The UTF-8 text of ``item`` and its length, or NULL when it is not a str (or one with
+    lone surrogates, which is no address or MAC either)."""
+    if type(item) is not str:
+        return NULL
+    try:
+        return PyUnicode_AsUTF8AndSize(item, size)
+    except UnicodeError:
+        return NULL
+
+
 cdef bint _plain_mac(object m):
     """``m`` is a MAC written aa:bb:cc:dd:ee:ff (hex digits of either case)."""
     cdef Py_ssize_t ln, i
-    cdef const char *s
     cdef char c
-    if type(m) is not str:
-        return False
-    try:
-        s = PyUnicode_AsUTF8AndSize(m, &ln)
-    except UnicodeError:
-        return False
-    if ln != 17:
+    cdef const char *s = _utf8(m, &ln)
+    if s == NULL or ln != 17:
         return False
     for i in range(17):
         c = s[i]
@@ -337,9 +342,8 @@ def pack_addrs(seq, int family, bint check_macs=False):
             if type(item) is not str:
                 rejects.append((i, items[i]))
                 continue
-        try:
-            s = PyUnicode_AsUTF8AndSize(item, &ln)
-        except UnicodeError:  # lone surrogates: not an address
+        s = _utf8(item, &ln)
+        if s == NULL:  # lone surrogates: not an address
             rejects.append((i, items[i]))
             continue
         if four:
@@ -488,13 +492,9 @@ cdef bint _record_of(object item, int family, unsigned char *rec):
     """The record of ``item`` in ``rec`` (big-endian, 4 or 16 bytes): False when ``item`` is
     not the text of a host address of ``family``."""
     cdef Py_ssize_t size
-    cdef const char *text
     cdef uint32_t v
-    if type(item) is not str:
-        return False
-    try:
-        text = PyUnicode_AsUTF8AndSize(item, &size)
-    except UnicodeError:  # lone surrogates: not an address
+    cdef const char *text = _utf8(item, &size)
+    if text == NULL:
         return False
     if family == 4:
         if _dotted_quad(text, size, &v):
