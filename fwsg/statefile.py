@@ -3,7 +3,8 @@
 
 Writers replace the record atomically (a temporary file of their own, fsync, rename), under the
 namespace's lock (see :mod:`fwsg.nslock`); readers see the old record or the new one, never a
-mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`.
+mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`. A writer
+tells its own record from one replaced, edited or removed since by :func:`identity`.
 """
 
 import json
