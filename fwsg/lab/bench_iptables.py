@@ -66,8 +66,18 @@ class IptablesBench(Bench):
         big = "default"
         n_big = len(model.members_of(big, 4)) + len(model.members_of(big, 6))
         addrs = [member_v4(900000 + i) for i in range(a.ops)]
-        add = _timed_each(lambda ip: fw.add_security_group_members(big, [ip]), addrs)
-        rem = _timed_each(lambda ip: fw.remove_security_group_members(big, [ip]), addrs)
+        # the transport of earlier sessions (pyroute2's IPSet, a call per element) and the
+        # current one, alternating in rounds of 10 members so load hits both alike
+        add, rem, add_old, rem_old = [], [], [], []
+        kernel = fw.backend.kernel
+        for i in range(0, len(addrs), 10):
+            chunk = addrs[i:i + 10]
+            for old, out_add, out_rem in ((False, add, rem), (True, add_old, rem_old)):
+                with _old_transport(kernel, old):
+                    out_add += _timed_each(lambda ip: fw.add_security_group_members(big, [ip]),
+                                           chunk)
+                    out_rem += _timed_each(
+                        lambda ip: fw.remove_security_group_members(big, [ip]), chunk)
         proc = [t / 2 for t in _timed_each(lambda ip: self._ipset_proc(big, ip),
                                            addrs[: max(5, a.ops // 10)])]
         self.row(f"{v}_member_add", f"{v}: 3. add 1 member, {n_big}-member group",
@@ -76,6 +86,12 @@ class IptablesBench(Bench):
         self.row(f"{v}_member_del", f"{v}: 3. remove 1 member, {n_big}-member group",
                  _median_ms(rem), _median_ms(proc), "ipset process per change",
                  "<= 0.5 ms", _median_ms(rem) <= 0.5)
+        self.row(f"{v}_member_add_old", f"{v}: 3. add 1 member, previous transport",
+                 _median_ms(add_old), _median_ms(add), "current transport",
+                 note="pyroute2 IPSet, a call per element (same run, alternating)")
+        self.row(f"{v}_member_del_old", f"{v}: 3. remove 1 member, previous transport",
+                 _median_ms(rem_old), _median_ms(rem), "current transport",
+                 note="pyroute2 IPSet, a call per element (same run, alternating)")
         cur = {"IPv4": list(model.members_of(big, 4)), "IPv6": list(model.members_of(big, 6))}
         flips = []
         for i in range(max(3, a.repeat)):
@@ -111,8 +127,10 @@ class IptablesBench(Bench):
 
         self.say(f"== {name}: ports")
         port0 = doc["devices"]["port-0"]
-        same, gone, new, gone_new = [], [], [], []
-        cpu = {"same": [], "gone": [], "new": [], "gone_new": [], "floor": []}
+        same, gone, new, gone_new, same_old, gone_old = [], [], [], [], [], []
+        cpu = {"same": [], "gone": [], "new": [], "gone_new": [], "floor": [], "least": [],
+               "same_old": [], "gone_old": []}
+        sys_cpu = {k: [] for k in cpu}   # the kernel's part (system time) of each
         extras = [g for g in doc["security_groups"] if g != "default"][-4:]
         for i in range(a.repeat * 2):
             p = dict(port0, id=f"bench-{i}", device=f"tapb{i}",
@@ -122,20 +140,38 @@ class IptablesBench(Bench):
             for what, out, fn in (("same", same, lambda: fw.prepare_port_filter(p)),
                                   ("gone", gone, lambda: fw.remove_port_filter(p["id"])),
                                   ("new", new, lambda: fw.prepare_port_filter(q)),
-                                  ("gone_new", gone_new, lambda: fw.remove_port_filter(q["id"]))):
-                wall, child = _timed_cpu(fn)
+                                  ("gone_new", gone_new, lambda: fw.remove_port_filter(q["id"])),
+                                  ("same_old", same_old, lambda: fw.prepare_port_filter(p)),
+                                  ("gone_old", gone_old, lambda: fw.remove_port_filter(p["id"]))):
+                with _previous_restores(fw.backend.kernel, what.endswith("_old")):
+                    wall, child, kern = _timed_cpu(fn)
                 out.append(wall)
                 cpu[what].append(child)
-        floor = self._touch_floor(fw, cpu["floor"])
+                sys_cpu[what].append(kern)
+        floor = self._touch_floor(fw, cpu["floor"], sys_cpu["floor"])
         fl = "floor: 3 restores, no change"
+        least = self._touch_floor(fw, cpu["least"], sys_cpu["least"], one_rule=True)
+        def share(what):   # system time is sampled per tick: a share of the sums, not a median
+            return round(100 * sum(sys_cpu[what]) / max(sum(cpu[what]), 1e-9))
+
+        self.row(f"{v}_port_least", f"{v}: 5. least change: 1 rule in each table a port adds "
+                 "to", least, floor, fl, note=f"restores' CPU {_median_ms(cpu['least']):.1f} ms,"
+                 f" {share('least')}% in the kernel (floor's {share('floor')}%)")
 
         def note(what):
-            return (f"restores' CPU {_median_ms(cpu[what]):.1f} ms "
-                    f"(floor's {_median_ms(cpu['floor']):.1f})")
+            return (f"restores' CPU {_median_ms(cpu[what]):.1f} ms, {share(what)}% in the "
+                    f"kernel (floor's {_median_ms(cpu['floor']):.1f})")
         self.row(f"{v}_port_add", f"{v}: 5. port added (existing profile)", _median_ms(same),
                  floor, fl, "<= 20 ms", _median_ms(same) <= 20, note("same"))
         self.row(f"{v}_port_del", f"{v}: 5. port removed (existing profile)", _median_ms(gone),
                  floor, fl, note=note("gone"))
+        prev = "restores as before, same run"
+        self.row(f"{v}_port_add_prev", f"{v}: 5. port added (existing profile), previous "
+                 "restores", _median_ms(same_old), _median_ms(same), "current restores",
+                 note=f"{prev}; restores' CPU {_median_ms(cpu['same_old']):.1f} ms")
+        self.row(f"{v}_port_del_prev", f"{v}: 5. port removed (existing profile), previous "
+                 "restores", _median_ms(gone_old), _median_ms(gone), "current restores",
+                 note=f"{prev}; restores' CPU {_median_ms(cpu['gone_old']):.1f} ms")
         self.row(f"{v}_port_add_new", f"{v}: 5. port added (new profile)", _median_ms(new),
                  floor, fl, "<= 20 ms", _median_ms(new) <= 20, note("new"))
         self.row(f"{v}_port_del_new", f"{v}: 5. port removed (new profile)", _median_ms(gone_new),
@@ -167,18 +203,31 @@ class IptablesBench(Bench):
         subprocess.run(["ipset", "add", name, ip], check=True, capture_output=True)
         subprocess.run(["ipset", "del", name, ip], check=True, capture_output=True)
 
-    def _touch_floor(self, fw, cpu):
+    def _touch_floor(self, fw, cpu, kern, one_rule=False):
         """Baseline: what a port change cannot go below with this variant - the three restores
         it needs (mangle + filter of each family, ebtables nat), each changing nothing (legacy
-        still reads both tables whole), median ms; the restores' CPU time goes to ``cpu``."""
+        still reads both tables whole), median ms; the restores' CPU time goes to ``cpu``, its
+        kernel part to ``kern``. ``one_rule``: each restore adds one rule to each of its
+        tables (legacy: each table read, rebuilt and replaced whole), timed, then takes it
+        back (not timed): the least a port addition can do."""
         k = fw.backend.kernel
-        texts = [(4, "*mangle\nCOMMIT\n*filter\nCOMMIT\n"),
-                 (6, "*mangle\nCOMMIT\n*filter\nCOMMIT\n"), ("eb", "*nat\n")]
+        if one_rule:
+            ip = ("*mangle\n{v} fwsg-e-port -m physdev --physdev-in fwsgbench -j fwsg-unspec\n"
+                  "COMMIT\n*filter\n{v} fwsg-in-from -m physdev --physdev-in fwsgbench "
+                  "--physdev-is-bridged -j ACCEPT\nCOMMIT\n")
+            eb = "*nat\n{v} fwsg-arp -i fwsgbench -j DROP\n"
+        else:
+            ip, eb = "*mangle\nCOMMIT\n*filter\nCOMMIT\n", "*nat\n"
         walls = []
         for _ in range(max(3, self.a.repeat)):
-            wall, child = _timed_cpu(lambda: k.restore_all(texts))
+            texts = [(fam, (eb if fam == "eb" else ip).format(v="-A")) for fam in (4, 6, "eb")]
+            wall, child, sys_time = _timed_cpu(lambda: k.restore_all(texts))
             walls.append(wall)
             cpu.append(child)
+            kern.append(sys_time)
+            if one_rule:
+                k.restore_all([(fam, (eb if fam == "eb" else ip).format(v="-D"))
+                               for fam in (4, 6, "eb")])
         return _median_ms(walls)
 
     def _whole_table(self, v):
@@ -193,14 +242,90 @@ class IptablesBench(Bench):
 
 
 def _timed_cpu(fn):
-    """(wall seconds, CPU seconds of the processes fn ran and waited for): the CPU time says
-    what a change costs when other work shares the machine."""
+    """(wall seconds, CPU seconds of the processes fn ran and waited for, the kernel's part of
+    them): the CPU time says what a change costs when other work shares the machine."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     fn()
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    kern = after.ru_stime - before.ru_stime
+    return wall, (after.ru_utime - before.ru_utime) + kern, kern
+
+
+class _Swapped:
+    """Within the block (when ``on``), ``kernel``'s method ``attr`` is what :meth:`make`
+    returns (a baseline of earlier sessions); afterwards whatever was there before."""
+
+    attr = ""
+
+    def __init__(self, kernel, on):
+        self.kernel, self.on = kernel, on
+
+    def __enter__(self):
+        if self.on:
+            self.saved = self.kernel.__dict__.get(self.attr)
+            setattr(self.kernel, self.attr, self.make(self.kernel))
+
+    def __exit__(self, *exc):
+        if self.on:
+            delattr(self.kernel, self.attr)
+            if self.saved is not None:
+                setattr(self.kernel, self.attr, self.saved)
+
+
+class _previous_restores(_Swapped):
+    """Restores as earlier sessions ran them (the baseline of the "previous restores" rows):
+    every process started at once but fed its text only after the one before it had finished,
+    each taking the xtables lock itself."""
+
+    attr = "restore_all"
+
+    @staticmethod
+    def make(k):
+        import subprocess as sp
+
+        from fwsg.errors import KernelError
+        from fwsg.netns import entered
+
+        def restore_all(texts):
+            with entered(k.netns):
+                procs = [(sp.Popen(k._restore_argv(fam), stdin=sp.PIPE, stdout=sp.PIPE,
+                                   stderr=sp.PIPE, text=True), text) for fam, text in texts]
+            bad = [p.args[0] for p, text in procs
+                   if p.communicate(text, timeout=120) and p.returncode != 0]
+            if bad:
+                raise KernelError(f"{', '.join(bad)} refused")
+        return restore_all
+
+
+class _old_transport(_Swapped):
+    """ipset elements changed as earlier sessions did: pyroute2's IPSet, one call per
+    element (the baseline of the member rows)."""
+
+    attr = "_elements"
+
+    @staticmethod
+    def make(k):
+        import socket
+
+        from pyroute2.ipset import IPSet
+
+        from fwsg.netns import entered
+
+        if getattr(k, "_bench_pyroute2", None) is None:
+            with entered(k.netns):
+                k._bench_pyroute2 = IPSet()
+        ipset = k._bench_pyroute2
+
+        def elements(name, members, add):
+            v6 = ":" in next(iter(members))
+            op = ipset.add if add else ipset.delete
+            for m in members:
+                op(name, m if "/" in m else f"{m}/{128 if v6 else 32}",
+                   family=socket.AF_INET6 if v6 else socket.AF_INET, etype="net",
+                   exclusive=False)
+        return elements
 
 
 def _timed_each(fn, items):

@@ -147,6 +147,38 @@ def test_reconcile_repairs_drift(env):
         sh(lab, ipt, "-t", "mangle", "-D", "FORWARD", "-s", "192.0.2.11/32", "-j", "ACCEPT")
 
 
+def test_reconcile_finds_an_iptables_rule_edited_in_place(env):
+    """A group chain's rule replaced by another (same chain, same rule count, the digest
+    comment kept) lets a packet through; reconcile finds it by the chain's printed content,
+    rewrites the chain, and the packet is dropped again. Rules whose protocol the save tool
+    prints by name are not taken for drift."""
+    lab, fw, variant = env
+    groups = web_db()
+    groups["db"] = groups["db"] + [rule("ingress", protocol="gre"), rule("ingress", protocol=47),
+                                   rule("ingress", protocol="tcp", ports=(7000, 7001))]
+    doc = model(lab, groups, {"vm1": ["web"], "vm2": ["db"]})
+    fw.apply(doc)
+    assert fw.reconcile().repaired == []          # nothing edited: nothing to repair
+    assert not lab.tcp_connect("vm1", "vm2", port=22)
+    ipt = f"iptables-{variant}"
+    chain = [line.split()[1] for line in fwsg_lines(lab, variant)
+             if line.startswith("-A fwsg-g") and "--dport 7000:7001" in line][0]
+    rules = [line.split(" ", 2)[2] for line in fwsg_lines(lab, variant)
+             if line.startswith(f"-A {chain} ")]
+    pos = rules.index("-p tcp -m tcp --dport 7000:7001 -j ACCEPT") + 1
+    sh(lab, ipt, "-R", chain, str(pos), "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
+    edited = [line.split(" ", 2)[2] for line in fwsg_lines(lab, variant)
+              if line.startswith(f"-A {chain} ")]
+    assert len(edited) == len(rules) and edited[-1] == rules[-1]   # count and digest kept
+    assert lab.tcp_connect("vm1", "vm2", port=22)              # the drift is real
+    text = "\n".join(fw.reconcile().repaired)
+    assert f"chain {chain} restored (iptables -t filter)" in text
+    assert not lab.tcp_connect("vm1", "vm2", port=22)
+    assert lab.tcp_connect("vm1", "vm2", port=5432)
+    assert fw.reconcile().repaired == []
+    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(doc)
+
+
 def test_reconcile_finds_an_ebtables_rule_changed_in_place(env):
     """An ARP chain whose rule was swapped for another (same name, same rule count) is found
     by its content, rewritten, and spoofed ARP is dropped again."""
@@ -327,3 +359,59 @@ def test_variant_detection(fwlab):
         assert detect(lab.host_ns, other).variant == other
     finally:
         sh(lab, f"iptables-{variant}", "-D", "OUTPUT", "-d", "203.0.113.1", "-j", "ACCEPT")
+
+
+def test_ipset_netlink_socket(fwlab):
+    """fwsg's ipset netlink messages against the kernel: batches beyond one send, both
+    families, an element already there or already gone is no error, a missing set and a
+    wrong family are refused naming the set and the element."""
+    from fwsg.backends.iptables.ipsetnl import IpsetSocket
+
+    lab, _ = fwlab
+    sock = IpsetSocket(lab.host_ns)
+    sh(lab, "ipset", "create", "fwsgtest4", "hash:net", "family", "inet")
+    sh(lab, "ipset", "create", "fwsgtest6", "hash:net", "family", "inet6")
+    try:
+        many = [f"{net}.{i}/32" for net in ("198.51.100", "203.0.113") for i in range(256)]
+        sock.change("fwsgtest4", many + ["192.0.2.0/24", many[0]], True)
+        sock.change("fwsgtest6", ["2001:db8::1/128", "2001:db8:1::/48"], True)
+        sock.change("fwsgtest4", many[1:] + ["192.0.2.9/32"], False)
+        saved4 = sh(lab, "ipset", "save", "fwsgtest4").split("\n")
+        assert sorted(line.split()[2] for line in saved4 if line.startswith("add ")) == \
+            ["192.0.2.0/24", "198.51.100.0"]
+        saved6 = sh(lab, "ipset", "save", "fwsgtest6")
+        assert "add fwsgtest6 2001:db8::1\n" in saved6 and "2001:db8:1::/48" in saved6
+        with pytest.raises(KernelError, match="fwsgnone: 192.0.2.1/32 refused: the set does "
+                                              "not exist"):
+            sock.change("fwsgnone", ["192.0.2.1/32"], True)
+        with pytest.raises(KernelError, match="fwsgtest4: 2001:db8::1/128 refused"):
+            sock.change("fwsgtest4", ["2001:db8::1/128"], True)
+        sock.change("fwsgtest4", ["192.0.2.0/24"], False)    # the socket still works
+        assert "add " not in sh(lab, "ipset", "save", "fwsgtest4").replace(
+            "add fwsgtest4 198.51.100.0", "")
+    finally:
+        sock.close()
+        sh(lab, "ipset", "destroy", "fwsgtest4", check=False)
+        sh(lab, "ipset", "destroy", "fwsgtest6", check=False)
+
+
+def test_legacy_restores_of_both_families_hold_the_xtables_lock(fwlab):
+    """With both IP families to restore, iptables-legacy's processes run side by side under
+    the xtables lock fwsg holds for them: meanwhile another iptables process waits for it,
+    and each of fwsg's restores has a lock file of its own."""
+    import time
+
+    from fwsg.backends.iptables import kernel
+
+    lab, _ = fwlab
+    with kernel._xtables_lock(True) as private:
+        assert set(private) == {4, 6} and private[4] != private[6]
+        assert kernel.XT_LOCK not in private.values()
+        other = subprocess.Popen(["ip", "netns", "exec", lab.host_ns, "iptables-legacy", "-L",
+                                  "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)                     # time to start; it cannot end while fwsg holds
+        if other.poll() is not None:        # the lock: it must still be waiting
+            pytest.fail("another iptables process ran while fwsg held the xtables lock")
+    assert other.wait(timeout=30) == 0      # released: it went on
+    with kernel._xtables_lock(False) as private:
+        assert private is None

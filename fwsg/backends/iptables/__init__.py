@@ -57,8 +57,23 @@ class IptablesBackend:
         return _desired.Desired(port_ids)
 
     def drift(self, desired, current, deep=False):
-        """Nothing beyond what diff sees: chains are compared by digest and rule count,
-        dispatch rules and set members one by one, hooks by position."""
+        """What diff cannot see from digests: with ``deep`` (reconcile), an iptables chain
+        whose digest comment and rule count are right but whose rules, as the save tool
+        printed them, are not those fwsg wrote (a rule edited in place, the comment kept) is
+        marked changed in ``current``, so the plan rewrites it. Dispatch rules and set
+        members are compared one by one by diff itself, hooks by position, ebtables chains by
+        content when read (kernel.parse). Returns (current, {}, [])."""
+        if deep and current.bodies:
+            from fwsg.backends.iptables.state import same_rule
+
+            for key, chain in desired.st.chains.items():
+                body = current.bodies.get(key)
+                if body is None or current.chains.get(key) != chain.digest:
+                    continue   # absent or already different: diff rewrites it anyway
+                want = chain.printed()
+                if len(body) != len(want) or not all(
+                        a == b or same_rule(a, b) for a, b in zip(body, want)):
+                    current.chains[key] = "?"
         return current, {}, []
 
     def generation(self):

@@ -104,6 +104,7 @@ class Desired(MemberBook):
         self.zone_of = {}          # network id -> zone
         self.reserved_zones = dict(zones or {})  # device -> zone found in the kernel
         self.set_owner = {}        # set name -> (sg, fam): names must not collide
+        self._names = None         # the names record, cached (see names)
         # the exact dispatch rules each port owns, to take them back
         self._dispatched, self._in_port_rule, self._zone_rule = {}, {}, {}
         self._egress_rules = {}    # (pid, fam) -> its rules in fwsg-e-addr
@@ -117,7 +118,10 @@ class Desired(MemberBook):
     @property
     def names(self):
         """Group id -> derived name (what Firewall keeps in the names record)."""
-        return _GroupNames({sg: names.group_chain(sg, INGRESS)[:-2] for sg in self.groups})
+        if self._names is None:   # asked for on every commit: rebuilt when groups come or go
+            self._names = _GroupNames({sg: names.group_chain(sg, INGRESS)[:-2]
+                                       for sg in self.groups})
+        return self._names
 
     def clear_pending(self):
         self.pending = Pending()
@@ -238,6 +242,8 @@ class Desired(MemberBook):
         """Set (or, with None, remove) a group's rules."""
         self.check_rules(f"security_groups.{sg}", rules or ())
         old = self.groups.get(sg)
+        if (old is None) != (rules is None):
+            self._names = None
         if rules is None:
             self.groups.pop(sg, None)
             self._set_refs(("g", sg), ())

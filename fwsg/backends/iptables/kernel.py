@@ -1,15 +1,19 @@
-"""Kernel I/O of the iptables backend: ipsets through pyroute2's ipset netlink (``ipset
-restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
+"""Kernel I/O of the iptables backend: ipset elements through one netlink socket (``ipsetnl``;
+``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
 read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
 jumps into them (every other line is dropped unparsed).
 """
 
+import contextlib
+import fcntl
+import os
 import re
-import socket
 import subprocess
+import threading
 
 from fwsg.backends.iptables import names
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
+from fwsg.backends.iptables.ipsetnl import IpsetSocket
 from fwsg.backends.iptables.state import Chain, SetSpec, State
 from fwsg.errors import KernelError
 from fwsg.netns import entered
@@ -23,8 +27,25 @@ _EB_NAME = re.compile(r"^fwsg-a[0-9a-f]{6}-([0-9a-f]{8})-(\d+)$")
 _ZONE = re.compile(r"^-m physdev --physdev-in (\S+) -j CT --zone (\d+)$")
 
 
-def _family(fam):
-    return socket.AF_INET if fam == 4 else socket.AF_INET6
+XT_LOCK = "/run/xtables.lock"   # iptables' own lock (unless $XTABLES_LOCKFILE names another)
+
+
+@contextlib.contextmanager
+def _xtables_lock(take):
+    """With ``take``: hold the lock every iptables process takes before it changes a table
+    (waiting for it, as ``-w`` does) and yield {4: path, 6: path}, a private lock file for
+    each of fwsg's own two restores; else yield None (each restore takes the lock itself)."""
+    if not take:
+        yield None
+        return
+    path = os.environ.get("XTABLES_LOCKFILE") or XT_LOCK
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        base = os.path.join(os.path.dirname(path), "fwsg-xtables")
+        yield {4: f"{base}-ip.lock", 6: f"{base}-ip6.lock"}
+    finally:
+        os.close(fd)   # closing releases the lock
 
 
 def _entry(m, fam):
@@ -58,11 +79,9 @@ class Kernel:
 
     @property
     def ipset(self):
+        """The namespace's ipset netlink socket (opened on first use)."""
         if self._ipset is None:
-            from pyroute2.ipset import IPSet
-
-            with entered(self.netns):
-                self._ipset = IPSet()
+            self._ipset = IpsetSocket(self.netns)
         return self._ipset
 
     def run(self, argv, text=None):
@@ -122,6 +141,7 @@ class Kernel:
             else:
                 m = _DIGEST.search(body[-1]) if body else None
                 st.chains[key] = m.group(1) if m and int(m.group(2)) == len(body) else "?"
+                st.bodies[key] = body
 
     def _read_set(self, st, name):
         spec, members = None, set()
@@ -154,30 +174,55 @@ class Kernel:
             self._destroy(name)
 
     def restore_all(self, texts):
-        """Run one ``restore --noflush`` per (family, text), the families concurrently (they
-        are independent tables); KernelError naming the first that failed."""
+        """Run one ``restore --noflush`` per (family, text), all at once (the families' tables
+        are independent); KernelError naming each that failed. Each process is fed from a
+        thread of its own, so none waits for another's input. iptables-legacy's restores
+        serialize on the xtables lock, which only keeps iptables processes from changing the
+        same tables at once: with both IP families to restore, fwsg takes that lock itself,
+        as ``-w`` would (waiting), and gives each of its two restores a lock file of its own,
+        so they run side by side while every other iptables process waits for fwsg."""
         if not texts:
             return
         if len(texts) == 1:
             fam, text = texts[0]
             self.run(self._restore_argv(fam), text)
             return
-        procs = []
-        with entered(self.netns):
-            try:
-                for fam, text in texts:
-                    p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True)
-                    procs.append((p, text))
-            except OSError as e:
-                for p, _ in procs:
+        ip_fams = sum(1 for fam, _ in texts if fam != "eb")
+        with _xtables_lock(self.tools.variant == "legacy" and ip_fams > 1) as private:
+            procs = []
+            with entered(self.netns):
+                try:
+                    for fam, text in texts:
+                        env = None
+                        if private and fam != "eb":
+                            env = dict(os.environ, XTABLES_LOCKFILE=private[fam])
+                        p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             text=True, env=env)
+                        procs.append((p, text))
+                except OSError as e:
+                    for p, _ in procs:
+                        p.kill()
+                        p.wait()
+                    raise KernelError(f"restore: {e}") from None
+            outs = [None] * len(procs)
+
+            def feed(i):
+                p, text = procs[i]
+                try:
+                    outs[i] = p.communicate(text, timeout=120)
+                except Exception as e:  # noqa: BLE001 - ended, reported below as refused
                     p.kill()
                     p.wait()
-                raise KernelError(f"restore: {e}") from None
+                    outs[i] = ("", f"{type(e).__name__}: {e}")
+            threads = [threading.Thread(target=feed, args=(i,)) for i in range(1, len(procs))]
+            for t in threads:
+                t.start()
+            feed(0)
+            for t in threads:
+                t.join()
         errors = []
-        for (p, text), (fam, _) in zip(procs, texts):
-            out, err = p.communicate(text, timeout=120)
+        for (p, _), (fam, _), (out, err) in zip(procs, texts, outs):
             if p.returncode != 0:
                 msg = " ".join((err or out).split())[:400]
                 errors.append(f"{self._restore_argv(fam)[0]} refused: {msg}")
@@ -224,12 +269,7 @@ class Kernel:
             verb = "add" if add else "del"
             self._restore([f"{verb} {name} {m}" for m in members])
             return
-        op = self.ipset.add if add else self.ipset.delete
-        try:
-            for m in members:
-                op(name, _entry(m, fam), family=_family(fam), etype="net", exclusive=False)
-        except Exception as e:  # pyroute2 raises its own error types
-            raise KernelError(f"ipset {name}: {e}") from None
+        self.ipset.change(name, [_entry(m, fam) for m in members], add)
 
     def _destroy(self, name):
         try:

@@ -11,8 +11,10 @@
 No I/O here.
 """
 
+import re
+import socket
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Tuple
 
 from fwsg.backends.iptables import names
@@ -34,15 +36,43 @@ class Chain:
     def count(self):
         return len(self.rules) + 1
 
+    def printed(self, ebtables=False):
+        """The rules as written after ``-A NAME`` (fwsg writes them as the save tools print
+        them, but for protocol names: see :func:`same_rule`), the digest comment included."""
+        if ebtables:
+            return list(self.rules) + [f"-j {self.final}"]
+        return list(self.rules) + [f'-m comment --comment "{names.COMMENT}{self.digest}:'
+                                   f'{self.count()}" -j {self.final}']
+
     def lines(self, name, ebtables=False):
         """The ``-A`` lines of this chain (restore syntax)."""
-        out = [f"-A {name} {r}" for r in self.rules]
-        if ebtables:
-            out.append(f"-A {name} -j {self.final}")
-        else:
-            out.append(f'-A {name} -m comment --comment "{names.COMMENT}{self.digest}:'
-                       f'{self.count()}" -j {self.final}')
-        return out
+        return [f"-A {name} {r}" for r in self.printed(ebtables)]
+
+
+_PROTO = re.compile(r"(?:^| )-p (\S+)")
+
+
+@lru_cache(maxsize=None)
+def _proto_number(name):
+    if name.isdigit():
+        return name
+    try:
+        return str(socket.getprotobyname(name))
+    except OSError:
+        return name
+
+
+def same_rule(printed, written):
+    """Whether ``printed`` (a rule as ``iptables-save`` printed it) is ``written`` (as fwsg
+    wrote it): equal text, but for the protocol, which the save tools print by its name in
+    the host's /etc/protocols (``-p gre``) where fwsg writes most by number (``-p 47``)."""
+    if printed == written:
+        return True
+    a, b = _PROTO.search(printed), _PROTO.search(written)
+    if a is None or b is None or _proto_number(a.group(1)) != _proto_number(b.group(1)):
+        return False
+    return (printed[:a.start(1)] == written[:b.start(1)]
+            and printed[a.end(1):] == written[b.end(1):])
 
 
 def eb_chain_name(port_id, chain):
@@ -76,6 +106,8 @@ class State:
     hooks: set = field(default_factory=set)
     misplaced: set = field(default_factory=set)  # hooks found below another rule
     zones: dict = field(default_factory=dict)   # device -> conntrack zone (read back)
+    bodies: dict = field(default_factory=dict)  # (fam, table, chain) -> rules as printed
+    #                                             (iptables chains read back; see drift)
 
     def counts(self):
         """Sizes, with the keys the nft backend uses (an ipset is a set, a member an element)."""
