@@ -43,8 +43,9 @@ cdef class NftContext:
                 L.nft_ctx_free(self.ctx)
             self.ctx = NULL
 
-    def run(self, text, bint json_output=False):
-        """Run ``text`` (nft syntax, one atomic transaction) and return the library's output.
+    def run(self, text, bint json_output=False, bint echo=False):
+        """Run ``text`` (nft syntax, one atomic transaction) and return the library's output;
+        with ``echo`` the output lists the objects the transaction created, with handles.
 
         Raises KernelError carrying the library's error text when the batch is refused; the
         kernel is then unchanged.
@@ -55,6 +56,8 @@ cdef class NftContext:
         cdef char *buf = strdup(data)
         cdef int rc
         cdef unsigned int flags = self.base_flags | (L.NFT_CTX_OUTPUT_JSON if json_output else 0)
+        if echo:
+            flags |= L.NFT_CTX_OUTPUT_ECHO | L.NFT_CTX_OUTPUT_HANDLE
         L.nft_ctx_output_set_flags(self.ctx, flags)
         try:
             with nogil:
@@ -151,7 +154,7 @@ def diff_map_keys(dict desired, dict current, keys):
 
 # ---- packed address lists: bulk member updates at C speed ----------------------------------
 
-from libc.stdint cimport int32_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, qsort
 from libc.string cimport memcmp, memcpy, strlen
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -618,9 +621,14 @@ cdef class NetlinkWriter:
     cdef unsigned int portid
     cdef unsigned int seq
     cdef unsigned int set_id   # NFTA_SET_ID of the sets a batch declares
+    cdef bint _echo_next
+    cdef unsigned int _rule_seq    # sequence number of the last NEWRULE message built
+    cdef public object generation   # generation made by the last commit (echo), or None
 
     def __cinit__(self):
         cdef int size = 16 * 1024 * 1024
+        self.generation = None
+        self._echo_next = False
         self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
         if self.nl == NULL:
             raise KernelError("netlink: cannot open a netfilter socket")
@@ -645,18 +653,24 @@ cdef class NetlinkWriter:
             self.nl = NULL
 
     cdef N.nlmsghdr *_hdr(self, N.nftnl_batch *b, int msg_type, int fam, int flags):
+        if self._echo_next:  # the kernel reports the generation to the first message's sender
+            flags |= N.NLM_F_ECHO
+            self._echo_next = False
         cdef N.nlmsghdr *nlh = N.nftnl_nlmsg_build_hdr(<char *>N.nftnl_batch_buffer(b), msg_type,
                                                        fam, flags | N.NLM_F_ACK, self.seq)
         self.seq += 1
         return nlh
 
-    def commit(self, ops):
+    def commit(self, ops, genid=None, bint echo=False):
         """Commit ``ops`` as one atomic batch, in order. Each op is a tuple:
         ("chain", family, name) creates a chain; ("rule", family, chain, verdict, target,
-        comment) appends a rule whose only statement is ``verdict`` ("jump" to ``target`` or
-        "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs, comment)
-        appends a rule of matches (``exprs`` from fwsg.backends.nft.matches, ``text`` its nft
-        text); ("flush", family, chain) removes a chain's rules;
+        comment[, before, replace]) adds a rule whose only statement is ``verdict`` ("jump" to
+        ``target`` or "drop"), with ``comment`` or None; ("xrule", family, chain, text, exprs,
+        comment[, before, replace]) adds a rule of matches (``exprs`` from
+        fwsg.backends.nft.matches, ``text`` its nft text): appended at the chain's end, or
+        inserted before the rule whose handle is ``before``, or replacing the rule whose handle
+        is ``replace``; ("delrule", family, chain, handle) deletes one rule by handle;
+        ("flush", family, chain) removes a chain's rules;
         ("delchain", family, chain) deletes an empty chain; ("chain", family, name, hooknum,
         priority, policy, text) creates a base chain of type filter; ("table", family, text) and
         ("deltable", family, text) create and delete fwsg's table; ("set", family, name, flags,
@@ -665,36 +679,52 @@ cdef class NetlinkWriter:
         key, else None); ("delset", family, name, text) deletes one (``text``: the nft statement,
         for the twin); ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
-        or a list of bytes, ``values`` None or a list (bytes of a map value, or the chain name
-        of a jump), ``texts`` their nft text. ``family`` is "inet" or "bridge". Raises
+        or a list of bytes, ``values`` None or a list (bytes of a map value, the chain name
+        of a jump, or an int verdict code: 0 drop), ``texts`` their nft text. ``family`` is
+        "inet" or "bridge".
+
+        ``genid``: the nf_tables generation the batch was made against; the kernel refuses the
+        whole batch (errno ERESTART) when anyone committed anything since. ``echo``: the
+        kernel reports the handle of every rule created and the generation the batch made
+        (``self.generation``, else None). Returns a list with, per op, the new rule's handle
+        (int) for "rule"/"xrule" (None when not echoed) and None for the other kinds. Raises
         KernelError (nothing changed) when the kernel refuses, ValueError (nothing sent) for
         ops it cannot encode or a batch larger than one page."""
         if self.nl == NULL:
             raise KernelError("netlink socket is closed")
+        self.generation = None
         cdef N.nftnl_batch *b = N.nftnl_batch_alloc(_PAGE, _OVERRUN)
         if b == NULL:
             raise MemoryError()
         cdef int nmsgs = 0
         cdef N.iovec iov
+        cdef N.nlmsghdr *begin
         cdef Py_ssize_t total = sum(len(op[4]) for op in ops if op[0] == "elem")
         if total > _MAX_ELEMENTS:
             N.nftnl_batch_free(b)
             raise ValueError(f"{total} elements in one batch; at most {_MAX_ELEMENTS}")
         cdef unsigned int first_seq = self.seq
+        cdef list seqs = [None] * len(ops)   # message sequence number of each rule op
+        cdef dict handles = {}
+        self._echo_next = echo               # the first message asks for the generation
         try:
-            N.nftnl_batch_begin(<char *>N.nftnl_batch_buffer(b), self.seq)
+            begin = N.nftnl_batch_begin(<char *>N.nftnl_batch_buffer(b), self.seq)
+            if genid is not None:
+                N.mnl_attr_put_u32(begin, 1, htonl(<uint32_t>genid))  # NFNL_BATCH_GENID
             self.seq += 1
             N.nftnl_batch_update(b)
-            for op in ops:
+            for i, op in enumerate(ops):
                 kind = op[0]
                 if kind == "elem":
                     nmsgs += self._elements(b, op)  # advances the batch itself, per message
                     continue
                 if kind == "rule":
-                    self._rule(b, op)
+                    self._rule(b, op, echo)
+                    seqs[i] = self._rule_seq
                 elif kind == "xrule":
-                    nmsgs += self._xrule(b, op)   # anonymous sets it declares first
-                elif kind in ("chain", "flush", "delchain"):
+                    nmsgs += self._xrule(b, op, echo)   # anonymous sets it declares first
+                    seqs[i] = self._rule_seq
+                elif kind in ("chain", "flush", "delchain", "delrule"):
                     self._chain(b, kind, op)
                 elif kind in ("table", "deltable"):
                     self._table(b, kind, op)
@@ -714,9 +744,10 @@ cdef class NetlinkWriter:
                 raise ValueError("netlink: batch too large for one page")
             if nmsgs:
                 N.nftnl_batch_iovec(b, &iov, 1)
-                self._talk(iov.iov_base, iov.iov_len, nmsgs, first_seq, self.seq)
+                self._talk(iov.iov_base, iov.iov_len, nmsgs, first_seq, self.seq, handles)
         finally:
             N.nftnl_batch_free(b)
+        return [None if q is None else handles.get(q) for q in seqs]
 
     cdef _chain(self, N.nftnl_batch *b, str kind, tuple op):
         cdef int fam = _FAMILIES[op[1]]
@@ -724,10 +755,12 @@ cdef class NetlinkWriter:
         cdef N.nftnl_chain *c
         cdef N.nftnl_rule *r
         cdef N.nlmsghdr *nlh
-        if kind == "flush":
+        if kind == "flush" or kind == "delrule":
             r = N.nftnl_rule_alloc()
             N.nftnl_rule_set_str(r, N.NFTNL_RULE_TABLE, b"fwsg")
             N.nftnl_rule_set_str(r, N.NFTNL_RULE_CHAIN, name)
+            if kind == "delrule":
+                N.nftnl_rule_set_u64(r, N.NFTNL_RULE_HANDLE, <uint64_t>op[3])
             nlh = self._hdr(b, N.NFT_MSG_DELRULE, fam, 0)
             N.nftnl_rule_nlmsg_build_payload(nlh, r)
             N.nftnl_rule_free(r)
@@ -837,8 +870,8 @@ cdef class NetlinkWriter:
         N.nftnl_batch_update(b)
         return sid
 
-    cdef _rule(self, N.nftnl_batch *b, tuple op):
-        _, family, chain, verdict, target, comment = op
+    cdef _rule(self, N.nftnl_batch *b, tuple op, bint echo):
+        _, family, chain, verdict, target, comment = op[:6]
         cdef int fam = _FAMILIES[family]
         cdef bytes chain_b = chain.encode()
         cdef bytes target_b
@@ -868,14 +901,33 @@ cdef class NetlinkWriter:
                     raise ValueError("comment too long")
                 N.nftnl_rule_set_data(r, N.NFTNL_RULE_USERDATA, N.nftnl_udata_buf_data(ud),
                                       N.nftnl_udata_buf_len(ud))
-            nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
-            N.nftnl_rule_nlmsg_build_payload(nlh, r)
+            self._newrule(b, r, fam, op, echo)
         finally:
             if ud != NULL:
                 N.nftnl_udata_buf_free(ud)
             N.nftnl_rule_free(r)
 
-    cdef int _xrule(self, N.nftnl_batch *b, tuple op) except -1:
+    cdef _newrule(self, N.nftnl_batch *b, N.nftnl_rule *r, int fam, tuple op, bint echo):
+        """The NEWRULE message of rule ``r``: appended, or with ``op[6]`` (a handle) inserted
+        before that rule, or with ``op[7]`` replacing it; echoed (its handle reported) with
+        ``echo``. Its sequence number goes to ``self._rule_seq``."""
+        cdef object before = op[6] if len(op) > 6 else None
+        cdef object replace = op[7] if len(op) > 7 else None
+        cdef int flags
+        if replace is not None:
+            N.nftnl_rule_set_u64(r, N.NFTNL_RULE_HANDLE, <uint64_t>replace)
+            flags = N.NLM_F_REPLACE
+        elif before is not None:  # without NLM_F_APPEND: before the rule at POSITION
+            N.nftnl_rule_set_u64(r, N.NFTNL_RULE_POSITION, <uint64_t>before)
+            flags = N.NLM_F_CREATE
+        else:
+            flags = N.NLM_F_CREATE | N.NLM_F_APPEND
+        if echo:
+            flags |= N.NLM_F_ECHO
+        self._rule_seq = self.seq
+        N.nftnl_rule_nlmsg_build_payload(self._hdr(b, N.NFT_MSG_NEWRULE, fam, flags), r)
+
+    cdef int _xrule(self, N.nftnl_batch *b, tuple op, bint echo) except -1:
         """Append a rule built from expressions (fwsg.backends.nft.matches); returns the
         messages it added besides the rule (anonymous sets). Expressions: ("meta", key[,
         dreg]), ("metaset", key, sreg), ("ct", key, dreg), ("ctset", key, sreg), ("imm", dreg,
@@ -884,7 +936,7 @@ cdef class NetlinkWriter:
         none), ("anonlookup", sreg, key_type, key_len, userdata, keys) (an anonymous
         constant set declared in the same batch), ("verdict", code[, chain]); registers
         default to 1."""
-        _, family, chain, _text, exprs, comment = op
+        _, family, chain, _text, exprs, comment = op[:6]
         cdef int fam = _FAMILIES[family]
         cdef bytes chain_b = chain.encode()
         cdef bytes data, data2, comment_b
@@ -978,8 +1030,7 @@ cdef class NetlinkWriter:
                     raise ValueError("comment too long")
                 N.nftnl_rule_set_data(r, N.NFTNL_RULE_USERDATA, N.nftnl_udata_buf_data(ud),
                                       N.nftnl_udata_buf_len(ud))
-            nlh = self._hdr(b, N.NFT_MSG_NEWRULE, fam, N.NLM_F_CREATE | N.NLM_F_APPEND)
-            N.nftnl_rule_nlmsg_build_payload(nlh, r)
+            self._newrule(b, r, fam, op, echo)
         finally:
             if e != NULL:
                 X.nftnl_expr_free(e)
@@ -1032,6 +1083,7 @@ cdef class NetlinkWriter:
         cdef N.nftnl_set_elem *e
         cdef bytes kb, chain_b
         cdef int jump = N.NFT_JUMP
+        cdef int code
         cdef object v
         for j in range(i, end):
             e = N.nftnl_set_elem_alloc()
@@ -1049,15 +1101,22 @@ cdef class NetlinkWriter:
                     chain_b = v.encode()
                     N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
                     N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
+                elif type(v) is int:
+                    if v != 0:
+                        raise ValueError(f"unsupported verdict code {v}")
+                    code = v
+                    N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &code, sizeof(int))
                 else:
                     kb = v
                     N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_DATA, <const char *>kb, len(kb))
 
     cdef _talk(self, void *data, size_t length, int expected, unsigned int first_seq,
-               unsigned int end_seq):
+               unsigned int end_seq, dict handles):
         """Send one batch and read one answer per message of it (acks are asked for every
         message), matched by sequence number; leftovers of an earlier batch are drained first
-        and never counted."""
+        and never counted. Echoed rules put their handle in ``handles`` (sequence number ->
+        handle), an echoed generation goes to ``self.generation``. A refusal of the batch
+        itself (its begin message: a stale generation) ends it at once."""
         cdef ssize_t ret
         cdef char buf[65536]
         cdef int acks = 0, first_error = 0, left, rc
@@ -1082,15 +1141,55 @@ cdef class NetlinkWriter:
             left = <int>ret
             nlh = <N.nlmsghdr *>buf
             while N.mnl_nlmsg_ok(nlh, left):
-                if (nlh.nlmsg_type == N.NLMSG_ERROR and first_seq <= nlh.nlmsg_seq < end_seq):
-                    err = <N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)
-                    acks += 1
-                    if err.error != 0 and first_error == 0:
-                        first_error = -err.error
+                if first_seq <= nlh.nlmsg_seq < end_seq:
+                    if nlh.nlmsg_type == N.NLMSG_ERROR:
+                        err = <N.nlmsgerr *>N.mnl_nlmsg_get_payload(nlh)
+                        acks += 1
+                        if err.error != 0 and first_error == 0:
+                            first_error = -err.error
+                        if err.error != 0 and nlh.nlmsg_seq == first_seq:
+                            acks = expected   # the batch was refused whole: nothing follows
+                    elif nlh.nlmsg_type == _NEWRULE_MSG:
+                        _echoed(nlh, 3, 8, handles)       # NFTA_RULE_HANDLE, be64
+                    elif nlh.nlmsg_type == _NEWGEN_MSG:
+                        gen = {}
+                        _echoed(nlh, 1, 4, gen)           # NFTA_GEN_ID, be32
+                        if gen:
+                            self.generation = gen[nlh.nlmsg_seq]
                 nlh = N.mnl_nlmsg_next(nlh, &left)
         if first_error:
+            self.generation = None
+            handles.clear()
             raise KernelError("nftables refused the batch: " + strerror(first_error).decode(),
                               first_error)
+
+
+cdef enum:
+    _NEWRULE_MSG = (10 << 8) | 6    # NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE
+    _NEWGEN_MSG = (10 << 8) | 15    # NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWGEN
+
+
+cdef int _echoed(N.nlmsghdr *nlh, int attr, int width, dict out) except -1:
+    """The big-endian integer attribute ``attr`` (``width`` bytes) of an echoed nf_tables
+    message into ``out[seq]``, if present."""
+    cdef const unsigned char *p = <const unsigned char *>nlh + 16 + 4  # header, nfgenmsg
+    cdef const unsigned char *end = <const unsigned char *>nlh + nlh.nlmsg_len
+    cdef uint16_t alen, atype
+    cdef uint64_t v
+    cdef int i
+    while p + 4 <= end:
+        alen = (<const uint16_t *>p)[0]
+        atype = (<const uint16_t *>p)[1] & 0x3fff
+        if alen < 4 or p + alen > end:
+            return 0
+        if atype == attr and alen >= 4 + width:
+            v = 0
+            for i in range(width):
+                v = (v << 8) | p[4 + i]
+            out[nlh.nlmsg_seq] = v
+            return 0
+        p += (alen + 3) & ~3
+    return 0
 
 
 # ---- conntrack table: dump and delete at C speed (libnetfilter_conntrack) -------------------

@@ -8,6 +8,7 @@ cdef extern from "nftables/libnftables.h" nogil:
         NFT_CTX_DEFAULT
         NFT_CTX_OUTPUT_HANDLE
         NFT_CTX_OUTPUT_JSON
+        NFT_CTX_OUTPUT_ECHO
 
     nft_ctx *nft_ctx_new(unsigned int flags)
     void nft_ctx_free(nft_ctx *ctx)

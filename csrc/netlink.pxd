@@ -1,7 +1,7 @@
 # Declarations of the parts of libmnl and libnftnl that fwsg's netlink writer calls (tables, sets,
 # chains, rules, elements).
 
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "linux/netlink.h" nogil:
@@ -22,6 +22,8 @@ cdef extern from "linux/netlink.h" nogil:
         NLM_F_ACK
         NLM_F_CREATE
         NLM_F_APPEND
+        NLM_F_REPLACE
+        NLM_F_ECHO
 
 
 cdef extern from "linux/netfilter/nf_tables.h" nogil:
@@ -62,6 +64,7 @@ cdef extern from "libmnl/libmnl.h" nogil:
     bint mnl_nlmsg_ok(const nlmsghdr *nlh, int len)
     nlmsghdr *mnl_nlmsg_next(const nlmsghdr *nlh, int *len)
     void *mnl_nlmsg_get_payload(const nlmsghdr *nlh)
+    void mnl_attr_put_u32(nlmsghdr *nlh, uint16_t type, uint32_t data)
 
 
 cdef extern from "sys/uio.h" nogil:
@@ -184,11 +187,14 @@ cdef extern from "libnftnl/rule.h" nogil:
         NFTNL_RULE_TABLE
         NFTNL_RULE_CHAIN
         NFTNL_RULE_USERDATA
+        NFTNL_RULE_HANDLE
+        NFTNL_RULE_POSITION
 
     nftnl_rule *nftnl_rule_alloc()
     void nftnl_rule_free(const nftnl_rule *r)
     int nftnl_rule_set_str(nftnl_rule *r, uint16_t attr, const char *str)
     int nftnl_rule_set_data(nftnl_rule *r, uint16_t attr, const void *data, uint32_t data_len)
+    void nftnl_rule_set_u64(nftnl_rule *r, uint16_t attr, uint64_t val)
     void nftnl_rule_add_expr(nftnl_rule *r, nftnl_expr *expr)
     void nftnl_rule_nlmsg_build_payload(nlmsghdr *nlh, nftnl_rule *r)
 

@@ -5,6 +5,8 @@ NftContext calls libnftables in-process through ctypes.
 
 import ctypes
 import ctypes.util
+import errno
+import json
 import re
 import socket
 import sys
@@ -13,7 +15,9 @@ from fwsg.errors import KernelError, errno_in
 
 COMPILED = False
 
+_NFT_CTX_OUTPUT_HANDLE = 1 << 3
 _NFT_CTX_OUTPUT_JSON = 1 << 4
+_NFT_CTX_OUTPUT_ECHO = 1 << 5
 _lib = None
 
 
@@ -63,8 +67,9 @@ class NftContext:
             self._lib.nft_ctx_free(self.ctx)
             self.ctx = None
 
-    def run(self, text, json_output=False):
-        """Run ``text`` (nft syntax, one atomic transaction) and return the library's output.
+    def run(self, text, json_output=False, echo=False):
+        """Run ``text`` (nft syntax, one atomic transaction) and return the library's output;
+        with ``echo`` the output lists the objects the transaction created, with handles.
 
         Raises KernelError carrying the library's error text when the batch is refused; the
         kernel is then unchanged.
@@ -73,6 +78,8 @@ class NftContext:
             raise KernelError("libnftables context is closed")
         data = text.encode() if isinstance(text, str) else bytes(text)
         flags = self.base_flags | (_NFT_CTX_OUTPUT_JSON if json_output else 0)
+        if echo:
+            flags |= _NFT_CTX_OUTPUT_ECHO | _NFT_CTX_OUTPUT_HANDLE
         self._lib.nft_ctx_output_set_flags(self.ctx, flags)
         rc = self._lib.nft_run_cmd_from_buffer(self.ctx, data)
         out = (self._lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode("utf-8", "replace")
@@ -283,18 +290,32 @@ class NetlinkWriter:
     current at construction."""
 
     def __init__(self):
+        from fwsg.backends.nft.host import Generation
+
         self._ctx = NftContext()
+        self._gen = Generation(None)
+        self._gen.current()   # its socket opens now, in this namespace
+        self.generation = None
 
     def close(self):
         """Close (idempotent)."""
         self._ctx.close()
+        self._gen.close()
 
-    def commit(self, ops):
+    def _generation(self):
+        now = self._gen.current()
+        return None if now is None else now[1]
+
+    def commit(self, ops, genid=None, echo=False):
         """Commit ``ops`` (the tuples ``fwsg._fast.NetlinkWriter.commit`` takes) as one atomic
-        batch, in order, as nft text through libnftables. Raises KernelError (nothing
-        changed) when the kernel refuses."""
-        cmds = []
-        for op in ops:
+        batch, in order, as nft text through libnftables; the arguments and result of the
+        compiled writer's ``commit``. Here ``genid`` is checked just before the commit, not
+        inside it; the handles come from libnftables' echo; the generation is asked for
+        before and after the commit and reported only when it moved by exactly one (this
+        commit). Raises KernelError (nothing changed) when the kernel refuses."""
+        self.generation = None
+        cmds, creating = [], []
+        for i, op in enumerate(ops):
             kind = op[0]
             if kind != "elem" and op[1] not in ("inet", "bridge"):
                 raise KeyError(op[1])
@@ -310,19 +331,11 @@ class NetlinkWriter:
                 cmds.append(f"flush chain {op[1]} fwsg {op[2]}")
             elif kind == "delchain":
                 cmds.append(f"delete chain {op[1]} fwsg {op[2]}")
-            elif kind == "rule":
-                _, family, chain, verdict, target, comment = op
-                if verdict not in ("jump", "drop"):
-                    raise ValueError(f"unsupported verdict {verdict!r}")
-                text = f"jump {target}" if verdict == "jump" else "drop"
-                if comment is not None:
-                    text += f' comment "{comment}"'
-                cmds.append(f"add rule {family} fwsg {chain} {text}")
-            elif kind == "xrule":
-                _, family, chain, text, _exprs, comment = op
-                if comment is not None:
-                    text += f' comment "{comment}"'
-                cmds.append(f"add rule {family} fwsg {chain} {text}")
+            elif kind == "delrule":
+                cmds.append(f"delete rule {op[1]} fwsg {op[2]} handle {int(op[3])}")
+            elif kind in ("rule", "xrule"):
+                cmds.append(_rule_command(op))
+                creating.append(i)
             elif kind == "elem":
                 _, add, family, name, texts, _keys, _width, values = op
                 if family not in ("inet", "bridge"):
@@ -330,18 +343,66 @@ class NetlinkWriter:
                 items = list(texts)
                 if values is not None and add:
                     items = [f"{t} : {_value_text(v)}" for t, v in zip(texts, values)]
-                for i in range(0, len(items), 1024):
+                for j in range(0, len(items), 1024):
                     cmds.append(f"{'add' if add else 'delete'} element {family} fwsg {name} "
-                                f"{{ {', '.join(items[i:i + 1024])} }}")
+                                f"{{ {', '.join(items[j:j + 1024])} }}")
             else:
                 raise ValueError(f"unknown netlink op {kind!r}")
-        if cmds:
-            self._ctx.run("\n".join(cmds) + "\n")
+        handles = [None] * len(ops)
+        if not cmds:
+            return handles
+        if genid is not None and self._generation() != genid:
+            raise KernelError("nftables refused the batch: the ruleset changed since "
+                              f"generation {genid}", errno.ERESTART)
+        text = "\n".join(cmds) + "\n"
+        if not echo:
+            self._ctx.run(text)
+            return handles
+        before = self._generation()
+        out = self._ctx.run(text, json_output=True, echo=True)
+        after = self._generation()   # ours only when it moved by exactly one
+        self.generation = after if before is not None and after == (before + 1) & 0xFFFFFFFF \
+            else None
+        created = []
+        for item in json.loads(out)["nftables"] if out.strip() else ():
+            for verb in ("add", "insert"):  # a replaced rule is echoed as delete + add
+                rule = item.get(verb, {}).get("rule") if isinstance(item, dict) else None
+                if rule is not None:
+                    created.append(rule.get("handle"))
+        if len(created) == len(creating):
+            for i, h in zip(creating, created):
+                handles[i] = h
+        return handles
+
+
+def _rule_command(op):
+    """The nft statement of a "rule" or "xrule" op: appended, inserted before a handle, or
+    replacing one."""
+    family, chain, comment = op[1], op[2], op[5]
+    before = op[6] if len(op) > 6 else None
+    replace = op[7] if len(op) > 7 else None
+    if op[0] == "rule":
+        if op[3] not in ("jump", "drop"):
+            raise ValueError(f"unsupported verdict {op[3]!r}")
+        text = f"jump {op[4]}" if op[3] == "jump" else "drop"
+    else:
+        text = op[3]
+    if comment is not None:
+        text += f' comment "{comment}"'
+    if replace is not None:
+        return f"replace rule {family} fwsg {chain} handle {int(replace)} {text}"
+    if before is not None:
+        return f"insert rule {family} fwsg {chain} position {int(before)} {text}"
+    return f"add rule {family} fwsg {chain} {text}"
 
 
 def _value_text(v):
     if isinstance(v, str):
         return f"jump {v}"
+    if isinstance(v, int):   # a verdict code (the compiled writer takes only drop's)
+        if v != 0:
+            raise ValueError(f"unsupported verdict code {v}")
+        return "drop"
     return f"0x{int.from_bytes(v, sys.byteorder):08x}"
 
 

@@ -4,30 +4,34 @@ no port tag): which port's ingress chain judges a packet to an address. Pure, no
 An address or prefix belongs to one port: that port's ingress profile. Several ports may
 use the same address (a VIP in their allowed address pairs) or overlapping prefixes: fwsg
 cannot know which of them will receive the packet, so it never lets through more than every
-one of them allows: ports with the same profile share it; ports whose rules differ get
-``drop`` (documented in the README).
+one of them allows: ports with the same profile share it (the address goes to the lowest of
+their port numbers: its ingress chain is theirs); ports whose rules differ get
+:data:`AMBIGUOUS`, a number no port has, whose ingress is ``drop`` (documented in the README).
 """
 
 import netaddr
 
-DROP = "drop"
+from fwsg.portnum import MAX_PORT_ID
+
+AMBIGUOUS = MAX_PORT_ID + 1   # the receiver of an address whose owners' profiles differ: drop
 
 
-def verdict(profiles):
-    """The dispatch verdict for an address whose owners have these ingress profiles (a set of
-    profile names): None when there is no owner."""
-    if not profiles:
+def receiver(owners):
+    """The port number whose ingress judges traffic to an address owned by ``owners`` (a set
+    of (ingress profile, port number) pairs): None when there is no owner, the lowest number
+    when they share one profile, else :data:`AMBIGUOUS`."""
+    if not owners:
         return None
-    if len(profiles) == 1:
-        return f"jump {next(iter(profiles))}-i"
-    return DROP
+    if len({profile for profile, _ in owners}) == 1:
+        return min(n for _, n in owners)
+    return AMBIGUOUS
 
 
 def prefix_map(owned):
-    """``owned``: prefix (canonical ``net/len``, one family) -> set of profile names. The
-    interval map's entries: disjoint prefixes -> verdict, covering every owned address (an
-    interval map refuses overlapping keys, so overlaps are cut into pieces, each judged by the
-    profiles of every prefix covering it)."""
+    """``owned``: prefix (canonical ``net/len``, one family) -> set of (profile, port number)
+    pairs. The interval map's entries: disjoint prefixes -> :func:`receiver`, covering every
+    owned address (an interval map refuses overlapping keys, so overlaps are cut into pieces,
+    each judged by the owners of every prefix covering it)."""
     nets = [(netaddr.IPNetwork(p), frozenset(v)) for p, v in owned.items() if v]
     if not nets:
         return {}
@@ -36,10 +40,10 @@ def prefix_map(owned):
     pieces = []  # (first, last, verdict), adjacent equal verdicts merged
     for lo, hi in zip(bounds, bounds[1:]):
         covering = set()
-        for n, profiles in nets:
+        for n, owners in nets:
             if n.first <= lo <= n.last:
-                covering |= profiles
-        v = verdict(covering)
+                covering |= owners
+        v = receiver(covering)
         if v is None:
             continue
         if pieces and pieces[-1][1] + 1 == lo and pieces[-1][2] == v:

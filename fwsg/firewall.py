@@ -25,6 +25,7 @@ re-reads the kernel first.
 """
 
 import contextlib
+import errno
 import functools
 import gc
 import itertools
@@ -107,6 +108,13 @@ def _no_cyclic_gc():
     finally:
         if was:
             gc.enable()
+
+
+def _only_adds(old, new):
+    """True when the rule list ``new`` keeps every rule of ``old`` and its statefulness: rules
+    only allow, so such a change admits more and cuts no flow (no conntrack sweep needed).
+    No I/O here."""
+    return bool(old) and is_stateless(old) == is_stateless(new) and set(old) <= set(new)
 
 
 class Firewall:
@@ -329,7 +337,8 @@ class Firewall:
             return self._maybe_commit()
         self._check_statefulness(sg_id, parsed)
         d.set_group(sg_id, parsed)
-        self._want_sweep()
+        if not _only_adds(old, parsed):
+            self._want_sweep()   # a rule gone (or statefulness changed) may cut flows
         self._note(lambda: d.set_group(sg_id, old))
         return self._maybe_commit()
 
@@ -538,11 +547,16 @@ class Firewall:
         repaired, rebuild = [], {}
         if self._full:
             current, rebuild, repaired = self._drift(d, current, deep=repair)
-        plan = self.backend.diff(d, current, None if self._full else d.pending)
-        if rebuild:
-            from fwsg.backends.nft.drift import with_rebuild
 
-            plan = with_rebuild(plan, rebuild)
+        def make_plan():
+            plan = self.backend.diff(d, current, None if self._full else d.pending)
+            if rebuild:
+                from fwsg.backends.nft.drift import with_rebuild
+
+                plan = with_rebuild(plan, rebuild)
+            return plan
+
+        plan = make_plan()
         t3 = time.perf_counter()
         notices = self.backend.prepare_host(self.mode) if plan else []
         self.notices.extend(notices)
@@ -550,7 +564,16 @@ class Firewall:
         if plan:  # stamped before the kernel changes: a process dying inside or right after
             self._committed()   # its commit still tells every other Firewall to re-read
         try:
-            transport = self.backend.commit(plan)
+            try:
+                transport = self.backend.commit(plan)
+            except KernelError as e:
+                if getattr(plan, "guard", None) is None or e.errno != errno.ERESTART:
+                    raise
+                # the namespace moved since the chains' rule handles were learnt (anyone's
+                # commit, in any table; nothing changed): the same change, chains rewritten
+                current.meta["generation"] = None
+                plan = make_plan()
+                transport = self.backend.commit(plan)
         except KernelError as e:
             # the kernel may have drifted from our mirror (an element already deleted by
             # someone else): re-read it and commit the full difference once

@@ -6,6 +6,11 @@ kernel, the in-memory mirror of the kernel (:func:`apply_to`), and the repair re
 
 ``OPS`` lists every kind; a consumer that handles each of them handles every plan.
 
+Rule handles: the kernel numbers every rule (a handle, unique in its table). Rule operations
+(AddRule, ReplaceRule, DeleteRule) change a chain rule by rule, naming rules by handle; the
+mirror keeps each chain's handles in ``meta["rule_handles"]`` (a list per chain key, in rule
+order) when the kernel reported them for the rules fwsg committed, and forgets them otherwise.
+
 Element conventions: a set's elements are canonical texts (``"192.0.2.1"``,
 ``'"tap1" . fa:16:3e:00:00:01'``), as a tuple or, for plain address sets, a
 :class:`fwsg.members.Members` (packed records that read as their texts, rendered only if read);
@@ -13,7 +18,7 @@ a map's additions are ``(key, value)`` pairs and its deletions keys only.
 """
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 from fwsg.members import new_elements
 from fwsg.ruleset import ChainDef, SetDef
@@ -103,15 +108,63 @@ class DeleteChain:
         return (self.family, self.name)
 
 
+@dataclass(frozen=True)
+class AddRule:
+    """Add rule ``index`` of ``chain`` (its rules as committed, ``chain.rendered_rules()``;
+    ``chain`` is the chain's definition once the transaction's rule operations on it are done)
+    before the rule whose handle is ``before``, or at the chain's end (None)."""
+
+    chain: ChainDef
+    index: int
+    before: Optional[int] = None
+
+    @property
+    def key(self):
+        return self.chain.key
+
+
+@dataclass(frozen=True)
+class ReplaceRule:
+    """Replace the rule whose handle is ``handle`` by rule ``index`` of ``chain`` (as in
+    AddRule): the chain keeps its place; only that rule changes."""
+
+    chain: ChainDef
+    index: int
+    handle: int
+
+    @property
+    def key(self):
+        return self.chain.key
+
+
+@dataclass(frozen=True)
+class DeleteRule:
+    """Delete the rule whose handle is ``handle`` from a chain."""
+
+    family: str
+    name: str
+    handle: int
+
+    @property
+    def key(self):
+        return (self.family, self.name)
+
+
 OPS = (CreateTable, DeleteTable, CreateSet, DeleteSet, AddElements, DeleteElements,
-       DeclareChain, FillChain, FlushChain, DeleteChain)
+       DeclareChain, FillChain, FlushChain, DeleteChain, AddRule, ReplaceRule, DeleteRule)
 
 
-def apply_to(rs, op):
+def apply_to(rs, op, handles=None):
     """Apply one operation's effect to ``rs`` (a Ruleset mirroring the kernel), without the
     kernel's checks (the kernel accepted the transaction already). Chains are tracked by
-    definition: FillChain installs the chain's definition (and digest)."""
+    definition: FillChain installs the chain's definition (and digest); the rule operations
+    install the definition they carry. ``handles``: what the kernel reported for this
+    operation (FillChain: the rules' handles in order; AddRule/ReplaceRule: the rule's
+    handle), kept in ``rs.meta["rule_handles"]``; a chain whose handles are not all known
+    is forgotten there."""
     kind = type(op)
+    if kind in _RULE_KINDS:
+        _track_handles(rs, op, handles)
     if kind is AddElements:
         rs.elements[op.set.key].update(op.elements)  # a set's texts, or a map's (key, value)s
     elif kind is DeleteElements:
@@ -121,10 +174,10 @@ def apply_to(rs, op):
                 elems.pop(k, None)
         else:
             elems.difference_update(op.keys)
-    elif kind is FillChain or kind is DeclareChain:
+    elif kind is FillChain or kind is DeclareChain or kind is AddRule or kind is ReplaceRule:
         rs.chains[op.chain.key] = op.chain
-    elif kind is FlushChain:
-        pass  # always followed by a FillChain or a DeleteChain in the same transaction
+    elif kind is FlushChain or kind is DeleteRule:
+        pass  # followed by a FillChain, DeleteChain or AddRule/ReplaceRule of that chain
     elif kind is DeleteChain:
         rs.chains.pop(op.key, None)
     elif kind is CreateSet:
@@ -137,8 +190,45 @@ def apply_to(rs, op):
         rs.tables = rs.tables | {op.family}
     elif kind is DeleteTable:
         rs.tables = rs.tables - {op.family}
-        for d in (rs.sets, rs.elements, rs.chains):
+        for d in (rs.sets, rs.elements, rs.chains, rs.meta.get("rule_handles", {})):
             for k in [k for k in d if k[0] == op.family]:
                 del d[k]
     else:
         raise TypeError(f"not a plan operation: {op!r}")
+
+
+_RULE_KINDS = frozenset((DeclareChain, FillChain, FlushChain, DeleteChain, AddRule, ReplaceRule,
+                         DeleteRule))
+
+
+def _track_handles(rs, op, handles):
+    """Keep ``rs.meta["rule_handles"][chain key]`` equal to the chain's rule handles in the
+    kernel, in order, after ``op``; drop the entry when one of them is unknown."""
+    known = rs.meta.setdefault("rule_handles", {})
+    kind, key = type(op), op.key if not hasattr(op, "chain") else op.chain.key
+    if kind is DeclareChain or kind is FlushChain:
+        known[key] = []
+        return
+    if kind is DeleteChain:
+        known.pop(key, None)
+        return
+    if kind is FillChain:
+        if handles is not None and None not in handles and known.get(key) == []:
+            known[key] = list(handles)
+        else:
+            known.pop(key, None)
+        return
+    have = known.get(key)
+    if have is None:
+        return
+    try:
+        if kind is DeleteRule:
+            have.remove(op.handle)
+        elif handles is None:
+            raise ValueError("handle not reported")
+        elif kind is AddRule:
+            have.insert(len(have) if op.before is None else have.index(op.before), handles)
+        else:
+            have[have.index(op.handle)] = handles
+    except ValueError:
+        known.pop(key, None)

@@ -8,6 +8,14 @@ flushed and refilled, map entries (changed keys deleted, then added, then stale 
 stale set elements, stale chains flushed, stale sets, stale chains deleted, tables. A
 chain is never empty for a moment. Pure: no I/O.
 
+A changed chain whose rules' handles the mirror knows (the kernel reported them when fwsg
+committed them) and whose new rules the backend can edit in place (``edits``) is changed rule
+by rule instead: the rules that went are deleted by handle, the new ones inserted at their
+place, and the rule carrying the chain's digest comment replaced. Such a plan is only valid
+against the exact kernel generation the mirror was made at (``Plan.guard``): the backend
+refuses it if anyone committed anything since, and the caller re-reads and rewrites whole
+chains.
+
 ``diff(desired, current)`` compares everything (cold start, drift repair); with ``pending``
 (what the desired state recorded as touched since the last commit) it looks only there, so an
 incremental change costs O(change), not O(ruleset).
@@ -15,23 +23,52 @@ incremental change costs O(change), not O(ruleset).
 
 from fwsg import fast
 from fwsg.members import AddrSet, new_elements
-from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
-                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain, apply_to)
+from fwsg.ops import (AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
+                      ReplaceRule, apply_to)
 from fwsg.ruleset import Ruleset
 
 
 class Plan:
     """One transaction: ``ops`` (typed operations, in commit order) and a ``summary`` of what
     changes. ``str(plan)`` is the transaction as text in the syntax of the backend that
-    produced it (``render``: ops -> list of statements); empty plan: nothing to commit."""
+    produced it (``render``: ops -> list of statements); empty plan: nothing to commit.
 
-    __slots__ = ("ops", "summary", "_render", "_lines")
+    ``basis``: the generation the mirror the plan was made against was last known at (None:
+    unknown); ``guard``: the generation the plan is only valid at (it edits rules by handle),
+    or None. Filled by the backend's commit: ``handles`` (op index -> what the kernel
+    reported: a rule's handle, or a FillChain's list of them), ``after`` (the generation
+    after the commit, as far as fwsg may rely on it: never above the kernel's, else None) and
+    ``jumped`` (True when other commits happened since ``basis``: only the handles this plan
+    learnt may be relied on)."""
 
-    def __init__(self, ops=(), summary=None, render=None):
+    __slots__ = ("ops", "summary", "_render", "_lines", "guard", "basis", "handles", "after",
+                 "jumped")
+
+    def __init__(self, ops=(), summary=None, render=None, guard=None, basis=None):
         self.ops = tuple(ops)
         self.summary = summary if summary is not None else {}
         self._render = render
         self._lines = None
+        self.guard = guard
+        self.basis = guard if guard is not None else basis
+        self.handles = {}
+        self.after = None
+        self.jumped = False
+
+    def counted(self, reported=None):
+        """Set ``after`` (and ``jumped``) for a commit of this plan that the kernel took as one
+        transaction: ``reported`` is the generation the kernel said it made, or None. A
+        reported generation one above ``basis`` (or after a guarded commit) continues the
+        mirror's; another one means someone else committed since (``jumped``). Unreported, one
+        above ``basis`` is assumed: never above the kernel's (a guard made from it is refused
+        if anyone else committed)."""
+        if reported is None:
+            self.after = None if self.basis is None else (self.basis + 1) & 0xFFFFFFFF
+        else:
+            self.after = reported
+            self.jumped = self.guard is None and (
+                self.basis is None or reported != (self.basis + 1) & 0xFFFFFFFF)
 
     def lines(self):
         """The transaction as text statements (rendered once, on first use)."""
@@ -72,9 +109,17 @@ class Plan:
 
     def update(self, current):
         """Apply this plan's effect to ``current`` (a Ruleset mirroring the kernel), once the
-        kernel has accepted it."""
-        for op in self.ops:
-            apply_to(current, op)
+        kernel has accepted it: with the rule handles the kernel reported, and the generation
+        the commit made (``meta["generation"]``, None when unknown)."""
+        handles = self.handles
+        for i, op in enumerate(self.ops):
+            apply_to(current, op, handles.get(i))
+        current.meta["generation"] = self.after
+        known = current.meta.get("rule_handles")
+        if known and (self.jumped or self.after is None):
+            learnt = {getattr(op, "chain", op).key for i, op in enumerate(self.ops)
+                      if i in handles}
+            current.meta["rule_handles"] = {k: v for k, v in known.items() if k in learnt}
 
 
 def _default_render():
@@ -103,10 +148,12 @@ def _delta_diff(pending_added, pending_removed, have):
             sorted(e for e in pending_removed if e in have))
 
 
-def diff(desired, current, pending=None, render=None):
+def diff(desired, current, pending=None, render=None, edits=None):
     """The Plan that makes ``current`` equal to ``desired`` (both Rulesets); empty when they are
     equal. With ``pending`` (a Pending) only the keys it names are compared. ``render`` is
-    the backend's text form of the ops (default: nft)."""
+    the backend's text form of the ops (default: nft). ``edits(chain)``: True when the
+    backend can commit ``chain``'s rules one by one (None: never); a changed chain is then
+    edited in place when the mirror knows its handles and generation (see the module)."""
     if current is None:
         current = Ruleset(tables=frozenset())
     ops = []
@@ -210,9 +257,20 @@ def diff(desired, current, pending=None, render=None):
     ops.extend(CreateSet(desired.sets[k]) for k in late_sets)
     for k in new_chains:
         ops.append(FillChain(desired.chains[k]))
+    guard = current.meta.get("generation") if edits is not None else None
+    known = current.meta.get("rule_handles", {}) if guard is not None else {}
+    edited = False
     for k in changed_chains:
-        ops.append(FlushChain(*k))
-        ops.append(FillChain(desired.chains[k]))
+        want, have = desired.chains[k], current.chains[k]
+        steps = None
+        if k in known and have.hook is None and edits(want):
+            steps = rule_edit(have, want, known[k])
+        if steps is None:
+            ops.append(FlushChain(*k))
+            ops.append(FillChain(want))
+        else:
+            ops.extend(steps)
+            edited = True
     s["chains_added"], s["chains_changed"] = len(new_chains), len(changed_chains)
 
     # Dispatch maps after the chains they jump to exist; a changed key is deleted, then added.
@@ -231,4 +289,35 @@ def diff(desired, current, pending=None, render=None):
     ops.extend(DeleteChain(*k) for k in stale_chains)
     s["chains_removed"] = len(stale_chains)
     ops.extend(DeleteTable(fam) for fam in sorted(current.tables - desired.tables))
-    return Plan(ops, s, render)
+    return Plan(ops, s, render, guard if edited else None, current.meta.get("generation"))
+
+
+def rule_edit(old, new, handles):
+    """The rule operations turning chain ``old`` (as committed; its rules' kernel handles
+    ``handles``, in order) into ``new``: the rules between the common head and tail are
+    deleted by handle and the new ones inserted in their place, and the rule that must carry
+    the new digest comment (the last) is replaced when it is an old one, as is the old last
+    rule when it stays but is no longer last. None when that is not smaller than a flush
+    and refill, or when ``handles`` does not fit ``old``."""
+    o = old.rules or ("return",)
+    n = new.rules or ("return",)
+    if len(handles) != len(o):
+        return None
+    lo, ln = len(o), len(n)
+    p = 0
+    while p < lo and p < ln and o[p] == n[p]:
+        p += 1
+    t = 0
+    while t < lo - p and t < ln - p and o[lo - 1 - t] == n[ln - 1 - t]:
+        t += 1
+    gone, added = range(p, lo - t), range(p, ln - t)
+    if len(gone) + len(added) + 1 >= ln + 1:
+        return None
+    out = [DeleteRule(old.family, old.name, handles[i]) for i in gone]
+    before = handles[lo - t] if t else None
+    out += [AddRule(new, j, before) for j in added]
+    if t or p == ln:          # the new last rule is an old one: give it the new comment
+        out.append(ReplaceRule(new, ln - 1, handles[lo - 1 if t else ln - 1]))
+    elif p == lo:             # the old last rule stays, followed by new ones: comment off
+        out.append(ReplaceRule(new, lo - 1, handles[lo - 1]))
+    return out

@@ -10,7 +10,8 @@ import heapq
 
 from fwsg.errors import ValidationError
 
-MAX_PORT_ID = 0xFFFF  # the mark holds a port's number in 16 bits (see the nft layout)
+MAX_PORT_ID = 0xFFFE  # the mark holds a port's number in 16 bits (see the nft layout); 0xFFFF
+# is no port's: fwsg.dispatch.AMBIGUOUS
 
 
 class PortNumbers:

@@ -120,7 +120,10 @@ class Backend(Protocol):
     def commit(self, plan) -> Optional[str]:
         """Commit ``plan`` as one atomic transaction (or in steps that are each atomic and
         never more open than the target); returns the transport used, None for an empty
-        plan. KernelError (with ``errno``) when refused: then nothing of that step changed."""
+        plan. KernelError (with ``errno``) when refused: then nothing of that step changed.
+        A plan with a ``guard`` (it edits rules by handle) is refused (ERESTART) unless the
+        kernel is still at that generation; what the kernel reports (rule handles, the
+        generation made) goes to ``plan.handles`` and ``plan.after``."""
 
     def flush(self) -> List[str]:
         """Remove every object of the backend (and nothing else); what was removed."""
@@ -173,11 +176,25 @@ class MemberBook:
     loaded from a Members). A subclass defines ``_member_sets(sg, family)``, which makes that set's kernel
     objects follow ``refs`` and ``members``. No I/O here."""
 
+    _refs_of = None   # owner -> the (group, family) references its rules hold
+
     def _set_refs(self, owner, rules):
-        """Record which member sets ``owner``'s rules reference; create/remove sets."""
+        """Record which member sets ``owner``'s rules reference; create/remove sets. Costs
+        O(references) of ``owner``, not O(all references)."""
         wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
-        for ref, owners in list(self.refs.items()):
-            if owner in owners and ref not in wanted:
+        held = self._refs_of
+        if held is None:
+            held = self._refs_of = {}   # owner -> the refs it holds
+        had = held.get(owner, ())
+        if wanted == had:
+            return   # the same references (most rule changes): nothing to book
+        if wanted:
+            held[owner] = wanted
+        else:
+            held.pop(owner, None)
+        for ref in had:
+            owners = self.refs.get(ref)
+            if owners is not None and owner in owners and ref not in wanted:
                 owners.discard(owner)
                 if not owners:
                     del self.refs[ref]

@@ -6,7 +6,11 @@ a missing table, set, chain or element (ENOENT), a map key already bound to anot
 (EEXIST), deleting a set a rule references or a chain something still jumps to (EBUSY), a
 rule or map entry naming a set or chain that does not exist (ENOENT). Like this kernel, it
 deletes a chain that still has rules (tests/netns/test_fake_matches_kernel.py holds the fake
-to the real kernel's answers). A
+to the real kernel's answers). Rules
+carry handles as in the kernel (a replaced rule keeps its handle); a plan whose ``guard`` is not
+the fake's generation (it moves with every commit) is refused with ERESTART; a commit reports
+the handles of the rules it created and the generation it made (``plan.handles``,
+``plan.after``), as the netlink path does. A
 transaction applies whole or not at all. ``fail_next(n, errno)`` makes the next ``n`` commits
 fail as a refusing kernel would; ``last_plan`` is the last plan handed to ``commit``; ``dump()``
 lists the state as text (stable order) for golden tests and failure messages.
@@ -18,8 +22,9 @@ import re
 
 from fwsg.backends.nft.render import render
 from fwsg.errors import KernelError
-from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
-                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
+from fwsg.ops import (AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
+                      ReplaceRule)
 from fwsg.plan import Plan, diff
 from fwsg.ruleset import ChainDef, Ruleset, digest_of
 
@@ -45,6 +50,7 @@ class FakeBackend:
         self.commits = 0    # transactions that changed something
         self.last_plan = None
         self._handle = 0
+        self._gen = 0        # generation: moves with every commit
         self._failures = []  # errnos of the next refused commits
 
     # -- the Backend interface ----------------------------------------------------------------
@@ -82,7 +88,7 @@ class FakeBackend:
         return port_ids(current)
 
     def diff(self, desired, current, pending=None):
-        return diff(desired.rs, current, pending, render)
+        return diff(desired.rs, current, pending, render, lambda chain: chain.hook is None)
 
     def empty_plan(self):
         return Plan((), {}, render)
@@ -102,15 +108,31 @@ class FakeBackend:
         if self._failures:
             code = self._failures.pop(0)
             raise KernelError(f"fake: transaction refused (injected, errno {code})", code)
+        if plan.guard is not None and plan.guard != self._gen:
+            raise KernelError(f"fake: generation {self._gen}, not {plan.guard}", E.ERESTART)
         saved = copy.deepcopy((self.tables, self.sets, self.elements, self.chains, self._handle))
+        reported = {}
         try:
-            for op in plan.ops:
-                self._apply(op)
+            for n, op in enumerate(plan.ops):
+                made = self._apply(op)
+                if made is not None:
+                    reported[n] = made
         except KernelError:
             self.tables, self.sets, self.elements, self.chains, self._handle = saved
             raise
         self.commits += 1
+        self._gen += 1
+        plan.handles.update(reported)
+        plan.counted(self._gen)
         return "fake"
+
+    def edit_behind_fwsgs_back(self, family, chain, rule, index=None):
+        """Insert ``rule`` (text) into a chain as another program would (a new generation);
+        for tests of concurrent writers."""
+        self._handle += 1
+        rules = self.chains[(family, chain)][1]
+        rules.insert(len(rules) if index is None else index, (self._handle, rule))
+        self._gen += 1
 
     def flush(self):
         present = sorted(self.tables)
@@ -156,7 +178,21 @@ class FakeBackend:
         return "\n".join(out) + ("\n" if out else "")
 
     # -- the kernel's rules -------------------------------------------------------------------
+    def _check_refs(self, op, c, rule):
+        for ref in _SET_REF.findall(rule):
+            _need((c.family, ref) in self.sets, op)
+        for target in _JUMP.findall(rule):
+            _need((c.family, target) in self.chains, op)
+
+    def _new_rule(self, op, c, rule):
+        """Check a new rule's references; its handle."""
+        self._check_refs(op, c, rule)
+        self._handle += 1
+        return self._handle
+
     def _apply(self, op):
+        """Apply one operation (KernelError when the kernel would refuse it); the handle(s)
+        of the rules it created, else None."""
         kind = type(op)
         if kind is CreateTable:
             self.tables.add(op.family)
@@ -212,13 +248,33 @@ class FakeBackend:
         elif kind is FillChain:
             c = op.chain
             _need(c.key in self.chains, op)
+            made = []
             for rule in c.rendered_rules():
-                for ref in _SET_REF.findall(rule):
-                    _need((c.family, ref) in self.sets, op)
-                for target in _JUMP.findall(rule):
-                    _need((c.family, target) in self.chains, op)
-                self._handle += 1
-                self.chains[c.key][1].append((self._handle, rule))
+                made.append(self._new_rule(op, c, rule))
+                self.chains[c.key][1].append((made[-1], rule))
+            return made
+        elif kind is AddRule or kind is ReplaceRule:
+            c = op.chain
+            _need(c.key in self.chains, op)
+            rules = self.chains[c.key][1]
+            rule = c.rendered_rules()[op.index]
+            at = op.before if kind is AddRule else op.handle
+            pos = len(rules)
+            if at is not None:
+                pos = next((i for i, (h, _) in enumerate(rules) if h == at), None)
+                _need(pos is not None, op)
+            if kind is ReplaceRule:
+                self._check_refs(op, c, rule)
+                rules[pos] = (at, rule)
+                return at
+            rules.insert(pos, (self._new_rule(op, c, rule), rule))
+            return rules[pos][0]
+        elif kind is DeleteRule:
+            _need(op.key in self.chains, op)
+            rules = self.chains[op.key][1]
+            pos = next((i for i, (h, _) in enumerate(rules) if h == op.handle), None)
+            _need(pos is not None, op)
+            del rules[pos]
         elif kind is FlushChain:
             _need(op.key in self.chains, op)
             self.chains[op.key][1] = []

@@ -10,7 +10,7 @@ import pytest
 from fwsg.lab import bench
 from fwsg.lab import netns_available
 
-KEYS = ("full_apply", "noop_same", "member_add_big", "member_full_list", "rule_add",
+KEYS = ("full_apply", "noop_same", "member_add_big", "member_full_list", "rule_add", "rule_del",
         "port_add", "port_del", "sizes", "batch_bytes", "twin_diff")
 ROW_KEYS = {"what", "fwsg_ms", "baseline", "baseline_ms", "ratio", "target", "met", "note"}
 

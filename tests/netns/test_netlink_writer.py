@@ -35,6 +35,8 @@ def ops():
          bytes([192, 0, 2, 1, 192, 0, 2, 7]), 4, None),
         ("elem", True, "inet", "egress", ["0x00010000"], [encode_key("mark", "0x00010000")], 0,
          ["p1-e"]),
+        ("elem", True, "inet", "egress", ["0x0000ffff"], [encode_key("mark", "0x0000ffff")], 0,
+         [encode_value("verdict", "drop")]),   # the ambiguous receiver's entry
         ("elem", True, "bridge", "port-src", ['"tap1"'], [encode_key("ifname", '"tap1"')], 0,
          [encode_value("mark", "0x00010000")]),
         ("elem", True, "bridge", "spoof4", [spoof],
@@ -76,6 +78,7 @@ def test_both_writers_leave_the_same_ruleset(two_namespaces):
     a, b = (ruleset(ns) for ns in two_namespaces)
     assert a == b
     assert "jump target" in a and 'drop comment "fwsg:0123456789abcdef/2"' in a
+    assert "0x0000ffff : drop" in a
     assert "192.0.2.7" not in a and "192.0.2.1" in a
     assert '"tap1" . fa:16:3e:00:00:01 . 192.0.2.1' in a
 
@@ -93,3 +96,50 @@ def test_refused_batch_changes_nothing(two_namespaces):
                        ("elem", False, "inet", "m4", ["192.0.2.99"], bytes([192, 0, 2, 99]), 4,
                         None)])  # deleting a missing element fails the whole batch
     assert ruleset(ns) == before
+
+
+def _handles(ns, chain):
+    """(rule text without handle, handle) of a chain, as nft lists them with -a."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-a", "list", "chain", "inet", "fwsg",
+                          chain], capture_output=True, text=True, check=True).stdout
+    rules = []
+    for line in out.splitlines():
+        text, sep, handle = line.strip().rpartition(" # handle ")
+        if sep and not text.startswith("chain "):
+            rules.append((text, int(handle)))
+    return rules
+
+
+@pytest.mark.skipif(_fast_c is None, reason="fwsg._fast not built")
+def test_both_writers_edit_rules_by_handle_alike_and_report_handles(two_namespaces):
+    from fwsg.backends.nft.matches import encode
+    from fwsg.errors import KernelError
+
+    a, b, c = ("ip saddr 192.0.2.0/24 tcp dport %d accept" % p for p in (22, 80, 443))
+    for ns, mod in zip(two_namespaces, (_fast_c, _fast_py)):
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=SETUP, text=True,
+                       check=True)
+        with entered(ns):
+            writer = mod.NetlinkWriter()
+        made = writer.commit([("chain", "inet", "g1-i"),
+                              ("xrule", "inet", "g1-i", a, encode(a), None),
+                              ("rule", "inet", "g1-i", "jump", "target", "fwsg:x/2")], echo=True)
+        gen = writer.generation
+        assert made[0] is None and [h for _, h in _handles(ns, "g1-i")] == made[1:]
+        # c inserted before a, b added at the end with the comment, the jump's comment off
+        made2 = writer.commit([("xrule", "inet", "g1-i", c, encode(c), None, made[1], None),
+                               ("xrule", "inet", "g1-i", b, encode(b), "fwsg:y/4"),
+                               ("rule", "inet", "g1-i", "jump", "target", None, None, made[2])],
+                              genid=gen, echo=True)
+        assert writer.generation == gen + 1
+        listed = _handles(ns, "g1-i")
+        assert [t for t, _ in listed] == [c, a, "jump target", f'{b} comment "fwsg:y/4"']
+        assert [h for _, h in listed] == [made2[0], made[1], made2[2], made2[1]]
+        before = ruleset(ns)
+        with pytest.raises(KernelError) as e:     # made against an older generation: refused
+            writer.commit([("delrule", "inet", "g1-i", made[1])], genid=gen, echo=True)
+        assert e.value.errno == 85 and ruleset(ns) == before        # ERESTART, nothing changed
+        writer.commit([("delrule", "inet", "g1-i", made[1])], genid=gen + 1)
+        assert a not in ruleset(ns)
+        writer.close()
+    assert ruleset(two_namespaces[0]) == ruleset(two_namespaces[1])

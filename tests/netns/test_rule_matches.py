@@ -116,3 +116,73 @@ def test_a_rule_change_goes_through_netlink_and_ends_as_a_fresh_apply(two_namesp
     a, b = (_ruleset(ns) for ns in two_namespaces)
     assert a == b and "tcp dport 8000-8080 accept" in a
     assert Firewall(netns=two_namespaces[0]).reconcile(changed).repaired == []
+
+
+def test_rules_edited_by_handle_through_netlink_or_libnftables_leave_the_same_kernel(
+        two_namespaces, monkeypatch):
+    """The same rule changes in two namespaces: through the netlink writer in one, through
+    libnftables (the plan as nft text: insert/replace/delete rule ... handle) in the other,
+    once both know the chain's handles. Same rules listed back, equal to a fresh apply."""
+    from fwsg.backends.nft import netlink
+
+    extra = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+             "port_range_min": 8000, "port_range_max": 8080}
+    first = dict(extra, port_range_min=22, port_range_max=22)
+    base = _doc()["security_groups"]["db"]
+    fws = [Firewall(netns=ns) for ns in two_namespaces]
+    traced = netlink.netlink_ops_traced
+    plans = {0: [], 1: []}
+    for i, fw in enumerate(fws):
+        fw.apply(_doc())
+        fw.update_security_group_rules("db", base + [extra])   # rewritten: handles reported
+        commit = fw.backend.commit
+        monkeypatch.setattr(fw.backend, "commit",
+                            lambda plan, i=i, commit=commit: plans[i].append(plan) or commit(plan))
+    for rules in (base, [first] + base, [first] + base + [extra], base + [extra]):
+        for i, fw in enumerate(fws):
+            if i == 1:
+                monkeypatch.setattr(netlink, "netlink_ops_traced", lambda plan: None)
+            r = fw.update_security_group_rules("db", rules)
+            monkeypatch.setattr(netlink, "netlink_ops_traced", traced)
+            assert r.transport == ("netlink", "libnftables")[i] and not r.repaired
+            assert plans[i][-1].guard is not None and not any(
+                type(op).__name__ == "FlushChain" for op in plans[i][-1].ops)
+            if i == 1:   # libnftables reports no handles: rewritten next time, then by handle
+                fw.update_security_group_rules("db", rules + [dict(extra, port_range_min=9,
+                                                                   port_range_max=9)])
+                fw.update_security_group_rules("db", rules)
+        a, b = (_ruleset(ns) for ns in two_namespaces)
+        assert a == b
+        doc = _doc()
+        doc["security_groups"]["db"] = rules
+        for fw in fws:
+            assert not Firewall(netns=fw.netns).plan(doc)
+            assert Firewall(netns=fw.netns).reconcile(doc).repaired == []
+
+
+def test_a_rule_another_program_put_into_the_chain_stops_the_edit_by_handle(two_namespaces):
+    """Another program inserts a rule into fwsg's group chain (its commit moves the
+    generation): fwsg's next rule change is refused by the kernel as made against an older
+    generation, nothing of it applied, and redone by rewriting the chain: the kernel ends equal
+    to a fresh apply of the model, the foreign accept gone, no rule deleted by a stale handle."""
+    ns = two_namespaces[0]
+    extra = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+             "port_range_min": 8000, "port_range_max": 8080}
+    base = _doc()["security_groups"]["db"]
+    fw = Firewall(netns=ns)
+    fw.apply(_doc())
+    fw.update_security_group_rules("db", base + [extra])     # rewritten: handles reported
+    chain = next(k[1] for k in fw.current().meta["rule_handles"] if k[1].endswith("-i"))
+    plans, commit = [], fw.backend.commit
+    fw.backend.commit = lambda plan: plans.append(plan) or commit(plan)
+    fw.update_security_group_rules("db", base)               # by handle
+    assert plans[-1].guard is not None
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "insert", "rule", "inet", "fwsg", chain,
+                    "tcp", "dport", "9999", "accept"], check=True)
+    plans.clear()
+    r = fw.update_security_group_rules("db", base + [extra])
+    assert [p.guard is not None for p in plans] == [True, False] and not r.repaired
+    listed = _ruleset(ns)
+    assert "dport 9999" not in listed and "tcp dport 8000-8080 accept" in listed
+    Firewall(netns=two_namespaces[1]).apply(_doc(extra))
+    assert listed == _ruleset(two_namespaces[1])

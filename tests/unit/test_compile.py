@@ -50,7 +50,12 @@ def test_dispatch_is_by_verdict_map_not_jump_lists(demo_model):
         assert rs2.chains[k].rules == c.rules
         assert not any("jump p" in r for r in c.rules)
     assert len(rs2.elements[("inet", "egress")]) == 43
-    assert all(v.startswith("jump p") for v in rs2.elements[("inet", "ingress")].values())
+    ingress = rs2.elements[("inet", "ingress")]
+    assert ingress.pop("0x0000ffff") == "drop"   # the receiver of an ambiguous address
+    assert len(ingress) == 43 and all(v.startswith("jump p") for v in ingress.values())
+    # routed and host traffic: address -> the receiver's number (a data map), then @ingress
+    assert set(rs2.elements[("inet", "ingress4")].values()) <= set(ingress)
+    assert sum(1 for k, c in base.items() for r in c.rules if "@ingress" in r.split()) == 2
 
 
 def test_hostile_ids_never_reach_nft_text(demo_model):

@@ -22,7 +22,11 @@ def fresh():
 def kernel_view(fw):
     rs = fw.backend.read()
     chains = {k: c.digest for k, c in rs.chains.items() if not k[1].endswith("-t")}
-    elems = {k: (len(v) if k[1] in ("egress", "ingress", "port-src", "port-dst") else v)
+    ingress = rs.elements[("inet", "ingress")]
+    # port numbers depend on the order ports came in: address dispatch compares by the
+    # verdict its receiver number leads to
+    elems = {k: (len(v) if k[1] in ("egress", "ingress", "port-src", "port-dst") else
+                 {a: ingress[n] for a, n in v.items()} if k[1].startswith("ingress") else v)
              for k, v in rs.elements.items()}
     return rs.sets, chains, elems
 

@@ -28,8 +28,9 @@ def test_ifname_and_mark():
 def test_addresses_and_verdicts():
     assert encode_key("ipv6_addr", "2001:db8::1") == bytes.fromhex("20010db8" + "0" * 22 + "01")
     assert encode_value("verdict", "jump pab12-e") == "pab12-e"
+    assert encode_value("verdict", "drop") == 0   # NF_DROP (the ambiguous receiver's entry)
     with pytest.raises(ValueError):
-        encode_value("verdict", "drop")
+        encode_value("verdict", "accept")
     with pytest.raises(ValueError):
         encode_key("ifname", '"a-name-that-is-too-long"')
 

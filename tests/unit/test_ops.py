@@ -21,8 +21,9 @@ from fwsg.backends.nft.readback import parse_table
 from fwsg.backends.nft.render import render
 from fwsg.backends.nft.desired import compile_model
 from fwsg.errors import KernelError
-from fwsg.ops import (OPS, AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
-                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain, apply_to)
+from fwsg.ops import (OPS, AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
+                      ReplaceRule, apply_to)
 from fwsg.plan import Plan, diff
 from fwsg.ruleset import ChainDef, Ruleset, SetDef
 
@@ -36,6 +37,13 @@ PROFILE = ChainDef("inet", "p1-e", ("jump g1-e", "drop"))
 GROUP = ChainDef("inet", "g1-e", ("ip daddr @g1-m4 tcp dport 80 accept",))
 BASE = ChainDef("inet", "egress-pre", ("meta mark & 0xffff0000 vmap @egress",),
                 "filter hook prerouting priority 0")
+
+
+R22 = "ip daddr @g1-m4 tcp dport 22 accept"
+R443 = "ip daddr @g1-m4 tcp dport 443 accept"
+INSERTED = ChainDef("inet", "g1-e", (R22, GROUP.rules[0]))   # a rule before the group's one
+APPENDED = ChainDef("inet", "g1-e", (GROUP.rules[0], R443))  # a rule after it
+SWAPPED = ChainDef("inet", "g1-e", (R443,))                  # the rule replaced by another
 
 
 def state():
@@ -131,6 +139,26 @@ CASES = [
      lambda f: f.rules("inet", "g1-e") == [f"{GROUP.rules[0]} {dig(GROUP)}"]),
     ("FlushChain", [FlushChain("inet", "p0-e")], ["flush chain inet fwsg p0-e"],
      [("flush", "inet", "p0-e")], lambda f: f.rules("inet", "p0-e") == []),
+    # rule by rule, by handle: state() gave the group chain's rule handle 1, p0-e's handle 2
+    ("AddRule (insert)", [AddRule(INSERTED, 0, 1), ReplaceRule(INSERTED, 1, 1)],
+     [f"insert rule inet fwsg g1-e position 1 {R22}",
+      f"replace rule inet fwsg g1-e handle 1 {GROUP.rules[0]} {dig(INSERTED)}"],
+     [("xrule", "inet", "g1-e", R22, encode(R22), None, 1, None),
+      ("xrule", "inet", "g1-e", GROUP.rules[0], encode(GROUP.rules[0]), dig(INSERTED)[9:-1],
+       None, 1)],
+     lambda f: f.chains[("inet", "g1-e")][1] == [(3, R22),
+                                                 (1, f"{GROUP.rules[0]} {dig(INSERTED)}")]),
+    ("AddRule (append)", [AddRule(APPENDED, 1), ReplaceRule(APPENDED, 0, 1)],
+     [f"add rule inet fwsg g1-e {R443} {dig(APPENDED)}",
+      f"replace rule inet fwsg g1-e handle 1 {GROUP.rules[0]}"],
+     [("xrule", "inet", "g1-e", R443, encode(R443), dig(APPENDED)[9:-1]),
+      ("xrule", "inet", "g1-e", GROUP.rules[0], encode(GROUP.rules[0]), None, None, 1)],
+     lambda f: f.rules("inet", "g1-e") == [GROUP.rules[0], f"{R443} {dig(APPENDED)}"]),
+    ("DeleteRule", [DeleteRule("inet", "g1-e", 1), AddRule(SWAPPED, 0)],
+     ["delete rule inet fwsg g1-e handle 1", f"add rule inet fwsg g1-e {R443} {dig(SWAPPED)}"],
+     [("delrule", "inet", "g1-e", 1),
+      ("xrule", "inet", "g1-e", R443, encode(R443), dig(SWAPPED)[9:-1])],
+     lambda f: f.rules("inet", "g1-e") == [f"{R443} {dig(SWAPPED)}"]),
     ("DeleteChain", [FlushChain("inet", "p0-e"), DeleteChain("inet", "p0-e")],
      ["flush chain inet fwsg p0-e", "delete chain inet fwsg p0-e"],
      [("flush", "inet", "p0-e"), ("delchain", "inet", "p0-e")],
@@ -175,6 +203,10 @@ def test_operation(kind, ops, text, nl, holds, hot_path):
     ([DeclareChain(PROFILE), FillChain(ChainDef("inet", "p1-e", ("jump nowhere",)))],
      errno.ENOENT),
     ([AddElements(ADDRS, ("192.0.2.9",)), FlushChain("inet", "nope")], errno.ENOENT),
+    ([DeleteRule("inet", "g1-e", 99)], errno.ENOENT),         # no rule has that handle
+    ([AddRule(INSERTED, 0, 99)], errno.ENOENT),
+    ([ReplaceRule(APPENDED, 0, 2)], errno.ENOENT),            # handle 2 is in another chain
+    ([AddRule(ChainDef("inet", "g1-e", ("ip daddr @nope accept",)), 0)], errno.ENOENT),
 ])
 def test_fake_refuses_like_the_kernel_and_changes_nothing(ops, code):
     fake = state()
@@ -183,6 +215,92 @@ def test_fake_refuses_like_the_kernel_and_changes_nothing(ops, code):
         fake.commit(Plan(ops, {}, render))
     assert e.value.errno == code
     assert fake.dump() == before and fake.commits == commits
+
+
+def test_a_plan_guarded_by_an_old_generation_is_refused_whole():
+    fake = state()
+    before = fake.dump()
+    plan = Plan([DeleteRule("inet", "g1-e", 1), AddRule(SWAPPED, 0)], {}, render, guard=0)
+    with pytest.raises(KernelError) as e:
+        fake.commit(plan)
+    assert e.value.errno == errno.ERESTART and fake.dump() == before
+    plan = Plan(plan.ops, {}, render, guard=1)   # state() made one commit: generation 1
+    fake.commit(plan)
+    assert plan.handles == {1: 3} and plan.after == 2
+
+
+def test_the_mirror_keeps_the_handles_the_kernel_reported(hot_path):
+    fake = state()
+    mirror = fake.read()
+    plan = Plan([FlushChain("inet", "g1-e"), FillChain(APPENDED)], {}, render)
+    fake.commit(plan)
+    plan.update(mirror)
+    assert mirror.meta["rule_handles"][("inet", "g1-e")] == [3, 4] and mirror.meta[
+        "generation"] == 2
+    edit = Plan([AddRule(INSERTED.__class__("inet", "g1-e", (R22,) + APPENDED.rules), 0, 3),
+                 ReplaceRule(ChainDef("inet", "g1-e", (R22,) + APPENDED.rules), 2, 4)], {},
+                render, guard=2)
+    fake.commit(edit)
+    edit.update(mirror)
+    assert mirror.meta["rule_handles"][("inet", "g1-e")] == [5, 3, 4] == \
+        [h for h, _ in fake.chains[("inet", "g1-e")][1]]
+    unknown = Plan([DeleteRule("inet", "g1-e", 5), ReplaceRule(APPENDED, 1, 4)], {}, render)
+    fake.commit(unknown)
+    unknown.update(mirror)  # handles reported: still known
+    assert mirror.meta["rule_handles"][("inet", "g1-e")] == [3, 4]
+    apply_to(mirror, AddRule(INSERTED, 0, 3))   # not reported: forgotten
+    assert ("inet", "g1-e") not in mirror.meta["rule_handles"]
+
+
+def test_a_jump_in_the_generation_keeps_only_the_handles_that_commit_reported():
+    mirror = Ruleset()
+    mirror.add_set(ADDRS)
+    mirror.meta = {"generation": 5, "rule_handles": {("inet", "p0-e"): [2], GROUP.key: [1]}}
+    plan = Plan([FlushChain("inet", "g1-e"), FillChain(GROUP)], {}, render, basis=5)
+    plan.handles = {1: [9]}
+    plan.counted(7)                      # the kernel made 7: someone else committed 6
+    assert plan.jumped and plan.after == 7
+    plan.update(mirror)
+    assert mirror.meta == {"generation": 7, "rule_handles": {GROUP.key: [9]}}
+    quiet = Plan([AddElements(ADDRS, ("192.0.2.9",))], {}, render, basis=7)
+    quiet.counted(None)                  # not reported: one more, never above the kernel's
+    assert (quiet.after, quiet.jumped) == (8, False)
+    quiet.update(mirror)
+    assert mirror.meta == {"generation": 8, "rule_handles": {GROUP.key: [9]}}
+    unknown = Plan([AddElements(ADDRS, ("192.0.2.8",))], {}, render)
+    unknown.counted(None)
+    unknown.update(mirror)
+    assert mirror.meta == {"generation": None, "rule_handles": {}}
+    guarded = Plan([DeleteRule("inet", "g1-e", 9)], {}, render, guard=3)
+    guarded.counted(4)
+    assert (guarded.after, guarded.jumped) == (4, False)
+
+
+@pytest.mark.parametrize("old, new", [
+    (("a", "b", "c"), ("a", "b", "c", "d")),          # appended
+    (("a", "b", "c", "d"), ("a", "b", "c")),          # last removed
+    (("a", "b", "c", "d"), ("x", "a", "b", "c", "d")),  # inserted first
+    (("a", "b", "c", "d"), ("a", "x", "c", "d")),     # one replaced in the middle
+    (("a", "b", "c", "d", "e"), ("a", "d", "e")),     # two removed in the middle
+    (("a", "b", "c", "d"), ("b", "c", "d")),          # first removed
+])
+def test_rule_edit_turns_the_old_chain_into_the_new_one(old, new):
+    from fwsg.plan import rule_edit
+
+    rules = {r: f"meta l4proto {i} accept" for i, r in enumerate("abcdex")}
+    a = ChainDef("inet", "g1-e", tuple(rules[r] for r in old))
+    b = ChainDef("inet", "g1-e", tuple(rules[r] for r in new))
+    fake = FakeBackend()
+    fake.commit(Plan([CreateTable("inet"), DeclareChain(a), FillChain(a)], {}, render))
+    handles = [h for h, _ in fake.chains[a.key][1]]
+    ops = rule_edit(a, b, handles)
+    assert ops and len(ops) < len(b.rules) + 1
+    kept = set(handles) - {op.handle for op in ops if type(op) is DeleteRule}
+    fake.commit(Plan(ops, {}, render))
+    assert fake.rules("inet", "g1-e") == b.rendered_rules()
+    assert kept <= {h for h, _ in fake.chains[a.key][1]}   # the rules that stay are not touched
+    assert rule_edit(a, ChainDef("inet", "g1-e", ("meta l4proto 99 accept",)), handles) is None
+    assert rule_edit(a, b, handles[:-1]) is None
 
 
 def test_fake_failure_injection_and_last_plan():

@@ -13,6 +13,7 @@ from fwsg.backends.nft import netlink, readback, render
 from fwsg.backends.nft.host import ConntrackCount, Generation, prepare_host, require_net_admin
 from fwsg.errors import KernelError
 from fwsg.netns import entered
+from fwsg.ops import FillChain
 from fwsg.plan import Plan, diff
 from fwsg.ruleset import FAMILIES, TABLE, Ruleset
 
@@ -93,7 +94,7 @@ class NftBackend:
     def diff(self, desired, current, pending=None):
         """The Plan (typed operations) turning ``current`` (a Ruleset) into the Ruleset of
         ``desired`` (a Desired); only the keys ``pending`` names when given. Pure."""
-        return diff(desired.rs, current, pending, render.render)
+        return diff(desired.rs, current, pending, render.render, netlink.editable)
 
     # -- kernel -------------------------------------------------------------------------------
     def run(self, text, json_output=False):
@@ -108,7 +109,14 @@ class NftBackend:
         A plan adding many address elements (a cold start) is committed in steps: the
         structure (one netlink batch, or libnftables when something in it does not encode),
         then the elements in bounded netlink batches, each step atomic and never more open
-        than the target. Returns which way it went."""
+        than the target. Returns which way it went.
+
+        On the netlink path the kernel reports the handles of the rules created
+        (``plan.handles``) and the generation the commit made (``plan.after``, see
+        :meth:`fwsg.plan.Plan.counted`; None after the other paths). A plan that edits rules
+        by handle (``plan.guard``) is refused (KernelError, ERESTART; nothing changed) when
+        the kernel's generation is not the guard: inside the batch on the netlink path, just
+        before it otherwise."""
         self.steps = 0
         if not plan:
             return None
@@ -116,10 +124,12 @@ class NftBackend:
         split = None if few else netlink.split_bulk(plan)  # a small change: no scan for bulk
         if split is None:
             self.steps = 1
-            if self._send(netlink.netlink_ops(plan)):
+            if self._send_traced(plan):
                 return "netlink"
+            self._check_guard(plan)
             self._ctx.run(str(plan))
             return "libnftables"
+        self._check_guard(plan)
         rest, batches = split
         way = "netlink"
         if rest:
@@ -132,6 +142,38 @@ class NftBackend:
             self._writer.commit(batch)
             self.steps += 1
         return way
+
+    def _send_traced(self, plan):
+        """Commit ``plan`` as one netlink batch, guarded by ``plan.guard``, learning the
+        handles of the rules it creates (echoed when it creates any) into ``plan.handles``
+        and the generation it made (``plan.counted``); False (nothing sent) when the writer
+        cannot encode it."""
+        traced = netlink.netlink_ops_traced(plan)
+        if not traced:
+            return False
+        ops, origin = traced
+        echo = any(op[0] == "rule" or op[0] == "xrule" for op in ops)
+        try:
+            reported = self._writer.commit(ops, plan.guard, echo=echo)
+        except ValueError:
+            return False
+        plan.counted(self._writer.generation if echo else None)
+        handles = plan.handles
+        for n, h in zip(origin, reported):
+            if type(plan.ops[n]) is FillChain:
+                handles.setdefault(n, []).append(h)
+            elif h is not None:
+                handles[n] = h
+        return True
+
+    def _check_guard(self, plan):
+        """KernelError (ERESTART) when ``plan`` edits rules by handle and the namespace is
+        no longer at the generation it was made against."""
+        if plan.guard is not None:
+            now = self.generation()
+            if now is None or now[1] != plan.guard:
+                raise KernelError("nftables refused the batch: the ruleset changed since "
+                                  f"generation {plan.guard}", errno.ERESTART)
 
     def _send(self, ops):
         """Commit ``ops`` through the netlink writer; False (nothing sent) when there are none

@@ -8,7 +8,7 @@ import netaddr
 from fwsg.addr import is_prefix
 from fwsg.members import AddrSet
 from fwsg import dispatch
-from fwsg.backends.nft.layout import (EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
+from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
                                       MAC_DST, MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
                                       ZONE4, ZONE6, ZONE_MARK, Names, zone_chain,
                                       zone_chain_def, zone_of_chain,
@@ -128,6 +128,8 @@ class Desired(MemberBook):
         self.zones = ZoneNumbers(getattr(port_ids, "zones", None))  # network -> conntrack zone
         self.port_zone = {}     # port id -> zone (filtered ports with a network_id)
         self.mac_owners = {}    # MAC -> zoned port ids (frames from outside: @mac-dst)
+        self._chain_cache = {}  # see _group_chain
+        self._group_memo = {}   # sg -> [(rules tuple, prefix state, chains)], see _group_chains
         self._fixed()
 
     def clear_pending(self):
@@ -144,6 +146,7 @@ class Desired(MemberBook):
             self._declare(sd)
         for c in fixed_chains():
             self._chain(c.key, c)
+        self._map_set(INGRESS_MAP, *AMBIGUOUS_ENTRY)
         self._antispoof()
 
     def _antispoof(self):
@@ -283,14 +286,42 @@ class Desired(MemberBook):
             self.pending.add_many(key, new)
 
     def _group_chains(self, sg):
+        """Make the group's two chains follow its rules. The last few rule tuples a group had
+        (with the prefix state of the groups they reference) keep their chains: a group whose
+        rules go back and forth costs two lookups, no rendering, no hashing of its rules."""
         rules = self.groups.get(sg)
-        for direction in (INGRESS, EGRESS):
-            key = ("inet", self.names.group_chain(sg, direction))
-            if rules is None:
-                self._chain(key, None)
-            else:
-                body = _dedupe(self._render(r for r in rules if r.direction == direction))
-                self._chain(key, ChainDef("inet", key[1], body))
+        if rules is None:
+            self._group_memo.pop(sg, None)
+            for direction in (INGRESS, EGRESS):
+                self._chain(("inet", self.names.group_chain(sg, direction)), None)
+            return
+        refs = (self._refs_of or {}).get(("g", sg), ())
+        pstate = frozenset(ref for ref in refs if ref in self.prefixed)
+        memo = self._group_memo.setdefault(sg, [])
+        for held, state, chains in memo:
+            if held is rules and state == pstate:
+                break
+        else:
+            chains = tuple(self._group_chain(self.names.group_chain(sg, direction), tuple(
+                r for r in rules if r.direction == direction)) for direction in (INGRESS, EGRESS))
+            memo.insert(0, (rules, pstate, chains))
+            del memo[4:]
+        for chain in chains:
+            self._chain(chain.key, chain)
+
+    def _group_chain(self, name, rules):
+        """The ChainDef of one group chain (``rules``: that direction's Rules), from a bounded
+        cache keyed by the rules and the prefix state of the groups they reference (a group
+        whose rules go back and forth is not rendered again; its names never change)."""
+        key = (name, rules, tuple((r.remote_group, r.family) in self.prefixed
+                                  for r in rules if r.remote_group is not None))
+        cache = self._chain_cache
+        chain = cache.get(key)
+        if chain is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            chain = cache[key] = ChainDef("inet", name, _dedupe(self._render(rules)))
+        return chain
 
     def set_group(self, sg, rules):
         """Set (or, with None, remove) a group's rules."""
@@ -301,12 +332,14 @@ class Desired(MemberBook):
         else:
             self.groups[sg] = tuple(rules)
             self._set_refs(("g", sg), rules)
-        if is_stateless(rules or ()):
+        stateless = is_stateless(rules or ())
+        was = sg in self.stateless
+        if stateless:
             self.stateless.add(sg)
         else:
             self.stateless.discard(sg)
         self._group_chains(sg)
-        if is_stateless(old or ()) != is_stateless(rules or ()):
+        if was != stateless:
             self.refresh_ports_of_group(sg)
 
     def set_members(self, sg, fam, members):
@@ -527,27 +560,33 @@ class Desired(MemberBook):
             value = Names.jump(zone_chain(zones.pop()))
         self._map_set(ZONE6 if ":" in ip else ZONE4, ip, value)
 
+    def _owner_keys(self, pids):
+        """(ingress profile, port number) of each filtered port in ``pids`` (see
+        :func:`fwsg.dispatch.receiver`)."""
+        return {(self.profile_of[p], self.ids[self.ports[p].device])
+                for p in pids if p in self.profile_of}
+
     def _dispatch_addr(self, ip):
         key = INGRESS6 if ":" in ip else INGRESS4
-        owners = [p for p in self.addr_owners.get(ip, ()) if p in self.profile_of]
-        if not self.addr_owners.get(ip):
+        owners = self.addr_owners.get(ip)
+        if not owners:
             self.addr_owners.pop(ip, None)
-        # an address of several ports: their shared profile, or drop (see fwsg.dispatch)
-        self._map_set(key, ip, dispatch.verdict({self.profile_of[p] for p in owners}))
+        # an address of several ports: the lowest number of one shared profile, or the
+        # number @ingress drops (see fwsg.dispatch)
+        n = dispatch.receiver(self._owner_keys(owners or ()))
+        self._map_set(key, ip, None if n is None else dst_mark(n))
 
     def _dispatch_prefixes(self):
-        """Re-derive the interval maps dispatching address-pair prefixes (see fwsg.dispatch);
-        declared only while some filtered port has a prefix pair."""
+        """Re-derive the interval maps giving address-pair prefixes their receiver's number
+        (see fwsg.dispatch); declared only while some filtered port has a prefix pair."""
         changed = False
         for fam in (4, 6):
-            owned = {}
-            for pfx, pids in self.pfx_owners.items():
-                if (":" in pfx) == (fam == 6):
-                    owned[pfx] = {self.profile_of[p] for p in pids if p in self.profile_of}
-            wanted = dispatch.prefix_map(owned)
+            owned = {pfx: self._owner_keys(pids) for pfx, pids in self.pfx_owners.items()
+                     if (":" in pfx) == (fam == 6)}
+            wanted = {k: dst_mark(n) for k, n in dispatch.prefix_map(owned).items()}
             key = ("inet", f"ingress{fam}n")
             if wanted and key not in self.rs.sets:
-                self._declare(SetDef("inet", key[1], f"ipv{fam}_addr", "verdict", interval=True))
+                self._declare(SetDef("inet", key[1], f"ipv{fam}_addr", "mark", interval=True))
                 changed = True
             if key not in self.rs.sets:
                 continue

@@ -130,6 +130,8 @@ def mark(current, changed, rebuild):
     rebuilt families are absent (the diff then re-creates them whole)."""
     out = Ruleset(tables=frozenset(f for f in current.tables if f not in rebuild))
     out.meta = dict(current.meta)
+    out.meta["rule_handles"] = {k: v for k, v in current.meta.get("rule_handles", {}).items()
+                                if k not in changed and k[0] not in rebuild}
     for k, sd in current.sets.items():
         if k[0] not in rebuild:
             out.sets[k] = sd
@@ -161,7 +163,7 @@ def with_rebuild(plan, families):
     if not families:
         return plan
     pre = tuple(DeleteTable(fam) for fam in sorted(families))
-    return Plan(pre + plan.ops, plan.summary, plan._render)
+    return Plan(pre + plan.ops, plan.summary, plan._render, plan.guard, plan.basis)
 
 
 def inspect(backend, desired, current, deep):

@@ -11,8 +11,15 @@ No I/O here.
 ``table inet fwsg``
   ``egress-pre`` (prerouting 0, after conntrack): ``@egress`` dispatches the high half to the
   sender's egress chain. ``ingress-fwd`` (forward 0): ``@ingress`` dispatches the low half to
-  the receiver's ingress chain, ``@ingress4``/``@ingress6`` what is routed into the bridge.
-  ``ingress-out`` (output 0): the hypervisor's own traffic, by destination address.
+  the receiver's ingress chain; what is routed into the bridge (no receiver tag) first gets
+  the receiver's number by destination address (data maps ``@ingress4``/``@ingress6``, and
+  ``@ingress4n``/``@ingress6n`` for address-pair prefixes). ``ingress-out`` (output 0): the
+  hypervisor's own traffic to a VM's address gets the same number, then ``@ingress``; its
+  traffic to any other address leaves the chain first, its mark untouched. ``@ingress`` is the
+  only verdict map ingress dispatch walks (nf_tables validates every verdict-map element
+  reachable from a base chain, once per reference, on every commit that adds a rule), and it
+  is referenced once per base chain. An address whose owners' profiles differ maps to
+  :data:`fwsg.dispatch.AMBIGUOUS`, which ``@ingress`` drops.
   Port chains (profiles) jump to ``fixed-{e,i}-{sf,sl}``, then to group chains, then drop.
 
 Conntrack zones (one per network, ports without ``network_id``: zone 0): ``bridge
@@ -26,6 +33,7 @@ destination MAC that leaves through another filtered port than the MAC's (wrong 
 
 
 from fwsg import naming
+from fwsg.dispatch import AMBIGUOUS
 from fwsg.model import EGRESS, INGRESS
 from fwsg.portnum import MAX_PORT_ID  # noqa: F401 - numbers fit the mark's 16 bits
 from fwsg.ruleset import ChainDef, SetDef
@@ -43,7 +51,7 @@ INET_OUT_ZONE = "filter hook output priority -300"
 # Keys of the fixed sets and maps.
 EGRESS_MAP = ("inet", "egress")      # mark (sender << 16) -> jump profile-e
 INGRESS_MAP = ("inet", "ingress")    # mark (receiver) -> jump profile-i
-INGRESS4 = ("inet", "ingress4")      # host address -> jump profile-i (routed, output)
+INGRESS4 = ("inet", "ingress4")      # host address -> receiver's mark (routed, output)
 INGRESS6 = ("inet", "ingress6")
 PORT_SRC = ("bridge", "port-src")    # "tap" -> mark (number << 16)
 PORT_DST = ("bridge", "port-dst")    # "tap" -> mark (number)
@@ -58,8 +66,8 @@ SPOOF_SETS = {(4, False): "spoof4", (4, True): "spoof4n", (6, False): "spoof6", 
 FIXED_SETS = (
     SetDef("inet", "egress", "mark", "verdict"),
     SetDef("inet", "ingress", "mark", "verdict"),
-    SetDef("inet", "ingress4", "ipv4_addr", "verdict"),
-    SetDef("inet", "ingress6", "ipv6_addr", "verdict"),
+    SetDef("inet", "ingress4", "ipv4_addr", "mark"),
+    SetDef("inet", "ingress6", "ipv6_addr", "mark"),
     SetDef("bridge", "port-src", "ifname", "mark"),
     SetDef("bridge", "port-dst", "ifname", "mark"),
     SetDef("bridge", "secured", "ifname"),
@@ -73,20 +81,28 @@ FIXED_SETS = (
 )
 
 def dispatch_chains(prefix_families):
-    """The base chains judging traffic to a VM: by port tag (bridged), else by destination
-    address (sent or routed by the hypervisor): host addresses, then the interval maps
-    ``ingress4n``/``ingress6n`` of address-pair prefixes for the families in
-    ``prefix_families`` (they exist only while some port has such a prefix)."""
-    by_addr = []
+    """The base chains judging traffic to a VM: by the receiver's tag (bridged), else by
+    destination address (sent or routed by the hypervisor): the address's receiver number
+    (host addresses, then the interval maps ``ingress4n``/``ingress6n`` of address-pair
+    prefixes for the families in ``prefix_families``: they exist only while some port has
+    such a prefix) becomes the mark, then ``@ingress`` dispatches it, once per chain."""
+    maps = []   # (l3 keyword, map) in the order an address is looked up
     for fam, ipk in ((4, "ip"), (6, "ip6")):
-        by_addr.append(f"{ipk} daddr vmap @ingress{fam}")
+        maps.append((ipk, f"@ingress{fam}"))
         if fam in prefix_families:
-            by_addr.append(f"{ipk} daddr vmap @ingress{fam}n")
-    # routed by the hypervisor into the bridge: no port tag, dispatch by address
-    fwd = ("meta mark & 0x0000ffff vmap @ingress",) + tuple(
-        f"meta mark & 0x0000ffff == 0x0 {r}" for r in by_addr)
+            maps.append((ipk, f"@ingress{fam}n"))
+    dispatch = "meta mark & 0x0000ffff vmap @ingress"
+    # routed into the bridge: no receiver tag yet; a host address wins over a prefix
+    fwd = tuple(f"meta mark & 0x0000ffff == 0x0 meta mark set {ipk} daddr map {m}"
+                for ipk, m in maps) + (dispatch,)
+    # the hypervisor's own traffic: only traffic to a VM's address is marked and judged (the
+    # mark it already carries may be anything); a prefix first, so a host address overrides it
+    out = tuple(f"{ipk} daddr != " + f" {ipk} daddr != ".join(m for k, m in maps if k == ipk)
+                + " return" for ipk in ("ip", "ip6"))
+    out += tuple(f"meta mark set {ipk} daddr map {m}"
+                 for ipk, m in sorted(maps, key=lambda km: (km[0], not km[1].endswith("n"))))
     return (ChainDef("inet", "ingress-fwd", fwd, INET_FWD_INGRESS),
-            ChainDef("inet", "ingress-out", tuple(by_addr), INET_OUT_INGRESS))
+            ChainDef("inet", "ingress-out", out + (dispatch,), INET_OUT_INGRESS))
 
 
 BASE_CHAINS = (
@@ -219,6 +235,9 @@ def zone_of_chain(name):
 
 def zone_chain_def(zone):
     return ChainDef("inet", zone_chain(zone), (f"ct zone set {zone}",))
+
+
+AMBIGUOUS_ENTRY = (dst_mark(AMBIGUOUS), "drop")   # @ingress: an address whose owners differ
 
 
 def port_number(src_mark_text):

@@ -161,6 +161,15 @@ def _load(operand, reg=1):
     return kind + (reg,)
 
 
+def _l3_check(family, operand, out, ctx):
+    """In the inet family an ``ip``/``ip6`` operand implies ``meta nfproto`` (nft sends the
+    check once per rule, before the first such load)."""
+    l3 = operand.split()[0]
+    if family == "inet" and l3 in ("ip", "ip6") and ctx.get("l3") != l3:
+        out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[4 if l3 == "ip" else 6]]))]
+        ctx["l3"] = l3
+
+
 def _meta_mark(words, out):
     """``meta mark [& MASK] [== V | != V | V]`` at the head of ``words``; the words left."""
     out.append(("meta", META_MARK))
@@ -181,10 +190,11 @@ def _statement(family, words, out, ctx):
     """Encode the statement at the head of ``words`` into ``out``; the words left."""
     w = words[0]
     if words[:3] == ["meta", "mark", "set"] and words[4:5] in (["map"], ["daddr"]):
-        operand = "ether daddr" if words[3] == "ether" else words[3]
-        rest = words[5:] if operand == "ether daddr" else words[4:]
+        operand = words[3] if words[4] == "map" else " ".join(words[3:5])
+        rest = words[4:] if words[4] == "map" else words[5:]
         if rest[:1] != ["map"] or not _SET.match(rest[1]):
             raise ValueError(" ".join(words))
+        _l3_check(family, operand, out, ctx)
         out += [_load(operand), ("lookup", rest[1][1:], 1, 1),
                 ("metaset", META_MARK, 1)]
         return rest[2:]
@@ -257,6 +267,7 @@ def _statement(family, words, out, ctx):
     target = words[i]
     m = _SET.match(target)
     if m:
+        _l3_check(family, operands[0], out, ctx)
         out += [_load(op, _CONCAT_REGS[k] if len(operands) > 1 else 1)
                 for k, op in enumerate(operands)]
         out.append(("lookup", m.group(1), 1, -1, LOOKUP_INV if inverted else 0))

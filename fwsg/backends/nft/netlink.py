@@ -18,8 +18,9 @@ from fwsg import fast
 from fwsg.members import Members
 from fwsg.backends.nft import matches, render
 from fwsg.ruleset import MARKER
-from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
-                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
+from fwsg.ops import (AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
+                      ReplaceRule)
 
 BULK_THRESHOLD = 20000  # element additions above which a plan is committed in steps
 BULK_CHUNK = 30000      # elements per step: keeps each netlink batch short
@@ -88,11 +89,14 @@ def encode_key(key_type, text):
 
 
 def encode_value(value_type, text):
-    """A map value: bytes for a mark, the target chain (str) for ``jump CHAIN``."""
+    """A map value: bytes for a mark, the target chain (str) for ``jump CHAIN``, the verdict
+    code (int) for ``drop``."""
     if value_type == "mark":
         return _atom("mark", text)
     if value_type == "verdict" and text.startswith("jump "):
         return text[5:]
+    if value_type == "verdict" and text == "drop":
+        return matches.DROP
     raise ValueError(text)
 
 
@@ -184,17 +188,33 @@ def simple_rules(chain):
     ``drop``: the port profiles), "xrule" for rules with matches (group chains:
     ``matches.encode``; the layout's base, fixed, anti-spoofing and zone chains:
     ``matches.encode_layout``); None when one rule is none of these."""
-    rules = chain.rules or ("return",)
-    family, name = chain.family, chain.name
     out = []
-    for rule in rules:
-        body = _rule_body(family, rule)
-        if body is None:
+    for i in range(len(chain.rules or ("return",))):
+        op = rule_op(chain, i)
+        if op is None:
             return None
-        out.append((body[0], family, name, body[1], body[2], None))
-    last = out[-1]
-    out[-1] = last[:5] + (f"{MARKER}{chain.digest}/{len(rules)}",)
+        out.append(op)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def editable(chain):
+    """True when every rule of ``chain`` can be sent on its own (rule by rule edits); chains
+    seen before come from a bounded cache."""
+    return chain.hook is None and simple_rules(chain) is not None
+
+
+def rule_op(chain, i, before=None, replace=None):
+    """The NetlinkWriter op adding rule ``i`` of ``chain`` (the last one carrying the chain's
+    digest comment): appended, inserted before handle ``before`` or replacing handle
+    ``replace``; None when the rule does not encode (see :func:`simple_rules`)."""
+    rules = chain.rules or ("return",)
+    body = _rule_body(chain.family, rules[i])
+    if body is None:
+        return None
+    comment = f"{MARKER}{chain.digest}/{len(rules)}" if i == len(rules) - 1 else None
+    where = () if before is None and replace is None else (before, replace)
+    return (body[0], chain.family, chain.name, body[1], body[2], comment) + where
 
 
 def _element_op(add, sd, items):
@@ -229,12 +249,22 @@ def _packed_keys(items, fam):
 def netlink_ops(plan, limit=NETLINK_MAX):
     """The plan (or a list of operations) as NetlinkWriter ops, in order, when every
     operation is one the writer carries: tables, set and map declarations of the types fwsg
-    uses, chains (base chains too) whose rules all encode (:func:`simple_rules`), elements of
-    sets and maps of known encodings (not interval sets); else None (libnftables takes the
-    plan). None too above ``limit`` elements (one page)."""
-    out, elements, filled = [], 0, {}
+    uses, chains (base chains too) whose rules all encode (:func:`simple_rules`), rules added,
+    replaced or deleted by handle, elements of sets and maps of known encodings (not interval
+    sets); else None (libnftables takes the plan). None too above ``limit`` elements (one
+    page)."""
+    found = netlink_ops_traced(plan, limit)
+    return None if found is None else found[0]
+
+
+def netlink_ops_traced(plan, limit=NETLINK_MAX):
+    """``netlink_ops(plan, limit)`` and, per NetlinkWriter op, the index of the plan
+    operation it comes from (to give the handles the kernel reports back to the plan); None
+    as there."""
+    out, origin, elements, filled = [], [], 0, {}
     try:
-        for op in getattr(plan, "ops", plan):
+        for n, op in enumerate(getattr(plan, "ops", plan)):
+            origin.extend([n - 1] * (len(out) - len(origin)))
             kind = type(op)
             if kind is AddElements or kind is DeleteElements:
                 if not encodable(op.set):
@@ -268,11 +298,22 @@ def netlink_ops(plan, limit=NETLINK_MAX):
             elif kind is CreateTable or kind is DeleteTable:
                 out.append(("table" if kind is CreateTable else "deltable", op.family,
                             render.RENDER[kind](op)[0]))
+            elif kind is AddRule or kind is ReplaceRule:
+                wop = rule_op(op.chain, op.index, op.before if kind is AddRule else None,
+                              op.handle if kind is ReplaceRule else None)
+                if wop is None:
+                    return None
+                out.append(wop)
+            elif kind is DeleteRule:
+                out.append(("delrule", op.family, op.name, op.handle))
             else:
                 return None
     except (ValueError, KeyError):
         return None
-    return out or None
+    if not out:
+        return None
+    origin.extend([n] * (len(out) - len(origin)))   # the last operation's
+    return out, origin
 
 
 def _is_bulk(op):

@@ -4,8 +4,9 @@ at most 4,096 elements. Names are fwsg's derived names (``[a-z0-9-]``), never us
 """
 
 from fwsg import fast
-from fwsg.ops import (AddElements, CreateSet, CreateTable, DeclareChain, DeleteChain,
-                      DeleteElements, DeleteSet, DeleteTable, FillChain, FlushChain)
+from fwsg.ops import (AddElements, AddRule, CreateSet, CreateTable, DeclareChain, DeleteChain,
+                      DeleteElements, DeleteRule, DeleteSet, DeleteTable, FillChain, FlushChain,
+                      ReplaceRule)
 from fwsg.ruleset import TABLE
 
 CHUNK = 4096  # elements per "add element" statement
@@ -46,6 +47,20 @@ def _fill(op):
     return [prefix + r for r in op.chain.rendered_rules()]
 
 
+def _add_rule(op):
+    c = op.chain
+    rule = c.rendered_rules()[op.index]
+    if op.before is None:
+        return [f"add rule {c.family} {TABLE} {c.name} {rule}"]
+    return [f"insert rule {c.family} {TABLE} {c.name} position {op.before} {rule}"]
+
+
+def _replace_rule(op):
+    c = op.chain
+    return [f"replace rule {c.family} {TABLE} {c.name} handle {op.handle} "
+            f"{c.rendered_rules()[op.index]}"]
+
+
 def _set_kind(sd):
     return "map" if sd.is_map else "set"
 
@@ -61,6 +76,9 @@ RENDER = {
     FillChain: _fill,
     FlushChain: lambda op: [f"flush chain {op.family} {TABLE} {op.name}"],
     DeleteChain: lambda op: [f"delete chain {op.family} {TABLE} {op.name}"],
+    AddRule: _add_rule,
+    ReplaceRule: _replace_rule,
+    DeleteRule: lambda op: [f"delete rule {op.family} {TABLE} {op.name} handle {op.handle}"],
 }
 
 
