@@ -7,6 +7,7 @@ mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`
 tells its own record from one replaced, edited or removed since by :func:`identity`.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -19,6 +20,19 @@ MAX_RECORD = 64 << 20  # bytes
 
 class CorruptRecord(UserError):
     """The names record exists but is not what fwsg writes (the next apply rewrites it)."""
+
+
+@contextlib.contextmanager
+def kept_in(directory):
+    """Within the block, names records of this process are read and written under
+    ``directory`` instead of the host's (a benchmark or lab that enters a namespace of its own
+    with ``netns=None`` would otherwise share the host namespace's record, ``_default``)."""
+    global STATE_DIR
+    was, STATE_DIR = STATE_DIR, directory
+    try:
+        yield directory
+    finally:
+        STATE_DIR = was
 
 
 def path_for(netns):

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from fwsg import _fast_py
+from fwsg import _fast_py, statefile
 from fwsg.backends.nft.layout import Names
 from fwsg.model import Model
 from fwsg.lab.scenario import generate, member_v4, member_v6
@@ -520,8 +520,9 @@ def packet_main(args):
     bench = PacketBench(args, sys.stderr)
     bench.data["compiled"] = fast.COMPILED
     bench.run()
-    print("fwsg packet-path benchmark (CPU microseconds per packet, median over interleaved "
-          "rounds; the plain bridge measured in the same rounds)")
+    print("fwsg packet-path benchmark (CPU microseconds per packet over a plain bridge: median "
+          "over interleaved rounds, each firewall run sent slice by slice in turn with the plain "
+          "bridge's; the interquartile range in the note)")
     bench.table(sys.stdout)
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -553,6 +554,8 @@ def main(argv=None):
                     "driver (ipset on), installed into a virtualenv of its own on first use")
     ap.add_argument("--peer-repeat", type=int, default=1, help="repetitions of the peer's "
                     "small steps (it is slow)")
+    ap.add_argument("--peer-initials", type=int, default=3, help="runs of the peer's initial "
+                    "apply (the first within its full run), each beside 2 of fwsg's")
     ap.add_argument("--packet", action="store_true", help="the packet-path rows instead: CPU "
                     "per packet of UDP between two VMs on a bridge, each firewall against none "
                     "(fwsg.lab.bench_packet); with --peer neutron, Neutron's driver as well")
@@ -560,9 +563,11 @@ def main(argv=None):
                     help="member counts of the packet labs (comma-separated)")
     ap.add_argument("--packet-backends", default="nft,iptables-nft,iptables-legacy",
                     help="fwsg backends of the packet labs (comma-separated)")
-    ap.add_argument("--packet-count", type=int, default=100000, help="packets per run")
+    ap.add_argument("--packet-count", type=int, default=50000, help="packets per run")
     ap.add_argument("--packet-new", type=int, default=20000, help="packets per new-flows run")
-    ap.add_argument("--packet-rounds", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--packet-parts", type=int, default=20, help="slices of each run, sent "
+                    "in turn with the plain bridge's")
+    ap.add_argument("--packet-rounds", type=int, default=9, help="interleaved rounds")
     ap.add_argument("--peer-max-members", type=int, default=50000, help="largest member "
                     "count the peer is asked to take (Neutron's ipsets hold 65,536)")
     args = ap.parse_args(argv)
@@ -572,36 +577,58 @@ def main(argv=None):
         args.big_members, args.big_repeat = 20000, 1
         if args.packet:
             args.ports = 300   # the packet VMs are ports 248 and 249
-            args.packet_count, args.packet_new, args.packet_rounds = 2000, 500, 2
+            args.packet_count, args.packet_new, args.packet_rounds = 2000, 500, 3
             args.packet_members = ",".join(str(m) for m in (1000, 2000))
-    if args.packet and os.geteuid() == 0:
-        return packet_main(args)
     if os.geteuid() != 0:
         print("scripts/bench: run as root (it makes a network namespace)", file=sys.stderr)
         return 1
+    from fwsg.lab.errors import LabError
+
+    try:
+        if args.peer == "neutron":   # installed (or refused) before minutes of measuring
+            from fwsg.lab.peer import DEFAULT_VENV, ensure_venv
+
+            ensure_venv(DEFAULT_VENV, lambda msg: print(msg, file=sys.stderr, flush=True))
+        if args.packet:
+            return packet_main(args)
+        return bench_main(args)
+    except LabError as e:
+        print(f"scripts/bench: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def bench_main(args):
+    """The hot-path rows (or ``--backend iptables``'s) in a namespace of their own, then the
+    peer's; prints the table."""
     from fwsg import fast
     from fwsg.netns import entered
 
     ns = f"fwsg-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    # the rows' Firewalls (netns=None inside the bench's namespace) keep their names records in
+    # a directory of their own, never in the host's record of its root namespace
     try:
-        # this thread and the nft processes it starts live there until the bench ends; then the
-        # thread returns to its own namespace (main() may be called in-process)
-        with entered(ns):
-            if args.backend == "iptables":
-                from fwsg.lab.bench_iptables import IptablesBench
+        with tempfile.TemporaryDirectory(prefix="fwsg-bench-state-", dir="/run") as records, \
+                statefile.kept_in(records):
+            # this thread and the nft processes it starts live there until the bench ends;
+            # then the thread returns to its own namespace (main() may be called in-process)
+            with entered(ns):
+                if args.backend == "iptables":
+                    from fwsg.lab.bench_iptables import IptablesBench
 
-                bench = IptablesBench(args, sys.stderr)
-            else:
-                bench = Bench(args, sys.stderr)
-            bench.data["compiled"] = fast.COMPILED
-            bench.run()
-        if args.peer == "neutron":
-            from fwsg.lab.peer import neutron_rows
+                    bench = IptablesBench(args, sys.stderr)
+                else:
+                    bench = Bench(args, sys.stderr)
+                bench.data["compiled"] = fast.COMPILED
+                bench.run()
+            if args.peer == "neutron":
+                from fwsg.lab.peer import neutron_rows
 
-            neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
-                                         args.seed), repeat=args.peer_repeat,
-                         netns=None if args.backend == "iptables" else ns)
+                neutron_rows(bench, scenario(args.ports, args.groups, args.rules, args.members,
+                                             args.seed), repeat=args.peer_repeat,
+                             **({"fwsg_cold_starts": 0, "initials": 1}
+                                if args.backend == "iptables"
+                                else {"initials": args.peer_initials}))
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     print(f"fwsg benchmark ({'compiled' if fast.COMPILED else 'pure-Python'} hot path, "

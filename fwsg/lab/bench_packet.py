@@ -31,8 +31,15 @@ Three kinds of traffic:
 - ``new flows``: every packet from another source port, so each one creates a conntrack entry and
   is judged by the rules (the table is flushed before and after each run).
 
-Rounds: every lab runs every kind once per round, in a rotated order; the cost of a firewall is
-the median over rounds of (its per-packet CPU time - the plain bridge's in the same round).
+Rounds: every lab runs every kind once per round, in a rotated order, paired with a run of the
+plain bridge of the same kind: the two runs go slice by slice in turn (``--packet-parts``
+slices, the first of each pair alternating), so both meet the same load on a shared machine.
+A firewall's sample in a round is the median over the slices of (its cost - the plain
+bridge's slice next to it); a row is the median sample over the rounds, its interquartile
+range in the note. Flatness: the largest member count of each fwsg backend minus the
+smallest, round by round (both measured in every round); within noise when the interquartile
+range of those differences holds 0, and the row fails only when the whole range lies above 0
+(the larger size costs more beyond noise).
 
 Sanity, per lab before the rounds: 1,000 packets of the admitted flow all reach the receiver's
 UDP stack (its ``/proc/net/snmp`` counters, the sockets drained); 1,000 to UDP 5002, which no
@@ -157,13 +164,15 @@ class Burst:
             h.msg_iovlen = 1
         self.n = n
 
-    def send(self):
-        """Send all ``count`` packets; raises OSError if the kernel refuses one."""
+    def send(self, count=None, start=0):
+        """Send ``count`` packets (all ``count`` of the burst by default), the first being
+        packet number ``start`` of the burst's cycle; raises OSError if the kernel refuses one."""
         base, size, fd = ctypes.addressof(self.msgs), ctypes.sizeof(_Mmsghdr), self.sock.fileno()
+        count = self.count if count is None else count
         sent = 0
-        while sent < self.count:
-            at = sent % self.n
-            k = min(BATCH, self.count - sent, self.n - at)
+        while sent < count:
+            at = (start + sent) % self.n
+            k = min(BATCH, count - sent, self.n - at)
             r = _libc.sendmmsg(fd, base + at * size, k, 0)
             if r <= 0:
                 e = ctypes.get_errno()
@@ -334,23 +343,32 @@ class PacketLab:
             ok = ok and s.get("set_rule_packets", 0) >= s.get("sent")
         return ok
 
-    def run(self, kind, pids):
-        """Per-packet CPU microseconds of one burst of ``kind`` (and the ksoftirqd share)."""
+    def begin(self, kind):
+        """Ready a run of ``kind`` (the established flow answered once, the conntrack table
+        flushed for new flows); the receiver's count so far."""
         if kind == "established" and self.setup and not self.handshake():
             raise RuntimeError(f"{self.label}: the established flow got no reply")
         if kind == "new flows":
             self.conntrack_flush()
-        b = self.bursts[kind]
-        before = self.arrived()
+        return self.arrived()
+
+    def send_slice(self, kind, count, start, pids):
+        """Send ``count`` packets of ``kind`` (from packet number ``start`` of its burst):
+        (CPU microseconds per packet, the ksoftirqd share of it)."""
         k0 = _ran_ns(pids)
         c0 = time.thread_time_ns()
-        b.send()
+        self.bursts[kind].send(count, start)
         cpu = time.thread_time_ns() - c0
         k = _ran_ns(pids) - k0
+        return (cpu + k) / count / 1000, k / count / 1000
+
+    def end(self, kind, before, sent):
+        """The fraction of ``sent`` packets that arrived since ``before`` (see :meth:`begin`);
+        flushes the new flows' conntrack entries."""
         got = self.arrived() - before
         if kind == "new flows":
             self.conntrack_flush()
-        return (cpu + k) / b.count / 1000, k / b.count / 1000, got / b.count
+        return got / sent
 
     def down(self):
         for s in self.socks:
@@ -370,9 +388,13 @@ def _fwsg_setup(backend):
 
 
 def _neutron_setup(pl, log):
-    from fwsg.lab.peer import DEFAULT_VENV, run_neutron
+    from fwsg.lab.peer import DEFAULT_VENV, run_neutron, scenario_file
 
-    peer = run_neutron(pl.doc, DEFAULT_VENV, 1, log, netns=pl.lab.host_ns, steps="initial")
+    path = scenario_file(pl.doc)
+    try:
+        peer = run_neutron(path, DEFAULT_VENV, 1, log, netns=pl.lab.host_ns, steps="initial")
+    finally:
+        os.unlink(path)
     if "error" in peer:
         raise RuntimeError(f"Neutron refused {pl.members} members: {peer['error']}")
     pl.info["peer"] = peer
@@ -423,64 +445,122 @@ class PacketBench(Bench):
                 pl.down()
 
     def measure(self, labs, rounds):
+        """Every lab runs every kind once per round (labs in a rotated order), paired slice by
+        slice with the plain bridge (lab 0, see :func:`_paired_run`). Rows: the median sample
+        over the rounds, with its interquartile range in the note; the last member count of
+        each fwsg backend is compared with the first round by round (see :func:`_flatness`)."""
         pids = _ksoftirqd_pids()
+        parts = max(1, self.a.packet_parts)
         cost = {(i, k): [] for i in range(len(labs)) for k in KINDS}
+        diff = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         soft = {(i, k): [] for i in range(len(labs)) for k in KINDS}
         got = {(i, k): [] for i in range(len(labs)) for k in KINDS}
+        plain = labs[0]
         for r in range(rounds):
             self.say(f"== packet round {r + 1}/{rounds}")
-            order = list(range(len(labs)))
+            order = list(range(1, len(labs)))
             order = order[r % len(order):] + order[:r % len(order)]
             for i in order:
                 for k in KINDS:
-                    c, s, g = labs[i].run(k, pids)
-                    cost[i, k].append(c)
-                    soft[i, k].append(s)
-                    got[i, k].append(g)
-        base = 0
+                    pair = _paired_run(plain, labs[i], k, parts, pids)
+                    cost[0, k].append(pair["plain"])
+                    got[0, k].append(pair["plain_got"])
+                    cost[i, k].append(pair["cost"])
+                    diff[i, k].append(pair["diff"])
+                    soft[i, k].append(pair["soft"])
+                    got[i, k].append(pair["got"])
+        self.data["packet"]["parts"] = parts
         for k in KINDS:
-            b = statistics.median(cost[base, k])
-            self.row(f"packet_none_{k.replace(' ', '_')}",
-                     f"12. {k}: no firewall (plain bridge), CPU per packet", b,
-                     note=_delivery(got[base, k]))
+            key = k.replace(" ", "_")
+            self.row(f"packet_none_{key}", f"12. {k}: no firewall (plain bridge), CPU per packet",
+                     statistics.median(cost[0, k]),
+                     note=f"{_spread(cost[0, k], 'runs')}; " + _delivery(got[0, k]))
             fwsg_rows = {}
             for i, pl in enumerate(labs[1:], start=1):
-                diffs = [x - y for x, y in zip(cost[i, k], cost[base, k])]
-                d = statistics.median(diffs)
                 self.data["packet"]["labs"].setdefault(f"{pl.label} {pl.members}", {
                     "label": pl.label, "members": pl.members, **pl.info})[k] = {
-                    "cost_us": d, "total_us": statistics.median(cost[i, k]),
-                    "ksoftirqd_us": statistics.median(soft[i, k]), "rounds": cost[i, k],
-                    "base_rounds": cost[base, k], "delivered": got[i, k]}
+                    "cost_us": statistics.median(diff[i, k]), "samples_us": diff[i, k],
+                    "total_us": cost[i, k], "ksoftirqd_us": statistics.median(soft[i, k]),
+                    "delivered": got[i, k]}
                 if pl.label.startswith("fwsg"):
-                    fwsg_rows.setdefault(pl.label, []).append((pl, d))
-            for label, entries in fwsg_rows.items():
-                first = entries[0][1]
-                for j, (pl, d) in enumerate(entries):
-                    peer = self._peer(labs, cost, base, k, pl.members)
-                    last = j == len(entries) - 1 and j > 0
-                    flat = abs(d - first) <= 0.25 * abs(first) + 0.2   # us
-                    self.row(f"packet_{label.split()[-1]}_{pl.members}_{k.replace(' ', '_')}",
-                             f"12. {k}: {label}, {pl.members} members, over no firewall", d,
-                             peer, "Neutron driver, same members" if peer else "",
-                             "flat: +-25% +0.2us" if last else "", flat if last else None,
-                             ("" if pl.sanity_ok() else "SANITY FAILED; ")
-                             + _delivery(got[labs.index(pl), k]))
+                    fwsg_rows.setdefault(pl.label, []).append(i)
+            for label, idx in fwsg_rows.items():
+                for j, i in enumerate(idx):
+                    pl = labs[i]
+                    peer = self._peer(labs, diff, k, pl.members)
+                    last = j == len(idx) - 1 and j > 0
+                    note = ("" if pl.sanity_ok() else "SANITY FAILED; ") + _spread(diff[i, k])
+                    met = None
+                    if last:
+                        met, flat_note = _flatness(diff[idx[0], k], diff[i, k],
+                                                   labs[idx[0]].members)
+                        note += "; " + flat_note
+                        self.data["packet"]["labs"][f"{pl.label} {pl.members}"][k]["flat"] = met
+                    self.row(f"packet_{label.split()[-1]}_{pl.members}_{key}",
+                             f"12. {k}: {label}, {pl.members} members, over no firewall",
+                             statistics.median(diff[i, k]), peer,
+                             "Neutron driver, same members" if peer else "",
+                             "no rise past noise" if last else "", met,
+                             note + "; " + _delivery(got[i, k]))
             for i, pl in enumerate(labs):
                 if pl.label == "Neutron":
-                    diffs = [x - y for x, y in zip(cost[i, k], cost[base, k])]
-                    self.row(f"packet_neutron_{pl.members}_{k.replace(' ', '_')}",
+                    self.row(f"packet_neutron_{pl.members}_{key}",
                              f"12. {k}: Neutron iptables+ipset, {pl.members} members, "
-                             "over no firewall", statistics.median(diffs),
+                             "over no firewall", statistics.median(diff[i, k]),
                              note=("" if pl.sanity_ok() else "SANITY FAILED; ")
-                             + _delivery(got[i, k]))
+                             + _spread(diff[i, k]) + "; " + _delivery(got[i, k]))
 
     @staticmethod
-    def _peer(labs, cost, base, k, members):
+    def _peer(labs, diff, k, members):
         for i, pl in enumerate(labs):
             if pl.label == "Neutron" and pl.members == members:
-                return statistics.median([x - y for x, y in zip(cost[i, k], cost[base, k])])
+                return statistics.median(diff[i, k])
         return None
+
+
+def _paired_run(plain, lab, kind, parts, pids):
+    """One run of ``kind`` through ``lab`` and through the plain bridge, slice by slice in
+    turn (the first of each pair alternating), so both meet the same load: the medians over
+    the slices of the firewall's cost, the plain bridge's, their difference and the ksoftirqd
+    share, and the fractions delivered."""
+    n = lab.bursts[kind].count
+    step = max(1, n // parts)
+    before = (plain.begin(kind), lab.begin(kind))
+    rows = []
+    for j in range(parts):
+        turn = (plain, lab) if j % 2 == 0 else (lab, plain)
+        out = {id(x): x.send_slice(kind, step, j * step, pids) for x in turn}
+        (b, _), (c, s) = out[id(plain)], out[id(lab)]
+        rows.append((c - b, c, b, s))
+    med = [statistics.median(col) for col in zip(*rows)]
+    return {"diff": med[0], "cost": med[1], "plain": med[2], "soft": med[3],
+            "plain_got": plain.end(kind, before[0], step * parts),
+            "got": lab.end(kind, before[1], step * parts)}
+
+
+def _quartiles(xs):
+    """(first quartile, median, third quartile) of ``xs`` (at least one value)."""
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _spread(xs, what="rounds"):
+    q1, _, q3 = _quartiles(xs)
+    return f"IQR {q1:.2f}..{q3:.2f} over {len(xs)} {what}"
+
+
+def _flatness(first, last, first_members):
+    """(flat, note) from the per-round differences last - first (both measured in every
+    round): within noise when their interquartile range holds 0; flat unless the larger size
+    costs more beyond noise (the whole range above 0)."""
+    d = [b - a for a, b in zip(first, last)]
+    q1, med, q3 = _quartiles(d)
+    verdict = "within noise" if q1 <= 0 <= q3 else \
+        "above it beyond noise" if q1 > 0 else "below it beyond noise (no growth)"
+    return q1 <= 0, (f"minus {first_members} members: {med:+.2f} us (IQR {q1:+.2f}..{q3:+.2f}"
+                     f" over {len(d)} rounds): {verdict}")
 
 
 def _delivery(fractions):

@@ -20,3 +20,8 @@ class LabUsageError(LabError, ValueError):
 
 class Unsupported(LabError):
     """The kernel lacks a feature a probe needs (e.g. SCTP); ``str()`` says which and why."""
+
+
+class PeerError(LabError):
+    """A benchmark peer (``scripts/bench --peer neutron``) could not be installed or run;
+    ``str()`` is one line naming the step that failed."""

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from fwsg import statefile
 from fwsg.lab import bench
 from fwsg.lab import netns_available
 
@@ -22,10 +23,16 @@ def _bench_namespaces():
         return set()
 
 
-def test_bench_quick(tmp_path, capsys):
+def test_bench_quick(tmp_path, capsys, monkeypatch):
     ok, why = netns_available()
     if not ok:
         pytest.skip(f"netns tests: {why}")
+    # the host's names record of its root namespace (here a stand-in) is never read or written
+    host = tmp_path / "host-state"
+    host.mkdir()
+    record = host / "_default.json"
+    record.write_text('{"ports": {"host-port": "t1"}, "groups": {}}')
+    monkeypatch.setattr(statefile, "STATE_DIR", str(host))
     before_ns = _bench_namespaces()
     own = os.stat("/proc/thread-self/ns/net")
     out = tmp_path / "bench.json"
@@ -37,6 +44,9 @@ def test_bench_quick(tmp_path, capsys):
         "bench.main() left this thread in another network namespace"
     assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
     assert _bench_namespaces() <= before_ns
+    assert sorted(os.listdir(host)) == ["_default.json"]
+    assert record.read_text() == '{"ports": {"host-port": "t1"}, "groups": {}}'
+    assert statefile.STATE_DIR == str(host)
 
     data = json.loads(out.read_text())
     for key in KEYS:
@@ -123,4 +133,27 @@ def test_bench_packet_quick(tmp_path, capsys):
         left = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
     except FileNotFoundError:
         left = []
+    assert not left, left
+
+
+def test_fwsg_cold_start_child(tmp_path):
+    """The fresh-process cold start the Neutron rows compare (fwsg.lab.peer.fwsg_cold): it
+    applies the scenario in a namespace of its own (removed afterwards), and no fwsg module is
+    first imported inside the timed call (COLD_IMPORTS names every module a first apply
+    loads, as Neutron's are loaded before its clock starts)."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"netns tests: {why}")
+    from fwsg.lab.peer import fwsg_cold, scenario_file
+
+    path = scenario_file(bench.scenario(20, 5, 5, 2000))
+    try:
+        runs = fwsg_cold(path, 1, lambda msg: None, settle=0)
+    finally:
+        os.unlink(path)
+    (run,) = runs
+    assert run["ms"] > 0 and run["transport"] == "netlink", run
+    assert run["timings_ms"]["commit"] > 0, run
+    assert run["imported_during"] == [], run
+    left = [n for n in os.listdir("/run/netns") if n.startswith(f"fwsg-peer-cold-{os.getpid()}-")]
     assert not left, left

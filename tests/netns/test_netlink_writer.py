@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from fwsg import _fast_py
+from fwsg.errors import KernelError
 from fwsg.lab import netns_available
 from fwsg.netns import entered
 from fwsg.backends.nft.netlink import encode_key, encode_value
@@ -96,6 +97,29 @@ def test_refused_batch_changes_nothing(two_namespaces):
                        ("elem", False, "inet", "m4", ["192.0.2.99"], bytes([192, 0, 2, 99]), 4,
                         None)])  # deleting a missing element fails the whole batch
     assert ruleset(ns) == before
+
+
+@pytest.mark.skipif(_fast_c is None, reason="fwsg._fast not built")
+def test_failure_inside_a_batch_is_found_and_the_next_batch_is_answered(two_namespaces):
+    """Only a batch's last message asks for an acknowledgement: a failure before it is still
+    found (the batch refused whole), and its answers never count for the next batch."""
+    ns = two_namespaces[0]
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=SETUP, text=True,
+                   check=True)
+    before = ruleset(ns)
+    with entered(ns):
+        writer = _fast_c.NetlinkWriter()
+    missing = ("elem", False, "inet", "m4", ["192.0.2.99"], bytes([192, 0, 2, 99]), 4, None)
+    for _ in range(3):
+        with pytest.raises(KernelError, match="refused"):
+            writer.commit([("chain", "inet", "p8-e"), missing, ("chain", "inet", "p9-e")])
+        assert ruleset(ns) == before
+    writer.commit([("chain", "inet", "p8-e"), ("chain", "inet", "p9-e")])
+    after = ruleset(ns)
+    assert "chain p8-e" in after and "chain p9-e" in after
+    with pytest.raises(KernelError, match="refused"):
+        writer.commit([missing])
+    assert ruleset(ns) == after
 
 
 def _handles(ns, chain):
