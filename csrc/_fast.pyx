@@ -205,18 +205,65 @@ cdef void _radix32(uint32_t *a, uint32_t *tmp, Py_ssize_t n) noexcept nogil:
     # four passes: the sorted data is back in ``a``
 
 
+cdef int _cmp32(const void *a, const void *b) noexcept nogil:
+    cdef uint32_t x = (<const uint32_t *>a)[0], y = (<const uint32_t *>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef void _sort32(uint32_t *v, uint32_t *tmp, Py_ssize_t k) noexcept nogil:
+    """Sort ``v[0:k]`` (``tmp``: room for ``k`` more). A list sent again in order costs one
+    pass; one with a few values out of place (a member changed in a sorted reply) one pass
+    that keeps the ascending run in ``v`` and moves those few to ``tmp``, sorts them and
+    merges them back; anything else a radix sort."""
+    cdef Py_ssize_t i, kept = 0, side = 0, limit = k // 16 + 16, j, w
+    cdef uint32_t x
+    for i in range(k):
+        x = v[i]
+        if kept == 0 or x >= v[kept - 1]:
+            v[kept] = x
+            kept += 1
+        elif kept == 1 or x >= v[kept - 2]:  # the run's last value is the one out of place
+            tmp[side] = v[kept - 1]
+            side += 1
+            v[kept - 1] = x
+        else:
+            tmp[side] = x
+            side += 1
+        if side > limit:  # not nearly sorted: everything back in v, radix sort
+            memcpy(v + kept, tmp, side * 4)   # fills v[kept:i + 1], the values taken out
+            _radix32(v, tmp, k)
+            return
+    if side == 0:
+        return
+    qsort(tmp, side, 4, _cmp32)
+    i, j, w = kept - 1, side - 1, k - 1   # merge from the back into v[0:k]
+    while j >= 0:
+        if i >= 0 and v[i] > tmp[j]:
+            v[w] = v[i]
+            i -= 1
+        else:
+            v[w] = tmp[j]
+            j -= 1
+        w -= 1
+
+
+cdef const char *_utf8(object item, Py_ssize_t *size) except? NULL:
+    """The UTF-8 text of ``item`` and its length, or NULL when it is not a str (or one with
+    lone surrogates, which is no address or MAC either)."""
+    if type(item) is not str:
+        return NULL
+    try:
+        return PyUnicode_AsUTF8AndSize(item, size)
+    except UnicodeError:
+        return NULL
+
+
 cdef bint _plain_mac(object m):
     """``m`` is a MAC written aa:bb:cc:dd:ee:ff (hex digits of either case)."""
     cdef Py_ssize_t ln, i
-    cdef const char *s
     cdef char c
-    if type(m) is not str:
-        return False
-    try:
-        s = PyUnicode_AsUTF8AndSize(m, &ln)
-    except UnicodeError:
-        return False
-    if ln != 17:
+    cdef const char *s = _utf8(m, &ln)
+    if s == NULL or ln != 17:
         return False
     for i in range(17):
         c = s[i]
@@ -225,6 +272,42 @@ cdef bint _plain_mac(object m):
                 return False
         elif not ((c'0' <= c <= c'9') or (c'a' <= c <= c'f') or (c'A' <= c <= c'F')):
             return False
+    return True
+
+
+cdef inline bint _dotted_quad(const char *s, Py_ssize_t ln, uint32_t *out) noexcept nogil:
+    """Parse ``s`` (``ln`` bytes) as four decimal octets 0-255 of one to three digits without
+    leading zeros, separated by dots and nothing else; the address in host order in ``out``.
+    Every text it accepts, inet_pton(AF_INET) accepts with the same value (the caller asks
+    inet_pton about the rest), at a fraction of its cost."""
+    cdef Py_ssize_t i = 0
+    cdef uint32_t v = 0, octet
+    cdef int part, digits
+    cdef unsigned char c
+    if ln < 7 or ln > 15:
+        return False
+    for part in range(4):
+        if part:
+            if i >= ln or s[i] != c'.':
+                return False
+            i += 1
+        octet = 0
+        digits = 0
+        while i < ln and digits < 4:
+            c = <unsigned char>s[i] - 48  # '0'
+            if c > 9:
+                break
+            if digits and octet == 0:
+                return False  # a leading zero
+            octet = octet * 10 + c
+            digits += 1
+            i += 1
+        if digits == 0 or digits > 3 or octet > 255:
+            return False
+        v = (v << 8) | octet
+    if i != ln:
+        return False
+    out[0] = v
     return True
 
 
@@ -240,44 +323,47 @@ def pack_addrs(seq, int family, bint check_macs=False):
     cdef Py_ssize_t i, k = 0, m, ln
     cdef const char *s
     cdef list rejects = []
+    cdef list items = seq if type(seq) is list else list(seq)
     cdef bytes out
     cdef unsigned char *buf
     cdef uint32_t *v
     cdef uint32_t *tmp
     cdef object item
+    cdef bint four = family == 4
     cdef bytearray work = bytearray(max(1, n) * width * (2 if family == 4 else 1))
     buf = <unsigned char *>(<char *>work)
+    v = <uint32_t *>buf
     for i in range(n):
-        item = seq[i]
-        if type(item) is list or type(item) is tuple:
-            if check_macs and len(item) > 1 and item[1] is not None and not _plain_mac(item[1]):
-                rejects.append((i, item))
-                continue
-            item = item[0] if len(item) else None
+        item = items[i]
         if type(item) is not str:
-            rejects.append((i, seq[i]))
+            if type(item) is list or type(item) is tuple:
+                if check_macs and len(item) > 1 and item[1] is not None \
+                        and not _plain_mac(item[1]):
+                    rejects.append((i, item))
+                    continue
+                item = item[0] if len(item) else None
+            if type(item) is not str:
+                rejects.append((i, items[i]))
+                continue
+        s = _utf8(item, &ln)
+        if s == NULL:  # lone surrogates: not an address
+            rejects.append((i, items[i]))
             continue
-        try:
-            s = PyUnicode_AsUTF8AndSize(item, &ln)
-        except UnicodeError:  # lone surrogates: not an address
-            rejects.append((i, seq[i]))
-            continue
-        if <Py_ssize_t>strlen(s) != ln or inet_pton(af, s, buf + k * width) != 1:
-            rejects.append((i, seq[i]))
+        if four:
+            if _dotted_quad(s, ln, v + k):  # host order, as the sort below wants
+                k += 1
+                continue
+            if <Py_ssize_t>strlen(s) != ln or inet_pton(af, s, v + k) != 1:
+                rejects.append((i, items[i]))
+                continue
+            v[k] = ntohl(v[k])
+        elif <Py_ssize_t>strlen(s) != ln or inet_pton(af, s, buf + k * width) != 1:
+            rejects.append((i, items[i]))
             continue
         k += 1
-    if family == 4:
-        v = <uint32_t *>buf
+    if four:
         tmp = <uint32_t *>(buf + n * 4)
-        for i in range(k):
-            v[i] = ntohl(v[i])
-        m = 1
-        for i in range(1, k):  # already sorted (a list sent again in order)? skip the sort
-            if v[i] < v[i - 1]:
-                m = 0
-                break
-        if not m:
-            _radix32(v, tmp, k)
+        _sort32(v, tmp, k)
         m = 0
         for i in range(k):
             if m == 0 or v[i] != v[m - 1]:
@@ -286,7 +372,13 @@ def pack_addrs(seq, int family, bint check_macs=False):
         for i in range(m):
             v[i] = htonl(v[i])
     else:
-        qsort(buf, k, 16, _cmp16)
+        m = 1
+        for i in range(1, k):  # already sorted? skip the sort
+            if memcmp(buf + i * 16, buf + (i - 1) * 16, 16) < 0:
+                m = 0
+                break
+        if not m:
+            qsort(buf, k, 16, _cmp16)
         m = 0
         for i in range(k):
             if m == 0 or memcmp(buf + i * 16, buf + (m - 1) * 16, 16) != 0:
@@ -399,20 +491,31 @@ def packed_contains(bytes packed, bytes record, int width):
                     <const unsigned char *>PyBytes_AS_STRING(record), width)
 
 
+cdef bint _record_of(object item, int family, unsigned char *rec):
+    """The record of ``item`` in ``rec`` (big-endian, 4 or 16 bytes): False when ``item`` is
+    not the text of a host address of ``family``."""
+    cdef Py_ssize_t size
+    cdef uint32_t v
+    cdef const char *text = _utf8(item, &size)
+    if text == NULL:
+        return False
+    if family == 4:
+        if _dotted_quad(text, size, &v):
+            v = htonl(v)
+            memcpy(rec, &v, 4)
+            return True
+        return <Py_ssize_t>strlen(text) == size and inet_pton(AF_INET, text, rec) == 1
+    return <Py_ssize_t>strlen(text) == size and inet_pton(AF_INET6, text, rec) == 1
+
+
 def addr_in(item, int family, bytes packed, set plus, set minus):
     """Whether ``item`` is a member of a packed address set: -1 when it is not the text of a
     host address of ``family`` (the caller looks elsewhere), else 1 when its record is in
     ``plus`` or in ``packed`` (sorted records) and not in ``minus`` (sets of records), else 0.
     No I/O."""
-    cdef Py_ssize_t size
-    cdef const char *text
     cdef unsigned char rec[16]
     cdef int width = 4 if family == 4 else 16
-    if type(item) is not str:
-        return -1
-    text = PyUnicode_AsUTF8AndSize(item, &size)
-    if <Py_ssize_t>strlen(text) != size or inet_pton(AF_INET if family == 4 else AF_INET6,
-                                                     text, rec) != 1:
+    if not _record_of(item, family, rec):
         return -1
     if plus or minus:
         key = PyBytes_FromStringAndSize(<char *>rec, width)
@@ -422,6 +525,40 @@ def addr_in(item, int family, bytes packed, set plus, set minus):
             return 0
     return 1 if _bsearch(<const unsigned char *>PyBytes_AS_STRING(packed), len(packed) // width,
                          rec, width) else 0
+
+
+def addr_change(item, int family, bytes packed, set plus, set minus, bint adding):
+    """Add (``adding``) or remove one member of a packed address set (``packed``: sorted
+    records; ``plus``: records added since, not in ``packed``; ``minus``: records of
+    ``packed`` removed since): -1 when ``item`` is not the text of a host address of
+    ``family`` (nothing changed, the caller looks elsewhere), 0 when the set already was so,
+    1 when it changed (a record taken back from one overlay or recorded in the other).
+    No I/O."""
+    cdef unsigned char rec[16]
+    cdef int width = 4 if family == 4 else 16
+    cdef bint in_base
+    if not _record_of(item, family, rec):
+        return -1
+    key = PyBytes_FromStringAndSize(<char *>rec, width)
+    if key in plus:
+        if adding:
+            return 0
+        plus.discard(key)
+        return 1
+    in_base = _bsearch(<const unsigned char *>PyBytes_AS_STRING(packed), len(packed) // width,
+                       rec, width)
+    if in_base and key not in minus:  # a member
+        if adding:
+            return 0
+        minus.add(key)
+        return 1
+    if not adding:
+        return 0
+    if in_base:
+        minus.discard(key)
+    else:
+        plus.add(key)
+    return 1
 
 
 def unpack_addrs(bytes packed, int family):

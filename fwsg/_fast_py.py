@@ -221,22 +221,60 @@ def packed_contains(packed, record, width):
     return False
 
 
+def _record_of(item, family):
+    """The record of ``item`` (big-endian bytes), or None when it is not the text of a host
+    address of ``family``."""
+    if type(item) is not str:
+        return None
+    try:
+        return socket.inet_pton(_AF[family], item)
+    except (OSError, ValueError, UnicodeEncodeError):
+        return None
+
+
 def addr_in(item, family, packed, plus, minus):
     """Whether ``item`` is a member of a packed address set: -1 when it is not the text of a
     host address of ``family`` (the caller looks elsewhere), else 1 when its record is in
     ``plus`` or in ``packed`` (sorted records) and not in ``minus`` (sets of records), else 0.
     No I/O."""
-    if type(item) is not str:
-        return -1
-    try:
-        rec = socket.inet_pton(_AF[family], item)
-    except (OSError, ValueError, UnicodeEncodeError):
+    rec = _record_of(item, family)
+    if rec is None:
         return -1
     if rec in plus:
         return 1
     if rec in minus:
         return 0
     return 1 if packed_contains(packed, rec, 4 if family == 4 else 16) else 0
+
+
+def addr_change(item, family, packed, plus, minus, adding):
+    """Add (``adding``) or remove one member of a packed address set (``packed``: sorted
+    records; ``plus``: records added since, not in ``packed``; ``minus``: records of
+    ``packed`` removed since): -1 when ``item`` is not the text of a host address of
+    ``family`` (nothing changed, the caller looks elsewhere), 0 when the set already was so,
+    1 when it changed (a record taken back from one overlay or recorded in the other).
+    No I/O."""
+    rec = _record_of(item, family)
+    if rec is None:
+        return -1
+    if rec in plus:
+        if adding:
+            return 0
+        plus.discard(rec)
+        return 1
+    in_base = packed_contains(packed, rec, 4 if family == 4 else 16)
+    if in_base and rec not in minus:
+        if adding:
+            return 0
+        minus.add(rec)
+        return 1
+    if not adding:
+        return 0
+    if in_base:
+        minus.discard(rec)
+    else:
+        plus.add(rec)
+    return 1
 
 
 def unpack_addrs(packed, family):

@@ -7,8 +7,8 @@ Both modules define exactly the names in ``__all__``.
 
 import os
 
-__all__ = ["COMPILED", "ConntrackTable", "FlowJudge", "NetlinkWriter", "NftContext", "addr_in",
-           "diff_delta",
+__all__ = ["COMPILED", "ConntrackTable", "FlowJudge", "NetlinkWriter", "NftContext",
+           "addr_change", "addr_in", "diff_delta",
            "diff_keys", "diff_map", "diff_map_keys", "diff_packed", "merge_packed", "pack_addrs",
            "packed_contains", "render_elements", "unpack_addrs"]
 
@@ -27,6 +27,7 @@ ConntrackTable = impl.ConntrackTable
 FlowJudge = impl.FlowJudge
 NetlinkWriter = impl.NetlinkWriter
 NftContext = impl.NftContext
+addr_change = impl.addr_change
 addr_in = impl.addr_in
 diff_delta = impl.diff_delta
 diff_keys = impl.diff_keys

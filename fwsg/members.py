@@ -7,7 +7,6 @@ diffing two lists of 100,000 addresses is a memory compare, not 100,000 string c
 No I/O here.
 """
 
-import socket
 from collections.abc import MutableSet, Sequence
 
 from fwsg import fast
@@ -87,8 +86,8 @@ class Members(Sequence):
         return f"Members({self.family}, {len(self)} addresses)"
 
 
-_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 _addr_in = fast.addr_in
+_addr_change = fast.addr_change
 
 
 class AddrSet(MutableSet):
@@ -137,25 +136,19 @@ class AddrSet(MutableSet):
 
     def change(self, item, adding):
         """Add (``adding``) or discard one member; True when the set changed (so a caller
-        needs no membership test first). An overlay record is taken back or recorded."""
-        found = _addr_in(item, self.family, self._base, self._plus, self._minus)
+        needs no membership test first). A host address is one compiled call (an overlay
+        record taken back or recorded); the overlays are folded in once they outgrow an
+        eighth of the records."""
+        found = _addr_change(item, self.family, self._base, self._plus, self._minus, adding)
         if found < 0:
             if (item in self.extra) == adding:
                 return False
             (self.extra.add if adding else self.extra.discard)(item)
             return True
-        if (found == 1) == adding:
-            return False
-        rec = socket.inet_pton(_AF[self.family], item)
-        undo, record = (self._minus, self._plus) if adding else (self._plus, self._minus)
-        if rec in undo:
-            undo.discard(rec)
-        else:
-            record.add(rec)
-            if len(record) > 512 and (len(self._plus) + len(self._minus)
-                                      > 1024 + len(self._base) // (8 * self.width)):
-                self.packed()  # the overlays outgrew an eighth of the records: fold them in
-        return True
+        if found and len(self._plus) + len(self._minus) > 1024 \
+                and len(self._plus) + len(self._minus) > 1024 + len(self._base) // (8 * self.width):
+            self.packed()
+        return found == 1
 
     def packed(self):
         """The host addresses as sorted packed records (the overlays folded in first)."""

@@ -372,8 +372,11 @@ class Model:
         self._check()
 
     def _check(self):
-        devices = {}
         stateful = {sg: self.group_stateful(sg) for sg, rules in self.groups.items() if rules}
+        if len(set(stateful.values())) < 2 and \
+                len({p.device for p in self.ports.values()}) == len(self.ports):
+            return  # no two devices alike, no port can mix: nothing to name
+        devices = {}
         for pid, port in self.ports.items():
             other = devices.setdefault(port.device, pid)
             if other != pid:

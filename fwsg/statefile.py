@@ -3,7 +3,8 @@
 
 Writers replace the record atomically (a temporary file of their own, fsync, rename), under the
 namespace's lock (see :mod:`fwsg.nslock`); readers see the old record or the new one, never a
-mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`.
+mix. A record that is not what fwsg writes is reported as :class:`CorruptRecord`. A writer
+tells its own record from one replaced, edited or removed since by :func:`identity`.
 """
 
 import contextlib
@@ -39,15 +40,16 @@ def path_for(netns):
 
 
 def save(netns, meta):
-    """Write the names record atomically (unique temporary file, fsync, rename); failures are
-    ignored (the record is for display and for keeping derived names stable)."""
+    """Write the names record atomically (unique temporary file, fsync, rename) and return its
+    :func:`identity` as written; failures are ignored (the record is for display and for
+    keeping derived names stable) and return None."""
     target = path_for(netns)
     try:
         os.makedirs(STATE_DIR, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=STATE_DIR, prefix=f".{netns or '_default'}.",
                                    suffix=".tmp")
     except OSError:
-        return
+        return None
     _prune()
     try:
         with os.fdopen(fd, "w") as f:
@@ -61,6 +63,18 @@ def save(netns, meta):
             os.unlink(tmp)
         except OSError:
             pass
+        return None
+    return identity(netns)
+
+
+def identity(netns):
+    """(inode, size, modification time in ns) of the record of ``netns``, None if there is
+    none: a record replaced, rewritten or removed since shows another identity (one stat)."""
+    try:
+        st = os.stat(path_for(netns))
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _prune():

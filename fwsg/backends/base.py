@@ -162,9 +162,10 @@ def load_model(state, model):
             state.set_group(sg, rules)
     for sg in [g for g in state.groups if g not in model.groups]:
         state.set_group(sg, None)
-    for pid in sorted(model.ports, key=lambda k: model.ports[k].device):
-        if state.ports.get(pid) != model.ports[pid]:
-            state.set_port(model.ports[pid])
+    ports, have = model.ports, state.ports
+    changed = [pid for pid, p in ports.items() if have.get(pid) is not p and have.get(pid) != p]
+    for pid in sorted(changed, key=lambda k: ports[k].device):
+        state.set_port(ports[pid])
     return state
 
 

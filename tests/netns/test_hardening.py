@@ -298,6 +298,40 @@ def test_corrupt_names_record_is_a_one_line_error_for_show_and_rewritten_by_appl
         assert rc == 0 and "port-web" in out, err
 
 
+def test_names_record_rewritten_only_when_names_change_or_the_file_is_not_ours(ns):
+    """A whole model that changes only members leaves the record file as written (no fsync on
+    the hot path); a port change, a removed record and a record edited by someone else are
+    rewritten by the next changed apply."""
+    fw = Firewall(netns=ns)
+    doc = demo()
+    fw.apply(doc)
+    written = statefile.identity(ns)
+    assert written is not None
+    for ip in ("198.51.100.21", "198.51.100.22"):
+        doc["sg_member_ips"]["sg-web"]["IPv4"].append(ip)
+        assert fw.apply(copy.deepcopy(doc)).changed
+        assert statefile.identity(ns) == written
+    del doc["devices"]["port-client"]
+    assert fw.apply(copy.deepcopy(doc)).changed
+    assert statefile.identity(ns) != written
+    assert set(statefile.load(ns, strict=True)["ports"]) == {"port-web", "port-db"}
+    statefile.remove(ns)
+    doc["sg_member_ips"]["sg-web"]["IPv4"].pop()
+    assert fw.apply(copy.deepcopy(doc)).changed
+    assert set(statefile.load(ns, strict=True)["ports"]) == {"port-web", "port-db"}
+    with open(statefile.path_for(ns), "w") as f:
+        f.write("{}")
+    doc["sg_member_ips"]["sg-web"]["IPv4"].pop()
+    assert fw.apply(copy.deepcopy(doc)).changed
+    assert set(statefile.load(ns, strict=True)["ports"]) == {"port-web", "port-db"}
+    with fw.defer_apply():  # a member-only model and a port in one transaction
+        doc["sg_member_ips"]["sg-web"]["IPv4"].append("198.51.100.23")
+        fw.apply(copy.deepcopy(doc))
+        fw.prepare_port_filter(dict(demo()["devices"]["port-client"], id="port-client"))
+    assert set(statefile.load(ns, strict=True)["ports"]) == {"port-web", "port-db", "port-client"}
+    fw.flush()
+
+
 def test_non_root_and_a_plain_file_as_netns(ns, tmp_path):
     m = tmp_path / "m.json"
     m.write_text(json.dumps(demo()))

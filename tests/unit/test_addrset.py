@@ -106,6 +106,52 @@ def test_merge_and_contains_twins_and_meaning(a, b, probe):
         assert _fast_c.diff_packed(pa, pb, 4) == _fast_py.diff_packed(pa, pb, 4)
 
 
+odd4 = st.sampled_from(["198.51.001.1", "198.51.100.0/24", "2001:db8::1", "", "\udc80", None, 7,
+                        "198.51.1.1 ", "198.51.1.256"])
+
+
+few4 = st.builds(lambda b: f"198.51.100.{b}", st.integers(0, 12))  # the same few, again and again
+
+
+@given(start=st.sets(st.one_of(v4, few4), max_size=40),
+       ops=st.lists(st.tuples(st.booleans(), st.one_of(few4, few4, v4, odd4)), max_size=60))
+def test_addr_change_and_addr_in_twins_and_meaning(start, ops):
+    """One member added or removed in the packed form (records plus two overlays): -1 for what
+    is no host address of the family (nothing changes), else whether the set changed; both
+    twins alike, and the set they keep is the set of texts."""
+    packed, _ = fast.pack_addrs(sorted(start), 4)
+    impls = [_fast_py] + ([_fast_c] if _fast_c is not None else [])
+    states = [(set(), set()) for _ in impls]
+    ref = set(start)
+    for adding, item in ops:
+        host = type(item) is str and _is_v4_host(item)
+        want = -1 if not host else int((item in ref) != adding)
+        for impl, (plus, minus) in zip(impls, states):
+            assert impl.addr_change(item, 4, packed, plus, minus, adding) == want
+        if host:
+            (ref.add if adding else ref.discard)(item)
+        for impl, (plus, minus) in zip(impls, states):
+            assert impl.addr_in(item, 4, packed, plus, minus) == (-1 if not host else
+                                                                   int(item in ref))
+            assert not plus & minus and not plus & set(_records(packed))
+            assert minus <= set(_records(packed))
+    for plus, minus in states:
+        assert (set(_records(packed)) - minus) | plus == {socket.inet_pton(socket.AF_INET, m)
+                                                         for m in ref}
+
+
+def _is_v4_host(m):
+    try:
+        socket.inet_pton(socket.AF_INET, m)
+    except (OSError, ValueError, UnicodeEncodeError):
+        return False
+    return True
+
+
+def _records(packed):
+    return [packed[i:i + 4] for i in range(0, len(packed), 4)]
+
+
 @needs_c
 def test_no_copy_of_the_records_when_one_side_is_empty():
     packed, _ = fast.pack_addrs([f"198.51.100.{i}" for i in range(50)], 4)

@@ -79,6 +79,45 @@ def test_pack_twins(seq, family):
     assert _fast_c.pack_addrs(seq, family) == _fast_py.pack_addrs(seq, family)
 
 
+dotted = st.one_of(st.from_regex(r"[0-9.]{1,17}", fullmatch=True),
+                   st.builds(lambda *o: ".".join(o), *[st.from_regex(r"0?[0-9]{1,3}", fullmatch=True)] * 4),
+                   st.sampled_from(["0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3.04", "256.1.1.1",
+                                    "1.2.3", "1.2.3.4.", ".1.2.3", "1..2.3", "1.2.3.4 ", " 1.2.3.4",
+                                    "1.2.3.1000", "0x1.2.3.4", "00.0.0.0", "1.2.3.\u0664",
+                                    "1.2.3.4\x00", "1.2.3.255", "1.2.3.0255", "9.99.199.255"]))
+
+
+@given(st.lists(dotted, max_size=30))
+def test_pack_v4_accepts_what_inet_pton_accepts(seq):
+    """The compiled dotted-quad fast path takes exactly what inet_pton takes, with its value."""
+    def ok(x):
+        try:
+            return socket.inet_pton(socket.AF_INET, x)
+        except (OSError, ValueError, UnicodeEncodeError):
+            return None
+    want = sorted({ok(x) for x in seq} - {None})
+    for mod in (_fast_py, _fast_c) if _fast_c is not None else (_fast_py,):
+        packed, rejects = mod.pack_addrs(seq, 4)
+        assert packed == b"".join(want)
+        assert rejects == [(i, x) for i, x in enumerate(seq) if ok(x) is None]
+
+
+@needs_c
+@given(st.integers(0, 3000),
+       st.lists(st.tuples(st.integers(0, 2999), st.integers(0, (1 << 32) - 1)), max_size=300))
+def test_pack_v4_nearly_sorted_twins(n, changes):
+    """A sorted reply with some members changed in place (the compiled sort keeps the sorted
+    run and merges the few others in; past a share of them it sorts everything): the same
+    records as the twin's."""
+    seq = [socket.inet_ntop(socket.AF_INET, (i * 40503).to_bytes(4, "big")) for i in range(n)]
+    for pos, value in changes:
+        if pos < n:
+            seq[pos] = socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    got = _fast_c.pack_addrs(seq, 4)
+    assert got == _fast_py.pack_addrs(seq, 4)
+    assert got[0] == b"".join(sorted({socket.inet_pton(socket.AF_INET, x) for x in seq}))
+
+
 @needs_c
 @given(st.lists(v4, max_size=80), st.lists(v4, max_size=80))
 def test_diff_packed_twins_and_meaning(a, b):

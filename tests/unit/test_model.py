@@ -115,6 +115,25 @@ def test_mixed_stateful_and_stateless_groups_rejected():
         Model.from_wire(doc)
 
 
+def test_two_ports_on_one_device_named_whatever_the_groups():
+    """The whole-model check names the second port of a device, with every group stateful and
+    with stateless groups of their own ports beside them (no port mixing)."""
+    for stateless in (False, True):
+        doc = _base()
+        doc["devices"]["p2"] = dict(doc["devices"]["p1"], mac_address="fa:16:3e:00:00:02")
+        if stateless:
+            doc["security_groups"]["sg-b"] = [{"direction": "egress", "ethertype": "IPv4",
+                                               "stateful": False}]
+            doc["devices"]["p3"] = dict(doc["devices"]["p1"], device="tap3",
+                                        mac_address="fa:16:3e:00:00:03", security_groups=["sg-b"])
+            doc["devices"]["p2"]["device"] = "tap2"
+            assert set(Model.from_wire(doc).ports) == {"p1", "p2", "p3"}
+            doc["devices"]["p3"]["device"] = "tap1"
+        with pytest.raises(ValidationError, match=r"^devices\.p[23]\.device: 'tap1' is also the "
+                           r"device of port 'p1'"):
+            Model.from_wire(doc)
+
+
 def test_members_accept_bare_pairs_and_prefixes():
     doc = _base()
     doc["sg_member_ips"]["sg-a"] = {"IPv4": ["192.0.2.5", ["192.0.2.6", "fa:16:3e:00:00:06"],

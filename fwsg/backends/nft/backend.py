@@ -120,7 +120,8 @@ class NftBackend:
         self.steps = 0
         if not plan:
             return None
-        split = netlink.split_bulk(plan)
+        few = plan.summary.get("elements_added", netlink.BULK_THRESHOLD) < netlink.BULK_THRESHOLD
+        split = None if few else netlink.split_bulk(plan)  # a small change: no scan for bulk
         if split is None:
             self.steps = 1
             if self._send_traced(plan):

@@ -237,6 +237,11 @@ def rule_op(chain, i, before=None, replace=None):
 
 def _element_op(add, sd, items):
     """One NetlinkWriter "elem" op (raises ValueError for what it cannot encode)."""
+    if sd.key_type in ("ipv4_addr", "ipv6_addr") and not sd.is_map:  # no encoder to build
+        fam = 4 if sd.key_type == "ipv4_addr" else 6
+        keys = _packed_keys(items, fam)
+        texts = items if isinstance(items, Members) else list(items)
+        return ("elem", add, sd.family, sd.name, texts, keys, 4 if fam == 4 else 16, None)
     enc = _encoder(sd.key_type)
     if sd.is_map:
         if add:
@@ -245,11 +250,6 @@ def _element_op(add, sd, items):
             return ("elem", True, sd.family, sd.name, [k for k, _ in items], keys, 0, values)
         return ("elem", False, sd.family, sd.name, list(items), [enc(k) for k in items], 0,
                 None)
-    if sd.key_type in ("ipv4_addr", "ipv6_addr"):
-        fam = 4 if sd.key_type == "ipv4_addr" else 6
-        keys = _packed_keys(items, fam)
-        texts = items if isinstance(items, Members) else list(items)
-        return ("elem", add, sd.family, sd.name, texts, keys, 4 if fam == 4 else 16, None)
     return ("elem", add, sd.family, sd.name, list(items), [enc(t) for t in items], 0, None)
 
 
