@@ -84,18 +84,24 @@ def test_both_writers_leave_the_same_ruleset(two_namespaces):
     assert '"tap1" . fa:16:3e:00:00:01 . 192.0.2.1' in a
 
 
+# deleting a missing element fails the whole batch
+MISSING = ("elem", False, "inet", "m4", ["192.0.2.99"], bytes([192, 0, 2, 99]), 4, None)
+
+
+def _set_up_writer(ns):
+    """SETUP loaded in ``ns``; (its ruleset, a compiled writer bound to ``ns``)."""
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=SETUP, text=True,
+                   check=True)
+    with entered(ns):
+        return ruleset(ns), _fast_c.NetlinkWriter()
+
+
 @pytest.mark.skipif(_fast_c is None, reason="fwsg._fast not built")
 def test_refused_batch_changes_nothing(two_namespaces):
     ns = two_namespaces[0]
-    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=SETUP, text=True,
-                   check=True)
-    before = ruleset(ns)
-    with entered(ns):
-        writer = _fast_c.NetlinkWriter()
+    before, writer = _set_up_writer(ns)
     with pytest.raises(Exception, match="refused"):
-        writer.commit([("chain", "inet", "p9-e"),
-                       ("elem", False, "inet", "m4", ["192.0.2.99"], bytes([192, 0, 2, 99]), 4,
-                        None)])  # deleting a missing element fails the whole batch
+        writer.commit([("chain", "inet", "p9-e"), MISSING])
     assert ruleset(ns) == before
 
 
@@ -104,12 +110,8 @@ def test_failure_inside_a_batch_is_found_and_the_next_batch_is_answered(two_name
     """Only a batch's last message asks for an acknowledgement: a failure before it is still
     found (the batch refused whole), and its answers never count for the next batch."""
     ns = two_namespaces[0]
-    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=SETUP, text=True,
-                   check=True)
-    before = ruleset(ns)
-    with entered(ns):
-        writer = _fast_c.NetlinkWriter()
-    missing = ("elem", False, "inet", "m4", ["192.0.2.99"], bytes([192, 0, 2, 99]), 4, None)
+    before, writer = _set_up_writer(ns)
+    missing = MISSING
     for _ in range(3):
         with pytest.raises(KernelError, match="refused"):
             writer.commit([("chain", "inet", "p8-e"), missing, ("chain", "inet", "p9-e")])
