@@ -7,6 +7,7 @@ No I/O here.
 """
 
 import functools
+import re
 import socket
 
 import netaddr
@@ -66,11 +67,20 @@ def family_of(member):
     return 6 if ":" in member else 4
 
 
+_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_LINK_LOCAL = b"\xfe\x80" + bytes(6)
+
+
 @functools.lru_cache(maxsize=65536)
 def eui64_link_local(mac):
-    """The IPv6 link-local address (fe80::/64, modified EUI-64) of a MAC, canonical."""
-    eui = netaddr.EUI(mac)
-    return str(eui.ipv6_link_local())
+    """The IPv6 link-local address (fe80::/64, modified EUI-64) of a MAC, canonical. A MAC
+    in the model's canonical form (``aa:bb:cc:dd:ee:ff``) is converted from its bytes; any
+    other spelling goes through netaddr (same result)."""
+    if isinstance(mac, str) and _CANONICAL_MAC.fullmatch(mac):
+        raw = bytes.fromhex(mac.replace(":", ""))
+        iid = bytes((raw[0] ^ 2,)) + raw[1:3] + b"\xff\xfe" + raw[3:]
+        return socket.inet_ntop(socket.AF_INET6, _LINK_LOCAL + iid)
+    return str(netaddr.EUI(mac).ipv6_link_local())
 
 
 def pack(member):

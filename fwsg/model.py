@@ -6,8 +6,8 @@ lower-case with colons, protocols as numbers. Parsing does no I/O. Bad input rai
 :class:`fwsg.errors.ValidationError` naming the path and the value.
 """
 
-import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -524,15 +524,25 @@ def port_to_wire(p):
 
 
 def usable_host(path, ip):
-    """Return ``ip`` (canonical) if a port may own it: not unspecified, loopback, multicast or
-    the IPv4 broadcast address."""
-    a = ipaddress.ip_address(ip)
-    if a.is_unspecified or a.is_loopback or a.is_multicast or ip == "255.255.255.255":
-        kind = ("the unspecified address" if a.is_unspecified else "a loopback address"
-                if a.is_loopback else "a multicast address" if a.is_multicast
-                else "the broadcast address")
+    """Return ``ip`` (a canonical host address) if a port may own it: not unspecified,
+    loopback, multicast or the IPv4 broadcast address (classified as the ``ipaddress`` module
+    does, from the address's bytes)."""
+    if ":" in ip:
+        raw = socket.inet_pton(socket.AF_INET6, ip)
+        kind = ("the unspecified address" if raw == _V6_ZERO else "a loopback address"
+                if raw == _V6_LOOPBACK else "a multicast address" if raw[0] == 0xff else None)
+    else:
+        raw = socket.inet_pton(socket.AF_INET, ip)
+        kind = ("the unspecified address" if raw == _V4_ZERO else "a loopback address"
+                if raw[0] == 127 else "a multicast address" if 224 <= raw[0] <= 239
+                else "the broadcast address" if raw == _V4_BROADCAST else None)
+    if kind is not None:
         _fail(path, f"{_short(ip)} is {kind}, not a port's address")
     return ip
+
+
+_V4_ZERO, _V4_BROADCAST = bytes(4), b"\xff" * 4
+_V6_ZERO, _V6_LOOPBACK = bytes(16), bytes(15) + b"\x01"
 
 
 def _group_id(path, key):
