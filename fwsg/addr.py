@@ -1,8 +1,8 @@
 """Address canonicalisation: one textual form per address, prefix and link-local.
 
 Canonical forms are what nft prints back: IPv4 dotted quad, IPv6 compressed lower-case
-(``inet_ntop``), prefixes as ``network/len`` with host bits cleared. Bulk member lists go
-through ``socket.inet_pton`` (fast); prefixes and anything unusual through netaddr.
+(``inet_ntop``), prefixes as ``network/len`` with host bits cleared. Addresses and prefixes
+go through ``socket.inet_pton``/``inet_ntop`` (fast); unusual MAC spellings through netaddr.
 No I/O here.
 """
 
@@ -36,12 +36,15 @@ def canonical_network(path, value):
             raise ValidationError(path, f"{short_repr(value, 60)} is not an IP prefix")
         try:
             ip = canonical_ip(path, addr)
-            net = netaddr.IPNetwork(f"{ip}/{plen}" if plen else ip)
-        except (ValidationError, netaddr.AddrFormatError, ValueError, TypeError):
+        except ValidationError:
             pass
         else:
-            if not plen or (plen.isascii() and plen.isdigit()):
-                return f"{net.network}/{net.prefixlen}"
+            fam, width = (socket.AF_INET6, 128) if ":" in ip else (socket.AF_INET, 32)
+            bits = int(plen) if plen else width
+            if bits <= width:
+                host = int.from_bytes(socket.inet_pton(fam, ip), "big")
+                net = host >> (width - bits) << (width - bits)
+                return f"{socket.inet_ntop(fam, net.to_bytes(width // 8, 'big'))}/{bits}"
     raise ValidationError(path, f"{short_repr(value, 60)} is not an IP prefix")
 
 

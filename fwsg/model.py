@@ -16,7 +16,8 @@ from typing import Optional, Tuple
 import netaddr
 
 from fwsg import fast
-from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local, is_prefix
+from fwsg.addr import (canonical_ip, canonical_member, canonical_network, eui64_link_local,
+                       family_of, is_prefix)
 from fwsg.errors import ValidationError, short_repr
 from fwsg.members import Members
 
@@ -227,7 +228,7 @@ def _parse_rule(path, raw):
         if v is None:
             return None
         net = canonical_network(f"{path}.{key}", v)
-        if netaddr.IPNetwork(net).version != fam:
+        if family_of(net) != fam:
             _fail(f"{path}.{key}", f"{_short(v)} is not an {ethertype} prefix (ethertype is {ethertype})")
         return net
 

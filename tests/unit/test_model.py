@@ -235,3 +235,27 @@ def test_link_local_is_netaddrs_modified_eui64(mac):
 
     eui64_link_local.cache_clear()
     assert eui64_link_local(mac) == str(netaddr.EUI(mac).ipv6_link_local())
+
+
+@pytest.mark.parametrize("value", ["192.0.2.77/24", "192.0.2.77/0", "192.0.2.77/32", "192.0.2.77",
+                                   "192.0.2.77/024", "2001:DB8::1:2/64", "2001:db8::/0",
+                                   "::ffff:192.0.2.77/120", "::192.0.2.77/100", "2001:db8::1",
+                                   "2001:db8:0:0:1::/127", "2001:db8::1/128"])
+def test_prefix_canonical_as_netaddr_gives_it(value):
+    import netaddr
+
+    from fwsg.addr import canonical_network
+
+    net = netaddr.IPNetwork(value)
+    assert canonical_network("p", value) == f"{net.network}/{net.prefixlen}"
+
+
+@pytest.mark.parametrize("value", ["192.0.2.0/33", "2001:db8::/129", "192.0.2.0/-1", "192.0.2/24",
+                                   "192.0.2.0/24/1", "192.0.2.0/ 24", "192.0.2.0/1000", 7])
+def test_bad_prefix_is_one_line_naming_field_and_value(value):
+    doc = _base()
+    doc["security_groups"]["sg-a"][0]["remote_ip_prefix"] = value
+    with pytest.raises(ValidationError) as ei:
+        Model.from_wire(doc)
+    assert str(ei.value) == (f"security_groups.sg-a[0].remote_ip_prefix: {value!r} is not an "
+                             "IP prefix")
