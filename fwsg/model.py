@@ -280,7 +280,15 @@ class Port:
 
     def addresses(self, family):
         """Host addresses and prefixes (with their MAC) this port may send from, for 4 or 6:
-        fixed IPs, allowed address pairs and, for IPv6, the EUI-64 link-local of each MAC."""
+        fixed IPs, allowed address pairs and, for IPv6, the EUI-64 link-local of each MAC. A
+        tuple, derived once per Port (a Port never changes)."""
+        memo = self.__dict__.get("_addresses")
+        if memo is None:
+            memo = (self._addresses(4), self._addresses(6))
+            object.__setattr__(self, "_addresses", memo)   # derived, not a field
+        return memo[family == 6]
+
+    def _addresses(self, family):
         out = []
         for ip in self.fixed_ips:
             if (":" in ip) == (family == 6):
@@ -291,7 +299,7 @@ class Port:
         if family == 6:
             for mac in sorted({self.mac} | {p.mac for p in self.allowed_address_pairs}):
                 out.append((eui64_link_local(mac), mac))
-        return out
+        return tuple(out)
 
 
 _port_cache = {}
@@ -623,9 +631,15 @@ def pack_member_list(sg, members):
 
 
 def host_addresses(port):
-    """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
-    the hypervisor sends or routes to them is the port's ingress."""
-    return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
+    """The host addresses a port may use (fixed IPs, host address pairs, link-locals), sorted:
+    traffic the hypervisor sends or routes to them is the port's ingress. A tuple, derived
+    once per Port (a Port never changes)."""
+    memo = port.__dict__.get("_hosts")
+    if memo is None:
+        memo = tuple(sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam)
+                             if not is_prefix(ip)}))
+        object.__setattr__(port, "_hosts", memo)   # derived, not a field
+    return memo
 
 
 def is_stateless(rules):
