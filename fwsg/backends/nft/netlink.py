@@ -206,12 +206,15 @@ def simple_rules(chain):
     ``drop``: the port profiles), "xrule" for rules with matches (group chains:
     ``matches.encode``; the layout's base, fixed, anti-spoofing and zone chains:
     ``matches.encode_layout``); None when one rule is none of these."""
+    rules = chain.rules or ("return",)
+    family, name, last = chain.family, chain.name, len(rules) - 1
     out = []
-    for i in range(len(chain.rules or ("return",))):
-        op = rule_op(chain, i)
-        if op is None:
+    for i, rule in enumerate(rules):   # rule_op(chain, i) for each, inline: a cold start's
+        body = _rule_body(family, rule)   # thousands of port-profile rules come through here
+        if body is None:
             return None
-        out.append(op)
+        out.append((body[0], family, name, body[1], body[2],
+                    f"{MARKER}{chain.digest}/{len(rules)}" if i == last else None))
     return out
 
 
