@@ -115,7 +115,7 @@ def parse_rule(path, raw):
     bounded cache; errors are never cached (they name ``path``)."""
     try:
         # with the types: True == 1 and 1.0 == 1, but only one of each is valid input
-        if isinstance(raw, Mapping):
+        if type(raw) is dict or isinstance(raw, Mapping):   # a dict: no ABC check
             vals = tuple(map(raw.get, _RULE_KEYS))
             key = (vals, tuple(map(type, vals)))
         else:
@@ -161,7 +161,7 @@ def _rule_list(path, raw):
 
 
 def _parse_rule(path, raw):
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     direction = raw.get("direction")
     if direction not in (INGRESS, EGRESS):
@@ -325,7 +325,7 @@ def parse_port(path, port_id, raw, groups):
 
 
 def _parse_port(path, port_id, raw, groups):
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     if "device" not in raw:
         _fail(f"{path}.device", "missing (the tap interface name)")
@@ -337,7 +337,8 @@ def _parse_port(path, port_id, raw, groups):
         _fail(f"{path}.mac_address", f"{_short(raw['mac_address'])} is a multicast address")
     fixed = []
     for i, ip in enumerate(_list(f"{path}.fixed_ips", raw.get("fixed_ips", []))):
-        if isinstance(ip, Mapping):  # Neutron's port form {"ip_address": ..., "subnet_id": ...}
+        # Neutron's port form {"ip_address": ..., "subnet_id": ...} (a str: no ABC check)
+        if type(ip) is not str and isinstance(ip, Mapping):
             ip = ip.get("ip_address")
         fixed.append(usable_host(f"{path}.fixed_ips[{i}]", canonical_ip(f"{path}.fixed_ips[{i}]", ip)))
     pairs = []

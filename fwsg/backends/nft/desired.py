@@ -573,9 +573,13 @@ class Desired(MemberBook):
         owners = self.addr_owners.get(ip)
         if not owners:
             self.addr_owners.pop(ip, None)
-        # an address of several ports: the lowest number of one shared profile, or the
-        # number @ingress drops (see fwsg.dispatch)
-        n = dispatch.receiver(self._owner_keys(owners or ()))
+        if owners and len(owners) == 1:   # one owner (the usual case): its own number
+            (pid,) = owners
+            n = self.ids[self.ports[pid].device] if pid in self.profile_of else None
+        else:
+            # an address of several ports: the lowest number of one shared profile, or the
+            # number @ingress drops (see fwsg.dispatch)
+            n = dispatch.receiver(self._owner_keys(owners or ()))
         self._map_set(key, ip, None if n is None else dst_mark(n))
 
     def _dispatch_prefixes(self):

@@ -62,6 +62,15 @@ def _encoder(key_type):
         raise ValueError(key_type)
     if len(types) == 1 and types[0] not in ("ipv4_addr", "ipv6_addr"):
         return _ATOMS[types[0]]      # raises ValueError itself
+    if len(types) == 1:
+        pton = _ATOMS[types[0]]
+
+        def encode_address(text):
+            try:
+                return pton(text)
+            except OSError as e:   # inet_pton
+                raise ValueError(text) from e
+        return encode_address
     atoms = [(_ATOMS[t], b"\0" * (-WIDTH[t] % 4)) for t in types]
 
     def encode(text):
@@ -249,7 +258,11 @@ def _element_op(add, sd, items):
     if sd.is_map:
         if add:
             keys = [enc(k) for k, _ in items]
-            values = [encode_value(sd.value_type, v) for _, v in items]
+            if sd.value_type == "mark":   # encode_value's, without a dispatch per element
+                mark = _ATOMS["mark"]
+                values = [mark(v) for _, v in items]
+            else:
+                values = [encode_value(sd.value_type, v) for _, v in items]
             return ("elem", True, sd.family, sd.name, [k for k, _ in items], keys, 0, values)
         return ("elem", False, sd.family, sd.name, list(items), [enc(k) for k in items], 0,
                 None)
