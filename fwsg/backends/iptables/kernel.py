@@ -1,6 +1,6 @@
 """Kernel I/O of the iptables backend: ipset elements through one netlink socket (``ipsetnl``;
-``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
-read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
+``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family
+(iptables-legacy: in-process through libiptc when every rule is one ``iptc`` packs), read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
 jumps into them (every other line is dropped unparsed).
 """
 
@@ -11,9 +11,10 @@ import re
 import subprocess
 import threading
 
-from fwsg.backends.iptables import names
+from fwsg.backends.iptables import iptc, names
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
 from fwsg.backends.iptables.ipsetnl import IpsetSocket
+from fwsg.backends.iptables.plan import TABLE_ORDER
 from fwsg.backends.iptables.state import Chain, SetSpec, State
 from fwsg.errors import KernelError
 from fwsg.netns import entered
@@ -71,6 +72,8 @@ class Kernel:
         self.netns = netns
         self.tools = tools
         self._ipset = None
+        self.libiptc = True   # False: every change through the restore tools (tests, bench)
+        self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
 
     def close(self):
         if self._ipset is not None:
@@ -159,8 +162,8 @@ class Kernel:
 
     # -- commit ------------------------------------------------------------------------------
     def commit(self, plan):
-        """Commit a Plan: ipsets first (so rules find their sets), then one restore per table
-        and family, then stale sets. Each step is atomic; a failure raises KernelError."""
+        """Commit a Plan: ipsets first (so rules find their sets), then the tables' changes
+        (:meth:`tables`: libiptc or one restore per family), then stale sets. Each step is atomic; a failure raises KernelError."""
         for name, spec, members in plan.creates:
             self._create(name, spec, members)
         for name, spec, members in plan.rebuilds:
@@ -169,9 +172,57 @@ class Kernel:
             self._elements(name, ms, False)
         for name, ms in plan.adds.items():
             self._elements(name, ms, True)
-        self.restore_all([(fam, text) for fam, _, text in plan.texts()])
+        self.last_path = self.tables(plan) if plan.tables else None
         for name in plan.destroys:
             self._destroy(name)
+
+    def tables(self, plan):
+        """The plan's table changes: on iptables-legacy, when libiptc loads and every rule is
+        one it takes (iptc.encodable), in-process (:meth:`_libiptc`); else through the
+        restore tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore"."""
+        libs = iptc.libs() if self.libiptc and self.tools.variant == "legacy" else None
+        ip = {k: tc for k, tc in plan.tables.items() if k[0] != "eb"}
+        if not ip or libs is None or not all(iptc.encodable(k[0], tc) for k, tc in ip.items()):
+            self.restore_all([(fam, text) for fam, _, text in plan.texts()])
+            return "restore"
+        self._libiptc(libs, ip, [(fam, text) for fam, _, text in plan.texts() if fam == "eb"])
+        return "libiptc"
+
+    def _libiptc(self, libs, ip, eb):
+        """Each IP family's tables changed and committed through libiptc, in table order, the
+        families in threads of their own (ctypes lets go of the GIL in each libiptc call),
+        beside the ebtables restore of ``eb`` texts. The xtables lock is held throughout, so
+        every other iptables process waits; KernelError naming each step refused (a table
+        refused stays as it was; tables of a family before it stay committed, as with
+        iptables-restore)."""
+        jobs = [(lambda t=eb: self.restore_all(t))] if eb else []
+        for fam in (4, 6):
+            tables = [(t, ip[(fam, t)]) for t in TABLE_ORDER if (fam, t) in ip]
+            if tables:
+                jobs.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+        errors = [None] * len(jobs)
+
+        def run(i):
+            try:
+                jobs[i]()
+            except KernelError as e:
+                errors[i] = str(e)
+            except Exception as e:  # noqa: BLE001 - reported as refused below
+                errors[i] = f"libiptc: {type(e).__name__}: {e}"
+        with _xtables_lock(True):
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(jobs))]
+            for t in threads:
+                t.start()
+            run(0)
+            for t in threads:
+                t.join()
+        if any(errors):
+            raise KernelError("; ".join(e for e in errors if e))
+
+    def _iptc_family(self, lib, tables):
+        with entered(self.netns):
+            for table, tc in tables:
+                iptc.apply(lib, table, tc)
 
     def restore_all(self, texts):
         """Run one ``restore --noflush`` per (family, text), all at once (the families' tables
