@@ -1,6 +1,7 @@
 """Kernel I/O of the iptables backend: ipset elements through one netlink socket (``ipsetnl``;
-``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family
-(iptables-legacy: in-process through libiptc when every rule is one ``iptc`` packs), read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
+``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and
+family (iptables-legacy: in-process through libiptc when every rule is one ``iptc`` packs),
+read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
 jumps into them (every other line is dropped unparsed).
 """
 
@@ -73,6 +74,7 @@ class Kernel:
         self.tools = tools
         self._ipset = None
         self.libiptc = True   # False: every change through the restore tools (tests, bench)
+        self.iptc_threads = True   # libiptc: each family in a thread of its own
         self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
 
     def close(self):
@@ -163,7 +165,8 @@ class Kernel:
     # -- commit ------------------------------------------------------------------------------
     def commit(self, plan):
         """Commit a Plan: ipsets first (so rules find their sets), then the tables' changes
-        (:meth:`tables`: libiptc or one restore per family), then stale sets. Each step is atomic; a failure raises KernelError."""
+        (:meth:`tables`: libiptc or one restore per family), then stale sets. Each step is
+        atomic; a failure raises KernelError."""
         for name, spec, members in plan.creates:
             self._create(name, spec, members)
         for name, spec, members in plan.rebuilds:
@@ -196,10 +199,15 @@ class Kernel:
         refused stays as it was; tables of a family before it stay committed, as with
         iptables-restore)."""
         jobs = [(lambda t=eb: self.restore_all(t))] if eb else []
+        fams = []
         for fam in (4, 6):
             tables = [(t, ip[(fam, t)]) for t in TABLE_ORDER if (fam, t) in ip]
             if tables:
-                jobs.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+                fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+        if self.iptc_threads:
+            jobs += fams
+        elif fams:
+            jobs.append(lambda: [job() for job in fams])
         errors = [None] * len(jobs)
 
         def run(i):
