@@ -13,27 +13,10 @@ import pytest
 from fwsg.backends.iptables import iptc, kernel
 from fwsg.errors import KernelError
 from fwsg.firewall import Firewall
-from tests.netns.fwlab import ALL_EGRESS, flush_conntrack, model, rule, running_lab, web_db
-from tests.netns.test_iptables_backend import VARIANTS, saved, sh
+from tests.netns.fwlab import ALL_EGRESS, model, rule, web_db
+from tests.netns.test_iptables_backend import env, fwlab, saved, sh  # noqa: F401 (fixtures)
 
 NET = {"network_id": "net-a"}
-
-
-@pytest.fixture(scope="module", params=VARIANTS)
-def fwlab(request):
-    with running_lab(f"ipc{request.param[0]}") as (lab, _):
-        yield lab, request.param
-
-
-@pytest.fixture
-def env(fwlab):
-    lab, variant = fwlab
-    flush_conntrack(lab)
-    fw = Firewall(netns=lab.host_ns, backend=f"iptables-{variant}")
-    try:
-        yield lab, fw, variant
-    finally:
-        Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").flush()
 
 
 def steps(lab):

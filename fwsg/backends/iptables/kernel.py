@@ -50,6 +50,17 @@ def _xtables_lock(take):
         os.close(fd)   # closing releases the lock
 
 
+def _side_by_side(fn, n):
+    """fn(0) ... fn(n - 1) at once: fn(0) in the calling thread, each other in a thread of its
+    own; returns when all have returned (fn must not raise)."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(1, n)]
+    for t in threads:
+        t.start()
+    fn(0)
+    for t in threads:
+        t.join()
+
+
 def _entry(m, fam):
     return m if "/" in m else f"{m}/{32 if fam == 4 else 128}"
 
@@ -218,12 +229,7 @@ class Kernel:
             except Exception as e:  # noqa: BLE001 - reported as refused below
                 errors[i] = f"libiptc: {type(e).__name__}: {e}"
         with _xtables_lock(True):
-            threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(jobs))]
-            for t in threads:
-                t.start()
-            run(0)
-            for t in threads:
-                t.join()
+            _side_by_side(run, len(jobs))
         if any(errors):
             raise KernelError("; ".join(e for e in errors if e))
 
@@ -274,12 +280,7 @@ class Kernel:
                     p.kill()
                     p.wait()
                     outs[i] = ("", f"{type(e).__name__}: {e}")
-            threads = [threading.Thread(target=feed, args=(i,)) for i in range(1, len(procs))]
-            for t in threads:
-                t.start()
-            feed(0)
-            for t in threads:
-                t.join()
+            _side_by_side(feed, len(procs))
         errors = []
         for (p, _), (fam, _), (out, err) in zip(procs, texts, outs):
             if p.returncode != 0:
