@@ -277,16 +277,16 @@ class IptablesBench(Bench):
 
         k = fw.backend.kernel
         libs = iptc.libs()
-        ip = {(fam, t): TableChange(new_bags=["fwsg-benchfloor"]) for fam in (4, 6)
-              for t in ("mangle", "filter")}
-        gone = {key: TableChange(stale=["fwsg-benchfloor"]) for key in ip}
+        keys = [(fam, t) for fam in (4, 6) for t in ("mangle", "filter")]
+        ip = {key: iptc.steps(key[0], TableChange(new_bags=["fwsg-benchfloor"])) for key in keys}
+        gone = {key: iptc.steps(key[0], TableChange(stale=["fwsg-benchfloor"])) for key in keys}
         walls = []
         for _ in range(max(3, self.a.repeat)):
-            wall, child, sys_time = _timed_cpu(lambda: k._libiptc(libs, ip, []))
+            wall, child, sys_time = _timed_cpu(lambda: k._libiptc(libs, ip))
             walls.append(wall)
             cpu.append(child)
             kern.append(sys_time)
-            k._libiptc(libs, gone, [])
+            k._libiptc(libs, gone)
         return _median_ms(walls)
 
     def _whole_table(self, v):

@@ -96,6 +96,29 @@ def test_refused_libiptc_commit_leaves_memory_equal_to_kernel(env):
 
 
 @pytest.mark.parametrize("fwlab", ["legacy"], indirect=True)
+def test_ebtables_refused_beside_libiptc(env):
+    """The ebtables restore runs beside libiptc: refused, the IP tables still went through,
+    memory is re-read equal to the kernel, and the next apply completes the rest."""
+    lab, fw, variant = env
+    docs = dict(steps(lab))
+    fw.apply(docs["base"])
+    k = fw.backend.kernel
+    argv = k._restore_argv
+    k._restore_argv = lambda fam: ["false"] if fam == "eb" else argv(fam)
+    try:
+        with pytest.raises(KernelError, match="false refused"):
+            fw.apply(docs["port added"])
+    finally:
+        k._restore_argv = argv
+    reread = Firewall(netns=lab.host_ns, backend=f"iptables-{variant}")
+    assert str(fw.plan(docs["port added"])) == str(reread.plan(docs["port added"]))
+    assert {key[0] for key in fw.plan(docs["port added"]).tables} == {"eb"}
+    assert "libiptc" not in fw.apply(docs["port added"]).transport   # ebtables only
+    assert lab.tcp_connect("vm3", "vm2", port=5432)
+    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(docs["port added"])
+
+
+@pytest.mark.parametrize("fwlab", ["legacy"], indirect=True)
 def test_libiptc_commits_hold_the_xtables_lock(env):
     lab, fw, variant = env
     docs = dict(steps(lab))

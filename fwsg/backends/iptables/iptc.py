@@ -245,34 +245,30 @@ class Table:
         if not rc:
             self._fail(what)
 
-    def declare(self, chain):
-        """``:chain - [0:0]`` of ``restore --noflush``: created, or emptied if present."""
-        c = chain.encode()
-        if self.lib.is_chain(c, self.h):
-            self._ok(self.lib.flush_entries(c, self.h), f"-F {chain}")
+    def step(self, verb, chain, rule=None, entry=None):
+        """One step of :func:`steps` on libiptc's copy of the table: ``declare`` (as
+        ``:chain - [0:0]`` of ``restore --noflush``: created, or emptied if present),
+        ``append``, ``insert`` (at the top), ``delete`` (the first rule whose every byte is
+        ``entry``'s, counters aside, as ``-D`` finds it), ``flush``, ``remove``."""
+        c, h, lib = chain.encode(), self.h, self.lib
+        if verb == "declare":
+            verb = "flush" if lib.is_chain(c, h) else "create"
+        if verb == "append":
+            rc = lib.append_entry(c, entry, h)
+        elif verb == "insert":
+            rc = lib.insert_entry(c, entry, 0, h)
+        elif verb == "delete":
+            rc = lib.delete_entry(c, entry, b"\xff" * len(entry), h)
+        elif verb == "flush":
+            rc = lib.flush_entries(c, h)
+        elif verb == "create":
+            rc = lib.create_chain(c, h)
         else:
-            self._ok(self.lib.create_chain(c, self.h), f"-N {chain}")
-
-    def append(self, chain, rule):
-        entry, _ = encode(self.lib.fam, rule)
-        self._ok(self.lib.append_entry(chain.encode(), entry, self.h), f"-A {chain} {rule}")
-
-    def insert(self, chain, rule):
-        entry, _ = encode(self.lib.fam, rule)
-        self._ok(self.lib.insert_entry(chain.encode(), entry, 0, self.h), f"-I {chain} 1 {rule}")
-
-    def delete(self, chain, rule):
-        """The first rule of ``chain`` equal to ``rule`` (every byte compared, counters
-        aside), as ``-D chain rule`` finds it."""
-        entry, _ = encode(self.lib.fam, rule)
-        mask = b"\xff" * len(entry)
-        self._ok(self.lib.delete_entry(chain.encode(), entry, mask, self.h), f"-D {chain} {rule}")
-
-    def flush(self, chain):
-        self._ok(self.lib.flush_entries(chain.encode(), self.h), f"-F {chain}")
-
-    def remove(self, chain):
-        self._ok(self.lib.delete_chain(chain.encode(), self.h), f"-X {chain}")
+            rc = lib.delete_chain(c, h)
+        if not rc:
+            flag = {"append": "-A", "insert": "-I", "delete": "-D", "flush": "-F",
+                    "create": "-N", "remove": "-X"}[verb]
+            self._fail(f"{flag} {chain}" + (f" {rule}" if rule else ""))
 
     def commit(self):
         self._ok(self.lib.commit(self.h), "commit")
@@ -283,45 +279,32 @@ class Table:
             self.h = None
 
 
-def encodable(fam, tc):
-    """Whether every rule of TableChange ``tc`` (family ``fam``) is one :func:`encode` packs."""
+def steps(fam, tc):
+    """The steps of TableChange ``tc`` (family ``fam``) for :meth:`Table.step`, in the order
+    its restore text has (plan.TableChange.text), each rule packed: [(verb, chain, rule,
+    entry)]. None if a rule is not one :func:`encode` packs (the restore tools take it)."""
+    out = [("declare", n, None, None) for n in list(tc.chains) + tc.new_bags]
+    rules = [("append", n, r) for n, c in tc.chains.items() for r in c.printed()]
+    rules += [("delete", n, r) for n, rs in tc.bag_del.items() for r in rs]
+    rules += [("append", n, r) for n, rs in tc.bag_add.items() for r in rs]
+    rules += [("delete", b, f"-j {e}") for b, e in tc.moved]
+    rules += [("insert", b, f"-j {e}") for b, e in tc.hooks]
     try:
-        for c in tc.chains.values():
-            for r in c.printed():
-                encode(fam, r)
-        for rules in list(tc.bag_add.values()) + list(tc.bag_del.values()):
-            for r in rules:
-                encode(fam, r)
+        out += [(verb, n, r, encode(fam, r)[0]) for verb, n, r in rules]
     except NotEncodable:
-        return False
-    return True
+        return None
+    out += [("flush", n, None, None) for n in tc.stale]
+    out += [("remove", n, None, None) for n in tc.stale]
+    return out
 
 
-def apply(lib, table, tc):
-    """Make TableChange ``tc`` on ``table`` through libiptc, in the order its restore text
-    has (plan.TableChange.text), and commit it; KernelError if libiptc refuses a step (the
-    table then stays as it was)."""
+def apply(lib, table, todo):
+    """Make ``todo`` (from :func:`steps`) on ``table`` through libiptc and commit it;
+    KernelError if libiptc refuses a step (the table then stays as it was)."""
     t = Table(lib, table)
     try:
-        for n in list(tc.chains) + tc.new_bags:
-            t.declare(n)
-        for n, c in tc.chains.items():
-            for r in c.printed():
-                t.append(n, r)
-        for n, rules in tc.bag_del.items():
-            for r in rules:
-                t.delete(n, r)
-        for n, rules in tc.bag_add.items():
-            for r in rules:
-                t.append(n, r)
-        for builtin, entry in tc.moved:
-            t.delete(builtin, f"-j {entry}")
-        for builtin, entry in tc.hooks:
-            t.insert(builtin, f"-j {entry}")
-        for n in tc.stale:
-            t.flush(n)
-        for n in tc.stale:
-            t.remove(n)
+        for step in todo:
+            t.step(*step)
         t.commit()
     finally:
         t.close()

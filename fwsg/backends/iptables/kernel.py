@@ -192,33 +192,32 @@ class Kernel:
 
     def tables(self, plan):
         """The plan's table changes: on iptables-legacy, when libiptc loads and every rule is
-        one it takes (iptc.encodable), in-process (:meth:`_libiptc`); else through the
-        restore tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore"."""
+        one it takes (iptc.steps), in-process (:meth:`_libiptc`); else through the restore
+        tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore"."""
         libs = iptc.libs() if self.libiptc and self.tools.variant == "legacy" else None
-        ip = {k: tc for k, tc in plan.tables.items() if k[0] != "eb"}
-        if not ip or libs is None or not all(iptc.encodable(k[0], tc) for k, tc in ip.items()):
+        todo = {k: iptc.steps(k[0], tc) for k, tc in plan.tables.items()
+                if k[0] != "eb"} if libs is not None else {}
+        if not todo or None in todo.values():
             self.restore_all([(fam, text) for fam, _, text in plan.texts()])
             return "restore"
-        self._libiptc(libs, ip, [(fam, text) for fam, _, text in plan.texts() if fam == "eb"])
+        self._libiptc(libs, todo, [text for fam, _, text in plan.texts() if fam == "eb"])
         return "libiptc"
 
-    def _libiptc(self, libs, ip, eb):
-        """Each IP family's tables changed and committed through libiptc, in table order, the
-        families in threads of their own (ctypes lets go of the GIL in each libiptc call),
-        beside the ebtables restore of ``eb`` texts. The xtables lock is held throughout, so
+    def _libiptc(self, libs, todo, eb=()):
+        """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made and committed
+        through libiptc, in table order, the families in threads of their own (ctypes lets go
+        of the GIL in each libiptc call), while the ebtables restore of the ``eb`` text (at
+        most one) runs as a process started first. The xtables lock is held throughout, so
         every other iptables process waits; KernelError naming each step refused (a table
         refused stays as it was; tables of a family before it stay committed, as with
         iptables-restore)."""
-        jobs = [(lambda t=eb: self.restore_all(t))] if eb else []
+        proc = self._start_restore("eb", eb[0]) if eb else None
         fams = []
         for fam in (4, 6):
-            tables = [(t, ip[(fam, t)]) for t in TABLE_ORDER if (fam, t) in ip]
+            tables = [(t, todo[(fam, t)]) for t in TABLE_ORDER if (fam, t) in todo]
             if tables:
                 fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
-        if self.iptc_threads:
-            jobs += fams
-        elif fams:
-            jobs.append(lambda: [job() for job in fams])
+        jobs = fams if self.iptc_threads else [lambda: [job() for job in fams]]
         errors = [None] * len(jobs)
 
         def run(i):
@@ -228,15 +227,47 @@ class Kernel:
                 errors[i] = str(e)
             except Exception as e:  # noqa: BLE001 - reported as refused below
                 errors[i] = f"libiptc: {type(e).__name__}: {e}"
-        with _xtables_lock(True):
-            _side_by_side(run, len(jobs))
+        try:
+            with _xtables_lock(True):
+                _side_by_side(run, len(jobs))
+        finally:
+            if proc is not None:
+                errors.append(self._finish_restore("eb", proc))
         if any(errors):
             raise KernelError("; ".join(e for e in errors if e))
 
+    def _start_restore(self, fam, text):
+        """A restore process of ``fam`` started and given ``text`` (its input closed); with
+        :meth:`_finish_restore`, a restore that runs while the caller does other work."""
+        with entered(self.netns):
+            try:
+                p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            except OSError as e:
+                raise KernelError(f"restore: {e}") from None
+        for give in (lambda: p.stdin.write(text), p.stdin.close):
+            try:
+                give()
+            except OSError:
+                pass   # it ended early: its exit status and output say why
+        p.stdin = None   # given: communicate() only collects its output
+        return p
+
+    def _finish_restore(self, fam, p):
+        """None once the restore ``p`` exited 0, else its one-line refusal."""
+        try:
+            out, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        if p.returncode == 0:
+            return None
+        return f"{self._restore_argv(fam)[0]} refused: {' '.join((err or out).split())[:400]}"
+
     def _iptc_family(self, lib, tables):
         with entered(self.netns):
-            for table, tc in tables:
-                iptc.apply(lib, table, tc)
+            for table, todo in tables:
+                iptc.apply(lib, table, todo)
 
     def restore_all(self, texts):
         """Run one ``restore --noflush`` per (family, text), all at once (the families' tables
