@@ -129,15 +129,15 @@ class IptablesBench(Bench):
         port0 = doc["devices"]["port-0"]
         # what -> (add or remove, the port with an existing or a new profile, the path):
         # "" the current one, "_old" restores as earlier sessions ran them, "_rst" the restore
-        # tools where the current path is libiptc (iptables-legacy), "_seq" libiptc with the
-        # two families one after the other instead of side by side; alternating in each round
+        # tools where the current path is libiptc (iptables-legacy), "_thr" libiptc with the
+        # two families each in a thread instead of one after the other; alternating in each round
         kinds = {"same": ("add", "p", ""), "gone": ("del", "p", ""),
                  "new": ("add", "q", ""), "gone_new": ("del", "q", ""),
                  "same_old": ("add", "p", "_old"), "gone_old": ("del", "p", "_old")}
         if v == "legacy":
             kinds.update({"same_rst": ("add", "p", "_rst"), "gone_rst": ("del", "p", "_rst"),
                           "new_rst": ("add", "q", "_rst"), "gone_new_rst": ("del", "q", "_rst"),
-                          "same_seq": ("add", "p", "_seq"), "gone_seq": ("del", "p", "_seq")})
+                          "same_thr": ("add", "p", "_thr"), "gone_thr": ("del", "p", "_thr")})
         walls = {k: [] for k in kinds}
         cpu = {k: [] for k in list(kinds) + ["floor", "least", "iptc_floor"]}
         sys_cpu = {k: [] for k in cpu}   # the kernel's part (system time) of each
@@ -154,7 +154,7 @@ class IptablesBench(Bench):
                       else (lambda: fw.remove_port_filter(port["id"])))
                 with _previous_restores(fw.backend.kernel, path == "_old"), \
                         _restore_path(fw.backend.kernel, path in ("_old", "_rst")), \
-                        _families_in_turn(fw.backend.kernel, path == "_seq"):
+                        _families_in_threads(fw.backend.kernel, path == "_thr"):
                     wall, child, kern = _timed_cpu(fn)
                 walls[what].append(wall)
                 cpu[what].append(child)
@@ -174,7 +174,7 @@ class IptablesBench(Bench):
             ifl = self._iptc_floor(fw, cpu["iptc_floor"], sys_cpu["iptc_floor"])
             self.row(f"{v}_port_iptc_floor", f"{v}: 5. bare libiptc commit of the tables a port "
                      "adds to", ifl, least, "least change (restores)",
-                     note=f"mangle + filter, both families side by side, 1 chain created; CPU "
+                     note=f"mangle + filter of both families, 1 chain created each; CPU "
                      f"{_median_ms(cpu['iptc_floor']):.1f} ms, {share('iptc_floor')}% in the "
                      "kernel")
 
@@ -208,11 +208,11 @@ class IptablesBench(Bench):
                 self.row(f"{v}_port_{what}", f"{v}: 5. {label}, restore tools",
                          _median_ms(walls[what]), _median_ms(walls[base]), "libiptc (current)",
                          note=f"{rst}; {note(what)}")
-            for what, base, label in (("same_seq", "same", "port added (existing profile)"),
-                                      ("gone_seq", "gone", "port removed (existing profile)")):
-                self.row(f"{v}_port_{what}", f"{v}: 5. {label}, families in turn",
+            for what, base, label in (("same_thr", "same", "port added (existing profile)"),
+                                      ("gone_thr", "gone", "port removed (existing profile)")):
+                self.row(f"{v}_port_{what}", f"{v}: 5. {label}, families in threads",
                          _median_ms(walls[what]), _median_ms(walls[base]),
-                         "families side by side", note=f"libiptc, IPv4 then IPv6 in one "
+                         "families in turn (current)", note=f"libiptc, IPv4 and IPv6 each in a "
                          f"thread, same run; {note(what)}")
         self.data[f"{v}_sizes"] = sizes
         fw.flush()
@@ -270,8 +270,8 @@ class IptablesBench(Bench):
 
     def _iptc_floor(self, fw, cpu, kern):
         """Baseline: the least libiptc commit of the tables a port addition changes - mangle
-        and filter of each family read, one chain created, committed (the families side by
-        side, as a port change runs them), median ms; the chain is removed again untimed."""
+        and filter of each family read, one chain created, committed (as a port change runs
+        them), median ms; the chain is removed again untimed."""
         from fwsg.backends.iptables import iptc
         from fwsg.backends.iptables.plan import TableChange
 
@@ -376,15 +376,15 @@ class _restore_path(_Swapped):
         return False
 
 
-class _families_in_turn(_Swapped):
-    """libiptc's two families one after the other in one thread (the "families in turn"
-    rows), not each in a thread of its own."""
+class _families_in_threads(_Swapped):
+    """libiptc's two families each in a thread of its own (the "families in threads" rows),
+    not one after the other in the calling thread."""
 
     attr = "iptc_threads"
 
     @staticmethod
     def make(k):
-        return False
+        return True
 
 
 class _old_transport(_Swapped):

@@ -85,7 +85,7 @@ class Kernel:
         self.tools = tools
         self._ipset = None
         self.libiptc = True   # False: every change through the restore tools (tests, bench)
-        self.iptc_threads = True   # libiptc: each family in a thread of its own
+        self.iptc_threads = False   # libiptc: each family in a thread of its own
         self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
 
     def close(self):
@@ -205,31 +205,35 @@ class Kernel:
 
     def _libiptc(self, libs, todo, eb=()):
         """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made and committed
-        through libiptc, in table order, the families in threads of their own (ctypes lets go
-        of the GIL in each libiptc call), while the ebtables restore of the ``eb`` text (at
-        most one) runs as a process started first. The xtables lock is held throughout, so
-        every other iptables process waits; KernelError naming each step refused (a table
-        refused stays as it was; tables of a family before it stay committed, as with
-        iptables-restore)."""
-        proc = self._start_restore("eb", eb[0]) if eb else None
+        through libiptc, in table order, while the ebtables restore of the ``eb`` text (at most
+        one) runs as a process started first. The families go one after the other in the
+        calling thread (``iptc_threads``: each in a thread of its own; measured slower on a
+        busy machine, where the threads wait for the GIL between libiptc calls). The xtables
+        lock is held throughout, so every other iptables process waits; KernelError naming
+        each step refused (a table refused stays as it was; tables of a family before it stay
+        committed, as with iptables-restore; the other family is still made)."""
         fams = []
         for fam in (4, 6):
             tables = [(t, todo[(fam, t)]) for t in TABLE_ORDER if (fam, t) in todo]
             if tables:
                 fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
-        jobs = fams if self.iptc_threads else [lambda: [job() for job in fams]]
-        errors = [None] * len(jobs)
+        errors = [None] * len(fams)
 
         def run(i):
             try:
-                jobs[i]()
+                fams[i]()
             except KernelError as e:
                 errors[i] = str(e)
             except Exception as e:  # noqa: BLE001 - reported as refused below
                 errors[i] = f"libiptc: {type(e).__name__}: {e}"
+        proc = self._start_restore("eb", eb[0]) if eb else None
         try:
             with _xtables_lock(True):
-                _side_by_side(run, len(jobs))
+                if self.iptc_threads:
+                    _side_by_side(run, len(fams))
+                else:
+                    for i in range(len(fams)):
+                        run(i)
         finally:
             if proc is not None:
                 errors.append(self._finish_restore("eb", proc))
