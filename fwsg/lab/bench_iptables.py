@@ -129,15 +129,15 @@ class IptablesBench(Bench):
         port0 = doc["devices"]["port-0"]
         # what -> (add or remove, the port with an existing or a new profile, the path):
         # "" the current one, "_old" restores as earlier sessions ran them, "_rst" the restore
-        # tools where the current path is libiptc (iptables-legacy), "_thr" libiptc with the
-        # two families each in a thread instead of one after the other; alternating in each round
+        # tools where the current path is libiptc (iptables-legacy), "_seq" libiptc with the
+        # two families one after the other instead of side by side; alternating in each round
         kinds = {"same": ("add", "p", ""), "gone": ("del", "p", ""),
                  "new": ("add", "q", ""), "gone_new": ("del", "q", ""),
                  "same_old": ("add", "p", "_old"), "gone_old": ("del", "p", "_old")}
         if v == "legacy":
             kinds.update({"same_rst": ("add", "p", "_rst"), "gone_rst": ("del", "p", "_rst"),
                           "new_rst": ("add", "q", "_rst"), "gone_new_rst": ("del", "q", "_rst"),
-                          "same_thr": ("add", "p", "_thr"), "gone_thr": ("del", "p", "_thr")})
+                          "same_seq": ("add", "p", "_seq"), "gone_seq": ("del", "p", "_seq")})
         walls = {k: [] for k in kinds}
         cpu = {k: [] for k in list(kinds) + ["floor", "least", "iptc_floor"]}
         sys_cpu = {k: [] for k in cpu}   # the kernel's part (system time) of each
@@ -154,7 +154,7 @@ class IptablesBench(Bench):
                       else (lambda: fw.remove_port_filter(port["id"])))
                 with _previous_restores(fw.backend.kernel, path == "_old"), \
                         _restore_path(fw.backend.kernel, path in ("_old", "_rst")), \
-                        _families_in_threads(fw.backend.kernel, path == "_thr"):
+                        _families_in_turn(fw.backend.kernel, path == "_seq"):
                     wall, child, kern = _timed_cpu(fn)
                 walls[what].append(wall)
                 cpu[what].append(child)
@@ -208,12 +208,12 @@ class IptablesBench(Bench):
                 self.row(f"{v}_port_{what}", f"{v}: 5. {label}, restore tools",
                          _median_ms(walls[what]), _median_ms(walls[base]), "libiptc (current)",
                          note=f"{rst}; {note(what)}")
-            for what, base, label in (("same_thr", "same", "port added (existing profile)"),
-                                      ("gone_thr", "gone", "port removed (existing profile)")):
-                self.row(f"{v}_port_{what}", f"{v}: 5. {label}, families in threads",
+            for what, base, label in (("same_seq", "same", "port added (existing profile)"),
+                                      ("gone_seq", "gone", "port removed (existing profile)")):
+                self.row(f"{v}_port_{what}", f"{v}: 5. {label}, families in turn",
                          _median_ms(walls[what]), _median_ms(walls[base]),
-                         "families in turn (current)", note=f"libiptc, IPv4 and IPv6 each in a "
-                         f"thread, same run; {note(what)}")
+                         "families side by side", note=f"libiptc, IPv4 then IPv6 in the "
+                         f"calling thread, same run; {note(what)}")
         self.data[f"{v}_sizes"] = sizes
         fw.flush()
 
@@ -376,15 +376,15 @@ class _restore_path(_Swapped):
         return False
 
 
-class _families_in_threads(_Swapped):
-    """libiptc's two families each in a thread of its own (the "families in threads" rows),
-    not one after the other in the calling thread."""
+class _families_in_turn(_Swapped):
+    """libiptc's two families one after the other in the calling thread (the "families in
+    turn" rows), not side by side."""
 
     attr = "iptc_threads"
 
     @staticmethod
     def make(k):
-        return True
+        return False
 
 
 class _old_transport(_Swapped):

@@ -95,7 +95,7 @@ def test_bench_iptables_quick(tmp_path, capsys):
         assert data[f"{variant}_noop"]["met"] is True, data[f"{variant}_noop"]
         assert data[f"{variant}_sizes"]["rules"] > 0
     for key in ("port_iptc_floor", "port_same_rst", "port_gone_rst", "port_new_rst",
-                "port_gone_new_rst", "port_same_thr", "port_gone_thr"):   # libiptc against the restore tools, legacy only
+                "port_gone_new_rst", "port_same_seq", "port_gone_seq"):   # libiptc against the restore tools, legacy only
         assert data[f"legacy_{key}"]["fwsg_ms"] > 0, key
     assert "via libiptc;" in data["legacy_port_add"]["note"]
     assert "via restore;" in data["legacy_port_same_rst"]["note"]

@@ -11,8 +11,7 @@ through ``iptables-restore`` as before (``Kernel.commit``). Tests compare what e
 leaves in the kernel, read back with ``iptables-save``.
 
 ctypes releases the GIL during each libiptc call, so the two families (two libraries, no
-state shared) can run in threads side by side (Kernel.iptc_threads; by default they run in
-turn). No I/O at import; the libraries are loaded on first use.
+state shared) run in threads side by side (Kernel.iptc_threads). No I/O at import; the libraries are loaded on first use.
 """
 
 import ctypes
