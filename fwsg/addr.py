@@ -1,12 +1,13 @@
 """Address canonicalisation: one textual form per address, prefix and link-local.
 
 Canonical forms are what nft prints back: IPv4 dotted quad, IPv6 compressed lower-case
-(``inet_ntop``), prefixes as ``network/len`` with host bits cleared. Bulk member lists go
-through ``socket.inet_pton`` (fast); prefixes and anything unusual through netaddr.
+(``inet_ntop``), prefixes as ``network/len`` with host bits cleared. Addresses and prefixes
+go through ``socket.inet_pton``/``inet_ntop`` (fast); unusual MAC spellings through netaddr.
 No I/O here.
 """
 
 import functools
+import re
 import socket
 
 import netaddr
@@ -35,12 +36,15 @@ def canonical_network(path, value):
             raise ValidationError(path, f"{short_repr(value, 60)} is not an IP prefix")
         try:
             ip = canonical_ip(path, addr)
-            net = netaddr.IPNetwork(f"{ip}/{plen}" if plen else ip)
-        except (ValidationError, netaddr.AddrFormatError, ValueError, TypeError):
+        except ValidationError:
             pass
         else:
-            if not plen or (plen.isascii() and plen.isdigit()):
-                return f"{net.network}/{net.prefixlen}"
+            fam, width = (socket.AF_INET6, 128) if ":" in ip else (socket.AF_INET, 32)
+            bits = int(plen) if plen else width
+            if bits <= width:
+                host = int.from_bytes(socket.inet_pton(fam, ip), "big")
+                net = host >> (width - bits) << (width - bits)
+                return f"{socket.inet_ntop(fam, net.to_bytes(width // 8, 'big'))}/{bits}"
     raise ValidationError(path, f"{short_repr(value, 60)} is not an IP prefix")
 
 
@@ -66,11 +70,20 @@ def family_of(member):
     return 6 if ":" in member else 4
 
 
+_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_LINK_LOCAL = b"\xfe\x80" + bytes(6)
+
+
 @functools.lru_cache(maxsize=65536)
 def eui64_link_local(mac):
-    """The IPv6 link-local address (fe80::/64, modified EUI-64) of a MAC, canonical."""
-    eui = netaddr.EUI(mac)
-    return str(eui.ipv6_link_local())
+    """The IPv6 link-local address (fe80::/64, modified EUI-64) of a MAC, canonical. A MAC
+    in the model's canonical form (``aa:bb:cc:dd:ee:ff``) is converted from its bytes; any
+    other spelling goes through netaddr (same result)."""
+    if isinstance(mac, str) and _CANONICAL_MAC.fullmatch(mac):
+        raw = bytes.fromhex(mac.replace(":", ""))
+        iid = bytes((raw[0] ^ 2,)) + raw[1:3] + b"\xff\xfe" + raw[3:]
+        return socket.inet_ntop(socket.AF_INET6, _LINK_LOCAL + iid)
+    return str(netaddr.EUI(mac).ipv6_link_local())
 
 
 def pack(member):

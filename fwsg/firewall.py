@@ -110,6 +110,41 @@ def _no_cyclic_gc():
             gc.enable()
 
 
+def _bulky(plan):
+    """True for a transaction adding or removing many elements (a cold start, a resync)."""
+    s = plan.summary
+    return s.get("elements_added", 0) + s.get("elements_removed", 0) >= heap.BURST_ELEMENTS
+
+
+class _Fingerprint:
+    """``fingerprint(rs)`` computed in a thread of its own, from :meth:`begin` on, while the
+    caller's thread waits for the kernel. ``result()``: the digest, or None when it was never
+    begun or failed (the caller then computes it itself). ``rs`` must not change meanwhile."""
+
+    def __init__(self, rs):
+        self.rs, self.fp, self._thread = rs, None, None
+
+    def begin(self):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fwsg-fingerprint",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self):
+        from fwsg.fingerprint import fingerprint
+
+        try:
+            self.fp = fingerprint(self.rs)
+        except Exception:  # noqa: BLE001 - result() says None: the caller computes it again
+            self.fp = None
+
+    def result(self):
+        if self._thread is None:
+            return None
+        self._thread.join()
+        return self.fp
+
+
 def _only_adds(old, new):
     """True when the rule list ``new`` keeps every rule of ``old`` and its statefulness: rules
     only allow, so such a change admits more and cuts no flow (no conntrack sweep needed).
@@ -563,17 +598,24 @@ class Firewall:
         testhooks.point("before-commit")
         if plan:  # stamped before the kernel changes: a process dying inside or right after
             self._committed()   # its commit still tells every other Firewall to re-read
+        # a big full transaction: the state's fingerprint (for _prove) is computed in a thread
+        # of its own while the kernel takes the batches (the writer's send releases the GIL)
+        ahead = _Fingerprint(d.rs) if gen0 is not None and fp is None and \
+            getattr(self.backend, "overlaps", False) and _bulky(plan) else None
         try:
             try:
-                transport = self.backend.commit(plan)
-            except KernelError as e:
-                if getattr(plan, "guard", None) is None or e.errno != errno.ERESTART:
-                    raise
-                # the namespace moved since the chains' rule handles were learnt (anyone's
-                # commit, in any table; nothing changed): the same change, chains rewritten
-                current.meta["generation"] = None
-                plan = make_plan()
-                transport = self.backend.commit(plan)
+                try:
+                    transport = self._send_plan(plan, ahead)
+                except KernelError as e:
+                    if getattr(plan, "guard", None) is None or e.errno != errno.ERESTART:
+                        raise
+                    # the namespace moved since the chains' rule handles were learnt (anyone's
+                    # commit, in any table; nothing changed): the same change, chains rewritten
+                    current.meta["generation"] = None
+                    plan = make_plan()
+                    transport = self._send_plan(plan, ahead)
+            finally:
+                fp = ahead.result() if ahead is not None else fp   # before any rollback
         except KernelError as e:
             # the kernel may have drifted from our mirror (an element already deleted by
             # someone else): re-read it and commit the full difference once
@@ -593,8 +635,7 @@ class Firewall:
         t4 = time.perf_counter()
         plan.update(current)
         d.clear_pending()
-        s = plan.summary
-        if s.get("elements_added", 0) + s.get("elements_removed", 0) >= heap.BURST_ELEMENTS:
+        if _bulky(plan):
             heap.release()  # a cold start's transient buffers: back to the kernel
         self._full = False
         self._undo.clear()
@@ -621,6 +662,13 @@ class Firewall:
             result.repaired = repaired + _describe(plan)
         self.last_result = result
         return result
+
+    def _send_plan(self, plan, ahead):
+        """``backend.commit(plan)``; ``ahead`` (a :class:`_Fingerprint` or None) is started
+        just before the first batch goes to the kernel."""
+        if ahead is None:
+            return self.backend.commit(plan)
+        return self.backend.commit(plan, during=ahead.begin)
 
     def _drift(self, d, current, deep):
         """The backend's drift check on a full comparison; the marked mirror becomes ours."""

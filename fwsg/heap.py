@@ -19,13 +19,22 @@ def release():
     asked, False where the C library has no such call. Costs a walk of the free lists."""
     global _trim
     if _trim is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _trim = libc.malloc_trim
-            _trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _trim = False
+        _trim = _find_trim()
     if not _trim:
         return False
     _trim(0)
     return True
+
+
+def _find_trim():
+    """``malloc_trim`` of the C library this process runs on, or False. Looked up among the
+    symbols already loaded first (no search: ``find_library`` runs ``ldconfig``, milliseconds
+    on a cold start's clock), then in the C library ``find_library`` names."""
+    for where in (lambda: None, lambda: ctypes.util.find_library("c") or "libc.so.6"):
+        try:
+            trim = ctypes.CDLL(where()).malloc_trim
+        except (OSError, AttributeError):
+            continue
+        trim.argtypes = [ctypes.c_size_t]
+        return trim
+    return False

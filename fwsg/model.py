@@ -6,8 +6,8 @@ lower-case with colons, protocols as numbers. Parsing does no I/O. Bad input rai
 :class:`fwsg.errors.ValidationError` naming the path and the value.
 """
 
-import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,7 +16,8 @@ from typing import Optional, Tuple
 import netaddr
 
 from fwsg import fast
-from fwsg.addr import canonical_ip, canonical_member, canonical_network, eui64_link_local, is_prefix
+from fwsg.addr import (canonical_ip, canonical_member, canonical_network, eui64_link_local,
+                       family_of, is_prefix)
 from fwsg.errors import ValidationError, short_repr
 from fwsg.members import Members
 
@@ -114,7 +115,7 @@ def parse_rule(path, raw):
     bounded cache; errors are never cached (they name ``path``)."""
     try:
         # with the types: True == 1 and 1.0 == 1, but only one of each is valid input
-        if isinstance(raw, Mapping):
+        if type(raw) is dict or isinstance(raw, Mapping):   # a dict: no ABC check
             vals = tuple(map(raw.get, _RULE_KEYS))
             key = (vals, tuple(map(type, vals)))
         else:
@@ -160,7 +161,7 @@ def _rule_list(path, raw):
 
 
 def _parse_rule(path, raw):
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     direction = raw.get("direction")
     if direction not in (INGRESS, EGRESS):
@@ -227,7 +228,7 @@ def _parse_rule(path, raw):
         if v is None:
             return None
         net = canonical_network(f"{path}.{key}", v)
-        if netaddr.IPNetwork(net).version != fam:
+        if family_of(net) != fam:
             _fail(f"{path}.{key}", f"{_short(v)} is not an {ethertype} prefix (ethertype is {ethertype})")
         return net
 
@@ -279,7 +280,15 @@ class Port:
 
     def addresses(self, family):
         """Host addresses and prefixes (with their MAC) this port may send from, for 4 or 6:
-        fixed IPs, allowed address pairs and, for IPv6, the EUI-64 link-local of each MAC."""
+        fixed IPs, allowed address pairs and, for IPv6, the EUI-64 link-local of each MAC. A
+        tuple, derived once per Port (a Port never changes)."""
+        memo = self.__dict__.get("_addresses")
+        if memo is None:
+            memo = (self._addresses(4), self._addresses(6))
+            object.__setattr__(self, "_addresses", memo)   # derived, not a field
+        return memo[family == 6]
+
+    def _addresses(self, family):
         out = []
         for ip in self.fixed_ips:
             if (":" in ip) == (family == 6):
@@ -290,7 +299,7 @@ class Port:
         if family == 6:
             for mac in sorted({self.mac} | {p.mac for p in self.allowed_address_pairs}):
                 out.append((eui64_link_local(mac), mac))
-        return out
+        return tuple(out)
 
 
 _port_cache = {}
@@ -316,7 +325,7 @@ def parse_port(path, port_id, raw, groups):
 
 
 def _parse_port(path, port_id, raw, groups):
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         _fail(path, f"{_short(raw)} is not an object")
     if "device" not in raw:
         _fail(f"{path}.device", "missing (the tap interface name)")
@@ -328,7 +337,8 @@ def _parse_port(path, port_id, raw, groups):
         _fail(f"{path}.mac_address", f"{_short(raw['mac_address'])} is a multicast address")
     fixed = []
     for i, ip in enumerate(_list(f"{path}.fixed_ips", raw.get("fixed_ips", []))):
-        if isinstance(ip, Mapping):  # Neutron's port form {"ip_address": ..., "subnet_id": ...}
+        # Neutron's port form {"ip_address": ..., "subnet_id": ...} (a str: no ABC check)
+        if type(ip) is not str and isinstance(ip, Mapping):
             ip = ip.get("ip_address")
         fixed.append(usable_host(f"{path}.fixed_ips[{i}]", canonical_ip(f"{path}.fixed_ips[{i}]", ip)))
     pairs = []
@@ -524,15 +534,25 @@ def port_to_wire(p):
 
 
 def usable_host(path, ip):
-    """Return ``ip`` (canonical) if a port may own it: not unspecified, loopback, multicast or
-    the IPv4 broadcast address."""
-    a = ipaddress.ip_address(ip)
-    if a.is_unspecified or a.is_loopback or a.is_multicast or ip == "255.255.255.255":
-        kind = ("the unspecified address" if a.is_unspecified else "a loopback address"
-                if a.is_loopback else "a multicast address" if a.is_multicast
-                else "the broadcast address")
+    """Return ``ip`` (a canonical host address) if a port may own it: not unspecified,
+    loopback, multicast or the IPv4 broadcast address (classified as the ``ipaddress`` module
+    does, from the address's bytes)."""
+    if ":" in ip:
+        raw = socket.inet_pton(socket.AF_INET6, ip)
+        kind = ("the unspecified address" if raw == _V6_ZERO else "a loopback address"
+                if raw == _V6_LOOPBACK else "a multicast address" if raw[0] == 0xff else None)
+    else:
+        raw = socket.inet_pton(socket.AF_INET, ip)
+        kind = ("the unspecified address" if raw == _V4_ZERO else "a loopback address"
+                if raw[0] == 127 else "a multicast address" if 224 <= raw[0] <= 239
+                else "the broadcast address" if raw == _V4_BROADCAST else None)
+    if kind is not None:
         _fail(path, f"{_short(ip)} is {kind}, not a port's address")
     return ip
+
+
+_V4_ZERO, _V4_BROADCAST = bytes(4), b"\xff" * 4
+_V6_ZERO, _V6_LOOPBACK = bytes(16), bytes(15) + b"\x01"
 
 
 def _group_id(path, key):
@@ -612,9 +632,15 @@ def pack_member_list(sg, members):
 
 
 def host_addresses(port):
-    """The host addresses a port may use (fixed IPs, host address pairs, link-locals): traffic
-    the hypervisor sends or routes to them is the port's ingress."""
-    return sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam) if not is_prefix(ip)})
+    """The host addresses a port may use (fixed IPs, host address pairs, link-locals), sorted:
+    traffic the hypervisor sends or routes to them is the port's ingress. A tuple, derived
+    once per Port (a Port never changes)."""
+    memo = port.__dict__.get("_hosts")
+    if memo is None:
+        memo = tuple(sorted({ip for fam in (4, 6) for ip, _ in port.addresses(fam)
+                             if not is_prefix(ip)}))
+        object.__setattr__(port, "_hosts", memo)   # derived, not a field
+    return memo
 
 
 def is_stateless(rules):

@@ -380,3 +380,21 @@ def test_fresh_process_trusts_an_unmoved_generation_and_reads_after_any_change(n
     fw, reads = fresh()
     assert fw.apply(other).changed and reads               # another desired state: read back
     assert "198.51.100.9" in nft(ns, "list", "set", "inet", "fwsg", web)
+
+
+def test_a_cold_start_in_steps_proves_its_state_with_the_fingerprint_made_beside_the_kernel(
+        ns, monkeypatch):
+    from fwsg import fingerprint
+    from fwsg.lab.bench import scenario
+
+    doc = scenario(ports=20, groups=5, rules=5, members=30000)   # committed in steps
+    threads, real = [], fingerprint.fingerprint
+    monkeypatch.setattr(fingerprint, "fingerprint",
+                        lambda rs: threads.append(threading.current_thread().name) or real(rs))
+    assert Firewall(netns=ns).apply(doc).changed
+    assert threads == ["fwsg-fingerprint"]                  # computed while the kernel worked
+    fw = Firewall(netns=ns)
+    reads = []
+    real_read = fw.backend.read
+    fw.backend.read = lambda: reads.append(1) or real_read()
+    assert not fw.apply(doc).changed and reads == []       # the proof it recorded holds

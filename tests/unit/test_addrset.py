@@ -251,3 +251,13 @@ def test_release_asks_the_c_library():
 
     assert heap.release() in (True, False)
     assert heap.release() == bool(heap._trim)
+
+
+def test_release_finds_the_c_library_without_searching(monkeypatch):
+    import ctypes.util
+
+    from fwsg import heap
+
+    monkeypatch.setattr(heap, "_trim", None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: pytest.fail("searched"))
+    assert heap.release() is True      # glibc: malloc_trim among the loaded symbols

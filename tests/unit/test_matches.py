@@ -66,3 +66,30 @@ def test_every_group_rule_of_a_generated_model_is_encoded_or_refused():
             except ValueError:
                 refused += 1
     assert encoded > 10 * max(1, refused)
+
+
+@pytest.mark.parametrize("prefix", ["192.0.2.0/24", "192.0.2.128/25", "198.51.100.7/32",
+                                    "10.0.0.0/8", "128.0.0.0/1", "2001:db8::/32",
+                                    "2001:db8::/33", "2001:db8::1/128", "::ffff:192.0.2.0/120",
+                                    "2001:DB8::/32", "192.0.2.0/024"])
+def test_a_prefix_matches_its_network_as_ipaddress_reads_it(prefix):
+    import ipaddress
+
+    net = ipaddress.ip_network(prefix)
+    fam, width = net.version, (4 if net.version == 4 else 16)
+    exprs = encode(f"{'ip' if fam == 4 else 'ip6'} saddr {prefix} accept")[2:-1]
+    offset = 12 if fam == 4 else 8
+    if net.prefixlen % 8 == 0:
+        n = net.prefixlen // 8
+        assert exprs == (("payload", 1, offset, n), ("cmp", CMP_EQ, net.network_address.packed[:n]))
+    else:
+        assert exprs == (("payload", 1, offset, width),
+                         ("bitwise", net.netmask.packed, bytes(width)),
+                         ("cmp", CMP_EQ, net.network_address.packed))
+
+
+@pytest.mark.parametrize("prefix", ["192.0.2.1/24", "0.0.0.0/0", "192.0.2.0/33", "2001:db8::/129",
+                                    "2001:db8::1/64", "192.0.2.0/ 24", "192.0.2/24", "010.0.0.0/8"])
+def test_a_prefix_with_host_bits_or_no_length_is_refused(prefix):
+    with pytest.raises(ValueError):
+        encode(f"ip{'6' if ':' in prefix else ''} saddr {prefix} accept")

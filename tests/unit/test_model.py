@@ -197,3 +197,65 @@ def test_rule_cache_does_not_confuse_equal_values_of_other_types():
         parse_rule("r", dict(good, stateful=1))
     with pytest.raises(ValidationError, match="port_range_min"):
         parse_rule("r", dict(good, port_range_min=True))
+
+
+# addresses a port may not own, each kind at its edges, and neighbours it may own (the
+# ``ipaddress`` module's classification is the reference)
+PORT_ADDRESSES = ["0.0.0.0", "0.0.0.1", "126.255.255.255", "127.0.0.0", "127.255.255.255",
+                  "128.0.0.0", "223.255.255.255", "224.0.0.0", "239.255.255.255", "240.0.0.0",
+                  "255.255.255.254", "255.255.255.255", "::", "::1", "::2", "::ffff:127.0.0.1",
+                  "::127.0.0.1", "feff:ffff::", "ff00::", "ff02::1", "fe80::1", "2001:db8::1"]
+
+
+@pytest.mark.parametrize("ip", PORT_ADDRESSES)
+def test_fixed_ip_refused_exactly_when_ipaddress_says_unusable(ip):
+    import ipaddress
+
+    a = ipaddress.ip_address(ip)
+    kind = ("the unspecified address" if a.is_unspecified else "a loopback address"
+            if a.is_loopback else "a multicast address" if a.is_multicast
+            else "the broadcast address" if ip == "255.255.255.255" else None)
+    doc = _base()
+    doc["devices"]["p1"]["fixed_ips"] = ["192.0.2.1", ip]
+    if kind is None:
+        assert Model.from_wire(doc).ports["p1"].fixed_ips == ("192.0.2.1", ip)
+        return
+    with pytest.raises(ValidationError) as ei:
+        Model.from_wire(doc)
+    assert str(ei.value) == f"devices.p1.fixed_ips[1]: '{ip}' is {kind}, not a port's address"
+
+
+@pytest.mark.parametrize("mac", ["00:00:00:00:00:00", "02:00:00:00:00:00", "fa:16:3e:00:00:01",
+                                 "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:01", "fe:ff:00:00:ff:fe",
+                                 "FA:16:3E:00:00:01", "fa-16-3e-00-00-01", "fa:16:3e:0:0:1"])
+def test_link_local_is_netaddrs_modified_eui64(mac):
+    import netaddr
+
+    from fwsg.addr import eui64_link_local
+
+    eui64_link_local.cache_clear()
+    assert eui64_link_local(mac) == str(netaddr.EUI(mac).ipv6_link_local())
+
+
+@pytest.mark.parametrize("value", ["192.0.2.77/24", "192.0.2.77/0", "192.0.2.77/32", "192.0.2.77",
+                                   "192.0.2.77/024", "2001:DB8::1:2/64", "2001:db8::/0",
+                                   "::ffff:192.0.2.77/120", "::192.0.2.77/100", "2001:db8::1",
+                                   "2001:db8:0:0:1::/127", "2001:db8::1/128"])
+def test_prefix_canonical_as_netaddr_gives_it(value):
+    import netaddr
+
+    from fwsg.addr import canonical_network
+
+    net = netaddr.IPNetwork(value)
+    assert canonical_network("p", value) == f"{net.network}/{net.prefixlen}"
+
+
+@pytest.mark.parametrize("value", ["192.0.2.0/33", "2001:db8::/129", "192.0.2.0/-1", "192.0.2/24",
+                                   "192.0.2.0/24/1", "192.0.2.0/ 24", "192.0.2.0/1000", 7])
+def test_bad_prefix_is_one_line_naming_field_and_value(value):
+    doc = _base()
+    doc["security_groups"]["sg-a"][0]["remote_ip_prefix"] = value
+    with pytest.raises(ValidationError) as ei:
+        Model.from_wire(doc)
+    assert str(ei.value) == (f"security_groups.sg-a[0].remote_ip_prefix: {value!r} is not an "
+                             "IP prefix")

@@ -40,3 +40,26 @@ def test_encodable():
     assert encodable(SetDef("inet", "egress", "mark", "verdict"))
     assert not encodable(SetDef("inet", "g-m4n", "ipv4_addr", interval=True))
     assert not encodable(SetDef("inet", "x", "inet_service"))
+
+
+@pytest.mark.parametrize("sd,items", [
+    (SetDef("inet", "ingress4", "ipv4_addr", "mark"), [("192.0.2.1", "0x00000002"),
+                                                       ("192.0.2.9", "0x0000ffff")]),
+    (SetDef("inet", "ingress6", "ipv6_addr", "mark"), [("2001:db8::1", "0x00000002")]),
+    (SetDef("inet", "egress", "mark", "verdict"), [("0x00020000", "jump pab12-e"),
+                                                   ("0x00030000", "drop")]),
+    (SetDef("bridge", "port-src", "ifname", "mark"), [('"tap1"', "0x00010000")]),
+])
+def test_a_map_batch_is_each_entry_encoded(sd, items):
+    from fwsg.backends.nft.netlink import _element_op
+
+    op = _element_op(True, sd, items)
+    assert op[5] == [encode_key(sd.key_type, k) for k, _ in items]
+    assert op[7] == [encode_value(sd.value_type, v) for _, v in items]
+
+
+@pytest.mark.parametrize("key_type,text", [("ipv4_addr", "192.0.2.300"), ("ipv6_addr", "2001:db8::g"),
+                                           ("ipv4_addr", "2001:db8::1"), ("mark", "0xzz")])
+def test_a_key_that_does_not_encode_is_a_value_error(key_type, text):
+    with pytest.raises(ValueError):
+        encode_key(key_type, text)

@@ -19,10 +19,11 @@ from fwsg.netns import entered
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_IPSET = 6
-CMD_ADD, CMD_DEL = 9, 10
+CMD_LIST, CMD_ADD, CMD_DEL = 7, 9, 10
 PROTOCOL = 7
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+ATTR_FLAGS, FLAG_LIST_SETNAME = 6, 0x2
 NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
 # attribute types: top level, inside IPSET_ATTR_DATA, inside IPSET_ATTR_IP
 ATTR_PROTOCOL, ATTR_SETNAME, ATTR_DATA = 1, 2, 7
@@ -129,3 +130,54 @@ class IpsetSocket:
             entry, err = first
             why = _IPSET_ERRORS.get(err) or os.strerror(err)
             raise KernelError(f"ipset {name}: {entry} refused: {why}")
+
+
+def set_names(netns=None):
+    """The names of every ipset in ``netns`` (what ``ipset list -n`` prints), asked over one
+    netlink dump: no process. KernelError when the kernel refuses the dump or it cannot be
+    read (the caller may then ask the ``ipset`` tool)."""
+    with entered(netns):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.bind((0, 0))
+        sock.settimeout(30)
+        payload = (_NFGEN.pack(socket.AF_INET, 0, 0) + _attr(ATTR_PROTOCOL, bytes((PROTOCOL,)))
+                   + _attr(ATTR_FLAGS | NLA_F_NET_BYTEORDER, struct.pack(">I", FLAG_LIST_SETNAME)))
+        kind = (NFNL_SUBSYS_IPSET << 8) | CMD_LIST
+        sock.send(_HDR.pack(_HDR.size + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+                  + payload)
+        names = []
+        while True:
+            data = sock.recv(1 << 16)
+            off = 0
+            while off + _HDR.size <= len(data):
+                length, mtype, _, seq, _ = _HDR.unpack_from(data, off)
+                if length < _HDR.size:
+                    raise KernelError("ipset list: netlink: a malformed answer")
+                if seq == 1 and mtype == NLMSG_DONE:
+                    return names
+                if seq == 1 and mtype == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", data, off + _HDR.size)[0]
+                    if err:
+                        raise KernelError("ipset list: " + (_IPSET_ERRORS.get(err)
+                                                            or os.strerror(err)))
+                elif seq == 1 and mtype == kind:
+                    names += _setnames(data[off + _HDR.size + _NFGEN.size:off + length])
+                off += max(length + (-length & 3), _HDR.size)
+    except OSError as e:
+        raise KernelError(f"ipset list: netlink: {e}") from None
+    finally:
+        sock.close()
+
+
+def _setnames(attrs):
+    """The IPSET_ATTR_SETNAME values among the attributes ``attrs`` of one message."""
+    out, off = [], 0
+    while off + _NLA.size <= len(attrs):
+        n, kind = _NLA.unpack_from(attrs, off)
+        if n < _NLA.size:
+            break
+        if kind & 0x3FFF == ATTR_SETNAME:
+            out.append(attrs[off + _NLA.size:off + n].split(b"\0", 1)[0].decode())
+        off += n + (-n & 3)
+    return out

@@ -6,6 +6,8 @@ import os
 import subprocess
 
 from fwsg.backends.iptables import names
+from fwsg.backends.iptables.ipsetnl import set_names
+from fwsg.errors import KernelError
 from fwsg.netns import entered
 
 NFT_TABLES = ("bridge", "inet")
@@ -26,10 +28,9 @@ def remove_nft_state(netns):
 def _has_iptables_state(netns, nft_tables):
     """Cheap signs of fwsg's iptables state: one of its ipsets, or any iptables table at all
     (legacy: /proc/net/ip*_tables_names; nft variant: tables ip/ip6 filter, mangle, raw)."""
+    if any(names.is_ours(n) for n in _ipset_names(netns)):
+        return True
     with entered(netns):
-        sets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True).stdout
-        if any(names.is_ours(n) for n in sets.split()):
-            return True
         for p in ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"):
             try:
                 with open(p) as f:
@@ -39,6 +40,17 @@ def _has_iptables_state(netns, nft_tables):
                 pass
     return any(f"table {f} {t}" in nft_tables for f in ("ip", "ip6")
                for t in ("filter", "mangle", "raw"))
+
+
+def _ipset_names(netns):
+    """The namespace's ipset names: one netlink dump (no process on an nft backend's first
+    apply), else what ``ipset list -n`` prints."""
+    try:
+        return set_names(netns)
+    except KernelError:
+        with entered(netns):
+            return subprocess.run(["ipset", "list", "-n"], capture_output=True,
+                                  text=True).stdout.split()
 
 
 def remove_iptables_state(netns, nft_tables=""):

@@ -24,6 +24,7 @@ class NftBackend:
 
     name = "nft"
     tracks_conntrack = True  # the kernel keeps flows: sweep them after a change
+    overlaps = True          # commit(plan, during=...) starts work to run beside the kernel's
 
     def __init__(self, netns=None):
         self.netns = netns
@@ -101,7 +102,7 @@ class NftBackend:
         """Run nft text in this namespace; KernelError when refused (nothing changed then)."""
         return self._ctx.run(text, json_output)
 
-    def commit(self, plan):
+    def commit(self, plan, during=None):
         """Commit one Plan as one atomic transaction; nothing for an empty plan. A plan whose
         every operation the netlink writer encodes (tables, declarations, chains and rules of
         the forms fwsg emits, elements: :func:`fwsg.backends.nft.netlink.netlink_ops`) goes
@@ -116,7 +117,12 @@ class NftBackend:
         :meth:`fwsg.plan.Plan.counted`; None after the other paths). A plan that edits rules
         by handle (``plan.guard``) is refused (KernelError, ERESTART; nothing changed) when
         the kernel's generation is not the guard: inside the batch on the netlink path, just
-        before it otherwise."""
+        before it otherwise.
+
+        ``during``: a callable (it starts work in another thread) called once, just before
+        the first step of a commit in steps goes to the kernel (never for one batch): the
+        writer's send releases the GIL, so Python work that does not depend on this commit
+        overlaps with the kernel's."""
         self.steps = 0
         if not plan:
             return None
@@ -133,10 +139,16 @@ class NftBackend:
         rest, batches = split
         way = "netlink"
         if rest:
-            if not self._send(netlink.netlink_ops(rest)):
+            ops = netlink.netlink_ops(rest)
+            if during is not None:
+                during()
+                during = None
+            if not self._send(ops):
                 self._ctx.run("".join(c + "\n" for c in render.render(rest)))
                 way = "libnftables+netlink"
             self.steps += 1
+        if during is not None:
+            during()
         for batch in batches:
             testhooks.point("between-steps")
             self._writer.commit(batch)

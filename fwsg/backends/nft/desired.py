@@ -178,23 +178,27 @@ class Desired(MemberBook):
                 self.rs.chains[key] = cdef
             self.pending.chains.add(key)
 
+    # Element and map-entry deltas are not recorded for a set declared since the last commit
+    # (``pending.sets``): the diff compares such a set whole (a cold start declares them all).
     def _elem_add(self, key, e):
         s = self.rs.elements[key]
         if type(s) is AddrSet:
-            if s.change(e, True):
+            if s.change(e, True) and key not in self.pending.sets:
                 self.pending.add(key, e)
         elif e not in s:
             s.add(e)
-            self.pending.add(key, e)
+            if key not in self.pending.sets:
+                self.pending.add(key, e)
 
     def _elem_del(self, key, e):
         s = self.rs.elements[key]
         if type(s) is AddrSet:
-            if s.change(e, False):
+            if s.change(e, False) and key not in self.pending.sets:
                 self.pending.remove(key, e)
         elif e in s:
             s.discard(e)
-            self.pending.remove(key, e)
+            if key not in self.pending.sets:
+                self.pending.remove(key, e)
 
     def _map_set(self, key, k, v):
         m = self.rs.elements[key]
@@ -203,7 +207,8 @@ class Desired(MemberBook):
                 m.pop(k, None)
             else:
                 m[k] = v
-            self.pending.touch_map(key, k)
+            if key not in self.pending.sets:
+                self.pending.touch_map(key, k)
 
     # -- groups and members -------------------------------------------------------------
     def members_of(self, sg, fam):
@@ -568,9 +573,13 @@ class Desired(MemberBook):
         owners = self.addr_owners.get(ip)
         if not owners:
             self.addr_owners.pop(ip, None)
-        # an address of several ports: the lowest number of one shared profile, or the
-        # number @ingress drops (see fwsg.dispatch)
-        n = dispatch.receiver(self._owner_keys(owners or ()))
+        if owners and len(owners) == 1:   # one owner (the usual case): its own number
+            (pid,) = owners
+            n = self.ids[self.ports[pid].device] if pid in self.profile_of else None
+        else:
+            # an address of several ports: the lowest number of one shared profile, or the
+            # number @ingress drops (see fwsg.dispatch)
+            n = dispatch.receiver(self._owner_keys(owners or ()))
         self._map_set(key, ip, None if n is None else dst_mark(n))
 
     def _dispatch_prefixes(self):

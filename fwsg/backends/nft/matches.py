@@ -11,6 +11,7 @@ libnftables. No I/O here.
 import functools
 import ipaddress
 import re
+import socket
 import sys
 
 META_NFPROTO, META_L4PROTO = 15, 16           # enum nft_meta_keys
@@ -38,16 +39,34 @@ def _address(fam, key, value):
     m = _SET.match(value)
     if m:
         return [("payload", NETWORK, offset, width), ("lookup", m.group(1))]
+    packed, plen = _prefix(fam, value)
+    if plen % 8 == 0:
+        n = plen // 8
+        return [("payload", NETWORK, offset, n), ("cmp", CMP_EQ, packed[:n])]
+    mask = ((1 << width * 8) - (1 << width * 8 - plen)).to_bytes(width, "big")
+    return [("payload", NETWORK, offset, width), ("bitwise", mask, bytes(width)),
+            ("cmp", CMP_EQ, packed)]
+
+
+def _prefix(fam, value):
+    """(network address bytes, length) of the prefix ``value`` of family ``fam`` (host bits
+    clear, length not 0); ValueError otherwise. A prefix as fwsg writes it (canonical
+    ``addr/len``) is read with ``inet_pton``; any other spelling through ``ipaddress``."""
+    addr, _, plen = value.partition("/")
+    af = socket.AF_INET if fam == 4 else socket.AF_INET6
+    try:
+        packed = socket.inet_pton(af, addr)
+    except OSError:
+        packed = None
+    if packed is not None and plen.isascii() and plen.isdigit() and plen == str(int(plen)) \
+            and socket.inet_ntop(af, packed) == addr:
+        bits, width = int(plen), len(packed) * 8
+        if 0 < bits <= width and int.from_bytes(packed, "big") & ((1 << width - bits) - 1) == 0:
+            return packed, bits
     net = ipaddress.ip_network(value)
     if net.version != fam or net.prefixlen == 0:
         raise ValueError(value)
-    packed = net.network_address.packed
-    if net.prefixlen % 8 == 0:
-        n = net.prefixlen // 8
-        return [("payload", NETWORK, offset, n), ("cmp", CMP_EQ, packed[:n])]
-    mask = net.netmask.packed
-    return [("payload", NETWORK, offset, width), ("bitwise", mask, bytes(width)),
-            ("cmp", CMP_EQ, packed)]
+    return net.network_address.packed, net.prefixlen
 
 
 @functools.lru_cache(maxsize=65536)

@@ -62,6 +62,15 @@ def _encoder(key_type):
         raise ValueError(key_type)
     if len(types) == 1 and types[0] not in ("ipv4_addr", "ipv6_addr"):
         return _ATOMS[types[0]]      # raises ValueError itself
+    if len(types) == 1:
+        pton = _ATOMS[types[0]]
+
+        def encode_address(text):
+            try:
+                return pton(text)
+            except OSError as e:   # inet_pton
+                raise ValueError(text) from e
+        return encode_address
     atoms = [(_ATOMS[t], b"\0" * (-WIDTH[t] % 4)) for t in types]
 
     def encode(text):
@@ -206,12 +215,15 @@ def simple_rules(chain):
     ``drop``: the port profiles), "xrule" for rules with matches (group chains:
     ``matches.encode``; the layout's base, fixed, anti-spoofing and zone chains:
     ``matches.encode_layout``); None when one rule is none of these."""
+    rules = chain.rules or ("return",)
+    family, name, last = chain.family, chain.name, len(rules) - 1
     out = []
-    for i in range(len(chain.rules or ("return",))):
-        op = rule_op(chain, i)
-        if op is None:
+    for i, rule in enumerate(rules):   # rule_op(chain, i) for each, inline: a cold start's
+        body = _rule_body(family, rule)   # thousands of port-profile rules come through here
+        if body is None:
             return None
-        out.append(op)
+        out.append((body[0], family, name, body[1], body[2],
+                    f"{MARKER}{chain.digest}/{len(rules)}" if i == last else None))
     return out
 
 
@@ -246,7 +258,11 @@ def _element_op(add, sd, items):
     if sd.is_map:
         if add:
             keys = [enc(k) for k, _ in items]
-            values = [encode_value(sd.value_type, v) for _, v in items]
+            if sd.value_type == "mark":   # encode_value's, without a dispatch per element
+                mark = _ATOMS["mark"]
+                values = [mark(v) for _, v in items]
+            else:
+                values = [encode_value(sd.value_type, v) for _, v in items]
             return ("elem", True, sd.family, sd.name, [k for k, _ in items], keys, 0, values)
         return ("elem", False, sd.family, sd.name, list(items), [enc(k) for k in items], 0,
                 None)
