@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Protocol
 
 from fwsg.addr import is_prefix
 from fwsg.members import AddrSet, Members
+from fwsg.model import rule_facts
 
 
 class DesiredState(Protocol):
@@ -181,7 +182,7 @@ class MemberBook:
     def _set_refs(self, owner, rules):
         """Record which member sets ``owner``'s rules reference; create/remove sets. Costs
         O(references) of ``owner``, not O(all references)."""
-        wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
+        wanted = rule_facts(rules).refs
         held = self._refs_of
         if held is None:
             held = self._refs_of = {}   # owner -> the refs it holds

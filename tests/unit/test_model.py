@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from fwsg.errors import ValidationError
-from fwsg.model import Model, parse_rule
+from fwsg.model import Model, parse_rule, parse_rules
 
 
 def test_neutron_reply_parses_verbatim(neutron_reply):
@@ -187,6 +187,24 @@ def test_multicast_port_mac_and_bad_member_mac_rejected():
         Model.from_wire(doc)
     doc["sg_member_ips"]["sg-a"]["IPv4"] = [["192.0.2.1", "FA:16:3E:00:00:01"], ["192.0.2.2", None]]
     assert Model.from_wire(doc).members_of("sg-a", 4) == ("192.0.2.1", "192.0.2.2")
+
+
+def test_rule_list_cache_does_not_confuse_equal_lists_of_other_types():
+    """The rule-list cache is keyed by every dict's keys, values and value types: an equal
+    list with a value of another type (True for 1, a float for an int), another order of
+    keys or a non-dict item is parsed (and refused) on its own."""
+    good = [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+             "port_range_min": 1, "port_range_max": 1, "stateful": True}]
+    assert parse_rules("sg", good)[0].stateful is True
+    assert parse_rules("sg", [dict(good[0])]) is parse_rules("sg", good)   # equal: cached
+    with pytest.raises(ValidationError, match=r"^security_groups.sg\[0\].stateful"):
+        parse_rules("sg", [dict(good[0], stateful=1)])
+    with pytest.raises(ValidationError, match=r"^security_groups.sg\[0\].port_range_min"):
+        parse_rules("sg", [dict(good[0], port_range_min=1.5)])
+    with pytest.raises(ValidationError, match=r"^security_groups.sg\[1\]"):
+        parse_rules("sg", good + ["tcp"])
+    unhashable = [dict(good[0], extra=["a list"])]   # no key: parsed every time, still right
+    assert parse_rules("sg", unhashable) == parse_rules("sg", good)
 
 
 def test_rule_cache_does_not_confuse_equal_values_of_other_types():

@@ -17,7 +17,7 @@ from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FIXED_SETS, I
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
 from fwsg.backends.base import MemberBook, load_model
-from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
+from fwsg.model import EGRESS, INGRESS, Model, host_addresses, rule_facts
 from fwsg import naming
 from fwsg.errors import ValidationError, short_repr
 from fwsg.naming import GroupNames, NameRegistry
@@ -330,9 +330,9 @@ class Desired(MemberBook):
             self.groups.pop(sg, None)
             self._set_refs(("g", sg), ())
         else:
-            self.groups[sg] = tuple(rules)
+            rules = self.groups[sg] = tuple(rules)
             self._set_refs(("g", sg), rules)
-        stateless = is_stateless(rules or ())
+        stateless = rule_facts(rules or ()).stateless
         was = sg in self.stateless
         if stateless:
             self.stateless.add(sg)
