@@ -118,10 +118,8 @@ def diff_map(desired, current):
 
 
 def dicts_key(seq):
-    """A hashable key telling a list of plain dicts apart from any list that is not equal to
-    it item by item: per dict its length, then each key, value and the value's type (so
-    ``True`` and ``1`` differ), in order. None when ``seq`` is not a list of dicts. The key
-    hashes only when every value does. Pure: no I/O."""
+    """The key the compiled ``dicts_key`` gives: per dict of the list ``seq`` its length, then
+    each key, value and the value's type, in order; None unless ``seq`` is a list of dicts."""
     if type(seq) is not list:
         return None
     out = []
