@@ -171,7 +171,8 @@ class Desired(MemberBook):
             self.pending.maps.pop(key, None)
 
     def _chain(self, key, cdef):
-        if self.rs.chains.get(key) != cdef:
+        have = self.rs.chains.get(key)
+        if have is not cdef and have != cdef:
             if cdef is None:
                 self.rs.chains.pop(key, None)
             else:
