@@ -666,10 +666,11 @@ def rule_facts(rules):
     hit = _FACTS.get(id(rules))
     if hit is not None and hit[0] is rules:
         return hit[1]
-    facts = RuleFacts(frozenset(rules), is_stateless(rules),
-                      frozenset((r.remote_group, r.family) for r in rules
+    seq = rules if type(rules) is tuple else tuple(rules)
+    facts = RuleFacts(frozenset(seq), is_stateless(seq),
+                      frozenset((r.remote_group, r.family) for r in seq
                                 if r.remote_group is not None))
-    if type(rules) is tuple:   # a list may change under its id: never remembered
+    if seq is rules:   # a list may change under its id: only tuples are remembered
         if len(_FACTS) >= 256:
             _FACTS.clear()
         _FACTS[id(rules)] = (rules, facts)

@@ -215,3 +215,22 @@ def test_rule_cache_does_not_confuse_equal_values_of_other_types():
         parse_rule("r", dict(good, stateful=1))
     with pytest.raises(ValidationError, match="port_range_min"):
         parse_rule("r", dict(good, port_range_min=True))
+
+
+def test_rule_facts_follow_the_rules_they_are_asked_about():
+    """Facts of a rule tuple are computed once and given back for that tuple; a list (which
+    may change) or an iterator is never answered from the cache."""
+    from fwsg.model import rule_facts
+
+    stateful = {"direction": "ingress", "ethertype": "IPv4", "remote_group_id": "sg-b"}
+    rules = parse_rules("sg", [stateful, dict(stateful, ethertype="IPv6")])
+    facts = rule_facts(rules)
+    assert facts is rule_facts(rules)
+    assert facts.rules == frozenset(rules) and not facts.stateless
+    assert facts.refs == {("sg-b", 4), ("sg-b", 6)}
+    listed = list(rules)
+    assert rule_facts(listed) == facts
+    listed.append(parse_rules("sg", [dict(stateful, stateful=False)])[0])
+    changed = rule_facts(listed)
+    assert changed.stateless and len(changed.rules) == 3
+    assert rule_facts(iter(rules)) == facts
