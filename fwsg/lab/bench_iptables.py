@@ -127,55 +127,93 @@ class IptablesBench(Bench):
 
         self.say(f"== {name}: ports")
         port0 = doc["devices"]["port-0"]
-        same, gone, new, gone_new, same_old, gone_old = [], [], [], [], [], []
-        cpu = {"same": [], "gone": [], "new": [], "gone_new": [], "floor": [], "least": [],
-               "same_old": [], "gone_old": []}
+        # what -> (add or remove, the port with an existing or a new profile, the path):
+        # "" the current one, "_old" restores as earlier sessions ran them, "_rst" the restore
+        # tools where the current path is libiptc (iptables-legacy), "_seq" libiptc with the
+        # two families one after the other instead of side by side; alternating in each round
+        kinds = {"same": ("add", "p", ""), "gone": ("del", "p", ""),
+                 "new": ("add", "q", ""), "gone_new": ("del", "q", ""),
+                 "same_old": ("add", "p", "_old"), "gone_old": ("del", "p", "_old")}
+        if v == "legacy":
+            kinds.update({"same_rst": ("add", "p", "_rst"), "gone_rst": ("del", "p", "_rst"),
+                          "new_rst": ("add", "q", "_rst"), "gone_new_rst": ("del", "q", "_rst"),
+                          "same_seq": ("add", "p", "_seq"), "gone_seq": ("del", "p", "_seq")})
+        walls = {k: [] for k in kinds}
+        cpu = {k: [] for k in list(kinds) + ["floor", "least", "iptc_floor"]}
         sys_cpu = {k: [] for k in cpu}   # the kernel's part (system time) of each
+        paths = {k: set() for k in kinds}
         extras = [g for g in doc["security_groups"] if g != "default"][-4:]
         for i in range(a.repeat * 2):
             p = dict(port0, id=f"bench-{i}", device=f"tapb{i}",
                      mac_address=f"fa:16:3e:ff:00:{i:02x}",
                      fixed_ips=[f"198.51.100.{i + 1}", f"2001:db8:ffff::{i + 1:x}"])
-            q = dict(p, security_groups=["default"] + extras)   # 4 extras: no port has them
-            for what, out, fn in (("same", same, lambda: fw.prepare_port_filter(p)),
-                                  ("gone", gone, lambda: fw.remove_port_filter(p["id"])),
-                                  ("new", new, lambda: fw.prepare_port_filter(q)),
-                                  ("gone_new", gone_new, lambda: fw.remove_port_filter(q["id"])),
-                                  ("same_old", same_old, lambda: fw.prepare_port_filter(p)),
-                                  ("gone_old", gone_old, lambda: fw.remove_port_filter(p["id"]))):
-                with _previous_restores(fw.backend.kernel, what.endswith("_old")):
+            ports = {"p": p, "q": dict(p, security_groups=["default"] + extras)}  # 4 extras:
+            for what, (op, which, path) in kinds.items():                 # no port has them
+                port = ports[which]
+                fn = ((lambda: fw.prepare_port_filter(port)) if op == "add"
+                      else (lambda: fw.remove_port_filter(port["id"])))
+                with _previous_restores(fw.backend.kernel, path == "_old"), \
+                        _restore_path(fw.backend.kernel, path in ("_old", "_rst")), \
+                        _families_in_turn(fw.backend.kernel, path == "_seq"):
                     wall, child, kern = _timed_cpu(fn)
-                out.append(wall)
+                walls[what].append(wall)
                 cpu[what].append(child)
                 sys_cpu[what].append(kern)
+                paths[what].add(fw.backend.kernel.last_path)
         floor = self._touch_floor(fw, cpu["floor"], sys_cpu["floor"])
         fl = "floor: 3 restores, no change"
         least = self._touch_floor(fw, cpu["least"], sys_cpu["least"], one_rule=True)
+
         def share(what):   # system time is sampled per tick: a share of the sums, not a median
             return round(100 * sum(sys_cpu[what]) / max(sum(cpu[what]), 1e-9))
 
         self.row(f"{v}_port_least", f"{v}: 5. least change: 1 rule in each table a port adds "
-                 "to", least, floor, fl, note=f"restores' CPU {_median_ms(cpu['least']):.1f} ms,"
+                 "to", least, floor, fl, note=f"CPU {_median_ms(cpu['least']):.1f} ms,"
                  f" {share('least')}% in the kernel (floor's {share('floor')}%)")
+        if v == "legacy":
+            ifl = self._iptc_floor(fw, cpu["iptc_floor"], sys_cpu["iptc_floor"])
+            self.row(f"{v}_port_iptc_floor", f"{v}: 5. bare libiptc commit of the tables a port "
+                     "adds to", ifl, least, "least change (restores)",
+                     note=f"mangle + filter of both families, 1 chain created each; CPU "
+                     f"{_median_ms(cpu['iptc_floor']):.1f} ms, {share('iptc_floor')}% in the "
+                     "kernel")
 
         def note(what):
-            return (f"restores' CPU {_median_ms(cpu[what]):.1f} ms, {share(what)}% in the "
-                    f"kernel (floor's {_median_ms(cpu['floor']):.1f})")
-        self.row(f"{v}_port_add", f"{v}: 5. port added (existing profile)", _median_ms(same),
-                 floor, fl, "<= 20 ms", _median_ms(same) <= 20, note("same"))
-        self.row(f"{v}_port_del", f"{v}: 5. port removed (existing profile)", _median_ms(gone),
-                 floor, fl, note=note("gone"))
+            return (f"via {'+'.join(sorted(p or '-' for p in paths[what]))}; CPU "
+                    f"{_median_ms(cpu[what]):.1f} ms, {share(what)}% in the kernel (floor's "
+                    f"{_median_ms(cpu['floor']):.1f})")
+        self.row(f"{v}_port_add", f"{v}: 5. port added (existing profile)",
+                 _median_ms(walls["same"]), floor, fl, "<= 20 ms",
+                 _median_ms(walls["same"]) <= 20, note("same"))
+        self.row(f"{v}_port_del", f"{v}: 5. port removed (existing profile)",
+                 _median_ms(walls["gone"]), floor, fl, note=note("gone"))
         prev = "restores as before, same run"
         self.row(f"{v}_port_add_prev", f"{v}: 5. port added (existing profile), previous "
-                 "restores", _median_ms(same_old), _median_ms(same), "current restores",
-                 note=f"{prev}; restores' CPU {_median_ms(cpu['same_old']):.1f} ms")
+                 "restores", _median_ms(walls["same_old"]), _median_ms(walls["same"]),
+                 "current path", note=f"{prev}; {note('same_old')}")
         self.row(f"{v}_port_del_prev", f"{v}: 5. port removed (existing profile), previous "
-                 "restores", _median_ms(gone_old), _median_ms(gone), "current restores",
-                 note=f"{prev}; restores' CPU {_median_ms(cpu['gone_old']):.1f} ms")
-        self.row(f"{v}_port_add_new", f"{v}: 5. port added (new profile)", _median_ms(new),
-                 floor, fl, "<= 20 ms", _median_ms(new) <= 20, note("new"))
-        self.row(f"{v}_port_del_new", f"{v}: 5. port removed (new profile)", _median_ms(gone_new),
-                 floor, fl, note=note("gone_new"))
+                 "restores", _median_ms(walls["gone_old"]), _median_ms(walls["gone"]),
+                 "current path", note=f"{prev}; {note('gone_old')}")
+        self.row(f"{v}_port_add_new", f"{v}: 5. port added (new profile)",
+                 _median_ms(walls["new"]), floor, fl, "<= 20 ms",
+                 _median_ms(walls["new"]) <= 20, note("new"))
+        self.row(f"{v}_port_del_new", f"{v}: 5. port removed (new profile)",
+                 _median_ms(walls["gone_new"]), floor, fl, note=note("gone_new"))
+        if v == "legacy":
+            rst = "restore tools instead of libiptc, same run"
+            for what, base, label in (("same_rst", "same", "port added (existing profile)"),
+                                      ("gone_rst", "gone", "port removed (existing profile)"),
+                                      ("new_rst", "new", "port added (new profile)"),
+                                      ("gone_new_rst", "gone_new", "port removed (new profile)")):
+                self.row(f"{v}_port_{what}", f"{v}: 5. {label}, restore tools",
+                         _median_ms(walls[what]), _median_ms(walls[base]), "libiptc (current)",
+                         note=f"{rst}; {note(what)}")
+            for what, base, label in (("same_seq", "same", "port added (existing profile)"),
+                                      ("gone_seq", "gone", "port removed (existing profile)")):
+                self.row(f"{v}_port_{what}", f"{v}: 5. {label}, families in turn",
+                         _median_ms(walls[what]), _median_ms(walls[base]),
+                         "families side by side", note=f"libiptc, IPv4 then IPv6 in the "
+                         f"calling thread, same run; {note(what)}")
         self.data[f"{v}_sizes"] = sizes
         fw.flush()
 
@@ -230,6 +268,27 @@ class IptablesBench(Bench):
                                for fam in (4, 6, "eb")])
         return _median_ms(walls)
 
+    def _iptc_floor(self, fw, cpu, kern):
+        """Baseline: the least libiptc commit of the tables a port addition changes - mangle
+        and filter of each family read, one chain created, committed (as a port change runs
+        them), median ms; the chain is removed again untimed."""
+        from fwsg.backends.iptables import iptc
+        from fwsg.backends.iptables.plan import TableChange
+
+        k = fw.backend.kernel
+        libs = iptc.libs()
+        keys = [(fam, t) for fam in (4, 6) for t in ("mangle", "filter")]
+        ip = {key: iptc.steps(key[0], TableChange(new_bags=["fwsg-benchfloor"])) for key in keys}
+        gone = {key: iptc.steps(key[0], TableChange(stale=["fwsg-benchfloor"])) for key in keys}
+        walls = []
+        for _ in range(max(3, self.a.repeat)):
+            wall, child, sys_time = _timed_cpu(lambda: k._libiptc(libs, ip))
+            walls.append(wall)
+            cpu.append(child)
+            kern.append(sys_time)
+            k._libiptc(libs, gone)
+        return _median_ms(walls)
+
     def _whole_table(self, v):
         """Baseline: what a driver that re-renders a whole table pays for it (save + restore
         of the filter table, IPv4), median ms."""
@@ -241,16 +300,23 @@ class IptablesBench(Bench):
         return _median_ms(_timed(once, max(3, self.a.repeat)))
 
 
+def _cpu():
+    """(user, system) CPU seconds so far of this process (all its threads: libiptc runs
+    in-process) and of the processes it ran and waited for."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime
+
+
 def _timed_cpu(fn):
-    """(wall seconds, CPU seconds of the processes fn ran and waited for, the kernel's part of
-    them): the CPU time says what a change costs when other work shares the machine."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """(wall seconds, CPU seconds fn took - fwsg's own and the processes it ran -, the
+    kernel's part of them): the CPU time says what a change costs when other work shares the
+    machine."""
+    u0, s0 = _cpu()
     t = time.perf_counter()
     fn()
     wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    kern = after.ru_stime - before.ru_stime
-    return wall, (after.ru_utime - before.ru_utime) + kern, kern
+    u1, s1 = _cpu()
+    return wall, (u1 - u0) + (s1 - s0), s1 - s0
 
 
 class _Swapped:
@@ -297,6 +363,28 @@ class _previous_restores(_Swapped):
             if bad:
                 raise KernelError(f"{', '.join(bad)} refused")
         return restore_all
+
+
+class _restore_path(_Swapped):
+    """Tables changed through the restore tools, never libiptc (the baseline of the
+    "restore tools" rows: iptables-legacy's path before libiptc)."""
+
+    attr = "libiptc"
+
+    @staticmethod
+    def make(k):
+        return False
+
+
+class _families_in_turn(_Swapped):
+    """libiptc's two families one after the other in the calling thread (the "families in
+    turn" rows), not side by side."""
+
+    attr = "iptc_threads"
+
+    @staticmethod
+    def make(k):
+        return False
 
 
 class _old_transport(_Swapped):

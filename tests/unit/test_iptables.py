@@ -3,14 +3,15 @@ incremental == full, bounded names, members never in rules, rendering of every r
 
 import copy
 import pathlib
+import struct
 
 import pytest
 
-from fwsg.backends.iptables import names
+from fwsg.backends.iptables import iptc, names
 from fwsg.backends.iptables.desired import Desired
-from fwsg.backends.iptables.plan import diff
+from fwsg.backends.iptables.plan import TableChange, diff
 from fwsg.backends.iptables.rules import render
-from fwsg.backends.iptables.state import State
+from fwsg.backends.iptables.state import Chain, State
 from fwsg.model import Model, parse_port, parse_rule
 
 GOLDEN = pathlib.Path(__file__).with_name("golden") / "demo-model.iptables"
@@ -306,3 +307,70 @@ def test_ipset_netlink_message_encoding():
     assert struct.pack("=HH", 20, 0x4002) + socket.inet_pton(socket.AF_INET6, "2001:db8::1") in body
     with pytest.raises(ValueError):
         element("fwsg-x", "not-an-address")
+
+
+# -- libiptc entries (iptc.encode): layout as iptables 1.8 packs it ---------------------------
+
+def test_iptc_entry_layout():
+    e, target = iptc.encode(4, "-s 192.0.2.1/32 -m physdev --physdev-in tap1 -m mac "
+                               "--mac-source fa:16:3e:00:00:01 -j fwsg-p1-e")
+    assert target == "fwsg-p1-e"
+    # ipt_entry 112 + physdev 104 + mac 48 + standard target 40
+    assert len(e) == 112 + 104 + 48 + 40
+    assert e[:4] == bytes([192, 0, 2, 1]) and e[8:12] == b"\xff" * 4      # src, smsk
+    assert struct.unpack_from("=HH", e, 88) == (112 + 104 + 48, len(e))   # target, next offset
+    phys = e[112:216]
+    assert struct.unpack_from("=H", phys)[0] == 104 and phys[2:9] == b"physdev"
+    assert phys[32:48] == b"tap1".ljust(16, b"\0")
+    assert phys[48:64] == b"\xff" * 5 + b"\0" * 11      # the NUL compared: exactly tap1
+    assert phys[96:98] == b"\0\x01"                     # invert, bitmask IN
+    assert e[216 + 32:216 + 38] == bytes.fromhex("fa163e000001")
+    assert e[264 + 2:264 + 11] == b"fwsg-p1-e"           # a jump: the chain's name
+
+    w, _ = iptc.encode(6, "-m physdev --physdev-out tap+ --physdev-is-bridged -j ACCEPT")
+    assert len(w) == 168 + 104 + 40
+    assert w[168 + 64:168 + 80] == b"tap+".ljust(16, b"\0")
+    assert w[168 + 80:168 + 96] == b"\xff" * 3 + b"\0" * 13   # wildcard: the prefix only
+    assert w[168 + 97] == 0x02 | 0x04
+
+    c, _ = iptc.encode(4, '-m comment --comment "fwsg:0123456789ab:3" -j DROP')
+    assert len(c) == 112 + 288 + 40 and c[112 + 32:112 + 51] == b"fwsg:0123456789ab:3"
+    z, name = iptc.encode(6, "-d 2001:db8::1/128 -j CT --zone 7")
+    assert name == "CT" and len(z) == 168 + 104
+    assert struct.unpack_from("=HH", z, 168 + 32) == (0, 7) and z[168 + 31] == 2   # rev 2
+
+
+@pytest.mark.parametrize("rule", [
+    "-p tcp -m tcp --dport 22 -j ACCEPT",                 # a group's rule: restore's
+    "-m set --match-set fwsg-x-v4 src -j ACCEPT",
+    "-m physdev --physdev-in tap1 -j LOG",                # a target extension
+    "-s 192.0.2.1/24 -j ACCEPT",                          # host bits set
+    "-s 2001:db8::1/128 -j ACCEPT",                       # wrong family (IPv4 asked)
+    "-m physdev --physdev-in averyveryverylongname -j ACCEPT",
+    '-m comment --comment "two words" -j DROP',
+    "-m physdev --physdev-in tap1",                       # no target
+    "-j CT --zone 70000",
+])
+def test_iptc_refuses_what_it_does_not_pack(rule):
+    with pytest.raises(iptc.NotEncodable):
+        iptc.encode(4, rule)
+
+
+def test_iptc_steps_in_restore_order():
+    tc = TableChange(chains={"fwsg-p1-i": Chain(("-j fwsg-fixed-i-sf", "-j fwsg-g1-i"), "DROP")},
+                     new_bags=["fwsg-in-port-abc"], stale=["fwsg-p0-i"],
+                     bag_add={"fwsg-in-addr": ["-d 192.0.2.5/32 -j fwsg-p1-i"]},
+                     bag_del={"fwsg-in-addr": ["-d 192.0.2.6/32 -j fwsg-p0-i"]},
+                     hooks=[("FORWARD", "fwsg-ingress")])
+    got = [(verb, chain, rule) for verb, chain, rule, _ in iptc.steps(4, tc)]
+    assert got == [("declare", "fwsg-p1-i", None), ("declare", "fwsg-in-port-abc", None),
+                   ("append", "fwsg-p1-i", "-j fwsg-fixed-i-sf"),
+                   ("append", "fwsg-p1-i", "-j fwsg-g1-i"),
+                   ("append", "fwsg-p1-i", tc.chains["fwsg-p1-i"].printed()[-1]),
+                   ("delete", "fwsg-in-addr", "-d 192.0.2.6/32 -j fwsg-p0-i"),
+                   ("append", "fwsg-in-addr", "-d 192.0.2.5/32 -j fwsg-p1-i"),
+                   ("insert", "FORWARD", "-j fwsg-ingress"),
+                   ("flush", "fwsg-p0-i", None), ("remove", "fwsg-p0-i", None)]
+    assert [e for *_, e in iptc.steps(4, tc)][2] == iptc.encode(4, "-j fwsg-fixed-i-sf")[0]
+    tc.chains["fwsg-g1-i"] = Chain(("-p tcp -m tcp --dport 22 -j ACCEPT",))
+    assert iptc.steps(4, tc) is None        # one rule it does not pack: the restore tools'

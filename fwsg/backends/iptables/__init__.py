@@ -109,7 +109,12 @@ class IptablesBackend:
         if not plan:
             return None
         self.kernel.commit(plan)
-        return f"ipset-netlink+iptables-{self.variant}-restore" if plan.texts() else "ipset-netlink"
+        if not plan.texts():
+            return "ipset-netlink"
+        if self.kernel.last_path == "libiptc":
+            eb = "+ebtables-restore" if any(f == "eb" for f, _, _ in plan.texts()) else ""
+            return f"ipset-netlink+libiptc{eb}"
+        return f"ipset-netlink+iptables-{self.variant}-restore"
 
     def flush(self):
         return self.kernel.flush(self.kernel.read())

@@ -1,5 +1,6 @@
 """Kernel I/O of the iptables backend: ipset elements through one netlink socket (``ipsetnl``;
-``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and family,
+``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and
+family (iptables-legacy: in-process through libiptc when every rule is one ``iptc`` packs),
 read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
 jumps into them (every other line is dropped unparsed).
 """
@@ -11,9 +12,10 @@ import re
 import subprocess
 import threading
 
-from fwsg.backends.iptables import names
+from fwsg.backends.iptables import iptc, names
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
 from fwsg.backends.iptables.ipsetnl import IpsetSocket
+from fwsg.backends.iptables.plan import TABLE_ORDER
 from fwsg.backends.iptables.state import Chain, SetSpec, State
 from fwsg.errors import KernelError
 from fwsg.netns import entered
@@ -48,6 +50,17 @@ def _xtables_lock(take):
         os.close(fd)   # closing releases the lock
 
 
+def _side_by_side(fn, n):
+    """fn(0) ... fn(n - 1) at once: fn(0) in the calling thread, each other in a thread of its
+    own; returns when all have returned (fn must not raise)."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(1, n)]
+    for t in threads:
+        t.start()
+    fn(0)
+    for t in threads:
+        t.join()
+
+
 def _entry(m, fam):
     return m if "/" in m else f"{m}/{32 if fam == 4 else 128}"
 
@@ -71,6 +84,9 @@ class Kernel:
         self.netns = netns
         self.tools = tools
         self._ipset = None
+        self.libiptc = True   # False: every change through the restore tools (tests, bench)
+        self.iptc_threads = True   # libiptc: each family in a thread of its own
+        self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
 
     def close(self):
         if self._ipset is not None:
@@ -159,8 +175,9 @@ class Kernel:
 
     # -- commit ------------------------------------------------------------------------------
     def commit(self, plan):
-        """Commit a Plan: ipsets first (so rules find their sets), then one restore per table
-        and family, then stale sets. Each step is atomic; a failure raises KernelError."""
+        """Commit a Plan: ipsets first (so rules find their sets), then the tables' changes
+        (:meth:`tables`: libiptc or one restore per family), then stale sets. Each step is
+        atomic; a failure raises KernelError."""
         for name, spec, members in plan.creates:
             self._create(name, spec, members)
         for name, spec, members in plan.rebuilds:
@@ -169,9 +186,92 @@ class Kernel:
             self._elements(name, ms, False)
         for name, ms in plan.adds.items():
             self._elements(name, ms, True)
-        self.restore_all([(fam, text) for fam, _, text in plan.texts()])
+        self.last_path = self.tables(plan) if plan.tables else None
         for name in plan.destroys:
             self._destroy(name)
+
+    def tables(self, plan):
+        """The plan's table changes: on iptables-legacy, when libiptc loads and every rule is
+        one it takes (iptc.steps), in-process (:meth:`_libiptc`); else through the restore
+        tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore"."""
+        libs = iptc.libs() if self.libiptc and self.tools.variant == "legacy" else None
+        todo = {k: iptc.steps(k[0], tc) for k, tc in plan.tables.items()
+                if k[0] != "eb"} if libs is not None else {}
+        if not todo or None in todo.values():
+            self.restore_all([(fam, text) for fam, _, text in plan.texts()])
+            return "restore"
+        self._libiptc(libs, todo, [text for fam, _, text in plan.texts() if fam == "eb"])
+        return "libiptc"
+
+    def _libiptc(self, libs, todo, eb=()):
+        """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made and committed
+        through libiptc, in table order, while the ebtables restore of the ``eb`` text (at most
+        one) runs as a process started first. The families run side by side, IPv4 in the
+        calling thread, IPv6 in a thread of its own (without ``iptc_threads``: one after the
+        other in the calling thread; measured slower in most bench runs). The xtables
+        lock is held throughout, so every other iptables process waits; KernelError naming
+        each step refused (a table refused stays as it was; tables of a family before it stay
+        committed, as with iptables-restore; the other family is still made)."""
+        fams = []
+        for fam in (4, 6):
+            tables = [(t, todo[(fam, t)]) for t in TABLE_ORDER if (fam, t) in todo]
+            if tables:
+                fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+        errors = [None] * len(fams)
+
+        def run(i):
+            try:
+                fams[i]()
+            except KernelError as e:
+                errors[i] = str(e)
+            except Exception as e:  # noqa: BLE001 - reported as refused below
+                errors[i] = f"libiptc: {type(e).__name__}: {e}"
+        proc = self._start_restore("eb", eb[0]) if eb else None
+        try:
+            with _xtables_lock(True):
+                if self.iptc_threads:
+                    _side_by_side(run, len(fams))
+                else:
+                    for i in range(len(fams)):
+                        run(i)
+        finally:
+            if proc is not None:
+                errors.append(self._finish_restore("eb", proc))
+        if any(errors):
+            raise KernelError("; ".join(e for e in errors if e))
+
+    def _start_restore(self, fam, text):
+        """A restore process of ``fam`` started and given ``text`` (its input closed); with
+        :meth:`_finish_restore`, a restore that runs while the caller does other work."""
+        with entered(self.netns):
+            try:
+                p = subprocess.Popen(self._restore_argv(fam), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            except OSError as e:
+                raise KernelError(f"restore: {e}") from None
+        for give in (lambda: p.stdin.write(text), p.stdin.close):
+            try:
+                give()
+            except OSError:
+                pass   # it ended early: its exit status and output say why
+        p.stdin = None   # given: communicate() only collects its output
+        return p
+
+    def _finish_restore(self, fam, p):
+        """None once the restore ``p`` exited 0, else its one-line refusal."""
+        try:
+            out, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        if p.returncode == 0:
+            return None
+        return f"{self._restore_argv(fam)[0]} refused: {' '.join((err or out).split())[:400]}"
+
+    def _iptc_family(self, lib, tables):
+        with entered(self.netns):
+            for table, todo in tables:
+                iptc.apply(lib, table, todo)
 
     def restore_all(self, texts):
         """Run one ``restore --noflush`` per (family, text), all at once (the families' tables
@@ -215,12 +315,7 @@ class Kernel:
                     p.kill()
                     p.wait()
                     outs[i] = ("", f"{type(e).__name__}: {e}")
-            threads = [threading.Thread(target=feed, args=(i,)) for i in range(1, len(procs))]
-            for t in threads:
-                t.start()
-            feed(0)
-            for t in threads:
-                t.join()
+            _side_by_side(feed, len(procs))
         errors = []
         for (p, _), (fam, _), (out, err) in zip(procs, texts, outs):
             if p.returncode != 0:
