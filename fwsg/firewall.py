@@ -160,6 +160,7 @@ class Firewall:
         self._stamp = None       # stamp of our last transaction under the namespace lock
         self._record = real      # keep the names record under /run/fwsg
         self._recorded = None    # group names as last recorded
+        self._recorded_epoch = None  # the desired state's names_epoch then (groups present)
         self._saved = None       # (names record, its file identity) as this Firewall wrote it
         self._record_all = False  # next commit rewrites the whole record (a whole model);
         #                           MEMBERS: a whole model that changed members only
@@ -511,10 +512,14 @@ class Firewall:
             self._lock_namespace()
         try:
             result = self._commit_locked(d, timings, t0, repair)
+            epoch = getattr(d, "names_epoch", None)
             if self._record and (record and result.changed or self._recorded is None
-                                 or self._recorded != d.names.groups.by_key):
-                self._save_names(record is MEMBERS and self._recorded == d.names.groups.by_key)
+                                 or self._recorded != d.names.groups.by_key
+                                 or self._recorded_epoch != epoch):
+                self._save_names(record is MEMBERS and self._recorded == d.names.groups.by_key
+                                 and self._recorded_epoch == epoch)
                 self._recorded = dict(d.names.groups.by_key)
+                self._recorded_epoch = epoch
             if lock is not None:
                 self._stamp = lock.stamp
         finally:

@@ -178,6 +178,7 @@ class MemberBook:
     objects follow ``refs`` and ``members``. No I/O here."""
 
     _refs_of = None   # owner -> the (group, family) references its rules hold
+    names_epoch = 0   # moves when a group or a referenced member set comes or goes
 
     def _set_refs(self, owner, rules):
         """Record which member sets ``owner``'s rules reference; create/remove sets. Costs
@@ -199,10 +200,12 @@ class MemberBook:
                 owners.discard(owner)
                 if not owners:
                     del self.refs[ref]
+                    self.names_epoch += 1
                     self._member_sets(*ref)
         for ref in wanted:
             if ref not in self.refs:
                 self.refs[ref] = {owner}
+                self.names_epoch += 1
                 self._member_sets(*ref)
             else:
                 self.refs[ref].add(owner)

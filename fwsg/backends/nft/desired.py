@@ -327,6 +327,8 @@ class Desired(MemberBook):
     def set_group(self, sg, rules):
         """Set (or, with None, remove) a group's rules."""
         old = self.groups.get(sg)
+        if (old is None) != (rules is None):
+            self.names_epoch += 1   # the names record lists the groups
         if rules is None:
             self.groups.pop(sg, None)
             self._set_refs(("g", sg), ())
