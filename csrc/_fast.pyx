@@ -108,6 +108,26 @@ def diff_map(dict desired, dict current):
     return added, changed, removed
 
 
+def dicts_key(seq):
+    """A hashable key telling a list of plain dicts apart from any list that is not equal to
+    it item by item: per dict its length, then each key, value and the value's type (so
+    ``True`` and ``1`` differ), in order. None when ``seq`` is not a list of dicts. The key
+    hashes only when every value does. Pure: no I/O."""
+    if type(seq) is not list:
+        return None
+    cdef list out = []
+    cdef object d, k, v
+    for d in <list>seq:
+        if type(d) is not dict:
+            return None
+        out.append(len(<dict>d))
+        for k, v in (<dict>d).items():
+            out.append(k)
+            out.append(v)
+            out.append(type(v))
+    return tuple(out)
+
+
 def render_elements(keys):
     """Render element keys (or (key, value) pairs) as the inside of an nft ``{ ... }`` list."""
     cdef list parts = []

@@ -117,6 +117,21 @@ def diff_map(desired, current):
     return added, changed, removed
 
 
+def dicts_key(seq):
+    """The key the compiled ``dicts_key`` gives: per dict of the list ``seq`` its length, then
+    each key, value and the value's type, in order; None unless ``seq`` is a list of dicts."""
+    if type(seq) is not list:
+        return None
+    out = []
+    for d in seq:
+        if type(d) is not dict:
+            return None
+        out.append(len(d))
+        for k, v in d.items():
+            out += (k, v, type(v))
+    return tuple(out)
+
+
 def render_elements(keys):
     """Render element keys (or (key, value) pairs) as the inside of an nft ``{ ... }`` list."""
     return ", ".join(f"{k[0]} : {k[1]}" if type(k) is tuple else k for k in keys)

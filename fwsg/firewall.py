@@ -39,7 +39,8 @@ from fwsg.addr import is_prefix
 from fwsg.backends import make_backend
 from fwsg.errors import KernelError, UserError, ValidationError, short_repr
 from fwsg.model import (Model, check_id, host_addresses, is_stateless, member_order,
-                        members_by_family, pack_member_list, parse_device, parse_rules)
+                        members_by_family, pack_member_list, parse_device, parse_rules,
+                        rule_facts)
 from fwsg.netns import check
 from fwsg.nslock import NamespaceLock
 from fwsg.ops import (AddElements, CreateSet, CreateTable, DeleteChain, DeleteElements, DeleteSet,
@@ -149,7 +150,10 @@ def _only_adds(old, new):
     """True when the rule list ``new`` keeps every rule of ``old`` and its statefulness: rules
     only allow, so such a change admits more and cuts no flow (no conntrack sweep needed).
     No I/O here."""
-    return bool(old) and is_stateless(old) == is_stateless(new) and set(old) <= set(new)
+    if not old:
+        return False
+    o, n = rule_facts(old), rule_facts(new)
+    return o.stateless == n.stateless and o.rules <= n.rules
 
 
 class Firewall:
@@ -191,6 +195,7 @@ class Firewall:
         self._stamp = None       # stamp of our last transaction under the namespace lock
         self._record = real      # keep the names record under /run/fwsg
         self._recorded = None    # group names as last recorded
+        self._recorded_epoch = None  # the desired state's names_epoch then (groups present)
         self._saved = None       # (names record, its file identity) as this Firewall wrote it
         self._record_all = False  # next commit rewrites the whole record (a whole model);
         #                           MEMBERS: a whole model that changed members only
@@ -370,7 +375,7 @@ class Firewall:
         old = d.groups.get(sg_id)
         if old == parsed:
             return self._maybe_commit()
-        self._check_statefulness(sg_id, parsed)
+        self._check_statefulness(sg_id, parsed, old)
         d.set_group(sg_id, parsed)
         if not _only_adds(old, parsed):
             self._want_sweep()   # a rule gone (or statefulness changed) may cut flows
@@ -499,11 +504,12 @@ class Firewall:
         if check is not None:
             check(model)
 
-    def _check_statefulness(self, sg, rules):
-        """Refuse a rule change that would make a port mix stateful and stateless groups."""
-        stateless = is_stateless(rules)
+    def _check_statefulness(self, sg, rules, old):
+        """Refuse a rule change that would make a port mix stateful and stateless groups
+        (``old``: the group's rules now, or None)."""
+        stateless = rule_facts(rules).stateless
         d = self._desired
-        if stateless == is_stateless(d.groups.get(sg, ())):
+        if stateless == rule_facts(old or ()).stateless:
             return  # statefulness unchanged: no port can start mixing
         for pid, port in d.ports.items():
             if sg not in port.security_groups or not port.port_security:
@@ -541,10 +547,14 @@ class Firewall:
             self._lock_namespace()
         try:
             result = self._commit_locked(d, timings, t0, repair)
+            epoch = getattr(d, "names_epoch", None)
             if self._record and (record and result.changed or self._recorded is None
-                                 or self._recorded != d.names.groups.by_key):
-                self._save_names(record is MEMBERS and self._recorded == d.names.groups.by_key)
+                                 or self._recorded != d.names.groups.by_key
+                                 or self._recorded_epoch != epoch):
+                self._save_names(record is MEMBERS and self._recorded == d.names.groups.by_key
+                                 and self._recorded_epoch == epoch)
                 self._recorded = dict(d.names.groups.by_key)
+                self._recorded_epoch = epoch
             if lock is not None:
                 self._stamp = lock.stamp
         finally:

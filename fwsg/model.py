@@ -10,8 +10,9 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import netaddr
 
@@ -102,6 +103,21 @@ class Rule:
     def family(self):
         return FAMILY[self.ethertype]
 
+    def __hash__(self):
+        """The fields' hash, computed once per rule (a rule change compares whole rule lists
+        as sets); never pickled with it (string hashes differ between processes)."""
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            h = hash((self.direction, self.ethertype, self.protocol, self.port_min,
+                      self.port_max, self.sport_min, self.sport_max, self.icmp_type,
+                      self.icmp_code, self.src, self.dst, self.remote_group, self.stateful))
+            object.__setattr__(self, "_hash", h)
+            return h
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
 
 _RULE_KEYS = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max",
               "source_port_range_min", "source_port_range_max", "remote_ip_prefix",
@@ -147,11 +163,17 @@ def _text_key(raw):
 
 
 def _rule_list(path, raw):
-    """Parse a list of rule dicts into a tuple of :class:`Rule`; a list seen before (by its
-    exact text, ``repr``) comes from a bounded cache; errors are never cached."""
-    key = _text_key(raw) if type(raw) is list else None
-    if key is not None and key in _rules_cache:
-        return _rules_cache[key]
+    """Parse a list of rule dicts into a tuple of :class:`Rule`; a list seen before (equal dict
+    by dict, the values' types included: :func:`fwsg.fast.dicts_key`, a few microseconds where
+    its ``repr`` cost tens) comes from a bounded cache; errors are never cached."""
+    key = fast.dicts_key(raw)
+    if key is not None:
+        try:
+            rules = _rules_cache.get(key)
+        except Exception:  # noqa: BLE001 - an unhashable or hostile value: no key, no cache
+            key = rules = None
+        if rules is not None:
+            return rules
     rules = tuple(parse_rule(f"{path}[{i}]", r) for i, r in enumerate(_list(path, raw)))
     if key is not None:
         if len(_rules_cache) > 4096:
@@ -645,4 +667,37 @@ def host_addresses(port):
 
 def is_stateless(rules):
     """A group is stateless when it has rules and one of them says ``stateful: false``."""
-    return bool(rules) and not all(r.stateful for r in rules)
+    return bool(rules) and not all(map(_STATEFUL, rules))
+
+
+_STATEFUL = attrgetter("stateful")
+
+
+class RuleFacts(NamedTuple):
+    """What a rule change asks of a tuple of Rules: ``rules`` as a frozenset, ``stateless``
+    (:func:`is_stateless`) and ``refs``, the (remote group, family) pairs its rules match."""
+
+    rules: frozenset
+    stateless: bool
+    refs: frozenset
+
+
+_FACTS = {}   # id(rules) -> (rules, RuleFacts), see rule_facts
+
+
+def rule_facts(rules):
+    """The :class:`RuleFacts` of a tuple of Rules, computed once per tuple: a group's rule
+    lists come back again and again (the parse cache gives the same tuple for an equal list),
+    so a rule change compares cached sets instead of hashing every rule. No I/O here."""
+    hit = _FACTS.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    seq = rules if type(rules) is tuple else tuple(rules)
+    facts = RuleFacts(frozenset(seq), is_stateless(seq),
+                      frozenset((r.remote_group, r.family) for r in seq
+                                if r.remote_group is not None))
+    if seq is rules:   # a list may change under its id: only tuples are remembered
+        if len(_FACTS) >= 256:
+            _FACTS.clear()
+        _FACTS[id(rules)] = (rules, facts)
+    return facts

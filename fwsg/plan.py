@@ -156,9 +156,12 @@ def diff(desired, current, pending=None, render=None, edits=None):
     edited in place when the mirror knows its handles and generation (see the module)."""
     if current is None:
         current = Ruleset(tables=frozenset())
+    if pending is not None:
+        plan = _chains_changed_only(desired, current, pending, render, edits)
+        if plan is not None:
+            return plan
     ops = []
-    s = {"tables_added": [], "sets_added": 0, "sets_removed": 0, "elements_added": 0,
-         "elements_removed": 0, "chains_added": 0, "chains_changed": 0, "chains_removed": 0}
+    s = _summary()
 
     for fam in sorted(desired.tables - current.tables):
         ops.append(CreateTable(fam))
@@ -265,23 +268,7 @@ def diff(desired, current, pending=None, render=None, edits=None):
     ops.extend(CreateSet(desired.sets[k]) for k in late_sets)
     for k in new_chains:
         ops.append(FillChain(desired.chains[k]))
-    guard = current.meta.get("generation") if edits is not None else None
-    known = current.meta.get("rule_handles", {}) if guard is not None else {}
-    edited = False
-    for k in changed_chains:
-        want, have = desired.chains[k], current.chains[k]
-        steps = None
-        if k in preflushed:
-            ops.append(FillChain(want))
-            continue
-        if k in known and have.hook is None and edits(want):
-            steps = rule_edit(have, want, known[k])
-        if steps is None:
-            ops.append(FlushChain(*k))
-            ops.append(FillChain(want))
-        else:
-            ops.extend(steps)
-            edited = True
+    guard = _change_chains(desired, current, changed_chains, edits, preflushed, ops)
     s["chains_added"], s["chains_changed"] = len(new_chains), len(changed_chains)
 
     # Dispatch maps after the chains they jump to exist; a changed key is deleted, then added.
@@ -300,7 +287,58 @@ def diff(desired, current, pending=None, render=None, edits=None):
     ops.extend(DeleteChain(*k) for k in stale_chains)
     s["chains_removed"] = len(stale_chains)
     ops.extend(DeleteTable(fam) for fam in sorted(current.tables - desired.tables))
-    return Plan(ops, s, render, guard if edited else None, current.meta.get("generation"))
+    return Plan(ops, s, render, guard, current.meta.get("generation"))
+
+
+def _summary():
+    return {"tables_added": [], "sets_added": 0, "sets_removed": 0, "elements_added": 0,
+            "elements_removed": 0, "chains_added": 0, "chains_changed": 0, "chains_removed": 0}
+
+
+def _chains_changed_only(desired, current, pending, render, edits):
+    """The Plan ``diff`` gives for a change that touched only chains both sides hold with the
+    same hook (a rule change), without its walk over sets, maps and the rest; None for any
+    other change (``diff`` then takes it whole)."""
+    if pending.sets or pending.elems or pending.maps or desired.tables != current.tables:
+        return None
+    changed = []
+    for k in sorted(pending.chains):
+        want, have = desired.chains.get(k), current.chains.get(k)
+        if want is None or have is None or have.hook != want.hook:
+            return None
+        if have.digest != want.digest:
+            changed.append(k)
+    ops = []
+    guard = _change_chains(desired, current, changed, edits, (), ops)
+    s = _summary()
+    s["chains_changed"] = len(changed)
+    return Plan(ops, s, render, guard, current.meta.get("generation"))
+
+
+def _change_chains(desired, current, changed, edits, preflushed, ops):
+    """Append to ``ops`` what turns each chain of ``changed`` (keys) from ``current``'s into
+    ``desired``'s: refilled when ``preflushed`` holds it (flushed already), edited rule by rule
+    when ``edits`` allows and the mirror knows its rules' handles (see :func:`rule_edit`),
+    else flushed and refilled. Returns the plan's guard: the mirror's generation when a chain
+    was edited by handle, else None."""
+    guard = current.meta.get("generation") if edits is not None else None
+    known = current.meta.get("rule_handles", {}) if guard is not None else {}
+    edited = False
+    for k in changed:
+        want, have = desired.chains[k], current.chains[k]
+        steps = None
+        if k in preflushed:
+            ops.append(FillChain(want))
+            continue
+        if k in known and have.hook is None and edits(want):
+            steps = rule_edit(have, want, known[k])
+        if steps is None:
+            ops.append(FlushChain(*k))
+            ops.append(FillChain(want))
+        else:
+            ops.extend(steps)
+            edited = True
+    return guard if edited else None
 
 
 def rule_edit(old, new, handles):

@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Protocol
 
 from fwsg.addr import is_prefix
 from fwsg.members import AddrSet, Members
+from fwsg.model import rule_facts
 
 
 class DesiredState(Protocol):
@@ -177,11 +178,12 @@ class MemberBook:
     objects follow ``refs`` and ``members``. No I/O here."""
 
     _refs_of = None   # owner -> the (group, family) references its rules hold
+    names_epoch = 0   # moves when a group or a referenced member set comes or goes
 
     def _set_refs(self, owner, rules):
         """Record which member sets ``owner``'s rules reference; create/remove sets. Costs
         O(references) of ``owner``, not O(all references)."""
-        wanted = {(r.remote_group, r.family) for r in rules if r.remote_group is not None}
+        wanted = rule_facts(rules).refs
         held = self._refs_of
         if held is None:
             held = self._refs_of = {}   # owner -> the refs it holds
@@ -198,10 +200,12 @@ class MemberBook:
                 owners.discard(owner)
                 if not owners:
                     del self.refs[ref]
+                    self.names_epoch += 1
                     self._member_sets(*ref)
         for ref in wanted:
             if ref not in self.refs:
                 self.refs[ref] = {owner}
+                self.names_epoch += 1
                 self._member_sets(*ref)
             else:
                 self.refs[ref].add(owner)

@@ -108,3 +108,25 @@ def test_kernel_refusals_carry_the_errno(namespace):
         assert e.value.errno == errno.ENOENT
     finally:
         be.close()
+
+
+def test_names_record_keeps_a_group_that_comes_back(namespace):
+    """``fwsg show`` names groups from the names record: a group removed, then added back after
+    the record was rewritten without it (another group's name was new), is recorded again."""
+    from fwsg.commands.show import gather
+
+    rule = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+            "port_range_min": 22, "port_range_max": 22}
+    port = {"id": "p1", "device": "tapnames1", "mac_address": "fa:16:3e:00:00:01",
+            "fixed_ips": ["192.0.2.10"], "security_groups": ["web"]}
+    fw = Firewall(netns=namespace)
+    try:
+        fw.apply({"security_groups": {"web": [rule], "db": [rule]}, "sg_member_ips": {},
+                  "devices": {"p1": dict(port)}})
+        fw.update_port_filter(dict(port, security_groups=["db"]))
+        fw.remove_security_group("web")
+        fw.update_security_group_rules("new", [rule])   # a new name: the record is rewritten
+        fw.update_security_group_rules("web", [rule])   # a name known already
+        assert {"web", "db", "new"} <= {g["id"] for g in gather(namespace)["groups"]}
+    finally:
+        fw.flush()

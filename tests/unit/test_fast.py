@@ -146,3 +146,28 @@ def test_pack_sorts_numerically_and_rejects_with_index():
                                        "198.51.100.0/24", "bogus", "2001:db8::1"], 4)
     assert fast.unpack_addrs(packed, 4) == ["198.51.100.9", "198.51.100.10"]
     assert rejects == [(3, "198.51.100.0/24"), (4, "bogus"), (5, "2001:db8::1")]
+
+
+dict_lists = st.lists(st.dictionaries(st.sampled_from(["direction", "protocol", "stateful", "x"]),
+                                      st.one_of(st.none(), st.booleans(), st.integers(0, 3),
+                                                st.sampled_from(["tcp", "1", ""])), max_size=4),
+                      max_size=5)
+
+
+@needs_c
+@given(a=dict_lists, b=dict_lists)
+def test_dicts_key_twins(a, b):
+    """Both twins give the same key, and two lists get equal keys exactly when they are equal
+    item by item with values of the same types (True and 1 apart)."""
+    assert _fast_c.dicts_key(a) == _fast_py.dicts_key(a)
+    typed = [[(k, v, type(v)) for k, v in d.items()] for d in a]
+    typed_b = [[(k, v, type(v)) for k, v in d.items()] for d in b]
+    assert (_fast_py.dicts_key(a) == _fast_py.dicts_key(b)) == (typed == typed_b)
+
+
+def test_dicts_key_only_for_lists_of_dicts():
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        assert impl.dicts_key(({"a": 1},)) is None
+        assert impl.dicts_key([{"a": 1}, ["a", 1]]) is None
+        assert impl.dicts_key([{"a": True}]) != impl.dicts_key([{"a": 1}])
+        assert impl.dicts_key([{"a": 1}, {}]) != impl.dicts_key([{}, {"a": 1}])

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from fwsg.errors import ValidationError
-from fwsg.model import Model, parse_rule
+from fwsg.model import Model, parse_rule, parse_rules
 
 
 def test_neutron_reply_parses_verbatim(neutron_reply):
@@ -189,6 +189,24 @@ def test_multicast_port_mac_and_bad_member_mac_rejected():
     assert Model.from_wire(doc).members_of("sg-a", 4) == ("192.0.2.1", "192.0.2.2")
 
 
+def test_rule_list_cache_does_not_confuse_equal_lists_of_other_types():
+    """The rule-list cache is keyed by every dict's keys, values and value types: an equal
+    list with a value of another type (True for 1, a float for an int), another order of
+    keys or a non-dict item is parsed (and refused) on its own."""
+    good = [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+             "port_range_min": 1, "port_range_max": 1, "stateful": True}]
+    assert parse_rules("sg", good)[0].stateful is True
+    assert parse_rules("sg", [dict(good[0])]) is parse_rules("sg", good)   # equal: cached
+    with pytest.raises(ValidationError, match=r"^security_groups.sg\[0\].stateful"):
+        parse_rules("sg", [dict(good[0], stateful=1)])
+    with pytest.raises(ValidationError, match=r"^security_groups.sg\[0\].port_range_min"):
+        parse_rules("sg", [dict(good[0], port_range_min=1.5)])
+    with pytest.raises(ValidationError, match=r"^security_groups.sg\[1\]"):
+        parse_rules("sg", good + ["tcp"])
+    unhashable = [dict(good[0], extra=["a list"])]   # no key: parsed every time, still right
+    assert parse_rules("sg", unhashable) == parse_rules("sg", good)
+
+
 def test_rule_cache_does_not_confuse_equal_values_of_other_types():
     good = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 1,
             "port_range_max": 1, "stateful": True}
@@ -259,3 +277,22 @@ def test_bad_prefix_is_one_line_naming_field_and_value(value):
         Model.from_wire(doc)
     assert str(ei.value) == (f"security_groups.sg-a[0].remote_ip_prefix: {value!r} is not an "
                              "IP prefix")
+
+
+def test_rule_facts_follow_the_rules_they_are_asked_about():
+    """Facts of a rule tuple are computed once and given back for that tuple; a list (which
+    may change) or an iterator is never answered from the cache."""
+    from fwsg.model import rule_facts
+
+    stateful = {"direction": "ingress", "ethertype": "IPv4", "remote_group_id": "sg-b"}
+    rules = parse_rules("sg", [stateful, dict(stateful, ethertype="IPv6")])
+    facts = rule_facts(rules)
+    assert facts is rule_facts(rules)
+    assert facts.rules == frozenset(rules) and not facts.stateless
+    assert facts.refs == {("sg-b", 4), ("sg-b", 6)}
+    listed = list(rules)
+    assert rule_facts(listed) == facts
+    listed.append(parse_rules("sg", [dict(stateful, stateful=False)])[0])
+    changed = rule_facts(listed)
+    assert changed.stateless and len(changed.rules) == 3
+    assert rule_facts(iter(rules)) == facts

@@ -9,7 +9,7 @@ import copy
 
 from fwsg.firewall import Firewall
 from fwsg.ops import AddRule, DeleteRule, FillChain, FlushChain, ReplaceRule
-from fwsg.model import INGRESS
+from fwsg.model import INGRESS, parse_rules
 
 from tests.unit.test_incremental import BASE, same_as_fresh
 
@@ -112,3 +112,27 @@ def test_a_group_whose_rules_go_back_and_forth_keeps_its_chains_right():
     fresh = Desired().load(Model.from_wire(BASE))
     fresh.set_group(sg, with_remote)
     assert d.rs.chains[key] == fresh.rs.chains[key]
+
+
+
+def test_a_rule_change_is_planned_as_the_whole_diff_plans_it():
+    """A change that touched only chains takes a shorter path through the diff; its plan is
+    the one the diff of everything gives (same operations, guard and summary), whether the
+    chain is edited by handle or rewritten, a rule added or removed, or the rules emptied."""
+    fw, rules = with_extra_rule()
+    d = fw._desired
+    for new in (rules, rules + [EXTRA], [EXTRA], []):
+        before = d.groups["default"]
+        d.set_group("default", parse_rules("default", new))
+        for handles in (True, False):
+            current = copy.deepcopy(fw.current())
+            if not handles:
+                current.meta.pop("rule_handles", None)
+            short = fw.backend.diff(d, current, d.pending)
+            whole = fw.backend.diff(d, current)
+            assert short.ops and short.ops == whole.ops
+            assert short.summary == whole.summary and short.guard == whole.guard
+        d.set_group("default", before)
+        d.clear_pending()
+        fw.update_security_group_rules("default", new)
+        same_as_fresh(fw)

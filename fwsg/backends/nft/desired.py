@@ -17,7 +17,7 @@ from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FIXED_SETS, I
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
 from fwsg.backends.base import MemberBook, load_model
-from fwsg.model import EGRESS, INGRESS, Model, host_addresses, is_stateless
+from fwsg.model import EGRESS, INGRESS, Model, host_addresses, rule_facts
 from fwsg import naming
 from fwsg.errors import ValidationError, short_repr
 from fwsg.naming import GroupNames, NameRegistry
@@ -171,7 +171,8 @@ class Desired(MemberBook):
             self.pending.maps.pop(key, None)
 
     def _chain(self, key, cdef):
-        if self.rs.chains.get(key) != cdef:
+        have = self.rs.chains.get(key)
+        if have is not cdef and have != cdef:
             if cdef is None:
                 self.rs.chains.pop(key, None)
             else:
@@ -331,13 +332,15 @@ class Desired(MemberBook):
     def set_group(self, sg, rules):
         """Set (or, with None, remove) a group's rules."""
         old = self.groups.get(sg)
+        if (old is None) != (rules is None):
+            self.names_epoch += 1   # the names record lists the groups
         if rules is None:
             self.groups.pop(sg, None)
             self._set_refs(("g", sg), ())
         else:
-            self.groups[sg] = tuple(rules)
+            rules = self.groups[sg] = tuple(rules)
             self._set_refs(("g", sg), rules)
-        stateless = is_stateless(rules or ())
+        stateless = rule_facts(rules or ()).stateless
         was = sg in self.stateless
         if stateless:
             self.stateless.add(sg)
