@@ -128,6 +128,33 @@ def dicts_key(seq):
     return tuple(out)
 
 
+def dicts_match(seq, key):
+    """``dicts_key(seq) == key`` for a ``key`` from :func:`dicts_key`, without building
+    ``seq``'s key: the lengths first, then item by item (identity, else ``==``: as tuples
+    compare). A comparison that raises propagates. Pure: no I/O."""
+    if type(seq) is not list or type(key) is not tuple:
+        return False
+    cdef tuple k = <tuple>key
+    cdef Py_ssize_t n = 0, i = 0
+    cdef object d, kk, v
+    for d in <list>seq:
+        if type(d) is not dict:
+            return False
+        n += 1 + 3 * len(<dict>d)
+    if n != len(k):
+        return False
+    for d in <list>seq:
+        if not (len(<dict>d) == k[i]):
+            return False
+        i += 1
+        for kk, v in (<dict>d).items():
+            if not (kk is k[i] or kk == k[i]) or not (v is k[i + 1] or v == k[i + 1]) \
+                    or not (type(v) is k[i + 2] or type(v) == k[i + 2]):
+                return False
+            i += 3
+    return True
+
+
 def render_elements(keys):
     """Render element keys (or (key, value) pairs) as the inside of an nft ``{ ... }`` list."""
     cdef list parts = []
@@ -601,7 +628,7 @@ cimport netlink as N
 cimport nftexpr as X
 from posix.time cimport timespec
 from libc.errno cimport errno
-from libc.string cimport strerror
+from libc.string cimport memset, strerror
 
 cdef extern from "poll.h" nogil:
     struct pollfd:
@@ -614,10 +641,39 @@ cdef extern from "poll.h" nogil:
 
 cdef extern from "sys/socket.h" nogil:
     int setsockopt(int sockfd, int level, int optname, const void *optval, unsigned int optlen)
+    ctypedef struct iovec_t "struct iovec":
+        void *iov_base
+        size_t iov_len
+    ctypedef struct msghdr_t "struct msghdr":
+        void *msg_name
+        unsigned int msg_namelen
+        iovec_t *msg_iov
+        size_t msg_iovlen
+        int msg_flags
+    ssize_t recvmsg(int sockfd, msghdr_t *msg, int flags)
     enum:
         SOL_SOCKET
         SO_SNDBUFFORCE
         SO_RCVBUFFORCE
+        MSG_DONTWAIT
+        MSG_TRUNC
+
+cdef extern from "linux/netlink.h" nogil:
+    struct sockaddr_nl:
+        unsigned short nl_family
+
+cdef extern from "errno.h" nogil:
+    enum:
+        EAGAIN
+        ENOSPC
+        EINVAL
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void fwsg_errno_set(int e) { errno = e; }
+    """
+    void errno_set "fwsg_errno_set"(int e) nogil
 
 cdef enum:
     _PAGE = 4 * 1024 * 1024
@@ -1158,16 +1214,19 @@ cdef class NetlinkWriter:
         pfd.fd = N.mnl_socket_get_fd(self.nl)
         pfd.events = POLLIN
         with nogil:
-            while poll(&pfd, 1, 0) > 0:
-                if N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) <= 0:
-                    break
+            while _recv_now(pfd.fd, buf, sizeof(buf)) > 0:
+                pass
             ret = N.mnl_socket_sendto(self.nl, data, length)
         if ret < 0:
             raise KernelError("netlink: send failed: " + strerror(errno).decode())
         while not done:
+            # the kernel answers inside the send: the answers are queued already, read
+            # without a poll first (one system call less per answer); wait only for none
             with nogil:
-                rc = poll(&pfd, 1, 0 if first_error else 5000)
-                ret = N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) if rc > 0 else -1
+                ret = _recv_now(pfd.fd, buf, sizeof(buf))
+                if ret < 0 and errno == EAGAIN and not first_error:
+                    rc = poll(&pfd, 1, 5000)
+                    ret = _recv_now(pfd.fd, buf, sizeof(buf)) if rc > 0 else -1
             if ret <= 0:
                 if first_error:
                     break     # the kernel stopped at the failure: no later answer will come
@@ -1196,6 +1255,31 @@ cdef class NetlinkWriter:
             handles.clear()
             raise KernelError("nftables refused the batch: " + strerror(first_error).decode(),
                               first_error)
+
+
+cdef ssize_t _recv_now(int fd, char *buf, size_t size) noexcept nogil:
+    """One netlink message batch from ``fd`` if one is queued (else -1, errno EAGAIN), as
+    mnl_socket_recvfrom reads it: a truncated one is an error (ENOSPC)."""
+    cdef sockaddr_nl addr
+    cdef iovec_t iov
+    cdef msghdr_t msg
+    memset(&msg, 0, sizeof(msg))
+    iov.iov_base = buf
+    iov.iov_len = size
+    msg.msg_name = &addr
+    msg.msg_namelen = sizeof(addr)
+    msg.msg_iov = &iov
+    msg.msg_iovlen = 1
+    cdef ssize_t ret = recvmsg(fd, &msg, MSG_DONTWAIT)
+    if ret < 0:
+        return ret
+    if msg.msg_flags & MSG_TRUNC:
+        errno_set(ENOSPC)
+        return -1
+    if msg.msg_namelen != sizeof(addr):
+        errno_set(EINVAL)
+        return -1
+    return ret
 
 
 cdef enum:

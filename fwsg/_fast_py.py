@@ -132,6 +132,27 @@ def dicts_key(seq):
     return tuple(out)
 
 
+def dicts_match(seq, key):
+    """``dicts_key(seq) == key`` without building ``seq``'s key (the compiled twin's
+    contract: lengths first, then item by item)."""
+    if type(seq) is not list or type(key) is not tuple:
+        return False
+    if any(type(d) is not dict for d in seq) or \
+            sum(1 + 3 * len(d) for d in seq) != len(key):
+        return False
+    i = 0
+    for d in seq:
+        if not (len(d) == key[i]):
+            return False
+        i += 1
+        for k, v in d.items():
+            if not (k is key[i] or k == key[i]) or not (v is key[i + 1] or v == key[i + 1]) \
+                    or not (type(v) is key[i + 2] or type(v) == key[i + 2]):
+                return False
+            i += 3
+    return True
+
+
 def render_elements(keys):
     """Render element keys (or (key, value) pairs) as the inside of an nft ``{ ... }`` list."""
     return ", ".join(f"{k[0]} : {k[1]}" if type(k) is tuple else k for k in keys)

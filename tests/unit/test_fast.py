@@ -165,6 +165,31 @@ def test_dicts_key_twins(a, b):
     assert (_fast_py.dicts_key(a) == _fast_py.dicts_key(b)) == (typed == typed_b)
 
 
+@given(a=dict_lists, b=dict_lists)
+def test_dicts_match_is_the_key_compared(a, b):
+    """``dicts_match(b, dicts_key(a))`` says exactly ``dicts_key(b) == dicts_key(a)``, in
+    both twins (True and 1 apart, another key order or length apart)."""
+    key = _fast_py.dicts_key(a)
+    want = _fast_py.dicts_key(b) == key
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        assert impl.dicts_match(b, key) is want
+        assert impl.dicts_match(a, key) is True
+
+
+def test_dicts_match_refuses_what_has_no_key():
+    key = _fast_py.dicts_key([{"a": 1}])
+    nan = float("nan")
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        assert impl.dicts_match(({"a": 1},), key) is False        # not a list
+        assert impl.dicts_match([["a", 1]], key) is False         # not dicts
+        assert impl.dicts_match([{"a": 1}], None) is False        # no key
+        assert impl.dicts_match([{"a": 1}, {}], key) is False     # longer
+        assert impl.dicts_match([], key) is False
+        assert impl.dicts_match([{"a": 1.0}], key) is False       # equal value, other type
+        same = [{"a": nan}]
+        assert impl.dicts_match(same, impl.dicts_key(same)) is True   # as tuples compare
+
+
 def test_dicts_key_only_for_lists_of_dicts():
     for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
         assert impl.dicts_key(({"a": 1},)) is None
