@@ -300,7 +300,15 @@ def netlink_ops_traced(plan, limit=NETLINK_MAX):
         for n, op in enumerate(getattr(plan, "ops", plan)):
             origin.extend([n - 1] * (len(out) - len(origin)))
             kind = type(op)
-            if kind is AddElements or kind is DeleteElements:
+            if kind is AddRule or kind is ReplaceRule:   # a rule change: first, it is hot
+                wop = rule_op(op.chain, op.index, op.before if kind is AddRule else None,
+                              op.handle if kind is ReplaceRule else None)
+                if wop is None:
+                    return None
+                out.append(wop)
+            elif kind is DeleteRule:
+                out.append(("delrule", op.family, op.name, op.handle))
+            elif kind is AddElements or kind is DeleteElements:
                 if not encodable(op.set):
                     return None
                 items = op.elements if kind is AddElements else op.keys
@@ -332,14 +340,6 @@ def netlink_ops_traced(plan, limit=NETLINK_MAX):
             elif kind is CreateTable or kind is DeleteTable:
                 out.append(("table" if kind is CreateTable else "deltable", op.family,
                             render.RENDER[kind](op)[0]))
-            elif kind is AddRule or kind is ReplaceRule:
-                wop = rule_op(op.chain, op.index, op.before if kind is AddRule else None,
-                              op.handle if kind is ReplaceRule else None)
-                if wop is None:
-                    return None
-                out.append(wop)
-            elif kind is DeleteRule:
-                out.append(("delrule", op.family, op.name, op.handle))
             else:
                 return None
     except (ValueError, KeyError):
