@@ -227,11 +227,14 @@ def simple_rules(chain):
     return out
 
 
-@functools.lru_cache(maxsize=1024)
 def editable(chain):
-    """True when every rule of ``chain`` can be sent on its own (rule by rule edits); chains
-    seen before come from a bounded cache."""
-    return chain.hook is None and simple_rules(chain) is not None
+    """True when every rule of ``chain`` can be sent on its own (rule by rule edits); found
+    once per ChainDef and kept on it (a ChainDef never changes; no hashing of its rules)."""
+    memo = chain.__dict__.get("_editable")
+    if memo is None:
+        memo = chain.hook is None and simple_rules(chain) is not None
+        object.__setattr__(chain, "_editable", memo)   # derived, not a field
+    return memo
 
 
 def rule_op(chain, i, before=None, replace=None):
