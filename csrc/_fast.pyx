@@ -777,7 +777,10 @@ cdef class NetlinkWriter:
         cdef int nmsgs = 0
         cdef N.iovec iov
         cdef N.nlmsghdr *begin
-        cdef Py_ssize_t total = sum(len(op[4]) for op in ops if op[0] == "elem")
+        cdef Py_ssize_t total = 0
+        for op in ops:    # a loop, not a generator: a rule change sends two or three ops
+            if op[0] == "elem":
+                total += len(op[4])
         if total > _MAX_ELEMENTS:
             N.nftnl_batch_free(b)
             raise ValueError(f"{total} elements in one batch; at most {_MAX_ELEMENTS}")
