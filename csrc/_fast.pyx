@@ -698,6 +698,7 @@ cdef class NetlinkWriter:
     cdef unsigned int seq
     cdef unsigned int set_id   # NFTA_SET_ID of the sets a batch declares
     cdef bint _echo_next
+    cdef bint _settled             # the last batch was answered to its end: nothing is left
     cdef unsigned int _rule_seq    # sequence number of the last NEWRULE message built
     cdef N.nlmsghdr *_last         # the last message built into the current batch
     cdef public object generation   # generation made by the last commit (echo), or None
@@ -706,6 +707,7 @@ cdef class NetlinkWriter:
         cdef int size = 16 * 1024 * 1024
         self.generation = None
         self._echo_next = False
+        self._settled = False
         self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
         if self.nl == NULL:
             raise KernelError("netlink: cannot open a netfilter socket")
@@ -1202,8 +1204,8 @@ cdef class NetlinkWriter:
                unsigned int end_seq, dict handles):
         """Send one batch and read its answers, matched by sequence number, until the answer
         to its last message (the only one that asks for an acknowledgement; a failed message
-        is answered whatever it asked); leftovers of an earlier batch are drained first and
-        never counted. The kernel handles a batch inside the send, so after a failure whatever
+        is answered whatever it asked); leftovers of an earlier batch that failed are drained
+        first and never counted. The kernel handles a batch inside the send, so after a failure whatever
         is not queued yet never comes. Echoed rules put their handle in ``handles`` (sequence
         number -> handle), an echoed generation goes to ``self.generation``. A refusal of the
         batch itself (its begin message: a stale generation) ends it at once."""
@@ -1217,8 +1219,12 @@ cdef class NetlinkWriter:
         pfd.fd = N.mnl_socket_get_fd(self.nl)
         pfd.events = POLLIN
         with nogil:
-            while _recv_now(pfd.fd, buf, sizeof(buf)) > 0:
-                pass
+            # leftovers come only from a batch not answered to its end (a failure): the kernel
+            # sends a batch's echoes before its answers, so after the last answer none remain
+            if not self._settled:
+                while _recv_now(pfd.fd, buf, sizeof(buf)) > 0:
+                    pass
+            self._settled = False
             ret = N.mnl_socket_sendto(self.nl, data, length)
         if ret < 0:
             raise KernelError("netlink: send failed: " + strerror(errno).decode())
@@ -1258,6 +1264,7 @@ cdef class NetlinkWriter:
             handles.clear()
             raise KernelError("nftables refused the batch: " + strerror(first_error).decode(),
                               first_error)
+        self._settled = True
 
 
 cdef ssize_t _recv_now(int fd, char *buf, size_t size) noexcept nogil:
