@@ -7,6 +7,7 @@
   of element lists for a batch.
 """
 
+cimport cython
 from libc.stdlib cimport free
 from libc.string cimport strdup
 
@@ -128,6 +129,8 @@ def dicts_key(seq):
     return tuple(out)
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
 def dicts_match(seq, key):
     """``dicts_key(seq) == key`` for a ``key`` from :func:`dicts_key`, without building
     ``seq``'s key: the lengths first, then item by item (identity, else ``==``: as tuples
@@ -144,10 +147,14 @@ def dicts_match(seq, key):
     if n != len(k):
         return False
     for d in <list>seq:
+        if i >= n or type(d) is not dict:   # a comparison changed the list under us
+            return False
         if not (len(<dict>d) == k[i]):
             return False
         i += 1
         for kk, v in (<dict>d).items():
+            if i + 3 > n:                   # (or a dict): never read past the key
+                return False
             if not (kk is k[i] or kk == k[i]) or not (v is k[i + 1] or v == k[i + 1]) \
                     or not (type(v) is k[i + 2] or type(v) == k[i + 2]):
                 return False

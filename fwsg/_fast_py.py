@@ -140,12 +140,16 @@ def dicts_match(seq, key):
     if any(type(d) is not dict for d in seq) or \
             sum(1 + 3 * len(d) for d in seq) != len(key):
         return False
-    i = 0
+    i, n = 0, len(key)
     for d in seq:
+        if i >= n or type(d) is not dict:   # a comparison changed the list under us
+            return False
         if not (len(d) == key[i]):
             return False
         i += 1
         for k, v in d.items():
+            if i + 3 > n:                   # (or a dict): never read past the key
+                return False
             if not (k is key[i] or k == key[i]) or not (v is key[i + 1] or v == key[i + 1]) \
                     or not (type(v) is key[i + 2] or type(v) == key[i + 2]):
                 return False

@@ -190,6 +190,34 @@ def test_dicts_match_refuses_what_has_no_key():
         assert impl.dicts_match(same, impl.dicts_key(same)) is True   # as tuples compare
 
 
+def test_dicts_match_survives_a_comparison_that_changes_the_list():
+    """A value whose ``==`` grows the list (or a dict) being compared gives an answer or an
+    exception, never a read past the key."""
+    class Grows:
+        def __init__(self, seq, in_dict):
+            self.seq, self.in_dict = seq, in_dict
+
+        def __eq__(self, other):
+            if self.in_dict:
+                self.seq[0]["extra"] = 1
+            else:
+                self.seq.extend({"k": i, "l": i} for i in range(50))
+            return True
+
+        __hash__ = object.__hash__
+
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        for in_dict in (False, True):
+            key = impl.dicts_key([{"a": 1, "b": 2}])
+            seq = [{"a": None, "b": 2}]
+            seq[0]["a"] = Grows(seq, in_dict)
+            key = key[:3] + (Grows,) + key[4:]   # the types agree, the values compare
+            try:
+                assert impl.dicts_match(seq, key) is False
+            except RuntimeError:
+                assert in_dict   # the dict changed size during iteration
+
+
 def test_dicts_key_only_for_lists_of_dicts():
     for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
         assert impl.dicts_key(({"a": 1},)) is None
