@@ -302,7 +302,8 @@ def _chains_changed_only(desired, current, pending, render, edits):
     if pending.sets or pending.elems or pending.maps or desired.tables != current.tables:
         return None
     changed = []
-    for k in sorted(pending.chains):
+    keys = pending.chains
+    for k in (keys if len(keys) < 2 else sorted(keys)):   # one chain: no list to sort
         want, have = desired.chains.get(k), current.chains.get(k)
         if want is None or have is None or have.hook != want.hook:
             return None
