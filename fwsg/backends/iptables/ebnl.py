@@ -13,8 +13,10 @@ chain that may already exist, another rule form) is not packed (:func:`steps` gi
 goes through ``ebtables-nft-restore`` as before. No I/O but in :class:`EbSocket`.
 """
 
+import functools
 import ipaddress
 import os
+import re
 import socket
 import struct
 
@@ -69,6 +71,7 @@ def _expr(name, *data):
     return _nest(1, _attr(1, _str(name)), _nest(2, *data))
 
 
+@functools.lru_cache(maxsize=1024)
 def _cmp_eq(value):
     # NFTA_CMP_SREG 1, NFTA_CMP_OP eq, NFTA_CMP_DATA { NFTA_DATA_VALUE }
     return _expr("cmp", _attr(1, _u32(1)), _attr(2, _u32(0)), _nest(3, _attr(1, value)))
@@ -80,6 +83,7 @@ def _link(offset, length):
                  _attr(4, _u32(length)))
 
 
+@functools.lru_cache(maxsize=1024)
 def _iifname(name):
     """``-i NAME``: the name and its NUL compared, or (``NAME+``) the name only."""
     raw = name.encode()
@@ -90,14 +94,13 @@ def _iifname(name):
     return _expr("meta", _attr(2, _u32(6)), _attr(1, _u32(1))) + _cmp_eq(value)
 
 
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+
+
 def _mac(text):
-    try:
-        mac = bytes(int(x, 16) for x in text.split(":"))
-    except ValueError:
-        raise NotEncodable(text) from None
-    if len(mac) != 6 or text != ":".join(f"{b:02x}" for b in mac):
-        raise NotEncodable(text)   # not as ebtables-save prints it
-    return mac
+    if not _MAC.fullmatch(text):
+        raise NotEncodable(text)   # not a MAC as ebtables-save prints it
+    return bytes.fromhex(text.replace(":", ""))
 
 
 def _ipv4(text):
@@ -121,6 +124,7 @@ def _arp_info(ip, mac):
     return info.ljust(56, b"\0")
 
 
+@functools.lru_cache(maxsize=1024)
 def _verdict(target):
     if target in _VERDICTS:
         code = _attr(1, _u32(_VERDICTS[target]))
@@ -133,6 +137,18 @@ def _verdict(target):
 
 
 _COUNTER = _expr("counter", _attr(1, b"\0" * 8), _attr(2, b"\0" * 8))
+_SRC_MAC = _link(6, 6)                                   # then cmp with the MAC
+_IS_ARP = _link(12, 2) + _cmp_eq(struct.pack(">H", ETH_P_ARP))
+# NFTA_RULE_COMPAT { PROTO, FLAGS }: the protocol the arp match checks (ebt_entry.ethproto:
+# the network-order u16 as a host integer), none for the other rules
+_COMPAT = {True: _nest(5, _attr(1, _u32(struct.unpack("=H", struct.pack(">H", ETH_P_ARP))[0])),
+                       _attr(2, _u32(0))),
+           False: _nest(5, _attr(1, _u32(0)), _attr(2, _u32(0)))}
+
+
+@functools.lru_cache(maxsize=1024)
+def _head(table, chain):
+    return _attr(1, _str(table)) + _attr(2, _str(chain))
 
 
 def rule_body(chain, rule):
@@ -161,9 +177,9 @@ def rule_body(chain, rule):
     if "-i" in opts:
         exprs += _iifname(opts["-i"])
     if "-s" in opts:
-        exprs += _link(6, 6) + _cmp_eq(_mac(opts["-s"]))
+        exprs += _SRC_MAC + _cmp_eq(_mac(opts["-s"]))
     if arp:
-        exprs += _link(12, 2) + _cmp_eq(struct.pack(">H", ETH_P_ARP))
+        exprs += _IS_ARP
     if "--arp-ip-src" in opts or "--arp-mac-src" in opts:
         ip = _ipv4(opts["--arp-ip-src"]) if "--arp-ip-src" in opts else None
         mac = _mac(opts["--arp-mac-src"]) if "--arp-mac-src" in opts else None
@@ -171,10 +187,7 @@ def rule_body(chain, rule):
         exprs += _expr("match", _attr(1, _str("arp")), _attr(2, _u32(0)),
                        _attr(3, _arp_info(ip, mac)))
     exprs += _COUNTER + _verdict(opts["-j"])
-    # the protocol the compat match checks (ebt_entry.ethproto, network order in a u16)
-    proto = struct.unpack("=H", struct.pack(">H", ETH_P_ARP))[0] if arp else 0
-    return (_attr(1, _str(TABLE)) + _attr(2, _str(chain)) + _nest(4, exprs)
-            + _nest(5, _attr(1, _u32(proto)), _attr(2, _u32(0))))
+    return _head(TABLE, chain) + _nest(4, exprs) + _COMPAT[bool(arp)]
 
 
 def chain_body(name):

@@ -229,20 +229,37 @@ class Kernel:
 
     def _libiptc(self, libs, todo, eb=(), eb_msgs=None):
         """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made and committed
-        through libiptc, in table order, while the ebtables restore of the ``eb`` text (at most
-        one) runs as a process started first; or, with ``eb_msgs`` (ebnl.steps), ebtables'
-        change committed through netlink in the calling thread before the families start
-        (a fraction of a millisecond: no process competes with them for the CPU). The families run side by side, IPv4 in the
-        calling thread, IPv6 in a thread of its own (without ``iptc_threads``: one after the
-        other in the calling thread; measured slower in most bench runs). The xtables
-        lock is held throughout, so every other iptables process waits; KernelError naming
-        each step refused (a table refused stays as it was; tables of a family before it stay
-        committed, as with iptables-restore; the other family is still made)."""
+        through libiptc, in table order, with ebtables' change beside them: ``eb_msgs``
+        (ebnl.steps, packed already) committed through netlink at the start of the IPv6
+        thread (or in a thread of its own with one family), else the restore of the ``eb``
+        text (at most one) as a process started first. The families run side by side, IPv4
+        in the calling thread, IPv6 in a thread of its own (without ``iptc_threads``: one
+        after the other in the calling thread, ebtables' batch too; measured slower in most
+        bench runs). The xtables lock is held throughout, so every other iptables process
+        waits; KernelError naming each step refused (a table refused stays as it was; tables
+        of a family before it stay committed, as with iptables-restore; the other family and
+        ebtables are still made; a refused ebtables batch leaves nothing of itself)."""
         fams = []
         for fam in (4, 6):
             tables = [(t, todo[(fam, t)]) for t in TABLE_ORDER if (fam, t) in todo]
             if tables:
                 fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+        eb_error = []
+        if eb_msgs:
+            sock = self.eb_socket   # opened here, in the namespace, before any thread starts
+
+            def eb_commit():
+                try:
+                    sock.commit(eb_msgs)
+                except KernelError as e:
+                    eb_error.append(str(e))
+                except Exception as e:  # noqa: BLE001 - reported as refused below
+                    eb_error.append(f"ebtables (nat, netlink): {type(e).__name__}: {e}")
+            if len(fams) == 2:      # IPv4 in the calling thread also starts and joins IPv6's
+                v6 = fams[1]
+                fams[1] = lambda: (eb_commit(), v6())
+            else:
+                fams.append(eb_commit)
         errors = [None] * len(fams)
 
         def run(i):
@@ -252,12 +269,6 @@ class Kernel:
                 errors[i] = str(e)
             except Exception as e:  # noqa: BLE001 - reported as refused below
                 errors[i] = f"libiptc: {type(e).__name__}: {e}"
-        pre = []
-        if eb_msgs:
-            try:
-                self.eb_socket.commit(eb_msgs)
-            except KernelError as e:
-                pre.append(str(e))
         proc = self._start_restore("eb", eb[0]) if eb else None
         try:
             with _xtables_lock(True):
@@ -269,7 +280,7 @@ class Kernel:
         finally:
             if proc is not None:
                 errors.append(self._finish_restore("eb", proc))
-        errors = pre + errors
+        errors = eb_error + errors
         if any(errors):
             raise KernelError("; ".join(e for e in errors if e))
 
