@@ -159,7 +159,9 @@ class IptablesBench(Bench):
                 walls[what].append(wall)
                 cpu[what].append(child)
                 sys_cpu[what].append(kern)
-                paths[what].add(fw.backend.kernel.last_path)
+                k = fw.backend.kernel
+                eb = f"+ebtables-{k.last_eb}" if k.last_eb else ""
+                paths[what].add((k.last_path or "-") + eb)
         floor = self._touch_floor(fw, cpu["floor"], sys_cpu["floor"])
         fl = "floor: 3 restores, no change"
         least = self._touch_floor(fw, cpu["least"], sys_cpu["least"], one_rule=True)

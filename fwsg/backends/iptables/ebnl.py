@@ -224,7 +224,8 @@ def batch(msgs, seq=1):
     acknowledgement; (bytes, {seq: what}). No I/O."""
     def msg(typ, flags, family, res_id, body, s):
         n = _HDR.size + _NFGEN.size + len(body)
-        return _HDR.pack(n, typ, NLM_F_REQUEST | flags, s, 0) + _NFGEN.pack(family, 0, res_id) + body
+        return (_HDR.pack(n, typ, NLM_F_REQUEST | flags, s, 0) + _NFGEN.pack(family, 0, res_id)
+                + body)
     res = socket.htons(NFNL_SUBSYS_NFTABLES)
     out = [msg(NFNL_MSG_BATCH_BEGIN, 0, 0, res, b"", seq)]
     whats = {}

@@ -90,7 +90,7 @@ class Kernel:
         self.iptc_threads = True   # libiptc: each family in a thread of its own
         self.ebnl = True   # beside libiptc, ebtables through netlink when ebnl packs the change
         self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
-        self.last_eb = None     # and ebtables' nat table ("netlink", "restore", None: unchanged)
+        self.last_eb = None     # and ebtables' ("netlink", "restore"; None: not changed)
 
     def close(self):
         if self._ipset is not None:
