@@ -269,7 +269,7 @@ class EbSocket:
                 i = 0
                 while i + _HDR.size <= len(buf):
                     n, typ, _, s, _ = _HDR.unpack_from(buf, i)
-                    if typ == NLMSG_ERROR:
+                    if typ == NLMSG_ERROR and first <= s <= last:   # not an earlier batch's
                         err = -struct.unpack_from("=i", buf, i + _HDR.size)[0]
                         if err:
                             errors.append(f"{whats.get(s, 'batch')}: {os.strerror(err)}")

@@ -216,6 +216,10 @@ class Kernel:
         if eb and self.ebnl and self.tools.eb("restore") == "ebtables-nft-restore" \
                 and set(k for k in plan.tables if k[0] == "eb") == {("eb", "nat")}:
             msgs = ebnl.steps(plan.tables[("eb", "nat")])
+            try:
+                self.eb_socket   # opened here, in the namespace, before any thread starts
+            except OSError:
+                msgs = None      # no netlink socket: the restore process, as before
         self.last_eb = None if not eb else "netlink" if msgs else "restore"
         self._libiptc(libs, todo, eb if msgs is None else (), msgs)
         return "libiptc"
@@ -246,7 +250,7 @@ class Kernel:
                 fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
         eb_error = []
         if eb_msgs:
-            sock = self.eb_socket   # opened here, in the namespace, before any thread starts
+            sock = self.eb_socket
 
             def eb_commit():
                 try:
