@@ -160,6 +160,46 @@ def dicts_match(seq, key):
                 return False
             i += 3
     return True
+cdef int _json_flat(object v, list out, int depth) except -1:
+    """Append the flat form of ``v`` to ``out``; 0 when ``v`` has none (another type, a key
+    that is not a str, deeper than 8)."""
+    cdef object t = type(v)
+    cdef object k, x
+    if t is str or t is int or t is bool or t is float or v is None:
+        out.append(v)
+        out.append(t)
+        return 1
+    if depth >= 8:
+        return 0
+    if t is dict:
+        out.append(dict)
+        out.append(len(<dict>v))
+        for k, x in (<dict>v).items():
+            if type(k) is not str:
+                return 0
+            out.append(k)
+            if not _json_flat(x, out, depth + 1):
+                return 0
+        return 1
+    if t is list:
+        out.append(list)
+        out.append(len(<list>v))
+        for x in <list>v:
+            if not _json_flat(x, out, depth + 1):
+                return 0
+        return 1
+    return 0
+
+
+def json_key(value):
+    """A hashable key telling a JSON value (dicts with str keys, lists, str, int, float, bool,
+    None; at most 8 levels deep) apart from every value not equal to it with the same types
+    (``True`` and ``1`` differ, so do ``[]`` and ``{}``); None for any other value. Pure: no
+    I/O."""
+    cdef list out = []
+    if not _json_flat(value, out, 0):
+        return None
+    return tuple(out)
 
 
 def render_elements(keys):

@@ -155,6 +155,33 @@ def dicts_match(seq, key):
                 return False
             i += 3
     return True
+def _json_flat(v, out, depth):
+    t = type(v)
+    if t in (str, int, bool, float) or v is None:
+        out += (v, t)
+        return True
+    if depth >= 8:
+        return False
+    if t is dict:
+        out += (dict, len(v))
+        for k, x in v.items():
+            if type(k) is not str:
+                return False
+            out.append(k)
+            if not _json_flat(x, out, depth + 1):
+                return False
+        return True
+    if t is list:
+        out += (list, len(v))
+        return all(_json_flat(x, out, depth + 1) for x in v)
+    return False
+
+
+def json_key(value):
+    """The key the compiled ``json_key`` gives: a hashable flat form of a JSON value (types
+    included, at most 8 levels deep); None for any other value."""
+    out = []
+    return tuple(out) if _json_flat(value, out, 0) else None
 
 
 def render_elements(keys):

@@ -150,18 +150,6 @@ def parse_rule(path, raw):
 
 
 _rules_cache = {}
-
-
-def _text_key(raw):
-    """``repr(raw)`` as a cache key, or None when it has none (hostile input: an integer too
-    long to print, nesting too deep, an object whose repr fails); such input is then parsed,
-    and refused, as usual."""
-    try:
-        return repr(raw)
-    except Exception:  # noqa: BLE001 - any object's repr may fail; no key, no cache
-        return None
-
-
 _recent_rules = {}   # path -> [(key, rules)]: the last few lists parsed at that path, newest first
 _RECENT = 4
 
@@ -356,12 +344,13 @@ _port_cache = {}
 
 def parse_port(path, port_id, raw, groups):
     """Parse one ``devices`` entry into a :class:`Port`. An entry seen before (an agent gets
-    every port again in each full reply) comes from a bounded cache keyed by its exact text
-    (``repr`` of a JSON value tells every type and value apart); its groups are checked
-    against ``groups`` each time; errors are never cached (they name ``path``)."""
+    every port again in each full reply) comes from a bounded cache keyed by its value with
+    the values' types (:func:`fwsg.fast.json_key`: True and 1 apart; a value of another kind
+    has no key and is parsed); its groups are checked against ``groups`` each time; errors
+    are never cached (they name ``path``)."""
     key = None
-    if type(raw) is dict and type(port_id) is str and (text := _text_key(raw)) is not None:
-        key = (port_id, text)
+    if type(raw) is dict and type(port_id) is str and (flat := fast.json_key(raw)) is not None:
+        key = (port_id, flat)
         port = _port_cache.get(key)
         if port is not None and all(sg in groups for sg in port.security_groups):
             return port

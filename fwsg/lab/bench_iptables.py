@@ -130,14 +130,16 @@ class IptablesBench(Bench):
         # what -> (add or remove, the port with an existing or a new profile, the path):
         # "" the current one, "_old" restores as earlier sessions ran them, "_rst" the restore
         # tools where the current path is libiptc (iptables-legacy), "_seq" libiptc with the
-        # two families one after the other instead of side by side; alternating in each round
+        # two families one after the other instead of side by side, "_ebp" libiptc with
+        # ebtables through its restore process, not netlink; alternating in each round
         kinds = {"same": ("add", "p", ""), "gone": ("del", "p", ""),
                  "new": ("add", "q", ""), "gone_new": ("del", "q", ""),
                  "same_old": ("add", "p", "_old"), "gone_old": ("del", "p", "_old")}
         if v == "legacy":
             kinds.update({"same_rst": ("add", "p", "_rst"), "gone_rst": ("del", "p", "_rst"),
                           "new_rst": ("add", "q", "_rst"), "gone_new_rst": ("del", "q", "_rst"),
-                          "same_seq": ("add", "p", "_seq"), "gone_seq": ("del", "p", "_seq")})
+                          "same_seq": ("add", "p", "_seq"), "gone_seq": ("del", "p", "_seq"),
+                          "same_ebp": ("add", "p", "_ebp")})
         walls = {k: [] for k in kinds}
         cpu = {k: [] for k in list(kinds) + ["floor", "least", "iptc_floor"]}
         sys_cpu = {k: [] for k in cpu}   # the kernel's part (system time) of each
@@ -154,12 +156,15 @@ class IptablesBench(Bench):
                       else (lambda: fw.remove_port_filter(port["id"])))
                 with _previous_restores(fw.backend.kernel, path == "_old"), \
                         _restore_path(fw.backend.kernel, path in ("_old", "_rst")), \
-                        _families_in_turn(fw.backend.kernel, path == "_seq"):
+                        _families_in_turn(fw.backend.kernel, path == "_seq"), \
+                        _ebtables_process(fw.backend.kernel, path == "_ebp"):
                     wall, child, kern = _timed_cpu(fn)
                 walls[what].append(wall)
                 cpu[what].append(child)
                 sys_cpu[what].append(kern)
-                paths[what].add(fw.backend.kernel.last_path)
+                k = fw.backend.kernel
+                eb = f"+ebtables-{k.last_eb}" if k.last_eb else ""
+                paths[what].add((k.last_path or "-") + eb)
         floor = self._touch_floor(fw, cpu["floor"], sys_cpu["floor"])
         fl = "floor: 3 restores, no change"
         least = self._touch_floor(fw, cpu["least"], sys_cpu["least"], one_rule=True)
@@ -214,6 +219,11 @@ class IptablesBench(Bench):
                          _median_ms(walls[what]), _median_ms(walls[base]),
                          "families side by side", note=f"libiptc, IPv4 then IPv6 in the "
                          f"calling thread, same run; {note(what)}")
+            self.row(f"{v}_port_same_ebp", f"{v}: 5. port added (existing profile), "
+                     "ebtables process", _median_ms(walls["same_ebp"]),
+                     _median_ms(walls["same"]), "ebtables through netlink",
+                     note=f"libiptc, ebtables-nft-restore beside it, same run; "
+                     f"{note('same_ebp')}")
         self.data[f"{v}_sizes"] = sizes
         fw.flush()
 
@@ -381,6 +391,17 @@ class _families_in_turn(_Swapped):
     turn" rows), not side by side."""
 
     attr = "iptc_threads"
+
+    @staticmethod
+    def make(k):
+        return False
+
+
+class _ebtables_process(_Swapped):
+    """libiptc with ebtables' part through an ``ebtables-nft-restore`` process beside it, as
+    before ebtables went through netlink (the "ebtables process" row)."""
+
+    attr = "ebnl"
 
     @staticmethod
     def make(k):

@@ -95,11 +95,13 @@ def test_bench_iptables_quick(tmp_path, capsys):
         assert data[f"{variant}_noop"]["met"] is True, data[f"{variant}_noop"]
         assert data[f"{variant}_sizes"]["rules"] > 0
     for key in ("port_iptc_floor", "port_same_rst", "port_gone_rst", "port_new_rst",
-                "port_gone_new_rst", "port_same_seq", "port_gone_seq"):   # libiptc against the restore tools, legacy only
+                "port_gone_new_rst", "port_same_seq", "port_gone_seq",
+                "port_same_ebp"):   # libiptc against the restore tools, legacy only
         assert data[f"legacy_{key}"]["fwsg_ms"] > 0, key
-    assert "via libiptc;" in data["legacy_port_add"]["note"]
-    assert "via restore;" in data["legacy_port_same_rst"]["note"]
-    assert "via restore;" in data["nft_port_add"]["note"]
+    assert "via libiptc+ebtables-netlink;" in data["legacy_port_add"]["note"]
+    assert "via libiptc+ebtables-restore;" in data["legacy_port_same_ebp"]["note"]
+    assert "via restore+ebtables-restore;" in data["legacy_port_same_rst"]["note"]
+    assert "via restore+ebtables-restore;" in data["nft_port_add"]["note"]
     assert "peer: Neutron iptables driver, one member added" in printed
     assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
 

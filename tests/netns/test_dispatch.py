@@ -135,6 +135,12 @@ def test_a_host_running_the_previous_layout_ends_with_this_one_in_one_apply(env)
             "add rule inet fwsg ingress-fwd meta mark & 0x0000ffff == 0x0 ip6 daddr vmap @ingress6",
             "add rule inet fwsg ingress-out ip daddr vmap @ingress4",
             "add rule inet fwsg ingress-out ip6 daddr vmap @ingress6"]
+    # profile chains as that layout had them: the fixed rules first, a drop last
+    for _fam, name in rs.chains:
+        if name.startswith("p") and name[-2:] in ("-e", "-i"):
+            old += [f"insert rule inet fwsg {name} jump fixed-{name[-1]}",
+                    f"insert rule inet fwsg {name} jump fixed-state",
+                    f"add rule inet fwsg {name} drop"]
     _nft(lab, "\n".join(old) + "\n")
     assert "ipv4_addr : verdict" in _map_type(lab, "ingress4")
     assert lab.tcp_connect("host", "vm1", port=80)

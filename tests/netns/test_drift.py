@@ -50,8 +50,11 @@ def test_rule_replaced_in_place_by_accept(env):
     assert not lab.tcp_connect("vm1", "vm2", port=22)
     chain = profile_chain(lab, fw, "port-vm2", "i")
     listing = nft(lab, "-a", "list", "chain", "inet", "fwsg", chain)
-    handle = re.search(r"jump fixed-i-sf # handle (\d+)", listing).group(1)
-    nft(lab, "replace", "rule", "inet", "fwsg", chain, "handle", handle, "accept")
+    # the profile's one rule (its group's jump, carrying the chain's digest) becomes an
+    # accept that keeps the digest: count and comment as before
+    m = re.search(r'jump g[0-9a-f]+-i comment "([^"]+)" # handle (\d+)', listing)
+    nft(lab, "replace", "rule", "inet", "fwsg", chain, "handle", m.group(2), "accept",
+        "comment", f'"{m.group(1)}"')
     assert lab.tcp_connect("vm1", "vm2", port=22)            # the drift opened the port
     assert not Firewall(netns=lab.host_ns).plan(fw.model)     # the digests cannot see it
     result = fw.reconcile()

@@ -74,7 +74,7 @@ def test_same_refusals_same_errno(pair):
         [DeleteElements(group_set, ("203.0.113.250",))],                       # not there
         [AddElements(egress, (("0x00ff0000", "jump p-nowhere"),))],            # no such chain
         [DeleteSet(group_set)],                                                # a rule uses it
-        [DeleteChain("inet", "fixed-e-sf")],                                   # jumped to
+        [DeleteChain("inet", "fixed-e")],                                      # jumped to
         [AddElements(group_set, ("203.0.113.251",)), DeleteTable("bridge"),
          DeleteTable("bridge")],                                               # half-way
     ]

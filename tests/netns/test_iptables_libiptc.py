@@ -1,16 +1,19 @@
 """iptables-legacy changes made in-process through libiptc (``fwsg.backends.iptables.iptc``)
 against a real kernel: the same port changes through libiptc and through iptables-restore
-leave the same tables (read back with iptables-save), real packets follow them, a plan with
+leave the same tables (read back with iptables-save; ebtables' nat table, changed beside
+libiptc through netlink, with ebtables-nft-save and nft's netlink listing), real packets
+follow them, a plan with
 rules libiptc is not given goes through the restore tools, a refused libiptc commit leaves
 memory equal to the kernel, the xtables lock is held while libiptc commits, and iptables-nft
 never uses libiptc."""
 
 import fcntl
 import os
+import re
 
 import pytest
 
-from fwsg.backends.iptables import iptc, kernel
+from fwsg.backends.iptables import ebnl, iptc, kernel
 from fwsg.errors import KernelError
 from fwsg.firewall import Firewall
 from tests.netns.fwlab import ALL_EGRESS, model, rule, web_db
@@ -35,13 +38,30 @@ def steps(lab):
             ("group rule added", model(lab, more, without_vm1))]
 
 
+def eb_saved(lab):
+    """ebtables' nat table as ebtables-nft-save prints it and as nft lists its expressions
+    (``--debug=netlink``: every expression and its data, the compat match by name), without
+    comments, rule handles and counter values."""
+    text = sh(lab, "ebtables-nft-save", "-t", "nat")
+    out = [line for line in text.splitlines() if not line.startswith("#")]
+    nft = sh(lab, "nft", "--debug=netlink", "list", "table", "bridge", "nat")
+    rules = []          # (chain, its expressions) in the kernel's order: chains by age
+    for line in nft.split("\ntable bridge nat {")[0].splitlines():
+        if line.startswith("bridge nat "):
+            rules.append((line.split()[2], []))              # without handle and position
+        elif line.strip() and rules:
+            rules[-1][1].append(re.sub(r"\[ counter pkts \d+ bytes \d+ \]", "[ counter ]", line))
+    return out + [f"{chain}: {' '.join(exprs)}" for chain, exprs in
+                  sorted(rules, key=lambda r: r[0])]          # stable: rule order kept
+
+
 def run_steps(lab, fw, variant, use_libiptc):
     """Apply each step; [(name, transport, tables read back)]."""
     fw.backend.kernel.libiptc = use_libiptc
     out = []
     for name, doc in steps(lab):
         r = fw.apply(doc)
-        out.append((name, r.transport, saved(lab, variant)))
+        out.append((name, r.transport, saved(lab, variant) + eb_saved(lab)))
         if name == "port added":      # real packets follow the libiptc commit
             assert lab.tcp_connect("vm3", "vm2", port=5432)      # web -> db
             assert not lab.tcp_connect("vm1", "vm3", port=5432)  # web takes no ingress
@@ -63,6 +83,9 @@ def test_port_changes_through_libiptc_equal_restores(env):
         assert "libiptc" not in transport_old, name
         legacy_port_change = variant == "legacy" and name not in ("base", "group rule added")
         assert ("libiptc" in transport) == legacy_port_change, (name, transport)
+        # beside libiptc, a port's new ARP chain through netlink; deletions through the tool
+        assert ("ebtables-netlink" in transport) == (legacy_port_change
+                                                     and name == "port added"), (name, transport)
     # the zone rules (raw, CT) went through libiptc too
     assert any("-j CT --zone 1" in line for line in inproc[1][2])
     assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(steps(lab)[-1][1])
@@ -104,16 +127,42 @@ def test_ebtables_refused_beside_libiptc(env):
     fw.apply(docs["base"])
     k = fw.backend.kernel
     argv = k._restore_argv
+    k.ebnl = False            # through the restore process (netlink: the test below)
     k._restore_argv = lambda fam: ["false"] if fam == "eb" else argv(fam)
     try:
         with pytest.raises(KernelError, match="false refused"):
             fw.apply(docs["port added"])
     finally:
         k._restore_argv = argv
+        k.ebnl = True
     reread = Firewall(netns=lab.host_ns, backend=f"iptables-{variant}")
     assert str(fw.plan(docs["port added"])) == str(reread.plan(docs["port added"]))
     assert {key[0] for key in fw.plan(docs["port added"]).tables} == {"eb"}
     assert "libiptc" not in fw.apply(docs["port added"]).transport   # ebtables only
+    assert lab.tcp_connect("vm3", "vm2", port=5432)
+    assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(docs["port added"])
+
+
+@pytest.mark.parametrize("fwlab", ["legacy"], indirect=True)
+def test_ebtables_netlink_batch_refused_beside_libiptc(env, monkeypatch):
+    """ebtables' netlink batch beside libiptc, refused by the kernel (here sent to a table
+    that does not exist): nothing of it is left (one transaction), the IP tables went
+    through; a Firewall that re-reads finds only ebtables' part missing and completes it."""
+    lab, fw, variant = env
+    docs = dict(steps(lab))
+    fw.apply(docs["base"])
+    plan = fw.plan(docs["port added"])
+    eb_before = sh(lab, "ebtables-nft-save", "-t", "nat").splitlines()[1:-1]
+    with monkeypatch.context() as m:
+        m.setattr(ebnl, "TABLE", "fwsg-no-such-table")
+        with pytest.raises(KernelError, match=r"ebtables \(nat, netlink\) refused: "
+                                              r"-N fwsg-a.*: No such file or directory"):
+            fw.backend.kernel.commit(plan)
+    assert sh(lab, "ebtables-nft-save", "-t", "nat").splitlines()[1:-1] == eb_before
+    assert any("tap-vm3" in line for line in saved(lab, variant))
+    reread = Firewall(netns=lab.host_ns, backend=f"iptables-{variant}")
+    assert {key[0] for key in reread.plan(docs["port added"]).tables} == {"eb"}
+    assert "libiptc" not in reread.apply(docs["port added"]).transport   # ebtables only
     assert lab.tcp_connect("vm3", "vm2", port=5432)
     assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(docs["port added"])
 

@@ -135,14 +135,56 @@ def test_port_security_disabled_is_unfiltered(demo_model):
     assert not any("tap-vm3" in e for e in rs.elements[("bridge", "spoof4")])
 
 
+def _marks(rs, device):
+    """The (sender, receiver) marks of a port's device in a compiled Ruleset."""
+    dev = f'"{device}"'
+    return rs.elements[("bridge", "port-src")][dev], rs.elements[("bridge", "port-dst")][dev]
+
+
 def test_stateless_port_has_no_conntrack_rule(demo_model):
+    """A port with a stateless group is filtered but not in ``@stateful`` (the base chains
+    jump to the state rules only for those); its profile holds no fixed rule."""
     doc = copy.deepcopy(demo_model)
     for r in doc["security_groups"]["sg-client"]:
         r["stateful"] = False
     rs = compile_model(doc)
+    client = _marks(rs, doc["devices"]["port-client"]["device"])
+    web = _marks(rs, doc["devices"]["port-web"]["device"])
+    stateful, filtered = rs.elements[("inet", "stateful")], rs.elements[("inet", "filtered")]
+    assert set(client) <= filtered and not set(client) & stateful
+    assert set(web) <= filtered and set(web) <= stateful
+    assert rs.chains[("inet", "fixed-state")].rules[0] == "ct state invalid drop"
+    assert not any(r.startswith("ct state") for r in rs.chains[("inet", "fixed-e")].rules)
     pid = rs.meta["ports"]["port-client"]["profile"]
-    assert rs.chains[("inet", pid + "-e")].rules[0] == "jump fixed-e-sl"
-    assert not any(r.startswith("ct state") for r in rs.chains[("inet", "fixed-e-sl")].rules)
-    pweb = rs.meta["ports"]["port-web"]["profile"]
-    assert rs.chains[("inet", pweb + "-e")].rules[0] == "jump fixed-e-sf"
-    assert rs.chains[("inet", "fixed-e-sf")].rules[0] == "ct state invalid drop"
+    assert all(r.startswith("jump g") for r in rs.chains[("inet", pid + "-e")].rules)
+    for chain in ("egress-pre", "ingress-fwd", "ingress-out"):
+        rules = rs.chains[("inet", chain)].rules
+        judge = [r for r in rules if "@stateful" in r or "@filtered" in r or "vmap" in r]
+        assert [r.split()[-2:] for r in judge][:1] == [["jump", "fixed-state"]]
+        assert judge[-1].endswith("@filtered drop")
+
+
+def test_stateless_flip_moves_only_the_stateful_marks(demo_model):
+    """A group turning stateless (and back) changes ``@stateful`` only: profiles and
+    ``@filtered`` stay as they are."""
+    import dataclasses
+
+    from fwsg.backends.nft.desired import Desired
+    from fwsg.model import EGRESS, INGRESS, Model
+
+    doc = copy.deepcopy(demo_model)
+    st = Desired()
+    st.load(Model.from_wire(doc))
+    client = _marks(st.rs, doc["devices"]["port-client"]["device"])
+    chains = dict(st.rs.chains)
+    assert set(client) <= st.rs.elements[("inet", "stateful")]
+    rules = Model.from_wire(doc).groups["sg-client"]
+    flipped = [dataclasses.replace(r, stateful=False) for r in rules]
+    st.clear_pending()
+    st.set_group("sg-client", flipped)
+    assert not set(client) & st.rs.elements[("inet", "stateful")]
+    assert set(client) <= st.rs.elements[("inet", "filtered")]
+    assert {k for k in st.rs.chains if st.rs.chains[k] != chains.get(k)} <= {
+        ("inet", st.names.group_chain("sg-client", d)) for d in (INGRESS, EGRESS)}
+    st.set_group("sg-client", rules)
+    assert set(client) <= st.rs.elements[("inet", "stateful")]

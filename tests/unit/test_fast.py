@@ -216,6 +216,44 @@ def test_dicts_match_survives_a_comparison_that_changes_the_list():
                 assert impl.dicts_match(seq, key) is False
             except RuntimeError:
                 assert in_dict   # the dict changed size during iteration
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(["", "a", "1"]),
+              st.sampled_from([0.0, 1.0, 1.5])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["a", "b", "1"]), inner, max_size=3)),
+    max_leaves=8)
+
+
+def _typed(v):
+    """``v`` with every value paired with its type: equal exactly when json_key must be."""
+    if type(v) is dict:
+        return ("d", tuple((k, _typed(x)) for k, x in v.items()))
+    if type(v) is list:
+        return ("l", tuple(_typed(x) for x in v))
+    return (v, type(v))
+
+
+@needs_c
+@given(a=json_values, b=json_values)
+def test_json_key_twins(a, b):
+    """Both twins give the same key, and two JSON values get equal keys exactly when they are
+    equal with the same types throughout (True and 1, 1 and 1.0, [] and {} apart)."""
+    assert _fast_c.json_key(a) == _fast_py.json_key(a)
+    assert (_fast_py.json_key(a) == _fast_py.json_key(b)) == (_typed(a) == _typed(b))
+
+
+def test_json_key_only_for_json_values():
+    deep = []
+    for _ in range(8):
+        deep = [deep]        # 9 lists, one in the other
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        assert impl.json_key({1: "a"}) is None            # a key that is not a str
+        assert impl.json_key({"a": ("x",)}) is None       # a tuple is no JSON value
+        assert impl.json_key(deep) is None                # deeper than 8
+        assert impl.json_key(deep[0]) is not None         # 8 levels
+        assert impl.json_key({"a": True}) != impl.json_key({"a": 1})
+        assert impl.json_key({"a": [1], "b": 2}) != impl.json_key({"a": [1, 2]})
+        hash(impl.json_key({"a": [{"b": None}]}))
 
 
 def test_dicts_key_only_for_lists_of_dicts():

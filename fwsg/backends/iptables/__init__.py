@@ -112,7 +112,8 @@ class IptablesBackend:
         if not plan.texts():
             return "ipset-netlink"
         if self.kernel.last_path == "libiptc":
-            eb = "+ebtables-restore" if any(f == "eb" for f, _, _ in plan.texts()) else ""
+            eb = {"netlink": "+ebtables-netlink", "restore": "+ebtables-restore"}.get(
+                self.kernel.last_eb, "")
             return f"ipset-netlink+libiptc{eb}"
         return f"ipset-netlink+iptables-{self.variant}-restore"
 

@@ -1,6 +1,7 @@
 """Kernel I/O of the iptables backend: ipset elements through one netlink socket (``ipsetnl``;
 ``ipset restore`` for bulk loads), chains through ``iptables-restore --noflush`` per table and
 family (iptables-legacy: in-process through libiptc when every rule is one ``iptc`` packs),
+ebtables beside libiptc through nf_tables netlink when the change is one ``ebnl`` packs;
 read-back through ``*-save`` of the tables fwsg uses, keeping only fwsg's own chains and the
 jumps into them (every other line is dropped unparsed).
 """
@@ -12,7 +13,7 @@ import re
 import subprocess
 import threading
 
-from fwsg.backends.iptables import iptc, names
+from fwsg.backends.iptables import ebnl, iptc, names
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
 from fwsg.backends.iptables.ipsetnl import IpsetSocket
 from fwsg.backends.iptables.plan import TABLE_ORDER
@@ -84,14 +85,20 @@ class Kernel:
         self.netns = netns
         self.tools = tools
         self._ipset = None
+        self._eb = None
         self.libiptc = True   # False: every change through the restore tools (tests, bench)
         self.iptc_threads = True   # libiptc: each family in a thread of its own
+        self.ebnl = True   # beside libiptc, ebtables through netlink when ebnl packs the change
         self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
+        self.last_eb = None     # and ebtables' ("netlink", "restore"; None: not changed)
 
     def close(self):
         if self._ipset is not None:
             self._ipset.close()
             self._ipset = None
+        if self._eb is not None:
+            self._eb.close()
+            self._eb = None
 
     @property
     def ipset(self):
@@ -186,6 +193,7 @@ class Kernel:
             self._elements(name, ms, False)
         for name, ms in plan.adds.items():
             self._elements(name, ms, True)
+        self.last_eb = None
         self.last_path = self.tables(plan) if plan.tables else None
         for name in plan.destroys:
             self._destroy(name)
@@ -193,30 +201,69 @@ class Kernel:
     def tables(self, plan):
         """The plan's table changes: on iptables-legacy, when libiptc loads and every rule is
         one it takes (iptc.steps), in-process (:meth:`_libiptc`); else through the restore
-        tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore"."""
+        tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore" (and in
+        ``last_eb`` how ebtables' nat table changed: beside libiptc, through netlink when
+        ``ebnl`` packs the change and ebtables is ebtables-nft)."""
         libs = iptc.libs() if self.libiptc and self.tools.variant == "legacy" else None
         todo = {k: iptc.steps(k[0], tc) for k, tc in plan.tables.items()
                 if k[0] != "eb"} if libs is not None else {}
+        eb = [text for fam, _, text in plan.texts() if fam == "eb"]
         if not todo or None in todo.values():
             self.restore_all([(fam, text) for fam, _, text in plan.texts()])
+            self.last_eb = "restore" if eb else None
             return "restore"
-        self._libiptc(libs, todo, [text for fam, _, text in plan.texts() if fam == "eb"])
+        msgs = None
+        if eb and self.ebnl and self.tools.eb("restore") == "ebtables-nft-restore" \
+                and set(k for k in plan.tables if k[0] == "eb") == {("eb", "nat")}:
+            msgs = ebnl.steps(plan.tables[("eb", "nat")])
+            try:
+                self.eb_socket   # opened here, in the namespace, before any thread starts
+            except OSError:
+                msgs = None      # no netlink socket: the restore process, as before
+        self.last_eb = None if not eb else "netlink" if msgs else "restore"
+        self._libiptc(libs, todo, eb if msgs is None else (), msgs)
         return "libiptc"
 
-    def _libiptc(self, libs, todo, eb=()):
+    @property
+    def eb_socket(self):
+        """The namespace's nfnetlink socket for ebtables' nat table (opened on first use)."""
+        if self._eb is None:
+            self._eb = ebnl.EbSocket(self.netns)
+        return self._eb
+
+    def _libiptc(self, libs, todo, eb=(), eb_msgs=None):
         """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made and committed
-        through libiptc, in table order, while the ebtables restore of the ``eb`` text (at most
-        one) runs as a process started first. The families run side by side, IPv4 in the
-        calling thread, IPv6 in a thread of its own (without ``iptc_threads``: one after the
-        other in the calling thread; measured slower in most bench runs). The xtables
-        lock is held throughout, so every other iptables process waits; KernelError naming
-        each step refused (a table refused stays as it was; tables of a family before it stay
-        committed, as with iptables-restore; the other family is still made)."""
+        through libiptc, in table order, with ebtables' change beside them: ``eb_msgs``
+        (ebnl.steps, packed already) committed through netlink at the start of the IPv6
+        thread (or in a thread of its own with one family), else the restore of the ``eb``
+        text (at most one) as a process started first. The families run side by side, IPv4
+        in the calling thread, IPv6 in a thread of its own (without ``iptc_threads``: one
+        after the other in the calling thread, ebtables' batch too; measured slower in most
+        bench runs). The xtables lock is held throughout, so every other iptables process
+        waits; KernelError naming each step refused (a table refused stays as it was; tables
+        of a family before it stay committed, as with iptables-restore; the other family and
+        ebtables are still made; a refused ebtables batch leaves nothing of itself)."""
         fams = []
         for fam in (4, 6):
             tables = [(t, todo[(fam, t)]) for t in TABLE_ORDER if (fam, t) in todo]
             if tables:
                 fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+        eb_error = []
+        if eb_msgs:
+            sock = self.eb_socket
+
+            def eb_commit():
+                try:
+                    sock.commit(eb_msgs)
+                except KernelError as e:
+                    eb_error.append(str(e))
+                except Exception as e:  # noqa: BLE001 - reported as refused below
+                    eb_error.append(f"ebtables (nat, netlink): {type(e).__name__}: {e}")
+            if len(fams) == 2:      # IPv4 in the calling thread also starts and joins IPv6's
+                v6 = fams[1]
+                fams[1] = lambda: (eb_commit(), v6())
+            else:
+                fams.append(eb_commit)
         errors = [None] * len(fams)
 
         def run(i):
@@ -237,6 +284,7 @@ class Kernel:
         finally:
             if proc is not None:
                 errors.append(self._finish_restore("eb", proc))
+        errors = eb_error + errors
         if any(errors):
             raise KernelError("; ".join(e for e in errors if e))
 

@@ -8,11 +8,12 @@ import netaddr
 from fwsg.addr import is_prefix
 from fwsg.members import AddrSet
 from fwsg import dispatch
-from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FIXED_SETS, INGRESS4, INGRESS6, INGRESS_MAP,
-                                      MAC_DST, MACS, PORT_DST, PORT_SRC, SECURED, SPOOF_SETS,
+from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FILTERED, FIXED_SETS, INGRESS4,
+                                      INGRESS6, INGRESS_MAP, MAC_DST, MACS, PORT_DST, PORT_SRC,
+                                      SECURED, SPOOF_SETS, STATEFUL,
                                       ZONE4, ZONE6, ZONE_MARK, Names, zone_of_value,
                                       zone_value,
-                                      antispoof_chain, dispatch_chains, dst_mark, fixed_chain,
+                                      antispoof_chain, dispatch_chains, dst_mark,
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
 from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
@@ -387,15 +388,13 @@ class Desired(MemberBook):
         return self.numbers.assign(device)
 
     def _profile_rules(self, port):
-        """(egress rules, ingress rules) of a filtered port's chains."""
-        stateful = self._stateful(port)
+        """(egress rules, ingress rules) of a filtered port's chains: its groups' chains and
+        its own rules (the fixed rules and the final drop are the base chains')."""
         out = []
         for direction in (EGRESS, INGRESS):
-            rules = [Names.jump(fixed_chain(direction, stateful))]
-            rules += [Names.jump(self.names.group_chain(sg, direction)) for sg in port.security_groups]
+            rules = [Names.jump(self.names.group_chain(sg, direction)) for sg in port.security_groups]
             rules += self._render(r for r in port.rules
                                   if r.direction == direction and not subsumed_by_fixed(r))
-            rules.append("drop")
             out.append(_dedupe(rules))
         return out
 
@@ -433,6 +432,14 @@ class Desired(MemberBook):
 
     def _stateful(self, port):
         return self.stateless.isdisjoint(port.security_groups)
+
+    def _judged(self, port, n, present):
+        """Put a filtered port's two marks into ``@filtered``, and into ``@stateful`` while
+        no group of it is stateless (``present``), or take them out of both."""
+        stateful = present and self._stateful(port)
+        for m in (src_mark(n), dst_mark(n)):
+            (self._elem_add if present else self._elem_del)(FILTERED, m)
+            (self._elem_add if stateful else self._elem_del)(STATEFUL, m)
 
     def _port_elements(self, port, n):
         """(set key, element) pairs and (map key, key, value) triples a filtered port adds
@@ -476,6 +483,7 @@ class Desired(MemberBook):
         for pfx in prefix_pairs(port):
             self.pfx_owners.setdefault(pfx, set()).add(port.id)
         self._port_profile(port.id)
+        self._judged(port, n, True)
         self._zone_port(port, n, True)
 
     def remove_port(self, pid, _keep_number=False):
@@ -485,6 +493,7 @@ class Desired(MemberBook):
             return
         n = self.ids[port.device]
         self._zone_port(port, n, False)
+        self._judged(port, n, False)
         elems, maps = self._port_elements(port, n)
         for key, e in elems:
             self._elem_del(key, e)
@@ -611,10 +620,11 @@ class Desired(MemberBook):
                 self._chain(c.key, c)
 
     def refresh_ports_of_group(self, sg):
-        """Re-derive the profiles of the ports whose statefulness depends on ``sg``."""
-        for pid, port in self.ports.items():
-            if sg in port.security_groups:
-                self._port_profile(pid)
+        """Re-derive the ``@stateful`` entries of the ports whose statefulness depends on
+        ``sg``."""
+        for port in self.ports.values():
+            if sg in port.security_groups and port.port_security:
+                self._judged(port, self.ids[port.device], True)
 
     # -- whole models -------------------------------------------------------------------
     def load(self, model):

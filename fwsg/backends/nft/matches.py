@@ -191,7 +191,8 @@ def _l3_check(family, operand, out, ctx):
 
 
 def _meta_mark(words, out):
-    """``meta mark [& MASK] [== V | != V | V]`` at the head of ``words``; the words left."""
+    """``meta mark [& MASK] [== V | != V | V | @SET]`` at the head of ``words``; the words
+    left."""
     out.append(("meta", META_MARK))
     words = words[2:]
     if words[:1] == ["&"]:
@@ -202,6 +203,9 @@ def _meta_mark(words, out):
         words = words[2:]
     elif words and words[0].startswith("0x"):
         out.append(("cmp", CMP_EQ, _mark(words[0])))
+        words = words[1:]
+    elif words and _SET.match(words[0]):
+        out.append(("lookup", words[0][1:], 1, -1, 0))
         words = words[1:]
     return words
 
