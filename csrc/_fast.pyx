@@ -7,6 +7,7 @@
   of element lists for a batch.
 """
 
+cimport cython
 from libc.stdlib cimport free
 from libc.string cimport strdup
 
@@ -128,6 +129,37 @@ def dicts_key(seq):
     return tuple(out)
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def dicts_match(seq, key):
+    """``dicts_key(seq) == key`` for a ``key`` from :func:`dicts_key`, without building
+    ``seq``'s key: the lengths first, then item by item (identity, else ``==``: as tuples
+    compare). A comparison that raises propagates. Pure: no I/O."""
+    if type(seq) is not list or type(key) is not tuple:
+        return False
+    cdef tuple k = <tuple>key
+    cdef Py_ssize_t n = 0, i = 0
+    cdef object d, kk, v
+    for d in <list>seq:
+        if type(d) is not dict:
+            return False
+        n += 1 + 3 * len(<dict>d)
+    if n != len(k):
+        return False
+    for d in <list>seq:
+        if i >= n or type(d) is not dict:   # a comparison changed the list under us
+            return False
+        if not (len(<dict>d) == k[i]):
+            return False
+        i += 1
+        for kk, v in (<dict>d).items():
+            if i + 3 > n:                   # (or a dict): never read past the key
+                return False
+            if not (kk is k[i] or kk == k[i]) or not (v is k[i + 1] or v == k[i + 1]) \
+                    or not (type(v) is k[i + 2] or type(v) == k[i + 2]):
+                return False
+            i += 3
+    return True
 cdef int _json_flat(object v, list out, int depth) except -1:
     """Append the flat form of ``v`` to ``out``; 0 when ``v`` has none (another type, a key
     that is not a str, deeper than 8)."""
@@ -643,7 +675,7 @@ cimport netlink as N
 cimport nftexpr as X
 from posix.time cimport timespec
 from libc.errno cimport errno
-from libc.string cimport strerror
+from libc.string cimport memset, strerror
 
 cdef extern from "poll.h" nogil:
     struct pollfd:
@@ -656,10 +688,39 @@ cdef extern from "poll.h" nogil:
 
 cdef extern from "sys/socket.h" nogil:
     int setsockopt(int sockfd, int level, int optname, const void *optval, unsigned int optlen)
+    ctypedef struct iovec_t "struct iovec":
+        void *iov_base
+        size_t iov_len
+    ctypedef struct msghdr_t "struct msghdr":
+        void *msg_name
+        unsigned int msg_namelen
+        iovec_t *msg_iov
+        size_t msg_iovlen
+        int msg_flags
+    ssize_t recvmsg(int sockfd, msghdr_t *msg, int flags)
     enum:
         SOL_SOCKET
         SO_SNDBUFFORCE
         SO_RCVBUFFORCE
+        MSG_DONTWAIT
+        MSG_TRUNC
+
+cdef extern from "linux/netlink.h" nogil:
+    struct sockaddr_nl:
+        unsigned short nl_family
+
+cdef extern from "errno.h" nogil:
+    enum:
+        EAGAIN
+        ENOSPC
+        EINVAL
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void fwsg_errno_set(int e) { errno = e; }
+    """
+    void errno_set "fwsg_errno_set"(int e) nogil
 
 cdef enum:
     _PAGE = 4 * 1024 * 1024
@@ -684,6 +745,7 @@ cdef class NetlinkWriter:
     cdef unsigned int seq
     cdef unsigned int set_id   # NFTA_SET_ID of the sets a batch declares
     cdef bint _echo_next
+    cdef bint _settled             # the last batch was answered to its end: nothing is left
     cdef unsigned int _rule_seq    # sequence number of the last NEWRULE message built
     cdef N.nlmsghdr *_last         # the last message built into the current batch
     cdef public object generation   # generation made by the last commit (echo), or None
@@ -692,6 +754,7 @@ cdef class NetlinkWriter:
         cdef int size = 16 * 1024 * 1024
         self.generation = None
         self._echo_next = False
+        self._settled = False
         self.nl = N.mnl_socket_open(N.NETLINK_NETFILTER)
         if self.nl == NULL:
             raise KernelError("netlink: cannot open a netfilter socket")
@@ -763,7 +826,10 @@ cdef class NetlinkWriter:
         cdef int nmsgs = 0
         cdef N.iovec iov
         cdef N.nlmsghdr *begin
-        cdef Py_ssize_t total = sum(len(op[4]) for op in ops if op[0] == "elem")
+        cdef Py_ssize_t total = 0
+        for op in ops:    # a loop, not a generator: a rule change sends two or three ops
+            if op[0] == "elem":
+                total += len(op[4])
         if total > _MAX_ELEMENTS:
             N.nftnl_batch_free(b)
             raise ValueError(f"{total} elements in one batch; at most {_MAX_ELEMENTS}")
@@ -1185,8 +1251,8 @@ cdef class NetlinkWriter:
                unsigned int end_seq, dict handles):
         """Send one batch and read its answers, matched by sequence number, until the answer
         to its last message (the only one that asks for an acknowledgement; a failed message
-        is answered whatever it asked); leftovers of an earlier batch are drained first and
-        never counted. The kernel handles a batch inside the send, so after a failure whatever
+        is answered whatever it asked); leftovers of an earlier batch that failed are drained
+        first and never counted. The kernel handles a batch inside the send, so after a failure whatever
         is not queued yet never comes. Echoed rules put their handle in ``handles`` (sequence
         number -> handle), an echoed generation goes to ``self.generation``. A refusal of the
         batch itself (its begin message: a stale generation) ends it at once."""
@@ -1200,16 +1266,23 @@ cdef class NetlinkWriter:
         pfd.fd = N.mnl_socket_get_fd(self.nl)
         pfd.events = POLLIN
         with nogil:
-            while poll(&pfd, 1, 0) > 0:
-                if N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) <= 0:
-                    break
+            # leftovers come only from a batch not answered to its end (a failure): the kernel
+            # sends a batch's echoes before its answers, so after the last answer none remain
+            if not self._settled:
+                while _recv_now(pfd.fd, buf, sizeof(buf)) > 0:
+                    pass
+            self._settled = False
             ret = N.mnl_socket_sendto(self.nl, data, length)
         if ret < 0:
             raise KernelError("netlink: send failed: " + strerror(errno).decode())
         while not done:
+            # the kernel answers inside the send: the answers are queued already, read
+            # without a poll first (one system call less per answer); wait only for none
             with nogil:
-                rc = poll(&pfd, 1, 0 if first_error else 5000)
-                ret = N.mnl_socket_recvfrom(self.nl, buf, sizeof(buf)) if rc > 0 else -1
+                ret = _recv_now(pfd.fd, buf, sizeof(buf))
+                if ret < 0 and errno == EAGAIN and not first_error:
+                    rc = poll(&pfd, 1, 5000)
+                    ret = _recv_now(pfd.fd, buf, sizeof(buf)) if rc > 0 else -1
             if ret <= 0:
                 if first_error:
                     break     # the kernel stopped at the failure: no later answer will come
@@ -1238,6 +1311,32 @@ cdef class NetlinkWriter:
             handles.clear()
             raise KernelError("nftables refused the batch: " + strerror(first_error).decode(),
                               first_error)
+        self._settled = True
+
+
+cdef ssize_t _recv_now(int fd, char *buf, size_t size) noexcept nogil:
+    """One netlink message batch from ``fd`` if one is queued (else -1, errno EAGAIN), as
+    mnl_socket_recvfrom reads it: a truncated one is an error (ENOSPC)."""
+    cdef sockaddr_nl addr
+    cdef iovec_t iov
+    cdef msghdr_t msg
+    memset(&msg, 0, sizeof(msg))
+    iov.iov_base = buf
+    iov.iov_len = size
+    msg.msg_name = &addr
+    msg.msg_namelen = sizeof(addr)
+    msg.msg_iov = &iov
+    msg.msg_iovlen = 1
+    cdef ssize_t ret = recvmsg(fd, &msg, MSG_DONTWAIT)
+    if ret < 0:
+        return ret
+    if msg.msg_flags & MSG_TRUNC:
+        errno_set(ENOSPC)
+        return -1
+    if msg.msg_namelen != sizeof(addr):
+        errno_set(EINVAL)
+        return -1
+    return ret
 
 
 cdef enum:

@@ -132,6 +132,29 @@ def dicts_key(seq):
     return tuple(out)
 
 
+def dicts_match(seq, key):
+    """``dicts_key(seq) == key`` without building ``seq``'s key (the compiled twin's
+    contract: lengths first, then item by item)."""
+    if type(seq) is not list or type(key) is not tuple:
+        return False
+    if any(type(d) is not dict for d in seq) or \
+            sum(1 + 3 * len(d) for d in seq) != len(key):
+        return False
+    i, n = 0, len(key)
+    for d in seq:
+        if i >= n or type(d) is not dict:   # a comparison changed the list under us
+            return False
+        if not (len(d) == key[i]):
+            return False
+        i += 1
+        for k, v in d.items():
+            if i + 3 > n:                   # (or a dict): never read past the key
+                return False
+            if not (k is key[i] or k == key[i]) or not (v is key[i + 1] or v == key[i + 1]) \
+                    or not (type(v) is key[i + 2] or type(v) == key[i + 2]):
+                return False
+            i += 3
+    return True
 def _json_flat(v, out, depth):
     t = type(v)
     if t in (str, int, bool, float) or v is None:

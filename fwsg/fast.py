@@ -8,7 +8,7 @@ Both modules define exactly the names in ``__all__``.
 import os
 
 __all__ = ["COMPILED", "ConntrackTable", "FlowJudge", "NetlinkWriter", "NftContext",
-           "addr_change", "addr_in", "diff_delta", "dicts_key", "json_key",
+           "addr_change", "addr_in", "diff_delta", "dicts_key", "dicts_match", "json_key",
            "diff_keys", "diff_map", "diff_map_keys", "diff_packed", "merge_packed", "pack_addrs",
            "packed_contains", "render_elements", "unpack_addrs"]
 
@@ -31,6 +31,7 @@ addr_change = impl.addr_change
 addr_in = impl.addr_in
 diff_delta = impl.diff_delta
 dicts_key = impl.dicts_key
+dicts_match = impl.dicts_match
 json_key = impl.json_key
 diff_keys = impl.diff_keys
 diff_map = impl.diff_map

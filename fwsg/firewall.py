@@ -195,6 +195,7 @@ class Firewall:
         self._stamp = None       # stamp of our last transaction under the namespace lock
         self._record = real      # keep the names record under /run/fwsg
         self._recorded = None    # group names as last recorded
+        self._recorded_at = None  # (registry, its changes count) then, see _names_same
         self._recorded_epoch = None  # the desired state's names_epoch then (groups present)
         self._saved = None       # (names record, its file identity) as this Firewall wrote it
         self._record_all = False  # next commit rewrites the whole record (a whole model);
@@ -547,14 +548,15 @@ class Firewall:
             self._lock_namespace()
         try:
             result = self._commit_locked(d, timings, t0, repair)
-            epoch = getattr(d, "names_epoch", None)
-            if self._record and (record and result.changed or self._recorded is None
-                                 or self._recorded != d.names.groups.by_key
-                                 or self._recorded_epoch != epoch):
-                self._save_names(record is MEMBERS and self._recorded == d.names.groups.by_key
-                                 and self._recorded_epoch == epoch)
-                self._recorded = dict(d.names.groups.by_key)
-                self._recorded_epoch = epoch
+            if self._record:
+                epoch = getattr(d, "names_epoch", None)
+                groups = d.names.groups
+                same = self._names_same(groups) and self._recorded_epoch == epoch
+                if record and result.changed or not same:
+                    self._save_names(record is MEMBERS and same)
+                    self._recorded = dict(groups.by_key)
+                    self._recorded_at = (groups, getattr(groups, "changes", None))
+                    self._recorded_epoch = epoch
             if lock is not None:
                 self._stamp = lock.stamp
         finally:
@@ -562,6 +564,17 @@ class Firewall:
                 lock.release()
         self._record_all = False
         return result
+
+    def _names_same(self, groups):
+        """True when the group names of ``groups`` (a names registry) are the ones last
+        recorded: known without comparing them when the registry says no name was bound or
+        released since (its ``changes`` count), else compared. No I/O here."""
+        if self._recorded is None:
+            return False
+        at, changes = self._recorded_at or (None, None)
+        if at is groups and changes is not None and changes == groups.changes:
+            return True
+        return self._recorded == groups.by_key
 
     def _save_names(self, names_same=False):
         """Write the names record, unless the file still is the one this Firewall wrote and
@@ -785,7 +798,8 @@ class Firewall:
             self._sweep = (self._sweep or set()) | set(addresses)
 
     def _result(self, plan, timings, t0, killed=0, notices=()):
-        timings.setdefault("total", _ms(t0, time.perf_counter()))
+        if "total" not in timings:   # set by the commit, else the time until now
+            timings["total"] = _ms(t0, time.perf_counter())
         d = self._desired
         return ApplyResult(changed=bool(plan), summary=plan.summary,
                            counts_of=(d.counts if d is not None else dict),

@@ -150,12 +150,24 @@ def parse_rule(path, raw):
 
 
 _rules_cache = {}
+_recent_rules = {}   # path -> [(key, rules)]: the last few lists parsed at that path, newest first
+_RECENT = 4
 
 
 def _rule_list(path, raw):
     """Parse a list of rule dicts into a tuple of :class:`Rule`; a list seen before (equal dict
     by dict, the values' types included: :func:`fwsg.fast.dicts_key`, a few microseconds where
-    its ``repr`` cost tens) comes from a bounded cache; errors are never cached."""
+    its ``repr`` cost tens) comes from a bounded cache; errors are never cached. The last few
+    lists of each ``path`` (a group's rules going back and forth) are compared first, without
+    building, hashing and looking up the new list's key (:func:`fwsg.fast.dicts_match`)."""
+    recent = _recent_rules.get(path)
+    if recent is not None:
+        try:
+            for key, rules in recent:
+                if fast.dicts_match(raw, key):
+                    return rules
+        except Exception:  # noqa: BLE001 - a hostile value: the ordinary way decides
+            pass
     key = fast.dicts_key(raw)
     if key is not None:
         try:
@@ -163,13 +175,26 @@ def _rule_list(path, raw):
         except Exception:  # noqa: BLE001 - an unhashable or hostile value: no key, no cache
             key = rules = None
         if rules is not None:
+            _remember(path, key, rules)
             return rules
     rules = tuple(parse_rule(f"{path}[{i}]", r) for i, r in enumerate(_list(path, raw)))
     if key is not None:
         if len(_rules_cache) > 4096:
             _rules_cache.clear()
         _rules_cache[key] = rules
+        _remember(path, key, rules)
     return rules
+
+
+def _remember(path, key, rules):
+    """Put (``key``, ``rules``) first among ``path``'s recent lists (bounded)."""
+    recent = _recent_rules.get(path)
+    if recent is None:
+        if len(_recent_rules) > 4096:
+            _recent_rules.clear()
+        recent = _recent_rules[path] = []
+    recent.insert(0, (key, rules))
+    del recent[_RECENT:]
 
 
 def _parse_rule(path, raw):

@@ -32,6 +32,7 @@ class NameRegistry:
         self.prefix = prefix
         self.by_key = {}
         self.by_name = {}
+        self.changes = 0   # moves with every name bound or released (by_key changes only so)
 
     def name(self, key):
         """The name of ``key``: registered before, or the shortest free hash name."""
@@ -63,10 +64,12 @@ class NameRegistry:
         n = self.by_key.pop(key, None)
         if n is not None:
             self.by_name.pop(n, None)
+            self.changes += 1
 
     def _bind(self, key, n):
         self.by_key[key] = n
         self.by_name[n] = key
+        self.changes += 1
 
 
 class GroupNames(NameRegistry):

@@ -204,8 +204,11 @@ _RULE_KINDS = frozenset((DeclareChain, FillChain, FlushChain, DeleteChain, AddRu
 def _track_handles(rs, op, handles):
     """Keep ``rs.meta["rule_handles"][chain key]`` equal to the chain's rule handles in the
     kernel, in order, after ``op``; drop the entry when one of them is unknown."""
-    known = rs.meta.setdefault("rule_handles", {})
-    kind, key = type(op), op.key if not hasattr(op, "chain") else op.chain.key
+    known = rs.meta.get("rule_handles")
+    if known is None:
+        known = rs.meta["rule_handles"] = {}
+    kind, chain = type(op), getattr(op, "chain", None)
+    key = op.key if chain is None else chain.key
     if kind is DeclareChain or kind is FlushChain:
         known[key] = []
         return

@@ -302,7 +302,8 @@ def _chains_changed_only(desired, current, pending, render, edits):
     if pending.sets or pending.elems or pending.maps or desired.tables != current.tables:
         return None
     changed = []
-    for k in sorted(pending.chains):
+    keys = pending.chains
+    for k in (keys if len(keys) < 2 else sorted(keys)):   # one chain: no list to sort
         want, have = desired.chains.get(k), current.chains.get(k)
         if want is None or have is None or have.hook != want.hook:
             return None
@@ -353,12 +354,8 @@ def rule_edit(old, new, handles):
     if len(handles) != len(o):
         return None
     lo, ln = len(o), len(n)
-    p = 0
-    while p < lo and p < ln and o[p] == n[p]:
-        p += 1
-    t = 0
-    while t < lo - p and t < ln - p and o[lo - 1 - t] == n[ln - 1 - t]:
-        t += 1
+    p = _common_head(o, n, min(lo, ln))
+    t = _common_tail(o, n, min(lo, ln) - p)
     gone, added = range(p, lo - t), range(p, ln - t)
     if len(gone) + len(added) + 1 >= ln + 1:
         return None
@@ -370,3 +367,28 @@ def rule_edit(old, new, handles):
     elif p == lo:             # the old last rule stays, followed by new ones: comment off
         out.append(ReplaceRule(new, lo - 1, handles[lo - 1]))
     return out
+
+
+def _common_head(a, b, most):
+    """How many leading items the sequences ``a`` and ``b`` share, at most ``most``: one
+    comparison of two slices when they share all (a rule appended or the last one removed),
+    else item by item."""
+    if a[:most] == b[:most]:
+        return most
+    p = 0
+    while p < most and a[p] == b[p]:
+        p += 1
+    return p
+
+
+def _common_tail(a, b, most):
+    """How many trailing items ``a`` and ``b`` share, at most ``most`` (see
+    :func:`_common_head`)."""
+    if not most:
+        return 0
+    if a[len(a) - most:] == b[len(b) - most:]:
+        return most
+    t, la, lb = 0, len(a) - 1, len(b) - 1
+    while t < most and a[la - t] == b[lb - t]:
+        t += 1
+    return t

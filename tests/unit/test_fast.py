@@ -165,6 +165,57 @@ def test_dicts_key_twins(a, b):
     assert (_fast_py.dicts_key(a) == _fast_py.dicts_key(b)) == (typed == typed_b)
 
 
+@given(a=dict_lists, b=dict_lists)
+def test_dicts_match_is_the_key_compared(a, b):
+    """``dicts_match(b, dicts_key(a))`` says exactly ``dicts_key(b) == dicts_key(a)``, in
+    both twins (True and 1 apart, another key order or length apart)."""
+    key = _fast_py.dicts_key(a)
+    want = _fast_py.dicts_key(b) == key
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        assert impl.dicts_match(b, key) is want
+        assert impl.dicts_match(a, key) is True
+
+
+def test_dicts_match_refuses_what_has_no_key():
+    key = _fast_py.dicts_key([{"a": 1}])
+    nan = float("nan")
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        assert impl.dicts_match(({"a": 1},), key) is False        # not a list
+        assert impl.dicts_match([["a", 1]], key) is False         # not dicts
+        assert impl.dicts_match([{"a": 1}], None) is False        # no key
+        assert impl.dicts_match([{"a": 1}, {}], key) is False     # longer
+        assert impl.dicts_match([], key) is False
+        assert impl.dicts_match([{"a": 1.0}], key) is False       # equal value, other type
+        same = [{"a": nan}]
+        assert impl.dicts_match(same, impl.dicts_key(same)) is True   # as tuples compare
+
+
+def test_dicts_match_survives_a_comparison_that_changes_the_list():
+    """A value whose ``==`` grows the list (or a dict) being compared gives an answer or an
+    exception, never a read past the key."""
+    class Grows:
+        def __init__(self, seq, in_dict):
+            self.seq, self.in_dict = seq, in_dict
+
+        def __eq__(self, other):
+            if self.in_dict:
+                self.seq[0]["extra"] = 1
+            else:
+                self.seq.extend({"k": i, "l": i} for i in range(50))
+            return True
+
+        __hash__ = object.__hash__
+
+    for impl in [_fast_py] + ([_fast_c] if _fast_c is not None else []):
+        for in_dict in (False, True):
+            key = impl.dicts_key([{"a": 1, "b": 2}])
+            seq = [{"a": None, "b": 2}]
+            seq[0]["a"] = Grows(seq, in_dict)
+            key = key[:3] + (Grows,) + key[4:]   # the types agree, the values compare
+            try:
+                assert impl.dicts_match(seq, key) is False
+            except RuntimeError:
+                assert in_dict   # the dict changed size during iteration
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(["", "a", "1"]),
               st.sampled_from([0.0, 1.0, 1.5])),

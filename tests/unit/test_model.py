@@ -207,6 +207,22 @@ def test_rule_list_cache_does_not_confuse_equal_lists_of_other_types():
     assert parse_rules("sg", unhashable) == parse_rules("sg", good)
 
 
+def test_rule_list_changed_in_place_is_parsed_again():
+    """The last lists of a group are compared by content, not by identity: the same list
+    object changed in place is parsed on its own."""
+    rules = [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+              "port_range_min": 22, "port_range_max": 22}]
+    first = parse_rules("sg-inplace", rules)
+    assert parse_rules("sg-inplace", rules) is first
+    rules[0]["port_range_min"] = rules[0]["port_range_max"] = 80
+    again = parse_rules("sg-inplace", rules)
+    assert again[0].port_min == 80 and again != first
+    rules.append({"direction": "egress"})
+    assert len(parse_rules("sg-inplace", rules)) == 2
+    del rules[1]
+    assert parse_rules("sg-inplace", rules) is again
+
+
 def test_rule_cache_does_not_confuse_equal_values_of_other_types():
     good = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 1,
             "port_range_max": 1, "stateful": True}

@@ -92,3 +92,40 @@ def test_profile_names_do_not_collide(monkeypatch):
     fw.apply(doc)
     profiles = set(fw._desired.profile_of.values())
     assert len(profiles) == 20
+
+
+def test_changes_count_moves_exactly_when_the_names_do():
+    """``changes`` moves with every name bound or released (Firewall skips comparing the
+    names record when it did not move), not when a known name is asked for again."""
+    reg = naming.NameRegistry("g")
+    n0 = reg.changes
+    a = reg.name("sg-a")
+    assert reg.changes == n0 + 1
+    assert reg.name("sg-a") == a and reg.changes == n0 + 1
+    reg.release("sg-unknown")
+    assert reg.changes == n0 + 1
+    reg.release("sg-a")
+    assert reg.changes == n0 + 2 and "sg-a" not in reg.by_key
+    reg.seed({"sg-b": "g" + naming.short_hash("sg-b")})
+    assert reg.changes == n0 + 3 and "sg-b" in reg.by_key
+
+
+def test_names_record_follows_a_name_bound_without_a_group_coming(monkeypatch):
+    """The record is written again when a name was bound since it was written, though no
+    group came or went (the desired state's names epoch did not move), and not after a
+    change that bound none (the registry's ``changes`` count decides without comparing)."""
+    fw = Firewall(backend="fake")
+    fw._record = True   # the fake backend keeps no record: count the writes instead
+    saved = []
+    monkeypatch.setattr(fw, "_save_names", lambda names_same=False: saved.append(names_same))
+    doc = _model("sg-a", "sg-b")
+    fw.apply(doc)
+    assert len(saved) == 1
+    rule = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 80}
+    fw.update_security_group_rules("sg-b", doc["security_groups"]["sg-b"] + [rule])
+    assert len(saved) == 1                       # nothing bound: no write
+    epoch = fw._desired.names_epoch
+    fw._desired.names.groups.name("sg-unused")   # bound, the epoch unchanged
+    assert fw._desired.names_epoch == epoch
+    fw.update_security_group_rules("sg-b", doc["security_groups"]["sg-b"])
+    assert len(saved) == 2

@@ -164,7 +164,11 @@ class NftBackend:
         if not traced:
             return False
         ops, origin = traced
-        echo = any(op[0] == "rule" or op[0] == "xrule" for op in ops)
+        echo = False
+        for op in ops:
+            if op[0] == "xrule" or op[0] == "rule":
+                echo = True
+                break
         try:
             reported = self._writer.commit(ops, plan.guard, echo=echo)
         except ValueError:

@@ -302,8 +302,8 @@ class Desired(MemberBook):
             for direction in (INGRESS, EGRESS):
                 self._chain(("inet", self.names.group_chain(sg, direction)), None)
             return
-        refs = (self._refs_of or {}).get(("g", sg), ())
-        pstate = frozenset(ref for ref in refs if ref in self.prefixed)
+        refs = (self._refs_of or {}).get(("g", sg))   # a frozenset (rule_facts) or None
+        pstate = refs & self.prefixed if refs else frozenset()
         memo = self._group_memo.setdefault(sg, [])
         for held, state, chains in memo:
             if held is rules and state == pstate:

@@ -227,11 +227,14 @@ def simple_rules(chain):
     return out
 
 
-@functools.lru_cache(maxsize=1024)
 def editable(chain):
-    """True when every rule of ``chain`` can be sent on its own (rule by rule edits); chains
-    seen before come from a bounded cache."""
-    return chain.hook is None and simple_rules(chain) is not None
+    """True when every rule of ``chain`` can be sent on its own (rule by rule edits); found
+    once per ChainDef and kept on it (a ChainDef never changes; no hashing of its rules)."""
+    memo = chain.__dict__.get("_editable")
+    if memo is None:
+        memo = chain.hook is None and simple_rules(chain) is not None
+        object.__setattr__(chain, "_editable", memo)   # derived, not a field
+    return memo
 
 
 def rule_op(chain, i, before=None, replace=None):
@@ -300,7 +303,15 @@ def netlink_ops_traced(plan, limit=NETLINK_MAX):
         for n, op in enumerate(getattr(plan, "ops", plan)):
             origin.extend([n - 1] * (len(out) - len(origin)))
             kind = type(op)
-            if kind is AddElements or kind is DeleteElements:
+            if kind is AddRule or kind is ReplaceRule:   # a rule change: first, it is hot
+                wop = rule_op(op.chain, op.index, op.before if kind is AddRule else None,
+                              op.handle if kind is ReplaceRule else None)
+                if wop is None:
+                    return None
+                out.append(wop)
+            elif kind is DeleteRule:
+                out.append(("delrule", op.family, op.name, op.handle))
+            elif kind is AddElements or kind is DeleteElements:
                 if not encodable(op.set):
                     return None
                 items = op.elements if kind is AddElements else op.keys
@@ -332,14 +343,6 @@ def netlink_ops_traced(plan, limit=NETLINK_MAX):
             elif kind is CreateTable or kind is DeleteTable:
                 out.append(("table" if kind is CreateTable else "deltable", op.family,
                             render.RENDER[kind](op)[0]))
-            elif kind is AddRule or kind is ReplaceRule:
-                wop = rule_op(op.chain, op.index, op.before if kind is AddRule else None,
-                              op.handle if kind is ReplaceRule else None)
-                if wop is None:
-                    return None
-                out.append(wop)
-            elif kind is DeleteRule:
-                out.append(("delrule", op.family, op.name, op.handle))
             else:
                 return None
     except (ValueError, KeyError):
