@@ -22,12 +22,12 @@ def _previous_layout(rs):
     """Compiled Ruleset ``rs`` as the previous layout held it (profile chains named by the
     hash of their old content, as they were)."""
     from fwsg.backends.nft.layout import (EGRESS_FIXED, EGRESS_MAP, FILTERED, INGRESS_FIXED,
-                                          INGRESS_MAP, STATEFUL, Names)
+                                          INGRESS_MAP, STATELESS, Names)
     from fwsg.ruleset import ChainDef
 
     old = copy.deepcopy(rs)
-    stateful = rs.elements[STATEFUL]
-    for key in (STATEFUL, FILTERED):
+    stateless = rs.elements[STATELESS]
+    for key in (STATELESS, FILTERED):
         del old.sets[key], old.elements[key]
     for name in ("fixed-state", "fixed-e", "fixed-i"):
         del old.chains[("inet", name)]
@@ -39,7 +39,7 @@ def _previous_layout(rs):
             continue
         new = name[:-2]
         marks = [k for k, v in rs.elements[EGRESS_MAP].items() if v == f"jump {new}-e"]
-        sf = "sf" if marks[0] in stateful else "sl"
+        sf = "sl" if marks[0] in stateless else "sf"
         e = (f"jump fixed-e-{sf}",) + chain.rules + ("drop",)
         i = (f"jump fixed-i-{sf}",) + rs.chains[(fam, new + "-i")].rules + ("drop",)
         prev = Names.profile(e, i)
@@ -52,7 +52,7 @@ def _previous_layout(rs):
                              ("ingress-fwd", "0x0000ffff", "@ingress"),
                              ("ingress-out", "0x0000ffff", "@ingress")):
         c = rs.chains[("inet", name)]
-        rules = tuple(r for r in c.rules if "@stateful" not in r and "@filtered" not in r)
+        rules = tuple(r for r in c.rules if "@filtered" not in r)
         assert f"meta mark & {mask} vmap {vmap}" in rules
         old.chains[("inet", name)] = ChainDef("inet", name, rules, c.hook)
     return old
@@ -88,7 +88,7 @@ def test_a_host_of_the_previous_profile_layout_is_upgraded_in_one_transaction(tw
     r = fw2.apply(model())
     assert r.changed
     assert fw2.backend.generation()[1] == before[1] + 1     # one transaction
-    assert r.summary["tables_added"] == [] and r.summary["sets_added"] == 2
+    assert r.summary["tables_added"] == [] and r.summary["sets_added"] == 2   # the two sets
     back = fw2.backend.read()
     assert back.sets == compiled.sets and back.elements == compiled.elements
     assert {k: c.digest for k, c in back.chains.items()} == \

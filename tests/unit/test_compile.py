@@ -142,30 +142,30 @@ def _marks(rs, device):
 
 
 def test_stateless_port_has_no_conntrack_rule(demo_model):
-    """A port with a stateless group is filtered but not in ``@stateful`` (the base chains
-    jump to the state rules only for those); its profile holds no fixed rule."""
+    """A port with a stateless group is filtered and in ``@stateless`` (the base chains jump
+    to the state rules only for filtered ports not in it); its profile holds no fixed rule."""
     doc = copy.deepcopy(demo_model)
     for r in doc["security_groups"]["sg-client"]:
         r["stateful"] = False
     rs = compile_model(doc)
     client = _marks(rs, doc["devices"]["port-client"]["device"])
     web = _marks(rs, doc["devices"]["port-web"]["device"])
-    stateful, filtered = rs.elements[("inet", "stateful")], rs.elements[("inet", "filtered")]
-    assert set(client) <= filtered and not set(client) & stateful
-    assert set(web) <= filtered and set(web) <= stateful
+    stateless, filtered = rs.elements[("inet", "stateless")], rs.elements[("inet", "filtered")]
+    assert set(client) <= filtered and set(client) <= stateless
+    assert set(web) <= filtered and not set(web) & stateless
     assert rs.chains[("inet", "fixed-state")].rules[0] == "ct state invalid drop"
     assert not any(r.startswith("ct state") for r in rs.chains[("inet", "fixed-e")].rules)
     pid = rs.meta["ports"]["port-client"]["profile"]
     assert all(r.startswith("jump g") for r in rs.chains[("inet", pid + "-e")].rules)
     for chain in ("egress-pre", "ingress-fwd", "ingress-out"):
         rules = rs.chains[("inet", chain)].rules
-        judge = [r for r in rules if "@stateful" in r or "@filtered" in r or "vmap" in r]
+        judge = [r for r in rules if "@filtered" in r or "vmap" in r]
         assert [r.split()[-2:] for r in judge][:1] == [["jump", "fixed-state"]]
         assert judge[-1].endswith("@filtered drop")
 
 
 def test_stateless_flip_moves_only_the_stateful_marks(demo_model):
-    """A group turning stateless (and back) changes ``@stateful`` only: profiles and
+    """A group turning stateless (and back) changes ``@stateless`` only: profiles and
     ``@filtered`` stay as they are."""
     import dataclasses
 
@@ -177,14 +177,14 @@ def test_stateless_flip_moves_only_the_stateful_marks(demo_model):
     st.load(Model.from_wire(doc))
     client = _marks(st.rs, doc["devices"]["port-client"]["device"])
     chains = dict(st.rs.chains)
-    assert set(client) <= st.rs.elements[("inet", "stateful")]
+    assert not set(client) & st.rs.elements[("inet", "stateless")]
     rules = Model.from_wire(doc).groups["sg-client"]
     flipped = [dataclasses.replace(r, stateful=False) for r in rules]
     st.clear_pending()
     st.set_group("sg-client", flipped)
-    assert not set(client) & st.rs.elements[("inet", "stateful")]
+    assert set(client) <= st.rs.elements[("inet", "stateless")]
     assert set(client) <= st.rs.elements[("inet", "filtered")]
     assert {k for k in st.rs.chains if st.rs.chains[k] != chains.get(k)} <= {
         ("inet", st.names.group_chain("sg-client", d)) for d in (INGRESS, EGRESS)}
     st.set_group("sg-client", rules)
-    assert set(client) <= st.rs.elements[("inet", "stateful")]
+    assert not set(client) & st.rs.elements[("inet", "stateless")]

@@ -29,7 +29,7 @@ def kernel_view(fw):
     by_mark = {m: ("e", d) for d, m in rs.elements[("bridge", "port-src")].items()}
     by_mark.update({m: ("i", d) for d, m in rs.elements[("bridge", "port-dst")].items()})
     elems = {k: (len(v) if k[1] in ("egress", "ingress", "port-src", "port-dst") else
-                 {by_mark[m] for m in v} if k[1] in ("stateful", "filtered") else
+                 {by_mark[m] for m in v} if k[1] in ("stateless", "filtered") else
                  {a: ingress[n] for a, n in v.items()} if k[1].startswith("ingress") else v)
              for k, v in rs.elements.items()}
     return rs.sets, chains, elems

@@ -10,7 +10,7 @@ from fwsg.members import AddrSet
 from fwsg import dispatch
 from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FILTERED, FIXED_SETS, INGRESS4,
                                       INGRESS6, INGRESS_MAP, MAC_DST, MACS, PORT_DST, PORT_SRC,
-                                      SECURED, SPOOF_SETS, STATEFUL,
+                                      SECURED, SPOOF_SETS, STATELESS,
                                       ZONE4, ZONE6, ZONE_MARK, Names, zone_of_value,
                                       zone_value,
                                       antispoof_chain, dispatch_chains, dst_mark,
@@ -434,12 +434,13 @@ class Desired(MemberBook):
         return self.stateless.isdisjoint(port.security_groups)
 
     def _judged(self, port, n, present):
-        """Put a filtered port's two marks into ``@filtered``, and into ``@stateful`` while
-        no group of it is stateless (``present``), or take them out of both."""
-        stateful = present and self._stateful(port)
+        """Put a filtered port's two marks into ``@filtered``, and into ``@stateless`` while
+        a group of it is stateless (``present``), or take them out of both (a stateful port,
+        most of them, has no ``@stateless`` entry: two elements a port)."""
+        stateless = present and not self._stateful(port)
         for m in (src_mark(n), dst_mark(n)):
             (self._elem_add if present else self._elem_del)(FILTERED, m)
-            (self._elem_add if stateful else self._elem_del)(STATEFUL, m)
+            (self._elem_add if stateless else self._elem_del)(STATELESS, m)
 
     def _port_elements(self, port, n):
         """(set key, element) pairs and (map key, key, value) triples a filtered port adds
@@ -620,7 +621,7 @@ class Desired(MemberBook):
                 self._chain(c.key, c)
 
     def refresh_ports_of_group(self, sg):
-        """Re-derive the ``@stateful`` entries of the ports whose statefulness depends on
+        """Re-derive the ``@stateless`` entries of the ports whose statefulness depends on
         ``sg``."""
         for port in self.ports.values():
             if sg in port.security_groups and port.port_security:

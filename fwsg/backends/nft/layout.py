@@ -21,8 +21,8 @@ No I/O here.
   is referenced once per base chain. An address whose owners' profiles differ maps to
   :data:`fwsg.dispatch.AMBIGUOUS`, which ``@ingress`` drops.
   Before dispatching, each of the three checks jumps to the shared fixed chains a filtered
-  port has (``@stateful``: ``fixed-state``, conntrack state; ``@filtered``: ``fixed-e`` /
-  ``fixed-i``: DHCP, RA, ND), and after it drops what a filtered port's chain did not accept
+  port has (``@filtered``: ``fixed-state``, conntrack state, unless in ``@stateless``;
+  ``fixed-e`` / ``fixed-i``: DHCP, RA, ND), and after it drops what a filtered port's chain did not accept
   (``@filtered drop``): a port's chain (its profile) holds only the jumps to its groups'
   chains and its own rules. The validation walk of a rule change visits every profile chain
   once per hook (three times): two rules fewer in each of them is 16 % of that commit
@@ -71,7 +71,7 @@ ZONE_MARK = ("inet", "zone-mark")   # mark (either half) -> ct zone
 ZONE4 = ("inet", "zone4")            # host address -> ct zone (routed, output)
 ZONE6 = ("inet", "zone6")
 MAC_DST = ("bridge", "mac-dst")      # MAC of a zoned port -> mark (number), frames from outside
-STATEFUL = ("inet", "stateful")      # marks (both halves) of filtered ports with conntrack state
+STATELESS = ("inet", "stateless")    # marks (both halves) of filtered ports with a stateless group
 FILTERED = ("inet", "filtered")      # marks (both halves) of every filtered port
 ZONE_VALUE = "ct zone"               # the value type of the zone maps (declared with typeof)
 ZONE_TYPEOF = {"mark": "meta mark", "ipv4_addr": "ip daddr", "ipv6_addr": "ip6 daddr"}
@@ -92,7 +92,7 @@ FIXED_SETS = (
     SetDef("inet", "zone4", "ipv4_addr", ZONE_VALUE),
     SetDef("inet", "zone6", "ipv6_addr", ZONE_VALUE),
     SetDef("bridge", "mac-dst", "ether_addr", "mark"),
-    SetDef("inet", "stateful", "mark"),
+    SetDef("inet", "stateless", "mark"),
     SetDef("inet", "filtered", "mark"),
 )
 
@@ -118,10 +118,10 @@ INGRESS_FIXED = (
 
 def judge_rules(mask, vmap):
     """The rules of a base chain that judge the port whose number the mark's ``mask`` half
-    carries: the fixed chains of a filtered port (state rules only with ``@stateful``), its
+    carries: the fixed chains of a filtered port (the state rules unless ``@stateless``), its
     profile through ``vmap``, then the drop of what its profile did not accept."""
     direction = "e" if vmap == "@egress" else "i"
-    return (f"meta mark & {mask} @stateful jump {STATE_CHAIN}",
+    return (f"meta mark & {mask} @filtered meta mark & {mask} != @stateless jump {STATE_CHAIN}",
             f"meta mark & {mask} @filtered jump fixed-{direction}",
             f"meta mark & {mask} vmap {vmap}",
             f"meta mark & {mask} @filtered drop")

@@ -191,14 +191,17 @@ def _l3_check(family, operand, out, ctx):
 
 
 def _meta_mark(words, out):
-    """``meta mark [& MASK] [== V | != V | V | @SET]`` at the head of ``words``; the words
-    left."""
+    """``meta mark [& MASK] [== V | != V | V | @SET | != @SET]`` at the head of ``words``;
+    the words left."""
     out.append(("meta", META_MARK))
     words = words[2:]
     if words[:1] == ["&"]:
         out.append(("bitwise", _mark(words[1]), bytes(4)))
         words = words[2:]
-    if words[:1] in (["=="], ["!="]):
+    if words[:1] == ["!="] and _SET.match(words[1]):
+        out.append(("lookup", words[1][1:], 1, -1, LOOKUP_INV))
+        words = words[2:]
+    elif words[:1] in (["=="], ["!="]):
         out.append(("cmp", CMP_EQ if words[0] == "==" else CMP_NEQ, _mark(words[1])))
         words = words[2:]
     elif words and words[0].startswith("0x"):
