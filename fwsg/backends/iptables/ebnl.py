@@ -22,15 +22,15 @@ import struct
 
 from fwsg.errors import KernelError
 from fwsg.netns import entered
+from fwsg.nlmsg import HDR as _HDR, NFGEN as _NFGEN, NETLINK_NETFILTER
+from fwsg.nlmsg import attr as _attr, nest as _nest
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 3, 6
 NFPROTO_BRIDGE = 7
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x200, 0x400, 0x800
 NLMSG_ERROR = 2
-NLA_F_NESTED = 0x8000
 ETH_P_ARP = 0x0806
 MAX_RULES = 64        # a port's change writes fewer; a bigger one goes through the tool
 TABLE = "nat"
@@ -40,22 +40,10 @@ NFT_JUMP = -3
 # ebt_arp_info.bitmask
 _ARP_SRC_IP, _ARP_SRC_MAC = 0x08, 0x20
 
-_HDR = struct.Struct("=IHHII")    # nlmsghdr: len, type, flags, seq, pid
-_NFGEN = struct.Struct("=BBH")    # nfgenmsg: family, version, res_id
-_NLA = struct.Struct("=HH")       # nlattr: len, type
 
 
 class NotEncodable(Exception):
     """A rule or change outside what this module packs (the caller uses ebtables-restore)."""
-
-
-def _attr(kind, payload):
-    n = _NLA.size + len(payload)
-    return _NLA.pack(n, kind) + payload + b"\0" * (-n & 3)
-
-
-def _nest(kind, *parts):
-    return _attr(kind | NLA_F_NESTED, b"".join(parts))
 
 
 def _u32(v):

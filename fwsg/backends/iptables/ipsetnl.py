@@ -16,15 +16,16 @@ import struct
 
 from fwsg.errors import KernelError
 from fwsg.netns import entered
+from fwsg.nlmsg import HDR as _HDR, NFGEN as _NFGEN, NLA as _NLA, attr as _attr
+from fwsg.nlmsg import NETLINK_NETFILTER, NLA_F_NESTED
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_IPSET = 6
 CMD_LIST, CMD_ADD, CMD_DEL = 7, 9, 10
 PROTOCOL = 7
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 ATTR_FLAGS, FLAG_LIST_SETNAME = 6, 0x2
-NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
+NLA_F_NET_BYTEORDER = 0x4000
 # attribute types: top level, inside IPSET_ATTR_DATA, inside IPSET_ATTR_IP
 ATTR_PROTOCOL, ATTR_SETNAME, ATTR_DATA = 1, 2, 7
 ATTR_IP, ATTR_CIDR = 1, 3
@@ -33,15 +34,6 @@ ATTR_IPADDR_IPV4, ATTR_IPADDR_IPV6 = 1, 2
 _IPSET_ERRORS = {2: "the set does not exist", 4097: "protocol error (wrong family?)",
                  4104: "invalid prefix length", 4106: "wrong address family",
                  4352: "hash is full (maxelem reached)"}
-_HDR = struct.Struct("=IHHII")    # nlmsghdr: len, type, flags, seq, pid
-_NFGEN = struct.Struct("=BBH")    # nfgenmsg: family, version, res_id (big endian, 0)
-_NLA = struct.Struct("=HH")       # nlattr: len, type
-
-
-def _attr(kind, payload):
-    """One netlink attribute, padded to 4 bytes."""
-    n = _NLA.size + len(payload)
-    return _NLA.pack(n, kind) + payload + b"\0" * (-n & 3)
 
 
 def element(name, entry):
