@@ -217,7 +217,8 @@ class Kernel:
         ``last_eb`` how ebtables' nat table changed: beside libiptc, through netlink when
         ``ebnl`` packs the change and ebtables is ebtables-nft)."""
         eb = [text for fam, _, text in plan.texts() if fam == "eb"]
-        if self.tools.variant == "nft":
+        if self.tools.variant == "nft" or (set(plan.tables) == {("eb", "nat")} and
+                                           self.tools.eb("restore") == "ebtables-nft-restore"):
             msgs = self._nf_deletions(plan.tables)
             if msgs is not None:    # every table of the plan in one nf_tables transaction
                 self.nf_socket.commit(msgs)
