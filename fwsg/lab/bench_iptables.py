@@ -131,10 +131,13 @@ class IptablesBench(Bench):
         # "" the current one, "_old" restores as earlier sessions ran them, "_rst" the restore
         # tools where the current path is libiptc (iptables-legacy), "_seq" libiptc with the
         # two families one after the other instead of side by side, "_ebp" libiptc with
-        # ebtables through its restore process, not netlink; alternating in each round
+        # ebtables through its restore process, not netlink, "_tools" a removal's deletions
+        # through the restore tools instead of one nf_tables batch; alternating in each round
         kinds = {"same": ("add", "p", ""), "gone": ("del", "p", ""),
                  "new": ("add", "q", ""), "gone_new": ("del", "q", ""),
-                 "same_old": ("add", "p", "_old"), "gone_old": ("del", "p", "_old")}
+                 "same_old": ("add", "p", "_old"), "gone_old": ("del", "p", "_old"),
+                 "same_t": ("add", "p", ""), "gone_tools": ("del", "p", "_tools"),
+                 "new_t": ("add", "q", ""), "gone_new_tools": ("del", "q", "_tools")}
         if v == "legacy":
             kinds.update({"same_rst": ("add", "p", "_rst"), "gone_rst": ("del", "p", "_rst"),
                           "new_rst": ("add", "q", "_rst"), "gone_new_rst": ("del", "q", "_rst"),
@@ -157,7 +160,8 @@ class IptablesBench(Bench):
                 with _previous_restores(fw.backend.kernel, path == "_old"), \
                         _restore_path(fw.backend.kernel, path in ("_old", "_rst")), \
                         _families_in_turn(fw.backend.kernel, path == "_seq"), \
-                        _ebtables_process(fw.backend.kernel, path == "_ebp"):
+                        _ebtables_process(fw.backend.kernel, path == "_ebp"), \
+                        _deletions_by_tools(fw.backend.kernel, path in ("_old", "_tools")):
                     wall, child, kern = _timed_cpu(fn)
                 walls[what].append(wall)
                 cpu[what].append(child)
@@ -204,6 +208,12 @@ class IptablesBench(Bench):
                  _median_ms(walls["new"]) <= 20, note("new"))
         self.row(f"{v}_port_del_new", f"{v}: 5. port removed (new profile)",
                  _median_ms(walls["gone_new"]), floor, fl, note=note("gone_new"))
+        for what, base, label in (("gone_tools", "gone", "port removed (existing profile)"),
+                                  ("gone_new_tools", "gone_new", "port removed (new profile)")):
+            self.row(f"{v}_port_{what}", f"{v}: 5. {label}, deletions through the tools",
+                     _median_ms(walls[what]), _median_ms(walls[base]), "nf_tables netlink",
+                     note=f"{'ebtables' if v == 'legacy' else 'every table'}'s deletions "
+                     f"through the restore tools, as before nfdel, same run; {note(what)}")
         if v == "legacy":
             rst = "restore tools instead of libiptc, same run"
             for what, base, label in (("same_rst", "same", "port added (existing profile)"),
@@ -402,6 +412,18 @@ class _ebtables_process(_Swapped):
     before ebtables went through netlink (the "ebtables process" row)."""
 
     attr = "ebnl"
+
+    @staticmethod
+    def make(k):
+        return False
+
+
+class _deletions_by_tools(_Swapped):
+    """A port removal's deletions through the restore tools (``ebtables-nft-restore`` beside
+    libiptc, ``iptables-nft-restore``), as before they went through one nf_tables batch
+    (the "deletions through the tools" rows, and the "previous restores" rows)."""
+
+    attr = "nfdel"
 
     @staticmethod
     def make(k):

@@ -102,6 +102,11 @@ def test_bench_iptables_quick(tmp_path, capsys):
     assert "via libiptc+ebtables-restore;" in data["legacy_port_same_ebp"]["note"]
     assert "via restore+ebtables-restore;" in data["legacy_port_same_rst"]["note"]
     assert "via restore+ebtables-restore;" in data["nft_port_add"]["note"]
+    # a removal's deletions: one nf_tables batch, against the restore tools in the same run
+    assert "via netlink+ebtables-netlink;" in data["nft_port_del"]["note"]
+    assert "via libiptc+ebtables-netlink;" in data["legacy_port_del"]["note"]
+    assert "via restore+ebtables-restore;" in data["nft_port_gone_tools"]["note"]
+    assert "via libiptc+ebtables-restore;" in data["legacy_port_gone_tools"]["note"]
     assert "peer: Neutron iptables driver, one member added" in printed
     assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
 

@@ -83,9 +83,10 @@ def test_port_changes_through_libiptc_equal_restores(env):
         assert "libiptc" not in transport_old, name
         legacy_port_change = variant == "legacy" and name not in ("base", "group rule added")
         assert ("libiptc" in transport) == legacy_port_change, (name, transport)
-        # beside libiptc, a port's new ARP chain through netlink; deletions through the tool
-        assert ("ebtables-netlink" in transport) == (legacy_port_change
-                                                     and name == "port added"), (name, transport)
+        # beside libiptc, a port's new ARP chain (ebnl) and a removal's deletions (nfdel)
+        # through netlink; a port's groups changed (chains replaced) through the tool
+        assert ("ebtables-netlink" in transport) == (legacy_port_change and name in (
+            "port added", "port removed")), (name, transport)
     # the zone rules (raw, CT) went through libiptc too
     assert any("-j CT --zone 1" in line for line in inproc[1][2])
     assert not Firewall(netns=lab.host_ns, backend=f"iptables-{variant}").plan(steps(lab)[-1][1])
@@ -94,9 +95,11 @@ def test_port_changes_through_libiptc_equal_restores(env):
 @pytest.mark.parametrize("fwlab", ["legacy"], indirect=True)
 def test_refused_libiptc_commit_leaves_memory_equal_to_kernel(env):
     """A stale profile chain someone else jumps to cannot be deleted: libiptc refuses the
-    IPv4 mangle change (each time, so the Firewall's re-read and second try fail too), the
-    IPv6 tables went through; memory is re-read equal to the kernel, and once the foreign jump
-    is gone the next apply completes the rest."""
+    IPv4 mangle change (each time, so the Firewall's re-read and second try fail too), and as
+    every table's steps are made before any is committed, nothing of the removal reached the
+    kernel (IPv6 and ebtables neither): the removed port stays filtered as before; memory is
+    re-read equal to the kernel, and once the foreign jump is gone the next apply completes
+    it."""
     lab, fw, variant = env
     docs = dict(steps(lab))
     fw.apply(docs["base"])
@@ -110,7 +113,11 @@ def test_refused_libiptc_commit_leaves_memory_equal_to_kernel(env):
         reread = Firewall(netns=lab.host_ns, backend=f"iptables-{variant}")
         assert str(fw.plan(only_vm2)) == str(reread.plan(only_vm2))   # memory == kernel
         left = {key[:2] for key in fw.plan(only_vm2).tables}
-        assert left == {(4, "mangle"), (4, "filter")}                  # IPv6 went through
+        assert left == {(4, "mangle"), (4, "filter"), (6, "mangle"), (6, "filter"),
+                        ("eb", "nat")}                                 # nothing went through
+        # vm1 is still filtered (web takes no ingress), in both families
+        assert not lab.tcp_connect("vm2", "vm1", port=5432)
+        assert not lab.tcp_connect("vm2", "vm1", port=5432, family=6)
     finally:
         sh(lab, "iptables-legacy", "-t", "mangle", "-D", "INPUT", "-j", chain)
     assert "libiptc" in fw.apply(only_vm2).transport
@@ -147,7 +154,9 @@ def test_ebtables_refused_beside_libiptc(env):
 def test_ebtables_netlink_batch_refused_beside_libiptc(env, monkeypatch):
     """ebtables' netlink batch beside libiptc, refused by the kernel (here sent to a table
     that does not exist): nothing of it is left (one transaction), the IP tables went
-    through; a Firewall that re-reads finds only ebtables' part missing and completes it."""
+    through; a Firewall that re-reads finds only ebtables' part missing and completes it.
+    (A port addition: half-way, it is more closed than the model it left, so its tables are
+    committed as they are made; a removal's are not, see the refused removals.)"""
     lab, fw, variant = env
     docs = dict(steps(lab))
     fw.apply(docs["base"])

@@ -5,7 +5,8 @@ ipset members, diffed and applied incrementally (``Firewall(backend="iptables")`
 Modules: ``names`` (derived, bounded names), ``rules`` (model rules -> rule text),
 ``state`` (chains, dispatch rules, sets), ``desired`` (Model -> State, change by change),
 ``plan`` (diff and the restore texts), ``tools`` (legacy or nft, detected), ``kernel``
-(restore, save, ipset netlink), ``switch`` (leftovers of the other backend), ``show``.
+(restore, save, ipset netlink), ``iptc`` / ``ebnl`` / ``nfdel`` (libiptc, ebtables'
+additions and nf_tables deletions in-process), ``switch`` (leftovers of the other backend), ``show``.
 """
 
 from fwsg.backends.iptables import desired as _desired
@@ -111,6 +112,8 @@ class IptablesBackend:
         self.kernel.commit(plan)
         if not plan.texts():
             return "ipset-netlink"
+        if self.kernel.last_path == "netlink":   # iptables-nft: deletions only (nfdel)
+            return "ipset-netlink+nf_tables-netlink"
         if self.kernel.last_path == "libiptc":
             eb = {"netlink": "+ebtables-netlink", "restore": "+ebtables-restore"}.get(
                 self.kernel.last_eb, "")

@@ -297,13 +297,25 @@ def steps(fam, tc):
     return out
 
 
-def apply(lib, table, todo):
-    """Make ``todo`` (from :func:`steps`) on ``table`` through libiptc and commit it;
-    KernelError if libiptc refuses a step (the table then stays as it was)."""
+def prepare(lib, table, todo):
+    """``table`` read and ``todo`` (from :func:`steps`) made on libiptc's copy, not
+    committed: the Table (commit, then close it). KernelError if libiptc refuses a step (the
+    copy is freed; the kernel's table was not touched)."""
     t = Table(lib, table)
     try:
         for step in todo:
             t.step(*step)
+    except BaseException:
+        t.close()
+        raise
+    return t
+
+
+def apply(lib, table, todo):
+    """Make ``todo`` (from :func:`steps`) on ``table`` through libiptc and commit it;
+    KernelError if libiptc refuses a step (the table then stays as it was)."""
+    t = prepare(lib, table, todo)
+    try:
         t.commit()
     finally:
         t.close()

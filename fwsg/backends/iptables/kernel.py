@@ -13,7 +13,7 @@ import re
 import subprocess
 import threading
 
-from fwsg.backends.iptables import ebnl, iptc, names
+from fwsg.backends.iptables import ebnl, iptc, names, nfdel
 from fwsg.backends.iptables.desired import BAGS, BUCKETED
 from fwsg.backends.iptables.ipsetnl import IpsetSocket
 from fwsg.backends.iptables.plan import TABLE_ORDER
@@ -62,6 +62,13 @@ def _side_by_side(fn, n):
         t.join()
 
 
+def _commit_all(tables):
+    """Commit each prepared iptc.Table in turn (KernelError at the first refused: the rest
+    stay uncommitted)."""
+    for t in tables:
+        t.commit()
+
+
 def _entry(m, fam):
     return m if "/" in m else f"{m}/{32 if fam == 4 else 128}"
 
@@ -89,6 +96,8 @@ class Kernel:
         self.libiptc = True   # False: every change through the restore tools (tests, bench)
         self.iptc_threads = True   # libiptc: each family in a thread of its own
         self.ebnl = True   # beside libiptc, ebtables through netlink when ebnl packs the change
+        self.nfdel = True  # deletions in nf_tables' xtables tables through netlink (nfdel)
+        self._nf = None
         self.last_path = None   # how the last commit changed the tables ("libiptc", "restore")
         self.last_eb = None     # and ebtables' ("netlink", "restore"; None: not changed)
 
@@ -99,6 +108,9 @@ class Kernel:
         if self._eb is not None:
             self._eb.close()
             self._eb = None
+        if self._nf is not None:
+            self._nf.close()
+            self._nf = None
 
     @property
     def ipset(self):
@@ -204,10 +216,17 @@ class Kernel:
         tools (:meth:`restore_all`). Which one it was: "libiptc" or "restore" (and in
         ``last_eb`` how ebtables' nat table changed: beside libiptc, through netlink when
         ``ebnl`` packs the change and ebtables is ebtables-nft)."""
+        eb = [text for fam, _, text in plan.texts() if fam == "eb"]
+        if self.tools.variant == "nft" or (set(plan.tables) == {("eb", "nat")} and
+                                           self.tools.eb("restore") == "ebtables-nft-restore"):
+            msgs = self._nf_deletions(plan.tables)
+            if msgs is not None:    # every table of the plan in one nf_tables transaction
+                self.nf_socket.commit(msgs)
+                self.last_eb = "netlink" if eb else None
+                return "netlink"
         libs = iptc.libs() if self.libiptc and self.tools.variant == "legacy" else None
         todo = {k: iptc.steps(k[0], tc) for k, tc in plan.tables.items()
                 if k[0] != "eb"} if libs is not None else {}
-        eb = [text for fam, _, text in plan.texts() if fam == "eb"]
         if not todo or None in todo.values():
             self.restore_all([(fam, text) for fam, _, text in plan.texts()])
             self.last_eb = "restore" if eb else None
@@ -220,9 +239,38 @@ class Kernel:
                 self.eb_socket   # opened here, in the namespace, before any thread starts
             except OSError:
                 msgs = None      # no netlink socket: the restore process, as before
-        self.last_eb = None if not eb else "netlink" if msgs else "restore"
-        self._libiptc(libs, todo, eb if msgs is None else (), msgs)
+        eb_del = None
+        if eb and msgs is None and self.tools.eb("restore") == "ebtables-nft-restore":
+            eb_del = self._nf_deletions({k: tc for k, tc in plan.tables.items()
+                                         if k[0] == "eb"})
+        self.last_eb = None if not eb else "netlink" if msgs or eb_del else "restore"
+        # a change that deletes may open something half-way: all its steps first (_libiptc)
+        opens = eb_del is not None or any(tc.bag_del or tc.stale or tc.moved
+                                          or len(tc.chains) > tc.new
+                                          for k, tc in plan.tables.items() if k[0] != "eb")
+        self._libiptc(libs, todo, eb if msgs is None and eb_del is None else (), msgs, eb_del,
+                      steps_first=opens)
         return "libiptc"
+
+    def _nf_deletions(self, changes):
+        """nfdel's messages for ``changes`` ({(family, table): TableChange} of tables kept in
+        nf_tables), or None: deletions through netlink off, no socket, a change holding
+        more than deletions, a rule not found (the restore tools take it then)."""
+        if not self.nfdel or not changes:
+            return None
+        try:
+            sock = self.nf_socket
+            return nfdel.steps(changes, sock.dump)
+        except (OSError, KernelError):
+            return None
+
+    @property
+    def nf_socket(self):
+        """The namespace's nfnetlink socket for nfdel (opened on first use, kept open: a
+        socket that deleted something costs ~10-15 ms to close)."""
+        if self._nf is None:
+            self._nf = nfdel.NfSocket(self.netns)
+        return self._nf
 
     @property
     def eb_socket(self):
@@ -231,23 +279,37 @@ class Kernel:
             self._eb = ebnl.EbSocket(self.netns)
         return self._eb
 
-    def _libiptc(self, libs, todo, eb=(), eb_msgs=None):
-        """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made and committed
-        through libiptc, in table order, with ebtables' change beside them: ``eb_msgs``
-        (ebnl.steps, packed already) committed through netlink at the start of the IPv6
-        thread (or in a thread of its own with one family), else the restore of the ``eb``
-        text (at most one) as a process started first. The families run side by side, IPv4
-        in the calling thread, IPv6 in a thread of its own (without ``iptc_threads``: one
-        after the other in the calling thread, ebtables' batch too; measured slower in most
-        bench runs). The xtables lock is held throughout, so every other iptables process
-        waits; KernelError naming each step refused (a table refused stays as it was; tables
-        of a family before it stay committed, as with iptables-restore; the other family and
-        ebtables are still made; a refused ebtables batch leaves nothing of itself)."""
+    def _libiptc(self, libs, todo, eb=(), eb_msgs=None, eb_del=None, steps_first=True):
+        """Each IP family's steps (``todo``: (family, table) -> iptc.steps) made through
+        libiptc, then committed, in table order, with ebtables' change beside them:
+        ``eb_msgs`` (ebnl.steps, packed already) committed through netlink at the start of
+        the IPv6 thread (or in a thread of its own with one family), ``eb_del`` (nfdel's
+        deletions) committed after every table's steps were made and before any table is
+        committed, else the restore of the ``eb`` text (at most one) as a process started
+        first. The families run side by side, IPv4 in the calling thread, IPv6 in a thread
+        of its own (without ``iptc_threads``: one after the other in the calling thread,
+        ebtables' batch too; measured slower in most bench runs). The xtables lock is held
+        throughout, so every other iptables process waits.
+
+        With ``steps_first`` (a change that deletes or replaces something, which could leave
+        a port more open half-way), in two rounds: every table is read and every step made on
+        libiptc's copies first; a step refused (a chain in use, a rule not found) ends the
+        call before anything of the IP tables or of ``eb_del`` reached the kernel. Then
+        ``eb_del`` (refused: nothing of it is left, no IP table is committed), then each
+        table's commit (a commit the kernel refuses leaves that table as it was; tables
+        committed before it stay, as with iptables-restore). Without (a change that only
+        adds: half-way, it is only more closed than the model it left), each table is
+        committed as soon as its steps are made, one family's reads beside the other's
+        commits (two families committing at once measured ~4 ms slower a port addition).
+        KernelError naming each step refused."""
         fams = []
         for fam in (4, 6):
             tables = [(t, todo[(fam, t)]) for t in TABLE_ORDER if (fam, t) in todo]
             if tables:
-                fams.append(lambda f=fam, ts=tables: self._iptc_family(libs[f], ts))
+                fams.append((fam, tables))
+        made = [[] for _ in fams]     # the iptc.Tables each family read and changed
+        work = [lambda i=i, f=f, ts=ts: self._iptc_family(libs[f], ts, made[i], steps_first)
+                for i, (f, ts) in enumerate(fams)]
         eb_error = []
         if eb_msgs:
             sock = self.eb_socket
@@ -259,28 +321,46 @@ class Kernel:
                     eb_error.append(str(e))
                 except Exception as e:  # noqa: BLE001 - reported as refused below
                     eb_error.append(f"ebtables (nat, netlink): {type(e).__name__}: {e}")
-            if len(fams) == 2:      # IPv4 in the calling thread also starts and joins IPv6's
-                v6 = fams[1]
-                fams[1] = lambda: (eb_commit(), v6())
+            if len(work) == 2:      # IPv4 in the calling thread also starts and joins IPv6's
+                v6 = work[1]
+                work[1] = lambda: (eb_commit(), v6())
             else:
-                fams.append(eb_commit)
-        errors = [None] * len(fams)
+                work.append(eb_commit)
+        errors = [None] * len(work)
 
         def run(i):
             try:
-                fams[i]()
+                work[i]()
             except KernelError as e:
                 errors[i] = str(e)
             except Exception as e:  # noqa: BLE001 - reported as refused below
                 errors[i] = f"libiptc: {type(e).__name__}: {e}"
+
+        def in_turn_or_side_by_side(n):
+            if self.iptc_threads:
+                _side_by_side(run, n)
+            else:
+                for i in range(n):
+                    run(i)
         proc = self._start_restore("eb", eb[0]) if eb else None
         try:
             with _xtables_lock(True):
-                if self.iptc_threads:
-                    _side_by_side(run, len(fams))
-                else:
-                    for i in range(len(fams)):
-                        run(i)
+                try:
+                    in_turn_or_side_by_side(len(work))
+                    if not any(errors) and not eb_error and eb_del:
+                        try:
+                            self.nf_socket.commit(eb_del)
+                        except KernelError as e:
+                            eb_error.append(str(e))
+                    if not any(errors) and not eb_error:
+                        work[:] = [lambda ts=ts: _commit_all(ts) for ts in made if ts]
+                        errors[:] = [None] * len(work)
+                        if work:   # none without steps_first: committed as they were made
+                            in_turn_or_side_by_side(len(work))
+                finally:
+                    for ts in made:
+                        for t in ts:
+                            t.close()
         finally:
             if proc is not None:
                 errors.append(self._finish_restore("eb", proc))
@@ -316,10 +396,15 @@ class Kernel:
             return None
         return f"{self._restore_argv(fam)[0]} refused: {' '.join((err or out).split())[:400]}"
 
-    def _iptc_family(self, lib, tables):
+    def _iptc_family(self, lib, tables, made, steps_first=True):
+        """Read each table and make its steps on libiptc's copy: appended to ``made``, not
+        committed (``steps_first``), or committed at once."""
         with entered(self.netns):
             for table, todo in tables:
-                iptc.apply(lib, table, todo)
+                if steps_first:
+                    made.append(iptc.prepare(lib, table, todo))
+                else:
+                    iptc.apply(lib, table, todo)
 
     def restore_all(self, texts):
         """Run one ``restore --noflush`` per (family, text), all at once (the families' tables
