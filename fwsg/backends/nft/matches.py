@@ -183,6 +183,8 @@ def _concat_regs(operands):
         width = _META_WIDTH[kind[1]] if kind[0] == "meta" else kind[3]
         words += (width + 3) // 4
     return regs
+
+
 _ETHERTYPE = {"ip": b"\x08\x00", "ip6": b"\x86\xdd", "arp": b"\x08\x06"}
 
 
