@@ -41,13 +41,18 @@ def profile_chain(lab, fw, port_id, direction):
     return verdict.split()[1]
 
 
-def test_rule_replaced_in_place_by_accept(env):
-    lab, fw = env
+def _web_on_port_80(lab, fw):
+    """vm2 in group ``web`` (TCP 80 in from anywhere), vm1 in ``open``: 80 passes, 22 not."""
     groups = {"web": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS,
               "open": ALL_EGRESS}
     fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["web"]}))
     assert lab.tcp_connect("vm1", "vm2", port=80)
     assert not lab.tcp_connect("vm1", "vm2", port=22)
+
+
+def test_rule_replaced_in_place_by_accept(env):
+    lab, fw = env
+    _web_on_port_80(lab, fw)
     chain = profile_chain(lab, fw, "port-vm2", "i")
     listing = nft(lab, "-a", "list", "chain", "inet", "fwsg", chain)
     # the profile's one rule (its group's jump, carrying the chain's digest) becomes an
@@ -131,11 +136,7 @@ def test_foreign_entry_in_a_port_map_is_removed(env):
     entries into a drop): port 22 opens, 80 closes; reconcile takes the entry out and puts
     the accept back, in one transaction."""
     lab, fw = env
-    groups = {"web": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS,
-              "open": ALL_EGRESS}
-    fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["web"]}))
-    assert lab.tcp_connect("vm1", "vm2", port=80)
-    assert not lab.tcp_connect("vm1", "vm2", port=22)
+    _web_on_port_80(lab, fw)
     name = fw._desired.names.port_map("web", "ingress")
     nft(lab, "-f", "-", stdin=f"add element inet fwsg {name} {{ ipv4 . tcp . 22 : accept }}\n"
                               f"delete element inet fwsg {name} {{ ipv4 . tcp . 80 }}\n"
