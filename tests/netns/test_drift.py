@@ -1,7 +1,7 @@
 """Drift that only a content comparison shows, repaired by reconcile with real packets: a rule
 replaced in place by ``accept``, a base chain's policy changed, a member set re-declared by
 someone else as an interval set holding 0.0.0.0/0 (which made every apply fail with "Device or
-resource busy"). Each: the drift really opens (or closes) traffic, reconcile reports and
+resource busy"), a foreign entry in a group's port map. Each: the drift really opens (or closes) traffic, reconcile reports and
 repairs it in one transaction, traffic follows the model again."""
 
 import json
@@ -41,13 +41,18 @@ def profile_chain(lab, fw, port_id, direction):
     return verdict.split()[1]
 
 
-def test_rule_replaced_in_place_by_accept(env):
-    lab, fw = env
+def _web_on_port_80(lab, fw):
+    """vm2 in group ``web`` (TCP 80 in from anywhere), vm1 in ``open``: 80 passes, 22 not."""
     groups = {"web": [rule("ingress", protocol="tcp", ports=80)] + ALL_EGRESS,
               "open": ALL_EGRESS}
     fw.apply(model(lab, groups, {"vm1": ["open"], "vm2": ["web"]}))
     assert lab.tcp_connect("vm1", "vm2", port=80)
     assert not lab.tcp_connect("vm1", "vm2", port=22)
+
+
+def test_rule_replaced_in_place_by_accept(env):
+    lab, fw = env
+    _web_on_port_80(lab, fw)
     chain = profile_chain(lab, fw, "port-vm2", "i")
     listing = nft(lab, "-a", "list", "chain", "inet", "fwsg", chain)
     # the profile's one rule (its group's jump, carrying the chain's digest) becomes an
@@ -123,4 +128,23 @@ def test_member_set_redeclared_as_open_interval_set(env, tmp_path):
     assert any("re-declared" in line for line in result.repaired), result.repaired
     assert not lab.tcp_connect("out", "vm2", port=5432)
     assert lab.tcp_connect("vm1", "vm2", port=5432)
+    assert fw.reconcile().repaired == []
+
+
+def test_foreign_entry_in_a_port_map_is_removed(env):
+    """Someone adds ``ipv4 . tcp . 22 : accept`` to a group's port map (and turns one of its
+    entries into a drop): port 22 opens, 80 closes; reconcile takes the entry out and puts
+    the accept back, in one transaction."""
+    lab, fw = env
+    _web_on_port_80(lab, fw)
+    name = fw._desired.names.port_map("web", "ingress")
+    nft(lab, "-f", "-", stdin=f"add element inet fwsg {name} {{ ipv4 . tcp . 22 : accept }}\n"
+                              f"delete element inet fwsg {name} {{ ipv4 . tcp . 80 }}\n"
+                              f"add element inet fwsg {name} {{ ipv4 . tcp . 80 : drop }}\n")
+    assert lab.tcp_connect("vm1", "vm2", port=22)            # the drift opened the port
+    assert not lab.tcp_connect("vm1", "vm2", port=80)
+    result = fw.reconcile()
+    assert any(name in line for line in result.repaired), result.repaired
+    assert not lab.tcp_connect("vm1", "vm2", port=22)
+    assert lab.tcp_connect("vm1", "vm2", port=80)
     assert fw.reconcile().repaired == []

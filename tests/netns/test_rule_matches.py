@@ -127,7 +127,7 @@ def test_rules_edited_by_handle_through_netlink_or_libnftables_leave_the_same_ke
 
     extra = {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
              "port_range_min": 8000, "port_range_max": 8080}
-    first = dict(extra, port_range_min=22, port_range_max=22)
+    first = dict(extra, port_range_min=22, port_range_max=22, remote_ip_prefix="203.0.113.0/24")
     base = _doc()["security_groups"]["db"]
     fws = [Firewall(netns=ns) for ns in two_namespaces]
     traced = netlink.netlink_ops_traced
@@ -149,7 +149,7 @@ def test_rules_edited_by_handle_through_netlink_or_libnftables_leave_the_same_ke
                 type(op).__name__ == "FlushChain" for op in plans[i][-1].ops)
             if i == 1:   # libnftables reports no handles: rewritten next time, then by handle
                 fw.update_security_group_rules("db", rules + [dict(extra, port_range_min=9,
-                                                                   port_range_max=9)])
+                                                                   port_range_max=10)])
                 fw.update_security_group_rules("db", rules)
         a, b = (_ruleset(ns) for ns in two_namespaces)
         assert a == b

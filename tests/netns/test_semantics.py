@@ -596,9 +596,9 @@ def test_a_rule_added_and_removed_by_handle_takes_effect(env, monkeypatch):
     change): the new rule lets its flow through, the removed one stops it, and the chain
     lists back as a fresh apply of the same model writes it (reconcile compares every rule)."""
     lab, fw = env
-    web = [rule("ingress", protocol="tcp", ports=80),
-           rule("ingress", protocol="tcp", ports=443)] + ALL_EGRESS
-    ssh = rule("ingress", protocol="tcp", ports=22)
+    web = [rule("ingress", protocol="tcp", ports=(80, 81)),
+           rule("ingress", protocol="tcp", ports=(443, 444))] + ALL_EGRESS
+    ssh = rule("ingress", protocol="tcp", ports=(22, 23))   # ranges: rules, not map elements
     apply(lab, fw, {"web": web, "open": ALL_EGRESS}, {"vm1": ["open"], "vm2": ["web"]})
     plans, commit = [], fw.backend.commit
     monkeypatch.setattr(fw.backend, "commit", lambda plan: plans.append(plan) or commit(plan))
@@ -613,4 +613,42 @@ def test_a_rule_added_and_removed_by_handle_takes_effect(env, monkeypatch):
     fw.update_security_group_rules("web", [ssh] + web)
     assert {type(op).__name__ for op in plans[-1].ops} == {"AddRule", "ReplaceRule"}
     assert lab.matrix(probe) == [True, True]
+    assert Firewall(netns=lab.host_ns).reconcile(fw.model).repaired == []
+
+
+def test_single_port_rules_are_elements_of_the_groups_port_map(env, monkeypatch):
+    """A group rule matching one protocol and one destination port from anywhere is an entry
+    of its group's port map: it lets exactly that family, protocol and port through, and
+    adding or removing one is one element change (no chain touched) that takes effect at
+    once; an established flow that loses its entry is cut."""
+    lab, fw = env
+    groups = {"g": [rule("ingress", protocol="tcp", ports=8443),
+                    rule("ingress", "IPv6", protocol="udp", ports=53)] + ALL_EGRESS,
+              "open": ALL_EGRESS}
+    apply(lab, fw, groups, {"vm1": ["open"], "vm2": ["g"]})
+    assert lab.matrix([
+        ("tcp_connect", "vm1", "vm2", {"port": 8443}),
+        ("tcp_connect", "vm1", "vm2", {"port": 8443, "family": 6}),   # other family
+        ("udp_exchange", "vm1", "vm2", {"port": 8443}),               # other protocol
+        ("tcp_connect", "vm1", "vm2", {"port": 8444}),                # other port
+        ("udp_exchange", "vm1", "vm2", {"port": 53, "family": 6}),
+        ("udp_exchange", "vm1", "vm2", {"port": 53}),
+        ("tcp_connect", "vm1", "vm2", {"port": 53, "family": 6}),
+    ]) == [True, False, False, False, True, False, False]
+    plans, commit = [], fw.backend.commit
+    monkeypatch.setattr(fw.backend, "commit", lambda plan: plans.append(plan) or commit(plan))
+    conn = lab.open_tcp("vm1", "vm2", port=8443)
+    try:
+        wider = groups["g"] + [rule("ingress", protocol="tcp", ports=22)]
+        fw.update_security_group_rules("g", wider)
+        assert [type(op).__name__ for op in plans[-1].ops] == ["AddElements"]
+        assert plans[-1].ops[0].set.name.endswith("-vi")
+        assert lab.tcp_connect("vm1", "vm2", port=22) and conn.alive()
+        r = fw.update_security_group_rules("g", wider[1:])       # tcp 8443 gone
+        assert [type(op).__name__ for op in plans[-1].ops] == ["DeleteElements"]
+        assert r.conntrack_killed >= 1 and not conn.alive()
+        assert not lab.tcp_connect("vm1", "vm2", port=8443)
+        assert lab.tcp_connect("vm1", "vm2", port=22)
+    finally:
+        conn.close()
     assert Firewall(netns=lab.host_ns).reconcile(fw.model).repaired == []

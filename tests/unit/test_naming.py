@@ -50,8 +50,8 @@ def test_colliding_ids_get_distinct_names_and_keep_their_rules(narrow):
     gt, go = names.group(tight), names.group(open_)
     assert gt != go
     b = fw.backend
-    assert b.rules("inet", f"{gt}-i")[0].startswith(f"ip saddr @{gt}-m4 tcp dport 22 accept")
-    assert b.rules("inet", f"{go}-i")[0].startswith("meta nfproto ipv4 accept")
+    assert b.rules("inet", f"{gt}-i")[1].startswith(f"ip saddr @{gt}-m4 tcp dport 22 accept")
+    assert b.rules("inet", f"{go}-i")[1].startswith("meta nfproto ipv4 accept")
     assert b.elements[("inet", f"{gt}-m4")] == {"192.0.2.1"}
     # the tight port's chain jumps to the tight group's chain only
     ingress = b.elements[("inet", "ingress")]

@@ -29,8 +29,9 @@ def test_addresses_and_verdicts():
     assert encode_key("ipv6_addr", "2001:db8::1") == bytes.fromhex("20010db8" + "0" * 22 + "01")
     assert encode_value("verdict", "jump pab12-e") == "pab12-e"
     assert encode_value("verdict", "drop") == 0   # NF_DROP (the ambiguous receiver's entry)
+    assert encode_value("verdict", "accept") == 1   # NF_ACCEPT (a group's port map)
     with pytest.raises(ValueError):
-        encode_value("verdict", "accept")
+        encode_value("verdict", "continue")
     with pytest.raises(ValueError):
         encode_key("ifname", '"a-name-that-is-too-long"')
 
@@ -39,7 +40,19 @@ def test_encodable():
     assert encodable(SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"))
     assert encodable(SetDef("inet", "egress", "mark", "verdict"))
     assert not encodable(SetDef("inet", "g-m4n", "ipv4_addr", interval=True))
-    assert not encodable(SetDef("inet", "x", "inet_service"))
+    assert encodable(SetDef("inet", "g-vi", "nf_proto . inet_proto . inet_service", "verdict"))
+    assert not encodable(SetDef("inet", "x", "ether_type"))
+
+
+def test_port_map_keys_match_nft():
+    key_type = "nf_proto . inet_proto . inet_service"
+    assert words(encode_key(key_type, "ipv4 . tcp . 8443")) == "00000002 00000006 0000fb20"
+    assert words(encode_key(key_type, "ipv6 . udp . 53")) == "0000000a 00000011 00003500"
+    assert encode_key(key_type, "ipv4 . 99 . 1") == encode_key(key_type, "2 . 99 . 1")
+    for bad in ("ipv5 . tcp . 1", "ipv4 . tcp . 65536", "ipv4 . 256 . 1", "ipv4 . tcp . -1",
+                "ipv4 . tcp"):
+        with pytest.raises(ValueError):
+            encode_key(key_type, bad)
 
 
 @pytest.mark.parametrize("sd,items", [

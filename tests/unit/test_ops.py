@@ -383,7 +383,7 @@ def test_a_whole_cold_start_encodes_and_what_does_not_is_left_to_libnftables(dem
     odd = ChainDef("inet", "g9-e", ("tcp flags syn accept",))
     assert netlink.netlink_ops(Plan([DeclareChain(odd), FillChain(odd)])) is None
     assert netlink.netlink_ops(Plan([AddElements(PFX, ("203.0.113.0/28",))])) is None
-    odd_set = SetDef("inet", "g9-m4", "inet_service")
+    odd_set = SetDef("inet", "g9-m4", "ether_type")
     assert netlink.netlink_ops(Plan([CreateSet(odd_set)])) is None
 
 
@@ -413,7 +413,7 @@ def test_readback_parses_every_object_kind_as_compiled(hot_path):
     assert kinds >= {(False, False, False, None), (False, True, False, None),
                      (False, False, True, None), (False, True, True, None),
                      (True, False, False, "verdict"), (True, False, False, "mark"),
-                     (True, False, False, "ct zone")}
+                     (True, False, False, "ct zone"), (True, False, True, "verdict")}
     assert {c.hook is None for c in rs.chains.values()} == {True, False}
     assert rs.tables == want.tables
     assert rs.sets == want.sets

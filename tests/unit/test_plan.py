@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from fwsg.errors import KernelError
 from fwsg.firewall import Firewall
+from fwsg.backends.nft.layout import Names
 from fwsg.ops import AddElements, DeleteElements
 from fwsg.plan import Plan
 from fwsg.lab.scenario import generate
@@ -54,10 +55,8 @@ def test_rule_removal_changes_only_that_chain(demo_model):
     fw = fresh()
     fw.apply(demo_model)
     doc = copy.deepcopy(demo_model)
-    doc["security_groups"]["sg-web"].pop(0)
-    other = fresh()       # a Firewall that has only read the kernel back: no handles known
-    other.backend = fw.backend
-    lines = other.plan(doc).lines()
+    doc["security_groups"]["sg-admin"].pop(0)   # tcp 22 from a prefix: a rule of its own
+    lines = fresh_reading(fw).plan(doc).lines()
     flushed = [c for c in lines if c.startswith("flush chain")]
     assert len(flushed) == 1 and flushed[0].endswith("-i")
     assert all(c.startswith(("flush chain", "add rule")) for c in lines)
@@ -66,6 +65,33 @@ def test_rule_removal_changes_only_that_chain(demo_model):
     assert [c.split(" rule ")[0] for c in lines] == ["delete", "replace"]
     assert len({c.split()[4] for c in lines}) == 1 and lines[0].split()[4].endswith("-i")
     assert not fw.plan(doc)
+
+
+def test_a_single_port_rule_is_an_element_of_its_groups_port_map(demo_model):
+    """Adding or removing a rule that matches one port of one protocol (no remote side) is
+    one map element: no chain changes, whether or not the rule handles are known."""
+    fw = fresh()
+    fw.apply(demo_model)
+    group = Names.group("sg-web")
+    doc = copy.deepcopy(demo_model)
+    doc["security_groups"]["sg-web"].append(
+        {"direction": "ingress", "ethertype": "IPv6", "protocol": "udp",
+         "port_range_min": 8443, "port_range_max": 8443})
+    doc["security_groups"]["sg-web"].pop(0)   # tcp 80 from 0.0.0.0/0
+    for plan in (fresh_reading(fw).plan(doc), fw.plan(doc)):
+        assert plan.lines() == [f"add element inet fwsg {group}-vi {{ ipv6 . udp . 8443 : accept }}",
+                                f"delete element inet fwsg {group}-vi {{ ipv4 . tcp . 80 }}"]
+    fw.apply(doc)
+    assert fw.backend.elements[("inet", f"{group}-vi")] == {"ipv6 . tcp . 80": "accept",
+                                                          "ipv6 . udp . 8443": "accept"}
+    assert not fw.plan(doc)
+
+
+def fresh_reading(fw):
+    """A Firewall that has only read ``fw``'s kernel back (no rule handles known)."""
+    other = fresh()
+    other.backend = fw.backend
+    return other
 
 
 def test_port_removal_deletes_its_objects_in_a_valid_order(demo_model):

@@ -16,7 +16,8 @@ from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FILTERED, FIX
                                       antispoof_chain, dispatch_chains, dst_mark,
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
-from fwsg.backends.nft.rules import render_rule, subsumed_by_fixed
+from fwsg.backends.nft.rules import (PORT_MAP_KEY, port_key, port_map_rule, render_rule,
+                                     subsumed_by_fixed)
 from fwsg.backends.base import MemberBook, load_model
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, rule_facts
 from fwsg import naming
@@ -43,6 +44,9 @@ class RegisteredNames(Names):
 
     def member_set(self, sg, family, prefixes=False):
         return self.groups.member_set(sg, family, prefixes)
+
+    def port_map(self, sg, direction):
+        return f"{self.group(sg)}-v{'i' if direction == INGRESS else 'e'}"
 
     def profile(self, egress_rules, ingress_rules):
         return self.profiles.name("\n".join(egress_rules) + "\0" + "\n".join(ingress_rules))
@@ -130,7 +134,7 @@ class Desired(MemberBook):
         self.port_zone = {}     # port id -> zone (filtered ports with a network_id)
         self.mac_owners = {}    # MAC -> zoned port ids (frames from outside: @mac-dst)
         self._chain_cache = {}  # see _group_chain
-        self._group_memo = {}   # sg -> [(rules tuple, prefix state, chains)], see _group_chains
+        self._group_memo = {}   # sg -> [(rules, prefix state, sides)], see _group_chains
         self._fixed()
 
     def clear_pending(self):
@@ -293,33 +297,60 @@ class Desired(MemberBook):
             self.pending.add_many(key, new)
 
     def _group_chains(self, sg):
-        """Make the group's two chains follow its rules. The last few rule tuples a group had
-        (with the prefix state of the groups they reference) keep their chains: a group whose
-        rules go back and forth costs two lookups, no rendering, no hashing of its rules."""
+        """Make the group's two chains and their port maps follow its rules. The last few rule
+        tuples a group had (with the prefix state of the groups they reference) keep their
+        chains and map keys: a group whose rules go back and forth costs two lookups, no
+        rendering, no hashing of its rules."""
         rules = self.groups.get(sg)
         if rules is None:
             self._group_memo.pop(sg, None)
             for direction in (INGRESS, EGRESS):
                 self._chain(("inet", self.names.group_chain(sg, direction)), None)
+                self._undeclare(("inet", self.names.port_map(sg, direction)))
             return
         refs = (self._refs_of or {}).get(("g", sg))   # a frozenset (rule_facts) or None
         pstate = refs & self.prefixed if refs else frozenset()
         memo = self._group_memo.setdefault(sg, [])
-        for held, state, chains in memo:
+        for held, state, sides in memo:
             if held is rules and state == pstate:
                 break
         else:
-            chains = tuple(self._group_chain(self.names.group_chain(sg, direction), tuple(
+            sides = tuple(self._group_side(sg, direction, tuple(
                 r for r in rules if r.direction == direction)) for direction in (INGRESS, EGRESS))
-            memo.insert(0, (rules, pstate, chains))
+            memo.insert(0, (rules, pstate, sides))
             del memo[4:]
-        for chain in chains:
+        for map_key, keys, chain in sides:
+            self._port_map(map_key, keys)   # declared before the chain that looks it up
             self._chain(chain.key, chain)
 
-    def _group_chain(self, name, rules):
-        """The ChainDef of one group chain (``rules``: that direction's Rules), from a bounded
-        cache keyed by the rules and the prefix state of the groups they reference (a group
-        whose rules go back and forth is not rendered again; its names never change)."""
+    def _group_side(self, sg, direction, rules):
+        """(port map key, its keys, ChainDef) of one direction of a group (``rules``: that
+        direction's Rules): the single-port rules are keys of the map, the others rules of
+        the chain, after the one rule that looks the map up."""
+        map_name = self.names.port_map(sg, direction)
+        keyed = {r: port_key(r) for r in rules}
+        keys = frozenset(k for k in keyed.values() if k is not None)
+        chain = self._group_chain(self.names.group_chain(sg, direction), map_name,
+                                  tuple(r for r, k in keyed.items() if k is None))
+        return ("inet", map_name), keys, chain
+
+    def _port_map(self, key, keys):
+        """Make the port map ``key`` exist with exactly ``keys``, each accepting."""
+        if key not in self.rs.sets:
+            self._declare(SetDef("inet", key[1], PORT_MAP_KEY, "verdict"))
+        have = self.rs.elements[key]
+        if have.keys() == keys:
+            return
+        for k in [k for k in have if k not in keys]:
+            self._map_set(key, k, None)
+        for k in keys:
+            self._map_set(key, k, "accept")
+
+    def _group_chain(self, name, map_name, rules):
+        """The ChainDef of one group chain (``rules``: that direction's Rules not in its port
+        map ``map_name``), from a bounded cache keyed by the rules and the prefix state of the
+        groups they reference (a group whose rules go back and forth is not rendered again;
+        its names never change)."""
         key = (name, rules, tuple((r.remote_group, r.family) in self.prefixed
                                   for r in rules if r.remote_group is not None))
         cache = self._chain_cache
@@ -327,7 +358,8 @@ class Desired(MemberBook):
         if chain is None:
             if len(cache) >= 4096:
                 cache.clear()
-            chain = cache[key] = ChainDef("inet", name, _dedupe(self._render(rules)))
+            chain = cache[key] = ChainDef("inet", name, (port_map_rule(map_name),)
+                                          + _dedupe(self._render(rules)))
         return chain
 
     def set_group(self, sg, rules):

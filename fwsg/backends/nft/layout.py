@@ -296,6 +296,11 @@ class Names:
     def member_set(cls, sg, family, prefixes=False):
         return f"{cls.group(sg)}-m{family}{'n' if prefixes else ''}"
 
+    @classmethod
+    def port_map(cls, sg, direction):
+        """The verdict map of a group chain's single-port rules (``<group>-vi``/``-ve``)."""
+        return f"{cls.group(sg)}-v{_SUFFIX[direction]}"
+
     @staticmethod
     def profile(egress_rules, ingress_rules):
         """A profile's name: a hash of its two chains' content."""

@@ -149,7 +149,7 @@ META_MARK, META_IIFNAME, META_OIFNAME = 3, 6, 7   # enum nft_meta_keys
 CT_STATE, CT_ZONE = 0, 17                          # enum nft_ct_keys
 CMP_NEQ, LINK, LOOKUP_INV = 1, 0, 1
 DROP, JUMP = 0, -3                                 # NF_DROP, NFT_JUMP
-REG_VERDICT, REG_2, REG32_06 = 0, 2, 14            # where nft puts a concatenation's parts
+REG_VERDICT = 0
 _CT_STATES = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked": 64}
 _ICMP6 = {"mld-listener-query": 130, "mld-listener-report": 131, "nd-router-advert": 134,
           "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "mld2-listener-report": 143}
@@ -165,8 +165,26 @@ _LOADS = {   # operand -> its load (payload base, offset, length) or meta key
     "ip saddr": ("payload", NETWORK, 12, 4), "ip daddr": ("payload", NETWORK, 16, 4),
     "ip6 saddr": ("payload", NETWORK, 8, 16), "ip6 daddr": ("payload", NETWORK, 24, 16),
     "arp saddr ether": ("payload", NETWORK, 8, 6), "arp saddr ip": ("payload", NETWORK, 14, 4),
+    "meta nfproto": ("meta", META_NFPROTO), "meta l4proto": ("meta", META_L4PROTO),
+    "th dport": ("payload", TRANSPORT, 2, 2),
 }
-_CONCAT_REGS = (1, REG_2, REG32_06)
+_META_WIDTH = {META_IIFNAME: 16, META_OIFNAME: 16, META_MARK: 4, META_NFPROTO: 1,
+               META_L4PROTO: 1}
+REG32_00 = 8                                       # NFT_REG32_00: the 4-byte registers
+
+
+def _concat_regs(operands):
+    """The register each part of a concatenation is loaded into, as nft allocates them: at
+    its offset in 4-byte words from NFT_REG_1, named as a 16-byte register when aligned."""
+    regs, words = [], 0
+    for op in operands:
+        kind = _LOADS[op]
+        regs.append(1 + words // 4 if words % 4 == 0 else REG32_00 + words)
+        width = _META_WIDTH[kind[1]] if kind[0] == "meta" else kind[3]
+        words += (width + 3) // 4
+    return regs
+
+
 _ETHERTYPE = {"ip": b"\x08\x00", "ip6": b"\x86\xdd", "arp": b"\x08\x06"}
 
 
@@ -278,7 +296,7 @@ def _statement(family, words, out, ctx):
         out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[4 if w == "ip" else 6]])),
                 _load(f"{w} {words[1]}"), ("lookup", words[3][1:], 1, REG_VERDICT)]
         return words[4:]
-    if w == "meta" and words[1:2] == ["nfproto"] or w in ("udp",):
+    if w == "meta" and words[1:2] == ["nfproto"] and words[2:3] != ["."] or w in ("udp",):
         if w == "meta":
             f = {"ipv4": 4, "ipv6": 6}[words[2]]
             out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[f]]))]
@@ -289,7 +307,8 @@ def _statement(family, words, out, ctx):
         out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([17])),
                 ("payload", TRANSPORT, 0, 4), ("cmp", CMP_EQ, ports)]
         return words[6:]
-    # an operand or a concatenation, then a set lookup (@S, != @S) or a value
+    # an operand or a concatenation, then a set lookup (@S, != @S), a verdict map (vmap @M)
+    # or a value
     operands, i = [], 0
     while True:
         for n in (3, 2, 1):
@@ -304,13 +323,16 @@ def _statement(family, words, out, ctx):
         i += 1
     inverted = words[i] == "!="
     i += inverted
+    vmap = words[i] == "vmap" and not inverted
+    i += vmap
     target = words[i]
     m = _SET.match(target)
     if m:
         _l3_check(family, operands[0], out, ctx)
-        out += [_load(op, _CONCAT_REGS[k] if len(operands) > 1 else 1)
-                for k, op in enumerate(operands)]
-        out.append(("lookup", m.group(1), 1, -1, LOOKUP_INV if inverted else 0))
+        regs = _concat_regs(operands) if len(operands) > 1 else (1,)
+        out += [_load(op, reg) for op, reg in zip(operands, regs)]
+        out.append(("lookup", m.group(1), 1, REG_VERDICT) if vmap else
+                   ("lookup", m.group(1), 1, -1, LOOKUP_INV if inverted else 0))
         return words[i + 1:]
     if len(operands) != 1 or inverted:
         raise ValueError(" ".join(words))

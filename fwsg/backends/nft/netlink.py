@@ -28,7 +28,8 @@ BULK_CHUNK = 30000      # elements per step: keeps each netlink batch short
 NETLINK_MAX = 30000     # elements a plan may carry on the netlink path (one page)
 
 _IFNAMSIZ = 16
-WIDTH = {"ipv4_addr": 4, "ipv6_addr": 16, "mark": 4, "ifname": 16, "ether_addr": 6}
+WIDTH = {"ipv4_addr": 4, "ipv6_addr": 16, "mark": 4, "ifname": 16, "ether_addr": 6,
+         "nf_proto": 1, "inet_proto": 1, "inet_service": 2}
 
 
 def _ifname(text):
@@ -38,7 +39,29 @@ def _ifname(text):
     return raw.ljust(_IFNAMSIZ, b"\0")
 
 
+def _byte_of(names):
+    """text -> one byte: a name nft lists (``ipv4``, ``tcp``) or a number 0-255."""
+    def encode(text):
+        n = names.get(text)
+        if n is None:
+            if not (text.isascii() and text.isdigit() and int(text) <= 255):
+                raise ValueError(text)
+            n = int(text)
+        return bytes([n])
+    return encode
+
+
+def _service(text):
+    """A port (``inet_service``) in network order."""
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
+        raise ValueError(text)
+    return int(text).to_bytes(2, "big")
+
+
 _ATOMS = {
+    "nf_proto": _byte_of({"ipv4": 2, "ipv6": 10}),
+    "inet_proto": _byte_of({"tcp": 6, "udp": 17, "dccp": 33, "sctp": 132, "udplite": 136}),
+    "inet_service": _service,
     "ipv4_addr": functools.partial(socket.inet_pton, socket.AF_INET),
     "ipv6_addr": functools.partial(socket.inet_pton, socket.AF_INET6),
     "mark": lambda text: int(text, 16).to_bytes(4, sys.byteorder),
@@ -100,7 +123,7 @@ def encode_key(key_type, text):
 
 def encode_value(value_type, text):
     """A map value: bytes for a mark or a conntrack zone (2 bytes, host order), the target
-    chain (str) for ``jump CHAIN``, the verdict code (int) for ``drop``."""
+    chain (str) for ``jump CHAIN``, the verdict code (int) for ``drop`` and ``accept``."""
     if value_type == "mark":
         return _atom("mark", text)
     if value_type == ZONE_VALUE:
@@ -112,6 +135,8 @@ def encode_value(value_type, text):
         return text[5:]
     if value_type == "verdict" and text == "drop":
         return matches.DROP
+    if value_type == "verdict" and text == "accept":
+        return matches.ACCEPT
     raise ValueError(text)
 
 
@@ -119,7 +144,8 @@ def encode_value(value_type, text):
 
 # nft type -> (kernel data type, key length, byte order nft records in the set's userdata)
 _TYPES = {"ipv4_addr": (7, 4, 2), "ipv6_addr": (8, 16, 2), "ether_addr": (9, 6, 2),
-          "mark": (19, 4, 1), "ifname": (41, 16, 1)}
+          "mark": (19, 4, 1), "ifname": (41, 16, 1),
+          "nf_proto": (2, 1, 1), "inet_proto": (12, 1, 1), "inet_service": (13, 2, 2)}
 _VALUES = {"mark": (19, 4, 1), "verdict": (0xffffff00, 0, 0),   # NFT_DATA_VERDICT
            ZONE_VALUE: (4, 2, 1)}                                # integer, 16 bits
 # A zone map is declared ``typeof KEY : ct zone``: nft 1.0.6 records both expressions in the
@@ -162,10 +188,13 @@ def set_op(sd):
             fields = bytes(width for _, width, _ in kinds)
     data_type = data_len = None
     if sd.is_map:
-        if len(parts) > 1:
-            raise ValueError(sd.key_type)
         data_type, data_len, data_order = _VALUES[sd.value_type]
-        udata += _udata_u32(1, data_order)
+        if len(parts) > 1:   # a concatenated key: its typeof record after the data's order
+            if sd.value_type != "verdict" or sd.interval:
+                raise ValueError(sd.key_type)
+            udata = _udata_u32(0, 0) + _udata_u32(1, data_order) + _CONCAT_UDATA
+        else:
+            udata += _udata_u32(1, data_order)
         if sd.value_type == ZONE_VALUE:
             udata += _ZONE_TYPEOF[sd.key_type] + _CT_ZONE_TYPEOF
         udata += _udata_u32(6, 0)

@@ -1,6 +1,6 @@
-"""Security-group rules as nft rule text (one Rule -> one or two rules), and which rules the
-fixed rules every port has already decide. No I/O; names come from the layout, never from
-user text.
+"""Security-group rules as nft rule text (one Rule -> one or two rules) or as an element of
+their group chain's port map (:func:`port_key`), and which rules the fixed rules every port has
+already decide. No I/O; names come from the layout, never from user text.
 """
 
 from fwsg.backends.nft.layout import Names
@@ -50,6 +50,30 @@ def render_rule(rule, members_of, verdict="accept", names=Names):
         out.append(" ".join(parts + [f"{ipk} {remote_key} "
                                      f"@{names.member_set(rule.remote_group, fam, True)}", tail]))
     return out
+
+
+# The one rule each group chain starts with: a verdict map keyed by family, protocol and
+# destination port (``th dport``: the same two bytes for every protocol in _L4; a fragment
+# after the first has no transport header and matches no element, as with ``tcp dport``).
+PORT_MAP_KEY = "nf_proto . inet_proto . inet_service"
+
+
+def port_map_rule(map_name):
+    """The rule of a group chain that looks packets up in its port map ``map_name``."""
+    return f"meta nfproto . meta l4proto . th dport vmap @{map_name}"
+
+
+def port_key(rule):
+    """The port map key (``ipv4 . tcp . 8443``) of a group rule that matches nothing but a
+    family, a port protocol and one destination port (no source port, no remote prefix or
+    group): such a rule is an element of its chain's port map, not a rule of its own (adding
+    one is an element change). None for every other rule."""
+    p = rule.protocol
+    if (p not in _L4 or rule.port_min is None or rule.sport_min is not None
+            or rule.remote_group is not None or rule.src or rule.dst
+            or (rule.port_max is not None and rule.port_max != rule.port_min)):
+        return None
+    return f"ipv{rule.family} . {_L4[p]} . {rule.port_min}"
 
 
 def _range(lo, hi):
