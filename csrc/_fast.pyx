@@ -807,7 +807,7 @@ cdef class NetlinkWriter:
         for the twin); ("elem", add, family, set, texts,
         keys, width, values) adds/deletes elements: ``keys`` packed records of ``width`` bytes
         or a list of bytes, ``values`` None or a list (bytes of a map value, the chain name
-        of a jump, or an int verdict code: 0 drop, 1 accept), ``texts`` their nft text. ``family`` is
+        of a jump, or an int verdict code: 0 drop), ``texts`` their nft text. ``family`` is
         "inet" or "bridge".
 
         ``genid``: the nf_tables generation the batch was made against; the kernel refuses the
@@ -1238,8 +1238,8 @@ cdef class NetlinkWriter:
                     chain_b = v.encode()
                     N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &jump, sizeof(int))
                     N.nftnl_set_elem_set_str(e, N.NFTNL_SET_ELEM_CHAIN, chain_b)
-                elif type(v) is int:   # NF_DROP or NF_ACCEPT
-                    if v != 0 and v != 1:
+                elif type(v) is int:
+                    if v != 0:
                         raise ValueError(f"unsupported verdict code {v}")
                     code = v
                     N.nftnl_set_elem_set(e, N.NFTNL_SET_ELEM_VERDICT, &code, sizeof(int))

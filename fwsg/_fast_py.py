@@ -466,10 +466,10 @@ def _rule_command(op):
 def _value_text(v):
     if isinstance(v, str):
         return f"jump {v}"
-    if isinstance(v, int):   # a verdict code (the compiled writer takes drop's and accept's)
-        if v not in (0, 1):
+    if isinstance(v, int):   # a verdict code (the compiled writer takes only drop's)
+        if v != 0:
             raise ValueError(f"unsupported verdict code {v}")
-        return "accept" if v else "drop"
+        return "drop"
     if len(v) == 2:          # a conntrack zone (16 bits)
         return str(int.from_bytes(v, sys.byteorder))
     return f"0x{int.from_bytes(v, sys.byteorder):08x}"

@@ -235,7 +235,7 @@ class Bench:
                  f"{r.summary['elements_removed']} removed per call")
 
         # 4. one rule added to the group every port uses, and removed again. A rule of one
-        # port from anywhere is an entry of the group's port map; a rule of its own (here a
+        # port from anywhere is an element of the group's port set; a rule of its own (here a
         # port range from a prefix) is added rule by rule (by handle), beside the same change
         # with the chain rewritten whole (flush + refill: what fwsg still does while the
         # handles are unknown). Interleaved.
@@ -270,11 +270,11 @@ class Bench:
         self.row("rule_add", f"4. add 1 rule to a group used by all {a.ports} ports "
                  f"(one port from anywhere)", add, _median_ms(times["add_rule"]),
                  "a rule of its own, by handle", target="<= 0.3 ms", met=add <= 0.3,
-                 note=f"port-map entry; commit (encode + kernel) "
+                 note=f"port-set element; commit (encode + kernel) "
                       f"{_median_ms(times['add_entry_commit']):.3f} ms; {chains('entry')}")
         self.row("rule_del", "4b. remove that rule again", _median_ms(times["del_entry"]),
                  _median_ms(times["del_rule"]), "a rule of its own, by handle",
-                 note=f"port-map entry; commit {_median_ms(times['del_entry_commit']):.3f} ms")
+                 note=f"port-set element; commit {_median_ms(times['del_entry_commit']):.3f} ms")
         self.row("rule_add_own", "4c. add 1 rule of its own (port range from a prefix)",
                  _median_ms(times["add_rule"]), _median_ms(times["add_rewrite"]),
                  "same, chain rewritten",

@@ -1,7 +1,7 @@
 """Drift that only a content comparison shows, repaired by reconcile with real packets: a rule
 replaced in place by ``accept``, a base chain's policy changed, a member set re-declared by
 someone else as an interval set holding 0.0.0.0/0 (which made every apply fail with "Device or
-resource busy"), a foreign entry in a group's port map. Each: the drift really opens (or closes) traffic, reconcile reports and
+resource busy"), a foreign element in a group's port set. Each: the drift really opens (or closes) traffic, reconcile reports and
 repairs it in one transaction, traffic follows the model again."""
 
 import json
@@ -131,16 +131,15 @@ def test_member_set_redeclared_as_open_interval_set(env, tmp_path):
     assert fw.reconcile().repaired == []
 
 
-def test_foreign_entry_in_a_port_map_is_removed(env):
-    """Someone adds ``ipv4 . tcp . 22 : accept`` to a group's port map (and turns one of its
-    entries into a drop): port 22 opens, 80 closes; reconcile takes the entry out and puts
-    the accept back, in one transaction."""
+def test_foreign_element_in_a_port_set_is_removed(env):
+    """Someone adds ``ipv4 . tcp . 22`` to a group's port set and takes ``ipv4 . tcp . 80``
+    out: port 22 opens, 80 closes; reconcile takes the one out and puts the other back, in
+    one transaction."""
     lab, fw = env
     _web_on_port_80(lab, fw)
-    name = fw._desired.names.port_map("web", "ingress")
-    nft(lab, "-f", "-", stdin=f"add element inet fwsg {name} {{ ipv4 . tcp . 22 : accept }}\n"
-                              f"delete element inet fwsg {name} {{ ipv4 . tcp . 80 }}\n"
-                              f"add element inet fwsg {name} {{ ipv4 . tcp . 80 : drop }}\n")
+    name = fw._desired.names.port_set("web", "ingress")
+    nft(lab, "-f", "-", stdin=f"add element inet fwsg {name} {{ ipv4 . tcp . 22 }}\n"
+                              f"delete element inet fwsg {name} {{ ipv4 . tcp . 80 }}\n")
     assert lab.tcp_connect("vm1", "vm2", port=22)            # the drift opened the port
     assert not lab.tcp_connect("vm1", "vm2", port=80)
     result = fw.reconcile()

@@ -616,9 +616,9 @@ def test_a_rule_added_and_removed_by_handle_takes_effect(env, monkeypatch):
     assert Firewall(netns=lab.host_ns).reconcile(fw.model).repaired == []
 
 
-def test_single_port_rules_are_elements_of_the_groups_port_map(env, monkeypatch):
-    """A group rule matching one protocol and one destination port from anywhere is an entry
-    of its group's port map: it lets exactly that family, protocol and port through, and
+def test_single_port_rules_are_elements_of_the_groups_port_set(env, monkeypatch):
+    """A group rule matching one protocol and one destination port from anywhere is an
+    element of its group's port set: it lets exactly that family, protocol and port through, and
     adding or removing one is one element change (no chain touched) that takes effect at
     once; an established flow that loses its entry is cut."""
     lab, fw = env
@@ -642,7 +642,7 @@ def test_single_port_rules_are_elements_of_the_groups_port_map(env, monkeypatch)
         wider = groups["g"] + [rule("ingress", protocol="tcp", ports=22)]
         fw.update_security_group_rules("g", wider)
         assert [type(op).__name__ for op in plans[-1].ops] == ["AddElements"]
-        assert plans[-1].ops[0].set.name.endswith("-vi")
+        assert plans[-1].ops[0].set.name.endswith("-pi")
         assert lab.tcp_connect("vm1", "vm2", port=22) and conn.alive()
         r = fw.update_security_group_rules("g", wider[1:])       # tcp 8443 gone
         assert [type(op).__name__ for op in plans[-1].ops] == ["DeleteElements"]

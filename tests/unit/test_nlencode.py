@@ -29,9 +29,8 @@ def test_addresses_and_verdicts():
     assert encode_key("ipv6_addr", "2001:db8::1") == bytes.fromhex("20010db8" + "0" * 22 + "01")
     assert encode_value("verdict", "jump pab12-e") == "pab12-e"
     assert encode_value("verdict", "drop") == 0   # NF_DROP (the ambiguous receiver's entry)
-    assert encode_value("verdict", "accept") == 1   # NF_ACCEPT (a group's port map)
     with pytest.raises(ValueError):
-        encode_value("verdict", "continue")
+        encode_value("verdict", "accept")
     with pytest.raises(ValueError):
         encode_key("ifname", '"a-name-that-is-too-long"')
 
@@ -40,11 +39,11 @@ def test_encodable():
     assert encodable(SetDef("bridge", "spoof4", "ifname . ether_addr . ipv4_addr"))
     assert encodable(SetDef("inet", "egress", "mark", "verdict"))
     assert not encodable(SetDef("inet", "g-m4n", "ipv4_addr", interval=True))
-    assert encodable(SetDef("inet", "g-vi", "nf_proto . inet_proto . inet_service", "verdict"))
+    assert encodable(SetDef("inet", "g-pi", "nf_proto . inet_proto . inet_service"))
     assert not encodable(SetDef("inet", "x", "ether_type"))
 
 
-def test_port_map_keys_match_nft():
+def test_port_set_elements_match_nft():
     key_type = "nf_proto . inet_proto . inet_service"
     assert words(encode_key(key_type, "ipv4 . tcp . 8443")) == "00000002 00000006 0000fb20"
     assert words(encode_key(key_type, "ipv6 . udp . 53")) == "0000000a 00000011 00003500"

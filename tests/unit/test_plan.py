@@ -67,7 +67,7 @@ def test_rule_removal_changes_only_that_chain(demo_model):
     assert not fw.plan(doc)
 
 
-def test_a_single_port_rule_is_an_element_of_its_groups_port_map(demo_model):
+def test_a_single_port_rule_is_an_element_of_its_groups_port_set(demo_model):
     """Adding or removing a rule that matches one port of one protocol (no remote side) is
     one map element: no chain changes, whether or not the rule handles are known."""
     fw = fresh()
@@ -79,11 +79,11 @@ def test_a_single_port_rule_is_an_element_of_its_groups_port_map(demo_model):
          "port_range_min": 8443, "port_range_max": 8443})
     doc["security_groups"]["sg-web"].pop(0)   # tcp 80 from 0.0.0.0/0
     for plan in (fresh_reading(fw).plan(doc), fw.plan(doc)):
-        assert plan.lines() == [f"add element inet fwsg {group}-vi {{ ipv6 . udp . 8443 : accept }}",
-                                f"delete element inet fwsg {group}-vi {{ ipv4 . tcp . 80 }}"]
+        assert plan.lines() == [f"add element inet fwsg {group}-pi {{ ipv6 . udp . 8443 }}",
+                                f"delete element inet fwsg {group}-pi {{ ipv4 . tcp . 80 }}"]
     fw.apply(doc)
-    assert fw.backend.elements[("inet", f"{group}-vi")] == {"ipv6 . tcp . 80": "accept",
-                                                          "ipv6 . udp . 8443": "accept"}
+    assert fw.backend.elements[("inet", f"{group}-pi")] == {"ipv6 . tcp . 80",
+                                                          "ipv6 . udp . 8443"}
     assert not fw.plan(doc)
 
 

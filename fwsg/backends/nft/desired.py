@@ -16,7 +16,7 @@ from fwsg.backends.nft.layout import (AMBIGUOUS_ENTRY, EGRESS_MAP, FILTERED, FIX
                                       antispoof_chain, dispatch_chains, dst_mark,
                                       fixed_chains, port_number, quote_ifname, spoof_type,
                                       src_mark, unquote_ifname)
-from fwsg.backends.nft.rules import (PORT_MAP_KEY, port_key, port_map_rule, render_rule,
+from fwsg.backends.nft.rules import (PORT_SET_KEY, port_key, port_set_rule, render_rule,
                                      subsumed_by_fixed)
 from fwsg.backends.base import MemberBook, load_model
 from fwsg.model import EGRESS, INGRESS, Model, host_addresses, rule_facts
@@ -45,8 +45,8 @@ class RegisteredNames(Names):
     def member_set(self, sg, family, prefixes=False):
         return self.groups.member_set(sg, family, prefixes)
 
-    def port_map(self, sg, direction):
-        return f"{self.group(sg)}-v{'i' if direction == INGRESS else 'e'}"
+    def port_set(self, sg, direction):
+        return f"{self.group(sg)}-p{'i' if direction == INGRESS else 'e'}"
 
     def profile(self, egress_rules, ingress_rules):
         return self.profiles.name("\n".join(egress_rules) + "\0" + "\n".join(ingress_rules))
@@ -297,7 +297,7 @@ class Desired(MemberBook):
             self.pending.add_many(key, new)
 
     def _group_chains(self, sg):
-        """Make the group's two chains and their port maps follow its rules. The last few rule
+        """Make the group's two chains and their port sets follow its rules. The last few rule
         tuples a group had (with the prefix state of the groups they reference) keep their
         chains and map keys: a group whose rules go back and forth costs two lookups, no
         rendering, no hashing of its rules."""
@@ -306,7 +306,7 @@ class Desired(MemberBook):
             self._group_memo.pop(sg, None)
             for direction in (INGRESS, EGRESS):
                 self._chain(("inet", self.names.group_chain(sg, direction)), None)
-                self._undeclare(("inet", self.names.port_map(sg, direction)))
+                self._undeclare(("inet", self.names.port_set(sg, direction)))
             return
         refs = (self._refs_of or {}).get(("g", sg))   # a frozenset (rule_facts) or None
         pstate = refs & self.prefixed if refs else frozenset()
@@ -319,36 +319,31 @@ class Desired(MemberBook):
                 r for r in rules if r.direction == direction)) for direction in (INGRESS, EGRESS))
             memo.insert(0, (rules, pstate, sides))
             del memo[4:]
-        for map_key, keys, chain in sides:
-            self._port_map(map_key, keys)   # declared before the chain that looks it up
+        for set_key, keys, chain in sides:
+            self._port_set(set_key, keys)   # declared before the chain that looks it up
             self._chain(chain.key, chain)
 
     def _group_side(self, sg, direction, rules):
-        """(port map key, its keys, ChainDef) of one direction of a group (``rules``: that
-        direction's Rules): the single-port rules are keys of the map, the others rules of
-        the chain, after the one rule that looks the map up."""
-        map_name = self.names.port_map(sg, direction)
+        """(port set key, its elements, ChainDef) of one direction of a group (``rules``: that
+        direction's Rules): the single-port rules are elements of the set, the others rules
+        of the chain, after the one rule that looks the set up."""
+        set_name = self.names.port_set(sg, direction)
         keyed = {r: port_key(r) for r in rules}
         keys = frozenset(k for k in keyed.values() if k is not None)
-        chain = self._group_chain(self.names.group_chain(sg, direction), map_name,
+        chain = self._group_chain(self.names.group_chain(sg, direction), set_name,
                                   tuple(r for r, k in keyed.items() if k is None))
-        return ("inet", map_name), keys, chain
+        return ("inet", set_name), keys, chain
 
-    def _port_map(self, key, keys):
-        """Make the port map ``key`` exist with exactly ``keys``, each accepting."""
+    def _port_set(self, key, keys):
+        """Make the port set ``key`` exist with exactly the elements ``keys``."""
         if key not in self.rs.sets:
-            self._declare(SetDef("inet", key[1], PORT_MAP_KEY, "verdict"))
-        have = self.rs.elements[key]
-        if have.keys() == keys:
-            return
-        for k in [k for k in have if k not in keys]:
-            self._map_set(key, k, None)
-        for k in keys:
-            self._map_set(key, k, "accept")
+            self._declare(SetDef("inet", key[1], PORT_SET_KEY))
+        if self.rs.elements[key] != keys:
+            self._sync_elements(key, keys)
 
-    def _group_chain(self, name, map_name, rules):
+    def _group_chain(self, name, set_name, rules):
         """The ChainDef of one group chain (``rules``: that direction's Rules not in its port
-        map ``map_name``), from a bounded cache keyed by the rules and the prefix state of the
+        set ``set_name``), from a bounded cache keyed by the rules and the prefix state of the
         groups they reference (a group whose rules go back and forth is not rendered again;
         its names never change)."""
         key = (name, rules, tuple((r.remote_group, r.family) in self.prefixed
@@ -358,7 +353,7 @@ class Desired(MemberBook):
         if chain is None:
             if len(cache) >= 4096:
                 cache.clear()
-            chain = cache[key] = ChainDef("inet", name, (port_map_rule(map_name),)
+            chain = cache[key] = ChainDef("inet", name, (port_set_rule(set_name),)
                                           + _dedupe(self._render(rules)))
         return chain
 

@@ -297,9 +297,9 @@ class Names:
         return f"{cls.group(sg)}-m{family}{'n' if prefixes else ''}"
 
     @classmethod
-    def port_map(cls, sg, direction):
-        """The verdict map of a group chain's single-port rules (``<group>-vi``/``-ve``)."""
-        return f"{cls.group(sg)}-v{_SUFFIX[direction]}"
+    def port_set(cls, sg, direction):
+        """The set of a group chain's single-port rules (``<group>-pi``/``-pe``)."""
+        return f"{cls.group(sg)}-p{_SUFFIX[direction]}"
 
     @staticmethod
     def profile(egress_rules, ingress_rules):

@@ -307,8 +307,7 @@ def _statement(family, words, out, ctx):
         out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([17])),
                 ("payload", TRANSPORT, 0, 4), ("cmp", CMP_EQ, ports)]
         return words[6:]
-    # an operand or a concatenation, then a set lookup (@S, != @S), a verdict map (vmap @M)
-    # or a value
+    # an operand or a concatenation, then a set lookup (@S, != @S) or a value
     operands, i = [], 0
     while True:
         for n in (3, 2, 1):
@@ -323,16 +322,13 @@ def _statement(family, words, out, ctx):
         i += 1
     inverted = words[i] == "!="
     i += inverted
-    vmap = words[i] == "vmap" and not inverted
-    i += vmap
     target = words[i]
     m = _SET.match(target)
     if m:
         _l3_check(family, operands[0], out, ctx)
         regs = _concat_regs(operands) if len(operands) > 1 else (1,)
         out += [_load(op, reg) for op, reg in zip(operands, regs)]
-        out.append(("lookup", m.group(1), 1, REG_VERDICT) if vmap else
-                   ("lookup", m.group(1), 1, -1, LOOKUP_INV if inverted else 0))
+        out.append(("lookup", m.group(1), 1, -1, LOOKUP_INV if inverted else 0))
         return words[i + 1:]
     if len(operands) != 1 or inverted:
         raise ValueError(" ".join(words))

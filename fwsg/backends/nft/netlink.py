@@ -123,7 +123,7 @@ def encode_key(key_type, text):
 
 def encode_value(value_type, text):
     """A map value: bytes for a mark or a conntrack zone (2 bytes, host order), the target
-    chain (str) for ``jump CHAIN``, the verdict code (int) for ``drop`` and ``accept``."""
+    chain (str) for ``jump CHAIN``, the verdict code (int) for ``drop``."""
     if value_type == "mark":
         return _atom("mark", text)
     if value_type == ZONE_VALUE:
@@ -135,8 +135,6 @@ def encode_value(value_type, text):
         return text[5:]
     if value_type == "verdict" and text == "drop":
         return matches.DROP
-    if value_type == "verdict" and text == "accept":
-        return matches.ACCEPT
     raise ValueError(text)
 
 
@@ -188,13 +186,10 @@ def set_op(sd):
             fields = bytes(width for _, width, _ in kinds)
     data_type = data_len = None
     if sd.is_map:
+        if len(parts) > 1:
+            raise ValueError(sd.key_type)
         data_type, data_len, data_order = _VALUES[sd.value_type]
-        if len(parts) > 1:   # a concatenated key: its typeof record after the data's order
-            if sd.value_type != "verdict" or sd.interval:
-                raise ValueError(sd.key_type)
-            udata = _udata_u32(0, 0) + _udata_u32(1, data_order) + _CONCAT_UDATA
-        else:
-            udata += _udata_u32(1, data_order)
+        udata += _udata_u32(1, data_order)
         if sd.value_type == ZONE_VALUE:
             udata += _ZONE_TYPEOF[sd.key_type] + _CT_ZONE_TYPEOF
         udata += _udata_u32(6, 0)

@@ -1,5 +1,5 @@
 """Security-group rules as nft rule text (one Rule -> one or two rules) or as an element of
-their group chain's port map (:func:`port_key`), and which rules the fixed rules every port has
+their group chain's port set (:func:`port_key`), and which rules the fixed rules every port has
 already decide. No I/O; names come from the layout, never from user text.
 """
 
@@ -52,21 +52,23 @@ def render_rule(rule, members_of, verdict="accept", names=Names):
     return out
 
 
-# The one rule each group chain starts with: a verdict map keyed by family, protocol and
+# The one rule each group chain starts with: a lookup in a set keyed by family, protocol and
 # destination port (``th dport``: the same two bytes for every protocol in _L4; a fragment
 # after the first has no transport header and matches no element, as with ``tcp dport``).
-PORT_MAP_KEY = "nf_proto . inet_proto . inet_service"
+# A plain set, not a verdict map: the kernel's table validation (at every rule or jump
+# added anywhere) walks the elements of every verdict map a chain looks up, never a set's.
+PORT_SET_KEY = "nf_proto . inet_proto . inet_service"
 
 
-def port_map_rule(map_name):
-    """The rule of a group chain that looks packets up in its port map ``map_name``."""
-    return f"meta nfproto . meta l4proto . th dport vmap @{map_name}"
+def port_set_rule(set_name):
+    """The rule of a group chain that accepts what its port set ``set_name`` holds."""
+    return f"meta nfproto . meta l4proto . th dport @{set_name} accept"
 
 
 def port_key(rule):
-    """The port map key (``ipv4 . tcp . 8443``) of a group rule that matches nothing but a
-    family, a port protocol and one destination port (no source port, no remote prefix or
-    group): such a rule is an element of its chain's port map, not a rule of its own (adding
+    """The port set element (``ipv4 . tcp . 8443``) of a group rule that matches nothing but
+    a family, a port protocol and one destination port (no source port, no remote prefix or
+    group): such a rule is an element of its chain's port set, not a rule of its own (adding
     one is an element change). None for every other rule."""
     p = rule.protocol
     if (p not in _L4 or rule.port_min is None or rule.sport_min is not None

@@ -1,5 +1,5 @@
-"""A host still holding the layout before the port maps (every group rule a rule of its own,
-no ``<group>-vi``/``-ve`` maps) is upgraded by one apply of a new process, in one transaction,
+"""A host still holding the layout before the port sets (every group rule a rule of its own,
+no ``<group>-pi``/``-pe`` sets) is upgraded by one apply of a new process, in one transaction,
 with live flows kept and the verdicts unchanged, real packets both ways."""
 
 import copy
@@ -26,8 +26,8 @@ def lab_fw():
 
 
 def _previous_layout(desired):
-    """The Ruleset of ``desired`` (a Desired) as the layout before the port maps held it:
-    each group chain its rules in the order of the group, no maps."""
+    """The Ruleset of ``desired`` (a Desired) as the layout before the port sets held it:
+    each group chain its rules in the order of the group, no port sets."""
     from fwsg.backends.nft.desired import _dedupe
     from fwsg.backends.nft.rules import render_rule
     from fwsg.ruleset import ChainDef
@@ -41,7 +41,7 @@ def _previous_layout(desired):
                 if r.direction == direction:
                     text += render_rule(r, lambda g, f: ((), False), names=desired.names)
             old.chains[("inet", name)] = ChainDef("inet", name, _dedupe(text))
-            key = ("inet", desired.names.port_map(sg, direction))
+            key = ("inet", desired.names.port_set(sg, direction))
             del old.sets[key], old.elements[key]
     return old
 
@@ -59,7 +59,7 @@ PROBES = [("tcp_connect", "vm1", "vm2", {"port": 80}),
 VERDICTS = [True, False, True, False, True]
 
 
-def test_a_host_of_the_layout_before_port_maps_is_upgraded_in_one_transaction(lab_fw):
+def test_a_host_of_the_layout_before_port_sets_is_upgraded_in_one_transaction(lab_fw):
     from fwsg.backends.nft.render import render
     from fwsg.plan import diff
 
@@ -75,7 +75,7 @@ def test_a_host_of_the_layout_before_port_maps_is_upgraded_in_one_transaction(la
         finally:
             ctx.close()
     listing = _listing(lab)
-    assert "th dport vmap" not in listing and "tcp dport 80 accept" in listing
+    assert "th dport @" not in listing and "tcp dport 80 accept" in listing
     conn = lab.open_tcp("vm1", "vm2", port=80)
     try:
         assert lab.matrix(PROBES) == VERDICTS          # the previous layout, same verdicts
@@ -85,12 +85,12 @@ def test_a_host_of_the_layout_before_port_maps_is_upgraded_in_one_transaction(la
         r = fw2.apply(doc)
         assert r.changed
         assert fw2.backend.generation()[1] == before[1] + 1     # one transaction
-        assert r.summary["sets_added"] == 4                     # two maps per group
+        assert r.summary["sets_added"] == 4                     # two sets per group
         back = fw2.backend.read()
         assert back.sets == compiled.sets and back.elements == compiled.elements
         assert {k: c.digest for k, c in back.chains.items()} == \
             {k: c.digest for k, c in compiled.chains.items()}
-        assert "th dport vmap" in _listing(lab)
+        assert "th dport @" in _listing(lab)
         assert not Firewall(netns=lab.host_ns).apply(doc).changed   # nothing left to upgrade
         assert conn.alive()
         assert lab.matrix(PROBES) == VERDICTS
