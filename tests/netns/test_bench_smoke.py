@@ -74,7 +74,7 @@ def test_bench_quick(tmp_path, capsys, monkeypatch):
 
 
 IPT_KEYS = ("cold", "noop", "member_add", "member_del", "full_list", "rule_add", "port_add",
-            "port_del", "port_add_new", "port_del_new")
+            "port_del", "port_add_new", "port_del_new", "port_back")
 
 
 def test_bench_iptables_quick(tmp_path, capsys):
@@ -107,6 +107,9 @@ def test_bench_iptables_quick(tmp_path, capsys):
     assert "via libiptc+ebtables-netlink;" in data["legacy_port_del"]["note"]
     assert "via restore+ebtables-restore;" in data["nft_port_gone_tools"]["note"]
     assert "via libiptc+ebtables-restore;" in data["legacy_port_gone_tools"]["note"]
+    # a removal and an addition back to back: the pair's path, both kinds in one note
+    assert "netlink+ebtables-netlink" in data["nft_port_back"]["note"]
+    assert "restore+ebtables-restore" in data["nft_port_back"]["note"]
     assert "peer: Neutron iptables driver, one member added" in printed
     assert f"fwsg-bench-{os.getpid()}" not in _bench_namespaces()
 
