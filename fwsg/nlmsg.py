@@ -1,5 +1,6 @@
 """Netlink message framing shared by fwsg's hand-packed nfnetlink clients (``ipsetnl``,
-``ebnl``): the header layouts and attributes padded to 4 bytes. No I/O here."""
+``ebnl``, ``nfdel``): the header layouts and attributes padded to 4 bytes, packed and walked.
+No I/O here."""
 
 import struct
 
@@ -17,6 +18,19 @@ def attr(kind, payload):
     """One netlink attribute of type ``kind`` holding ``payload``, padded to 4 bytes."""
     n = NLA.size + len(payload)
     return NLA.pack(n, kind) + payload + b"\0" * (-n & 3)
+
+
+def attrs(buf):
+    """[(type, value)] of the netlink attributes packed in ``buf`` (the type with its flags);
+    stops at a malformed length."""
+    out, i = [], 0
+    while i + NLA.size <= len(buf):
+        n, kind = NLA.unpack_from(buf, i)
+        if n < NLA.size:
+            break
+        out.append((kind, buf[i + NLA.size:i + n]))
+        i += (n + 3) & ~3
+    return out
 
 
 def nest(kind, *parts):

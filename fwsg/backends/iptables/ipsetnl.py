@@ -16,7 +16,8 @@ import struct
 
 from fwsg.errors import KernelError
 from fwsg.netns import entered
-from fwsg.nlmsg import HDR as _HDR, NFGEN as _NFGEN, NLA as _NLA, attr as _attr
+from fwsg import nlmsg
+from fwsg.nlmsg import HDR as _HDR, NFGEN as _NFGEN, attr as _attr
 from fwsg.nlmsg import NETLINK_NETFILTER, NLA_F_NESTED
 
 NFNL_SUBSYS_IPSET = 6
@@ -164,12 +165,5 @@ def set_names(netns=None):
 
 def _setnames(attrs):
     """The IPSET_ATTR_SETNAME values among the attributes ``attrs`` of one message."""
-    out, off = [], 0
-    while off + _NLA.size <= len(attrs):
-        n, kind = _NLA.unpack_from(attrs, off)
-        if n < _NLA.size:
-            break
-        if kind & 0x3FFF == ATTR_SETNAME:
-            out.append(attrs[off + _NLA.size:off + n].split(b"\0", 1)[0].decode())
-        off += n + (-n & 3)
-    return out
+    return [bytes(value).split(b"\0", 1)[0].decode() for kind, value in nlmsg.attrs(attrs)
+            if kind & 0x3FFF == ATTR_SETNAME]

@@ -26,8 +26,8 @@ import struct
 from fwsg.backends.iptables import ebnl, iptc
 from fwsg.errors import KernelError
 from fwsg.netns import entered
-from fwsg.nlmsg import HDR as _HDR, NFGEN as _NFGEN, NLA as _NLA, NETLINK_NETFILTER
-from fwsg.nlmsg import NLA_F_NESTED, attr as _attr
+from fwsg.nlmsg import HDR as _HDR, NFGEN as _NFGEN, NETLINK_NETFILTER
+from fwsg.nlmsg import attr as _attr, attrs as _attrs
 
 NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 5, 6, 7, 8
 NFNL_SUBSYS_NFTABLES = 10
@@ -45,18 +45,6 @@ _DADDR = {4: (16, 4), 6: (24, 16)}
 class NotFound(Exception):
     """A rule outside the forms this module packs, or not in its chain (the restore tool
     takes the change, and reports what it finds)."""
-
-
-def _attrs(buf):
-    """[(type, value)] of the netlink attributes in ``buf`` (type without its flags)."""
-    out, i = [], 0
-    while i + _NLA.size <= len(buf):
-        n, kind = _NLA.unpack_from(buf, i)
-        if n < _NLA.size:
-            break
-        out.append((kind, buf[i + _NLA.size:i + n]))
-        i += (n + 3) & ~3
-    return out
 
 
 _NESTED = {("cmp", 3), ("immediate", 2), ("bitwise", 4), ("bitwise", 5)}  # NFTA_DATA_*
