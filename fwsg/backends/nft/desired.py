@@ -299,7 +299,7 @@ class Desired(MemberBook):
     def _group_chains(self, sg):
         """Make the group's two chains and their port sets follow its rules. The last few rule
         tuples a group had (with the prefix state of the groups they reference) keep their
-        chains and map keys: a group whose rules go back and forth costs two lookups, no
+        chains and set elements: a group whose rules go back and forth costs two lookups, no
         rendering, no hashing of its rules."""
         rules = self.groups.get(sg)
         if rules is None:

@@ -18,8 +18,8 @@ META_NFPROTO, META_L4PROTO = 15, 16           # enum nft_meta_keys
 CMP_EQ, CMP_LTE, CMP_GTE = 0, 3, 5            # enum nft_cmp_ops
 NETWORK, TRANSPORT = 1, 2                     # enum nft_payload_bases
 ACCEPT, RETURN = 1, -5                        # NF_ACCEPT, NFT_RETURN
-_NFPROTO = {4: 2, 6: 10}                      # NFPROTO_IPV4, NFPROTO_IPV6
-_PORT_PROTOS = {"tcp": 6, "udp": 17, "dccp": 33, "sctp": 132, "udplite": 136}
+NFPROTO = {4: 2, 6: 10}                      # NFPROTO_IPV4, NFPROTO_IPV6
+PORT_PROTOS = {"tcp": 6, "udp": 17, "dccp": 33, "sctp": 132, "udplite": 136}
 _ADDR_OFFSET = {(4, "saddr"): 12, (4, "daddr"): 16, (6, "saddr"): 8, (6, "daddr"): 24}
 _SET = re.compile(r"^@([a-z0-9][a-z0-9-]*)$")
 
@@ -82,7 +82,7 @@ def encode(text):
             if addressed == words[i + 1] or (fam is not None and fam != f):
                 raise ValueError(text)
             if fam is None:
-                out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[f]]))]
+                out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([NFPROTO[f]]))]
             fam, addressed = f, words[i + 1]
             out += _address(f, words[i + 1], words[i + 2])
             i += 3
@@ -91,7 +91,7 @@ def encode(text):
             if f is None or fam is not None:
                 raise ValueError(text)
             fam = f
-            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[f]]))]
+            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([NFPROTO[f]]))]
             i += 3
         else:
             break
@@ -115,9 +115,9 @@ def encode(text):
             rest = rest[3:]
         else:
             out += [("payload", TRANSPORT, 0, 1), ("cmp", CMP_EQ, bytes([itype]))]
-    elif rest[:1] and rest[0] in _PORT_PROTOS and len(rest) >= 3 and rest[1] in ("sport",
+    elif rest[:1] and rest[0] in PORT_PROTOS and len(rest) >= 3 and rest[1] in ("sport",
                                                                                   "dport"):
-        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([_PORT_PROTOS[rest[0]]]))]
+        out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([PORT_PROTOS[rest[0]]]))]
         ports = [(rest[1], _port_range(rest[2]))]
         if rest[1] == "sport" and rest[3:5] == [rest[0], "dport"] and len(rest) >= 6:
             ports.append(("dport", _port_range(rest[5])))
@@ -204,7 +204,7 @@ def _l3_check(family, operand, out, ctx):
     check once per rule, before the first such load)."""
     l3 = operand.split()[0]
     if family == "inet" and l3 in ("ip", "ip6") and ctx.get("l3") != l3:
-        out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[4 if l3 == "ip" else 6]]))]
+        out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([NFPROTO[4 if l3 == "ip" else 6]]))]
         ctx["l3"] = l3
 
 
@@ -281,7 +281,7 @@ def _statement(family, words, out, ctx):
         return words[6:]
     if words[:2] == ["icmpv6", "type"]:
         if family == "inet" and ctx.get("l3") != "ip6":
-            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[6]]))]
+            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([NFPROTO[6]]))]
         out += [("meta", META_L4PROTO), ("cmp", CMP_EQ, bytes([58])),
                 ("payload", TRANSPORT, 0, 1)]
         if words[2] != "{":
@@ -293,13 +293,13 @@ def _statement(family, words, out, ctx):
                     tuple(bytes([t]) for t in types)))
         return words[end + 1:]
     if family == "inet" and w in ("ip", "ip6") and words[2:3] == ["vmap"]:
-        out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[4 if w == "ip" else 6]])),
+        out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([NFPROTO[4 if w == "ip" else 6]])),
                 _load(f"{w} {words[1]}"), ("lookup", words[3][1:], 1, REG_VERDICT)]
         return words[4:]
     if w == "meta" and words[1:2] == ["nfproto"] and words[2:3] != ["."] or w in ("udp",):
         if w == "meta":
             f = {"ipv4": 4, "ipv6": 6}[words[2]]
-            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([_NFPROTO[f]]))]
+            out += [("meta", META_NFPROTO), ("cmp", CMP_EQ, bytes([NFPROTO[f]]))]
             words = words[3:]
         if words[:1] != ["udp"] or words[1] != "sport" or words[3:5] != ["udp", "dport"]:
             raise ValueError(" ".join(words))

@@ -59,8 +59,8 @@ def _service(text):
 
 
 _ATOMS = {
-    "nf_proto": _byte_of({"ipv4": 2, "ipv6": 10}),
-    "inet_proto": _byte_of({"tcp": 6, "udp": 17, "dccp": 33, "sctp": 132, "udplite": 136}),
+    "nf_proto": _byte_of({f"ipv{fam}": n for fam, n in matches.NFPROTO.items()}),
+    "inet_proto": _byte_of(matches.PORT_PROTOS),
     "inet_service": _service,
     "ipv4_addr": functools.partial(socket.inet_pton, socket.AF_INET),
     "ipv6_addr": functools.partial(socket.inet_pton, socket.AF_INET6),
